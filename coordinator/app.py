@@ -1,0 +1,160 @@
+"""The REST API (starlette). JSON in, JSON out; every error is application/problem+json."""
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from coordinator.config import Settings
+from coordinator.errors import WalletError
+from coordinator.service import WalletService
+from shard_router.file_store import FileTopologyStore
+
+log = logging.getLogger("wallet.api")
+
+BODY_BYTES_MAX = 16 * 1024
+
+
+class ProblemResponse(JSONResponse):
+    media_type = "application/problem+json"
+
+
+def problem(status: int, code: str, detail: str) -> ProblemResponse:
+    return ProblemResponse(
+        {"type": f"https://wallet.dev/problems/{code}", "title": code.replace("_", " "), "status": status,
+         "code": code, "detail": detail},
+        status_code=status,
+    )
+
+
+async def read_body(request: Request, required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+    """The JSON object body, with exactly the known fields."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > BODY_BYTES_MAX):
+        raise WalletError("malformed_request", f"request body must be at most {BODY_BYTES_MAX} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > BODY_BYTES_MAX:
+            raise WalletError("malformed_request", f"request body must be at most {BODY_BYTES_MAX} bytes")
+    try:
+        body = json.loads(raw, parse_float=_refuse_float, parse_constant=_refuse_float)
+    except (ValueError, UnicodeDecodeError):
+        raise WalletError("malformed_request", "request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise WalletError("malformed_request", "request body must be a JSON object")
+    unknown = set(body) - required - optional
+    if unknown:
+        raise WalletError("validation_error", f"unknown fields: {sorted(unknown)}")
+    missing = required - set(body)
+    if missing:
+        raise WalletError("validation_error", f"missing fields: {sorted(missing)}")
+    return body
+
+
+def _refuse_float(text: str) -> Any:
+    raise WalletError("invalid_amount", "numbers with fractions are not accepted: send amounts as decimal strings")
+
+
+def service_of(request: Request) -> WalletService:
+    return request.app.state.service
+
+
+async def create_account(request: Request) -> Response:
+    body = await read_body(request, {"account_id", "owner", "currency"})
+    account, created = await service_of(request).create_account(body["account_id"], body["owner"], body["currency"])
+    return JSONResponse(account.to_json(), status_code=201 if created else 200)
+
+
+async def show_account(request: Request) -> Response:
+    account = await service_of(request).get_account(request.path_params["account_id"])
+    return JSONResponse(account.to_json())
+
+
+async def deposit(request: Request) -> Response:
+    body = await read_body(request, {"amount", "transaction_id"})
+    result = await service_of(request).deposit(request.path_params["account_id"], body["amount"], body["transaction_id"])
+    return transfer_response(result)
+
+
+async def balance_transfer(request: Request) -> Response:
+    body = await read_body(request, {"from_account", "to_account", "amount", "currency", "transaction_id"}, {"mode"})
+    result = await service_of(request).transfer(
+        body["from_account"], body["to_account"], body["amount"], body["currency"], body["transaction_id"], body.get("mode")
+    )
+    return transfer_response(result)
+
+
+def transfer_response(result: Any) -> Response:
+    """A recorded failure is replayed as the same problem on every retry."""
+    if result.status == "failed":
+        error = WalletError(result.error_code, f"transfer {result.transfer.transaction_id} failed: {result.error_code}")
+        response = problem(error.status, error.code, error.detail)
+        response.headers["Wallet-Transaction-Id"] = str(result.transfer.transaction_id)
+        return response
+    return JSONResponse(result.to_json())
+
+
+async def show_transfer(request: Request) -> Response:
+    result = await service_of(request).get_transfer(request.path_params["transaction_id"])
+    return JSONResponse(result.to_json())
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def on_wallet_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, WalletError)
+    return problem(error.status, error.code, error.detail)
+
+
+async def on_http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    code = "not_found" if error.status_code == 404 else "method_not_allowed" if error.status_code == 405 else "http_error"
+    return problem(error.status_code, code, str(error.detail))
+
+
+async def on_unexpected(request: Request, error: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return problem(500, "internal_error", "the server failed; the request may be retried with the same transaction_id")
+
+
+def build_app(settings: Settings | None = None, service: WalletService | None = None) -> Starlette:
+    """With `service`, the caller owns its lifecycle (tests); otherwise the app opens one."""
+    settings = settings or Settings.from_environment()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if service is not None:
+            app.state.service = service
+            yield
+            return
+        topology = FileTopologyStore(settings.topology_path).load()
+        async with WalletService(topology, settings) as opened:
+            app.state.service = opened
+            yield
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/v1/accounts", create_account, methods=["POST"]),
+        Route("/v1/accounts/{account_id}", show_account, methods=["GET"]),
+        Route("/v1/accounts/{account_id}/deposits", deposit, methods=["POST"]),
+        Route("/v1/wallet/balance_transfer", balance_transfer, methods=["POST"]),
+        Route("/v1/transfers/{transaction_id}", show_transfer, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={WalletError: on_wallet_error, HTTPException: on_http_error, Exception: on_unexpected},
+    )
+    if service is not None:
+        app.state.service = service
+    return app

@@ -1,0 +1,261 @@
+"""`wallet`: the command line for developers, operators and DBAs."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import asyncpg
+
+from coordinator.config import Settings
+from coordinator.errors import WalletError
+from coordinator.service import WalletService
+from shard_router.file_store import FileTopologyStore
+from shard_router.topology import Topology, TopologyError
+from shards.errors import ShardError
+
+DEFAULT_SHARD_COUNT = 4
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def load_topology(settings: Settings) -> Topology:
+    return FileTopologyStore(settings.topology_path).load()
+
+
+def with_service(settings: Settings, action: Callable[[WalletService], Awaitable[Any]]) -> Any:
+    async def run() -> Any:
+        async with WalletService(load_topology(settings), settings) as service:
+            return await action(service)
+
+    return asyncio.run(run())
+
+
+# -- dev ----------------------------------------------------------------------------------
+def start_local_cluster(settings: Settings, shards: int) -> Any:
+    from shards.cluster import LocalCluster
+
+    cluster = LocalCluster(settings.home, shard_count=shards)
+    if cluster.topology_path.resolve() != settings.topology_path.resolve():
+        raise SystemExit(f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} for a local cluster")
+    topology = cluster.start()
+    upgrade_all(topology)
+    return cluster
+
+
+def command_dev_up(args: argparse.Namespace, settings: Settings) -> int:
+    cluster = start_local_cluster(settings, args.shards)
+    print(f"local cluster running: {len(cluster.servers)} shards, topology {cluster.topology_path}")
+    for server in cluster.servers:
+        print(f"  {server.name}: {server.dsn}")
+    return 0
+
+
+def command_dev_down(args: argparse.Namespace, settings: Settings) -> int:
+    from shards.cluster import LocalCluster
+
+    LocalCluster(settings.home, shard_count=args.shards).stop()
+    print("local cluster stopped")
+    return 0
+
+
+# -- serve --------------------------------------------------------------------------------
+def command_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from coordinator.app import build_app
+
+    cluster = start_local_cluster(settings, args.shards) if args.local else None
+    try:
+        host, port = args.host or settings.host, args.port or settings.port
+        print(f"serving the wallet API on http://{host}:{port} (Ctrl-C stops)", flush=True)
+        uvicorn.run(build_app(settings), host=host, port=port, log_level="warning", lifespan="on")
+    finally:
+        if cluster is not None:
+            cluster.stop()
+            print("local cluster stopped", flush=True)
+    return 0
+
+
+# -- db -----------------------------------------------------------------------------------
+def upgrade_all(topology: Topology) -> None:
+    from shards import migrate
+
+    for shard in sorted(topology.shards):
+        migrate.upgrade(topology.shards[shard])
+
+
+def command_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from shards import migrate
+
+    topology = load_topology(settings)
+    if args.all == (args.shard is not None):
+        raise SystemExit("choose --all or --shard NAME")
+    shards = sorted(topology.shards) if args.all else [args.shard]
+    for shard in shards:
+        if shard not in topology.shards:
+            raise SystemExit(f"no shard {shard!r} in the topology; it has {sorted(topology.shards)}")
+        migrate.upgrade(topology.shards[shard], args.revision)
+        print(f"{shard}: upgraded to {args.revision}")
+    return 0
+
+
+def command_db_current(args: argparse.Namespace, settings: Settings) -> int:
+    from shards import migrate
+
+    topology = load_topology(settings)
+    head = migrate.head_revision()
+
+    async def read_all() -> list[migrate.ShardRevision]:
+        return await asyncio.gather(*(migrate.read_revision(name, topology.shards[name]) for name in sorted(topology.shards)))
+
+    revisions = asyncio.run(read_all())
+    drift = False
+    for revision in revisions:
+        if revision.error:
+            state = revision.error
+        elif revision.revision is None:
+            state = "not migrated"
+        elif revision.current:
+            state = "head"
+        else:
+            state = "behind head"
+        drift |= not revision.current
+        print(f"{revision.shard}\t{revision.revision or '-'}\t{state}")
+    print(f"head: {head}" + ("  DRIFT: shards differ from head" if drift else "  all shards at head"))
+    return 1 if drift else 0
+
+
+# -- accounts and money -------------------------------------------------------------------
+def command_accounts_create(args: argparse.Namespace, settings: Settings) -> int:
+    account, created = with_service(settings, lambda s: s.create_account(args.account_id, args.owner, args.currency))
+    print_json({**account.to_json(), "created": created})
+    return 0
+
+
+def command_accounts_show(args: argparse.Namespace, settings: Settings) -> int:
+    print_json(with_service(settings, lambda s: s.get_account(args.account_id)).to_json())
+    return 0
+
+
+def command_accounts_freeze(args: argparse.Namespace, settings: Settings) -> int:
+    status = "active" if args.unfreeze else "frozen"
+    print_json(with_service(settings, lambda s: s.set_account_status(args.account_id, status)).to_json())
+    return 0
+
+
+def command_deposit(args: argparse.Namespace, settings: Settings) -> int:
+    result = with_service(settings, lambda s: s.deposit(args.account_id, args.amount, args.transaction_id))
+    print_json(result.to_json())
+    return 0 if result.status == "success" else 1
+
+
+def command_transfer(args: argparse.Namespace, settings: Settings) -> int:
+    result = with_service(
+        settings,
+        lambda s: s.transfer(args.from_account, args.to_account, args.amount, args.currency, args.transaction_id, args.mode),
+    )
+    print_json(result.to_json())
+    return 0 if result.status == "success" else 1
+
+
+def command_transfer_show(args: argparse.Namespace, settings: Settings) -> int:
+    print_json(with_service(settings, lambda s: s.get_transfer(args.transaction_id)).to_json())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wallet",
+        description="Wallet-to-wallet money transfers over sharded PostgreSQL. "
+        "Settings come from WALLET_HOME (default .wallet) and WALLET_TOPOLOGY (default $WALLET_HOME/topology.json).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="a local cluster of PostgreSQL shards for development")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
+    up = dev_commands.add_parser("up", help="start (or restart) the local shards under WALLET_HOME and migrate them")
+    up.add_argument("--shards", type=int, default=DEFAULT_SHARD_COUNT, help="number of shards (default 4)")
+    up.set_defaults(handler=command_dev_up)
+    down = dev_commands.add_parser("down", help="stop the local shards (data is kept)")
+    down.add_argument("--shards", type=int, default=DEFAULT_SHARD_COUNT, help=argparse.SUPPRESS)
+    down.set_defaults(handler=command_dev_down)
+
+    serve = commands.add_parser("serve", help="serve the REST API")
+    serve.add_argument("--local", action="store_true", help="also start the local cluster, migrate it, and stop it on exit")
+    serve.add_argument("--shards", type=int, default=DEFAULT_SHARD_COUNT, help="shards for --local (default 4)")
+    serve.add_argument("--host", help="listen address (default WALLET_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default WALLET_PORT or 8000)")
+    serve.set_defaults(handler=command_serve)
+
+    db = commands.add_parser("db", help="per-shard schema migrations (alembic)")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    upgrade = db_commands.add_parser("upgrade", help="migrate one shard or every shard of the topology")
+    upgrade.add_argument("--all", action="store_true", help="every shard in the topology")
+    upgrade.add_argument("--shard", help="one shard by name")
+    upgrade.add_argument("--revision", default="head", help="target revision (default head)")
+    upgrade.set_defaults(handler=command_db_upgrade)
+    current = db_commands.add_parser("current", help="each shard's revision; exit 1 if any differs from head")
+    current.set_defaults(handler=command_db_current)
+
+    accounts = commands.add_parser("accounts", help="create and inspect accounts")
+    account_commands = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
+    create = account_commands.add_parser("create", help="open an account")
+    create.add_argument("account_id")
+    create.add_argument("--owner", required=True)
+    create.add_argument("--currency", required=True, help="ISO 4217 code, e.g. USD")
+    create.set_defaults(handler=command_accounts_create)
+    show = account_commands.add_parser("show", help="an account's balance, available and reserved funds, status")
+    show.add_argument("account_id")
+    show.set_defaults(handler=command_accounts_show)
+    freeze = account_commands.add_parser("freeze", help="freeze an account (no money in or out)")
+    freeze.add_argument("account_id")
+    freeze.add_argument("--unfreeze", action="store_true", help="make it active again")
+    freeze.set_defaults(handler=command_accounts_freeze)
+
+    deposit = commands.add_parser("deposit", help="money enters an account from outside (idempotent)")
+    deposit.add_argument("account_id")
+    deposit.add_argument("amount", help="decimal string in the account's currency, e.g. 10.00")
+    deposit.add_argument("--transaction-id", default=None, help="UUID idempotency key (default: a new one)")
+    deposit.set_defaults(handler=command_deposit)
+
+    transfer = commands.add_parser("transfer", help="move money between two accounts (idempotent)")
+    transfer.add_argument("from_account")
+    transfer.add_argument("to_account")
+    transfer.add_argument("amount", help="decimal string, e.g. 10.00")
+    transfer.add_argument("--currency", required=True)
+    transfer.add_argument("--mode", choices=["2pc", "tcc", "saga"], help="cross-shard protocol (default WALLET_MODE)")
+    transfer.add_argument("--transaction-id", default=None, help="UUID idempotency key (default: a new one)")
+    transfer.set_defaults(handler=command_transfer)
+    transfer_show = commands.add_parser("show-transfer", help="a transfer's status by transaction id")
+    transfer_show.add_argument("transaction_id")
+    transfer_show.set_defaults(handler=command_transfer_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "transaction_id", "unset") is None:
+        args.transaction_id = str(uuid.uuid4())
+    settings = Settings.from_environment()
+    try:
+        return args.handler(args, settings)
+    except WalletError as error:
+        print(f"error: {error.code}: {error.detail}", file=sys.stderr)
+        return 2
+    except (TopologyError, ShardError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except asyncpg.UndefinedTableError as error:
+        print(f"error: a shard is not migrated ({error}); run `wallet db upgrade --all`", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

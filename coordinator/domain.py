@@ -1,0 +1,109 @@
+"""Domain values. Frozen, driver-free: they cross every layer."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from coordinator.money import format_amount
+
+TRANSFER_KINDS = ("transfer", "deposit")
+MODES = ("2pc", "tcc", "saga")
+ACCOUNT_STATUSES = ("active", "frozen")
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One request to move money. A deposit has no from_account: money enters from outside."""
+
+    transaction_id: UUID
+    kind: str
+    from_account: str | None
+    to_account: str
+    amount: int  # minor units, > 0
+    currency: str
+    mode: str
+
+    def __post_init__(self) -> None:
+        assert self.kind in TRANSFER_KINDS, f"kind must be one of {TRANSFER_KINDS}"
+        assert (self.from_account is None) == (self.kind == "deposit"), "only a deposit has no from_account"
+        assert isinstance(self.amount, int) and self.amount > 0, "amount is positive minor units"
+        assert self.from_account != self.to_account, "same_account is refused before a Transfer is built"
+        assert self.mode in MODES or self.mode == "local", f"unknown mode {self.mode!r}"
+
+    @property
+    def request_hash(self) -> bytes:
+        """What the idempotency key promises: the money movement, not the protocol used for it."""
+        canonical = json.dumps(
+            [self.kind, self.from_account, self.to_account, self.amount, self.currency],
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Account:
+    account_id: str
+    owner: str
+    currency: str
+    balance: int  # minor units; includes reserved
+    reserved: int  # held by unfinished transfers; not spendable
+    status: str
+    version: int
+
+    def __post_init__(self) -> None:
+        assert 0 <= self.reserved <= self.balance, f"account {self.account_id}: 0 <= reserved <= balance broken"
+        assert self.status in ACCOUNT_STATUSES, f"unknown account status {self.status!r}"
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "account_id": self.account_id,
+            "owner": self.owner,
+            "currency": self.currency,
+            "balance": format_amount(self.balance, self.currency),
+            "available": format_amount(self.available, self.currency),
+            "reserved": format_amount(self.reserved, self.currency),
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """The recorded outcome of one transaction id."""
+
+    transfer: Transfer
+    status: str  # "success" | "failed"
+    error_code: str | None
+    protocol: str  # "local" for one-shard transfers and deposits
+    phase: str  # "committed" | "aborted" (later protocols add their in-between phases)
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        assert self.status in ("success", "failed"), f"unknown status {self.status!r}"
+        assert (self.error_code is None) == (self.status == "success"), "a failure carries its code"
+
+    def to_json(self) -> dict[str, object]:
+        transfer = self.transfer
+        body: dict[str, object] = {
+            "status": self.status,
+            "transaction_id": str(transfer.transaction_id),
+            "kind": transfer.kind,
+            "from_account": transfer.from_account,
+            "to_account": transfer.to_account,
+            "amount": format_amount(transfer.amount, transfer.currency),
+            "currency": transfer.currency,
+            "mode": transfer.mode,
+            "protocol": self.protocol,
+            "phase": self.phase,
+        }
+        if self.error_code is not None:
+            body["error_code"] = self.error_code
+        if self.created_at is not None:
+            body["created_at"] = self.created_at.isoformat()
+        return body

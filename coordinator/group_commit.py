@@ -1,0 +1,112 @@
+"""Group commit: requests for one shard queue up and are applied as one batch.
+
+No waiting is added under low load (a lone request goes at once); under load the
+requests that arrive while a batch is in flight form the next one. Every limit is
+a named, bounded setting.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Generic, TypeVar
+
+log = logging.getLogger("wallet.group_commit")
+
+Item = TypeVar("Item")
+Outcome = TypeVar("Outcome")
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    batch_size_max: int = 1000
+    batch_wait_ms: float = 0.0  # extra time to gather a batch once its first request arrived
+    queue_size_max: int = 20_000  # submitters wait (backpressure) beyond this
+    workers: int = 2  # batches in flight per shard
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.batch_size_max <= 10_000, "batch_size_max must be in 1..10000"
+        assert 0 <= self.batch_wait_ms <= 100, "batch_wait_ms must be in 0..100"
+        assert self.queue_size_max >= self.batch_size_max, "queue_size_max must hold at least one batch"
+        assert 1 <= self.workers <= 16, "workers must be in 1..16"
+
+
+class BatchApplier(Generic[Item, Outcome]):
+    """Feeds batches of items to `apply_batch`, which returns one outcome per item, in order."""
+
+    def __init__(
+        self,
+        name: str,
+        apply_batch: Callable[[list[Item]], Awaitable[list[Outcome]]],
+        limits: BatchLimits,
+    ) -> None:
+        self.name = name
+        self.apply_batch = apply_batch
+        self.limits = limits
+        self.queue: asyncio.Queue[tuple[Item, asyncio.Future[Outcome]]] = asyncio.Queue(limits.queue_size_max)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.batches_applied = 0
+        self.items_applied = 0
+
+    def start(self) -> None:
+        assert not self.tasks, f"applier {self.name} already started"
+        self.tasks = [
+            asyncio.create_task(self._work(), name=f"applier-{self.name}-{index}")
+            for index in range(self.limits.workers)
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks = []
+        while not self.queue.empty():
+            _, future = self.queue.get_nowait()
+            if not future.done():
+                future.set_exception(RuntimeError("service is shutting down"))
+
+    async def submit(self, item: Item) -> Outcome:
+        assert self.tasks, f"applier {self.name} is not running"
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        await self.queue.put((item, future))
+        return await future
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            await self._gather(batch)
+            items = [item for item, _ in batch]
+            try:
+                outcomes = await self.apply_batch(items)
+                assert len(outcomes) == len(items), "apply_batch must return one outcome per item"
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(RuntimeError("service is shutting down"))
+                raise
+            except Exception as error:  # the batch's outcome goes to each waiter
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self.batches_applied += 1
+            self.items_applied += len(items)
+            for (_, future), outcome in zip(batch, outcomes):
+                if not future.done():
+                    future.set_result(outcome)
+
+    async def _gather(self, batch: list[tuple[Item, asyncio.Future[Outcome]]]) -> None:
+        limits = self.limits
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.batch_wait_ms / 1000
+        while len(batch) < limits.batch_size_max:
+            if not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+            except asyncio.TimeoutError:
+                return

@@ -1,0 +1,51 @@
+"""The one-shard path: both accounts (or a deposit's one account) on one shard,
+so a batch of transfers is a single local transaction.
+
+Round trips per batch: BEGIN, lock accounts, read prior records, write (one
+statement for every balance and record), COMMIT, whatever the batch size.
+"""
+from __future__ import annotations
+
+from uuid import UUID
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from coordinator.batch_plan import StoredTransfer, plan_local_batch
+from coordinator.domain import Transfer, TransferResult
+from shards import accounts as account_sql
+from shards import transfers as transfer_sql
+from shards.errors import ShardRetryable
+from shards.pool import ShardPools
+
+RETRY_ATTEMPTS_MAX = 5
+CONFLICT = "conflict"  # outcome for a reused transaction id with a different body
+
+
+async def apply_local_batch(
+    pools: ShardPools,
+    shard: str,
+    transfers: list[Transfer],
+    stored_elsewhere: dict[UUID, StoredTransfer] | None = None,
+) -> list[TransferResult | str]:
+    """One outcome per transfer: its result (new or replayed) or CONFLICT."""
+    elsewhere = stored_elsewhere or {}
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(RETRY_ATTEMPTS_MAX),
+        wait=wait_random_exponential(multiplier=0.005, max=0.2),
+        retry=retry_if_exception_type(ShardRetryable),
+        reraise=True,
+    ):
+        with attempt:
+            async with pools.transaction(shard) as connection:
+                account_ids = [t.to_account for t in transfers] + [t.from_account for t in transfers if t.from_account]
+                # Lock first, then read records: a racing batch for the same accounts has
+                # committed its records by the time we hold the locks.
+                accounts = await account_sql.lock_accounts(connection, account_ids)
+                stored = await transfer_sql.select_transfers(connection, [t.transaction_id for t in transfers])
+                plan = plan_local_batch(transfers, accounts, {**elsewhere, **stored})
+                if plan.new_results:
+                    await transfer_sql.apply_local_batch(connection, plan.deltas, plan.new_results)
+    return [
+        CONFLICT if disposition == "conflict" else result  # type: ignore[misc]
+        for result, disposition in zip(plan.results, plan.dispositions)
+    ]

@@ -1,0 +1,218 @@
+"""WalletService: where a request becomes a routed, batched, recorded transfer.
+
+  validate -> route (shard_router) -> one shard?  local batch (local.py)
+                                   -> two shards? the cross-shard protocol for `mode`
+"""
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+from coordinator import validation
+from coordinator.batch_plan import StoredTransfer
+from coordinator.config import Settings
+from coordinator.domain import Account, Transfer, TransferResult
+from coordinator.errors import WalletError
+from coordinator.group_commit import BatchApplier
+from coordinator.local import CONFLICT, apply_local_batch
+from coordinator.money import check_currency, parse_amount
+from shard_router.topology import Topology
+from shards import accounts as account_sql
+from shards import transfers as transfer_sql
+from shards.errors import ShardError, ShardUnavailable
+from shards.pool import ShardPools
+
+# A single process holds at most this many distinct transaction ids in flight.
+INFLIGHT_MAX = 100_000
+
+
+class WalletService:
+    def __init__(self, topology: Topology, settings: Settings) -> None:
+        self.topology = topology
+        self.settings = settings
+        self.pools = ShardPools(topology.shards, size_max=settings.pool_size_max)
+        self.appliers: dict[str, BatchApplier[Transfer, TransferResult | str]] = {}
+        self.inflight: dict[UUID, asyncio.Future[TransferResult]] = {}
+
+    async def open(self) -> WalletService:
+        await self.pools.open()
+        for shard in sorted(self.topology.shards):
+            applier: BatchApplier[Transfer, TransferResult | str] = BatchApplier(
+                shard, lambda batch, shard=shard: self._apply_local(shard, batch), self.settings.limits
+            )
+            applier.start()
+            self.appliers[shard] = applier
+        return self
+
+    async def close(self) -> None:
+        await asyncio.gather(*(applier.stop() for applier in self.appliers.values()))
+        self.appliers = {}
+        await self.pools.close()
+
+    async def __aenter__(self) -> WalletService:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- accounts --------------------------------------------------------------------------
+    async def create_account(self, account_id: object, owner: object, currency: object) -> tuple[Account, bool]:
+        """(account, created). Creating the same account twice is a no-op; a different one is a conflict."""
+        account_id = validation.check_account_id(account_id)
+        owner = validation.check_owner(owner)
+        currency = check_currency(currency)
+        shard = self.topology.shard_of(account_id)
+        async with self.pools.connection(shard) as connection:
+            account = await account_sql.insert_account(connection, account_id, owner, currency)
+            if account is not None:
+                return account, True
+            existing = await account_sql.select_account(connection, account_id)
+        if existing is None:  # created and deleted in between: accounts are never deleted
+            raise WalletError("account_exists", f"account {account_id} could not be created; retry")
+        if existing.owner != owner or existing.currency != currency:
+            raise WalletError("account_exists", f"account {account_id} already exists with other details")
+        return existing, False
+
+    async def get_account(self, account_id: object) -> Account:
+        account_id = validation.check_account_id(account_id)
+        async with self.pools.connection(self.topology.shard_of(account_id)) as connection:
+            account = await account_sql.select_account(connection, account_id)
+        if account is None:
+            raise WalletError("account_not_found", f"account {account_id} does not exist")
+        return account
+
+    async def set_account_status(self, account_id: object, status: str) -> Account:
+        account_id = validation.check_account_id(account_id)
+        assert status in ("active", "frozen"), "status is active or frozen"
+        async with self.pools.connection(self.topology.shard_of(account_id)) as connection:
+            account = await account_sql.update_account_status(connection, account_id, status)
+        if account is None:
+            raise WalletError("account_not_found", f"account {account_id} does not exist")
+        return account
+
+    # -- money movement ----------------------------------------------------------------------
+    async def deposit(self, account_id: object, amount: object, transaction_id: object) -> TransferResult:
+        """Money enters from outside. Idempotent on transaction_id."""
+        account = await self.get_account(account_id)
+        transfer = Transfer(
+            transaction_id=validation.check_transaction_id(transaction_id),
+            kind="deposit",
+            from_account=None,
+            to_account=account.account_id,
+            amount=parse_amount(amount, account.currency),
+            currency=account.currency,
+            mode="local",  # a deposit touches one shard: no cross-shard protocol applies
+        )
+        return await self._submit(transfer)
+
+    async def transfer(
+        self,
+        from_account: object,
+        to_account: object,
+        amount: object,
+        currency: object,
+        transaction_id: object,
+        mode: object = None,
+    ) -> TransferResult:
+        from_account = validation.check_account_id(from_account, "from_account")
+        to_account = validation.check_account_id(to_account, "to_account")
+        currency = check_currency(currency)
+        minor = parse_amount(amount, currency)
+        transaction = validation.check_transaction_id(transaction_id)
+        chosen_mode = validation.check_mode(mode, self.settings.default_mode)
+        if from_account == to_account:
+            raise WalletError("same_account", "from_account and to_account must differ")
+        transfer = Transfer(transaction, "transfer", from_account, to_account, minor, currency, chosen_mode)
+        return await self._submit(transfer)
+
+    async def get_transfer(self, transaction_id: object) -> TransferResult:
+        transaction = validation.check_transaction_id(transaction_id)
+        found = await self._find_transfers(sorted(self.topology.shards), [transaction])
+        if transaction not in found:
+            raise WalletError("transfer_not_found", f"no transfer with transaction_id {transaction}")
+        return found[transaction].result
+
+    async def totals(self) -> tuple[int, int, int]:
+        """(sum of balances, sum of reserved, accounts) over every shard. Not a snapshot:
+        read it when no transfer is in flight."""
+        async def one(shard: str) -> tuple[int, int, int]:
+            async with self.pools.connection(shard) as connection:
+                return await account_sql.sum_balances(connection)
+
+        sums = await asyncio.gather(*(one(shard) for shard in sorted(self.topology.shards)))
+        return sum(s[0] for s in sums), sum(s[1] for s in sums), sum(s[2] for s in sums)
+
+    # -- internals ---------------------------------------------------------------------------
+    async def _submit(self, transfer: Transfer) -> TransferResult:
+        # One transaction id in flight once per process: a concurrent retry waits for the first.
+        running = self.inflight.get(transfer.transaction_id)
+        if running is not None:
+            result = await asyncio.shield(running)
+            return self._check_same(transfer, result)
+        if len(self.inflight) >= INFLIGHT_MAX:
+            raise WalletError("shard_unavailable", "too many transfers in flight; retry shortly")
+        future: asyncio.Future[TransferResult] = asyncio.get_running_loop().create_future()
+        self.inflight[transfer.transaction_id] = future
+        try:
+            result = await self._route(transfer)
+            future.set_result(result)
+            return result
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # mark retrieved: waiters, if any, re-raise it themselves
+            raise
+        finally:
+            del self.inflight[transfer.transaction_id]
+
+    @staticmethod
+    def _check_same(transfer: Transfer, result: TransferResult) -> TransferResult:
+        if result.transfer.request_hash != transfer.request_hash:
+            raise WalletError(
+                "idempotency_conflict",
+                f"transaction_id {transfer.transaction_id} was already used for a different request",
+            )
+        return result
+
+    async def _route(self, transfer: Transfer) -> TransferResult:
+        credit_shard = self.topology.shard_of(transfer.to_account)
+        debit_shard = self.topology.shard_of(transfer.from_account) if transfer.from_account else credit_shard
+        if debit_shard != credit_shard:
+            raise WalletError(
+                "not_implemented",
+                f"{transfer.from_account} and {transfer.to_account} live on different shards; "
+                "cross-shard transfers are not available yet",
+            )
+        try:
+            outcome = await self.appliers[debit_shard].submit(transfer)
+        except ShardError as error:
+            raise WalletError(
+                "shard_unavailable",
+                f"shard {error.shard} did not answer; the outcome is unknown until you retry with the same transaction_id",
+            ) from error
+        if outcome == CONFLICT:
+            raise WalletError(
+                "idempotency_conflict",
+                f"transaction_id {transfer.transaction_id} was already used for a different request",
+            )
+        assert isinstance(outcome, TransferResult)
+        return self._check_same(transfer, outcome)
+
+    async def _apply_local(self, shard: str, batch: list[Transfer]) -> list[TransferResult | str]:
+        # A transaction id's record lives on its debit shard. One reused with another
+        # source account would land elsewhere: look there too, in one query per shard.
+        others = [name for name in sorted(self.topology.shards) if name != shard]
+        elsewhere = await self._find_transfers(others, [t.transaction_id for t in batch]) if others else {}
+        return await apply_local_batch(self.pools, shard, batch, elsewhere)
+
+    async def _find_transfers(self, shards: list[str], transaction_ids: list[UUID]) -> dict[UUID, StoredTransfer]:
+        async def one(shard: str) -> dict[UUID, StoredTransfer]:
+            async with self.pools.connection(shard) as connection:
+                return await transfer_sql.select_transfers(connection, transaction_ids)
+
+        found: dict[UUID, StoredTransfer] = {}
+        try:
+            for part in await asyncio.gather(*(one(shard) for shard in shards)):
+                found.update(part)
+        except ShardUnavailable as error:
+            raise WalletError("shard_unavailable", f"shard {error.shard} did not answer; retry") from error
+        return found

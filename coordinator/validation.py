@@ -1,0 +1,45 @@
+"""Turning untrusted input into domain values, with the error a user can act on."""
+from __future__ import annotations
+
+import re
+from uuid import UUID
+
+from coordinator.domain import MODES
+from coordinator.errors import WalletError
+
+ACCOUNT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+OWNER_LENGTH_MAX = 128
+
+
+def check_account_id(value: object, field: str = "account_id") -> str:
+    if not isinstance(value, str) or not ACCOUNT_ID_PATTERN.match(value):
+        raise WalletError(
+            "validation_error",
+            f"{field} must be 1-64 characters of letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
+        )
+    return value
+
+
+def check_owner(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > OWNER_LENGTH_MAX or not value.isprintable():
+        raise WalletError("validation_error", f"owner must be 1-{OWNER_LENGTH_MAX} printable characters")
+    return value
+
+
+def check_transaction_id(value: object) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    if not isinstance(value, str) or len(value) != 36:
+        raise WalletError("validation_error", "transaction_id must be a UUID such as 3f2b8c1e-0d4a-4b7e-9a51-2c7d9e0f1a23")
+    try:
+        return UUID(value)
+    except ValueError:
+        raise WalletError("validation_error", "transaction_id must be a UUID such as 3f2b8c1e-0d4a-4b7e-9a51-2c7d9e0f1a23") from None
+
+
+def check_mode(value: object, default: str) -> str:
+    if value is None:
+        return default
+    if value not in MODES:
+        raise WalletError("validation_error", f"mode must be one of {list(MODES)}")
+    return value  # type: ignore[return-value]

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from shard_router.slots import SLOT_COUNT, slot_of
+
+SHARD_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class TopologyError(ValueError):
+    """A topology document that cannot be used for routing."""
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Which shard owns each slot, at one version.
+
+    `slots[i]` is the name of the shard that owns slot i; `overrides` pins single
+    accounts to a shard (the directory), whatever their slot says.
+    """
+
+    version: int
+    shards: Mapping[str, str]  # shard name -> DSN
+    slots: tuple[str, ...]
+    overrides: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.version, int) or self.version < 1:
+            raise TopologyError("topology version must be a positive integer")
+        if not self.shards:
+            raise TopologyError("topology must name at least one shard")
+        for name, dsn in self.shards.items():
+            if not SHARD_NAME_PATTERN.match(name):
+                raise TopologyError(f"shard name {name!r} must match {SHARD_NAME_PATTERN.pattern}")
+            if not isinstance(dsn, str) or not dsn.startswith(("postgresql://", "postgres://")):
+                raise TopologyError(f"shard {name!r} needs a postgresql:// DSN")
+        if len(self.slots) != SLOT_COUNT:
+            raise TopologyError(f"topology must map all {SLOT_COUNT} slots, got {len(self.slots)}")
+        unknown = set(self.slots) - set(self.shards)
+        if unknown:
+            raise TopologyError(f"slots map to unknown shards: {sorted(unknown)}")
+        for account_id, shard in self.overrides.items():
+            if shard not in self.shards:
+                raise TopologyError(f"override for {account_id!r} names unknown shard {shard!r}")
+        # Freeze the mappings so a shared Topology cannot change under a router.
+        object.__setattr__(self, "shards", MappingProxyType(dict(self.shards)))
+        object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
+
+    @classmethod
+    def even(cls, shards: Mapping[str, str], version: int = 1) -> Topology:
+        """Contiguous, equal slot ranges over the shards in name order."""
+        names = sorted(shards)
+        assert names, "at least one shard is needed"
+        slots = tuple(names[slot * len(names) // SLOT_COUNT] for slot in range(SLOT_COUNT))
+        return cls(version=version, shards=shards, slots=slots)
+
+    def shard_of(self, account_id: str) -> str:
+        pinned = self.overrides.get(account_id)
+        if pinned is not None:
+            return pinned
+        return self.slots[slot_of(account_id)]
+
+    def slots_of(self, shard: str) -> list[int]:
+        return [slot for slot, owner in enumerate(self.slots) if owner == shard]
+
+    def with_shards(self, shards: Mapping[str, str]) -> Topology:
+        """The same placement with new addresses (e.g. a restarted local cluster), one version up."""
+        assert set(shards) == set(self.shards), "with_shards changes addresses, not the shard set"
+        return Topology(self.version + 1, shards, self.slots, self.overrides)
+
+    # The document form keeps slot ranges, not 4096 names: readable and diffable.
+    def to_document(self) -> dict[str, Any]:
+        ranges: list[dict[str, Any]] = []
+        for slot, shard in enumerate(self.slots):
+            if ranges and ranges[-1]["shard"] == shard:
+                ranges[-1]["last"] = slot
+            else:
+                ranges.append({"first": slot, "last": slot, "shard": shard})
+        return {
+            "version": self.version,
+            "slot_count": SLOT_COUNT,
+            "shards": {name: {"dsn": dsn} for name, dsn in sorted(self.shards.items())},
+            "slots": ranges,
+            "overrides": dict(sorted(self.overrides.items())),
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> Topology:
+        try:
+            if document.get("slot_count") != SLOT_COUNT:
+                raise TopologyError(f"slot_count must be {SLOT_COUNT}")
+            slots: list[str | None] = [None] * SLOT_COUNT
+            for entry in document["slots"]:
+                first, last, shard = int(entry["first"]), int(entry["last"]), str(entry["shard"])
+                if not 0 <= first <= last < SLOT_COUNT:
+                    raise TopologyError(f"slot range {first}..{last} is outside 0..{SLOT_COUNT - 1}")
+                for slot in range(first, last + 1):
+                    if slots[slot] is not None:
+                        raise TopologyError(f"slot {slot} is mapped twice")
+                    slots[slot] = shard
+            missing = [slot for slot, shard in enumerate(slots) if shard is None]
+            if missing:
+                raise TopologyError(f"{len(missing)} slots are unmapped, first {missing[0]}")
+            return cls(
+                version=int(document["version"]),
+                shards={str(name): str(spec["dsn"]) for name, spec in document["shards"].items()},
+                slots=tuple(slots),  # type: ignore[arg-type]
+                overrides={str(k): str(v) for k, v in document.get("overrides", {}).items()},
+            )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise TopologyError(f"malformed topology document: {error!r}") from error

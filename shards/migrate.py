@@ -1,0 +1,59 @@
+"""Run and inspect the per-shard alembic migrations programmatically (for `wallet db`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+
+
+def alembic_config(dsn: str) -> Config:
+    config = Config(str(REPOSITORY_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(REPOSITORY_ROOT / "migrations"))
+    config.attributes["dsn"] = dsn
+    return config
+
+
+def head_revision() -> str:
+    heads = ScriptDirectory.from_config(alembic_config("postgresql://unused")).get_heads()
+    assert len(heads) == 1, f"migrations must have one head, found {heads}: merge them"
+    return heads[0]
+
+
+def upgrade(dsn: str, revision: str = "head") -> None:
+    """Must not be called from a running event loop (env.py runs its own)."""
+    command.upgrade(alembic_config(dsn), revision)
+
+
+def downgrade(dsn: str, revision: str) -> None:
+    command.downgrade(alembic_config(dsn), revision)
+
+
+@dataclass(frozen=True)
+class ShardRevision:
+    shard: str
+    revision: str | None  # None: never migrated
+    error: str | None = None
+
+    @property
+    def current(self) -> bool:
+        return self.error is None and self.revision == head_revision()
+
+
+async def read_revision(shard: str, dsn: str) -> ShardRevision:
+    try:
+        connection = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError) as error:
+        return ShardRevision(shard, None, f"unreachable: {error}")
+    try:
+        exists = await connection.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
+        if not exists:
+            return ShardRevision(shard, None)
+        return ShardRevision(shard, await connection.fetchval("SELECT version_num FROM alembic_version"))
+    finally:
+        await connection.close()

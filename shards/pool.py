@@ -1,0 +1,92 @@
+"""One asyncpg pool per shard, opened at startup and closed at shutdown."""
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Mapping
+
+import asyncpg
+
+from shards.errors import ShardRetryable, ShardUnavailable
+
+POOL_SIZE_MIN = 2
+POOL_SIZE_MAX = 16
+CONNECT_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 30.0
+# Explicit per-session limits: a stuck lock or a forgotten transaction cannot hang a shard.
+SERVER_SETTINGS = {
+    "lock_timeout": "5s",
+    "statement_timeout": "30s",
+    "idle_in_transaction_session_timeout": "60s",
+    "application_name": "wallet",
+}
+
+# SQLSTATEs after which the whole transaction may be retried from the start.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "23505"})
+
+CONNECTION_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
+class ShardPools:
+    def __init__(self, shards: Mapping[str, str], size_max: int = POOL_SIZE_MAX) -> None:
+        assert shards, "ShardPools needs at least one shard"
+        self.dsns = dict(shards)
+        self.size_max = size_max
+        self.pools: dict[str, asyncpg.Pool] = {}
+
+    async def open(self) -> None:
+        assert not self.pools, "ShardPools.open() called twice"
+        names = sorted(self.dsns)
+        created = await asyncio.gather(
+            *(self._create(name) for name in names), return_exceptions=True
+        )
+        failures = [(name, error) for name, error in zip(names, created) if isinstance(error, BaseException)]
+        for name, pool in zip(names, created):
+            if not isinstance(pool, BaseException):
+                self.pools[name] = pool
+        if failures:
+            await self.close()
+            name, error = failures[0]
+            raise ShardUnavailable(name, f"cannot open pool: {error!r}")
+
+    async def _create(self, name: str) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            self.dsns[name],
+            min_size=min(POOL_SIZE_MIN, self.size_max),
+            max_size=self.size_max,
+            timeout=CONNECT_TIMEOUT_S,
+            command_timeout=COMMAND_TIMEOUT_S,
+            server_settings=SERVER_SETTINGS,
+        )
+
+    async def close(self) -> None:
+        pools, self.pools = self.pools, {}
+        await asyncio.gather(*(pool.close() for pool in pools.values()), return_exceptions=True)
+
+    @asynccontextmanager
+    async def connection(self, shard: str) -> AsyncIterator[asyncpg.Connection]:
+        pool = self.pools.get(shard)
+        assert pool is not None, f"no pool for shard {shard!r}: is it in the topology?"
+        try:
+            async with pool.acquire(timeout=CONNECT_TIMEOUT_S) as connection:
+                yield connection
+        except CONNECTION_ERRORS as error:
+            raise ShardUnavailable(shard, repr(error)) from error
+        except asyncpg.PostgresError as error:
+            if getattr(error, "sqlstate", None) in RETRYABLE_SQLSTATES:
+                raise ShardRetryable(shard, repr(error)) from error
+            raise
+
+    @asynccontextmanager
+    async def transaction(self, shard: str) -> AsyncIterator[asyncpg.Connection]:
+        """READ COMMITTED plus explicit row locks: every write path locks what it reads."""
+        async with self.connection(shard) as connection:
+            async with connection.transaction(isolation="read_committed"):
+                yield connection

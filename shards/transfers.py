@@ -1,0 +1,92 @@
+"""SQL for transfer records (the idempotency table) and batched balance changes."""
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from coordinator.batch_plan import StoredTransfer
+from coordinator.domain import Transfer, TransferResult
+
+TRANSFER_COLUMNS = (
+    "transaction_id, kind, from_account, to_account, amount, currency, mode, "
+    "protocol, status, phase, error_code, request_hash, created_at"
+)
+
+SELECT_TRANSFERS = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transaction_id = ANY($1::uuid[])"
+
+# The whole write side of a local batch in one round trip: folded balance deltas
+# (one row update per account, however many transfers touch it) and one record per
+# new transfer. The counts come back so the caller can assert both landed whole.
+APPLY_LOCAL_BATCH = """
+WITH moved AS (
+    UPDATE accounts AS a
+    SET balance = a.balance + d.delta, version = a.version + d.versions, updated_at = now()
+    FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS d(account_id, delta, versions)
+    WHERE a.account_id = d.account_id
+    RETURNING 1
+), recorded AS (
+    INSERT INTO transfers (transaction_id, kind, from_account, to_account, amount, currency,
+                           mode, protocol, status, phase, error_code, request_hash)
+    SELECT * FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[],
+                         $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bytea[])
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM recorded) AS recorded
+"""
+
+
+def stored_from_row(row: asyncpg.Record) -> StoredTransfer:
+    transfer = Transfer(
+        transaction_id=row["transaction_id"],
+        kind=row["kind"],
+        from_account=row["from_account"],
+        to_account=row["to_account"],
+        amount=row["amount"],
+        currency=row["currency"],
+        mode=row["mode"],
+    )
+    result = TransferResult(
+        transfer=transfer,
+        status=row["status"],
+        error_code=row["error_code"],
+        protocol=row["protocol"],
+        phase=row["phase"],
+        created_at=row["created_at"],
+    )
+    return StoredTransfer(request_hash=bytes(row["request_hash"]), result=result)
+
+
+async def select_transfers(connection: asyncpg.Connection, transaction_ids: list[UUID]) -> dict[UUID, StoredTransfer]:
+    rows = await connection.fetch(SELECT_TRANSFERS, transaction_ids)
+    return {row["transaction_id"]: stored_from_row(row) for row in rows}
+
+
+async def apply_local_batch(
+    connection: asyncpg.Connection,
+    deltas: dict[str, tuple[int, int]],
+    results: list[TransferResult],
+) -> None:
+    """Write a planned batch. Must run inside the transaction that locked the accounts."""
+    account_ids = sorted(deltas)
+    transfers = [result.transfer for result in results]
+    moved, recorded = await connection.fetchrow(
+        APPLY_LOCAL_BATCH,
+        account_ids,
+        [deltas[account_id][0] for account_id in account_ids],
+        [deltas[account_id][1] for account_id in account_ids],
+        [t.transaction_id for t in transfers],
+        [t.kind for t in transfers],
+        [t.from_account for t in transfers],
+        [t.to_account for t in transfers],
+        [t.amount for t in transfers],
+        [t.currency for t in transfers],
+        [t.mode for t in transfers],
+        [r.protocol for r in results],
+        [r.status for r in results],
+        [r.phase for r in results],
+        [r.error_code for r in results],
+        [t.request_hash for t in transfers],
+    )
+    assert moved == len(account_ids), f"batch moved {moved} accounts, planned {len(account_ids)}"
+    assert recorded == len(results), f"batch recorded {recorded} transfers, planned {len(results)}"

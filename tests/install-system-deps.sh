@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the servers the tests start themselves, where they are missing. Idempotent.
+set -euo pipefail
+need=()
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
+if ! command -v runuser >/dev/null 2>&1; then
+  need+=(util-linux)
+fi
+if ((${#need[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing: ${need[*]}; install them (as root: apt-get install -y ${need[*]})" >&2
+    exit 1
+  fi
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --home /var/lib/postgresql --shell /bin/bash postgres
+fi
