@@ -6,6 +6,7 @@ statement for every balance and record), COMMIT, whatever the batch size.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from uuid import UUID
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -43,9 +44,15 @@ async def apply_local_batch(
                 accounts = await account_sql.lock_accounts(connection, account_ids)
                 stored = await transfer_sql.select_transfers(connection, [t.transaction_id for t in transfers])
                 plan = plan_local_batch(transfers, accounts, {**elsewhere, **stored})
+                created_at = None
                 if plan.new_results:
-                    await transfer_sql.apply_local_batch(connection, plan.deltas, plan.new_results)
-    return [
-        CONFLICT if disposition == "conflict" else result  # type: ignore[misc]
-        for result, disposition in zip(plan.results, plan.dispositions)
-    ]
+                    created_at = await transfer_sql.apply_local_batch(connection, plan.deltas, plan.new_results)
+    outcomes: list[TransferResult | str] = []
+    for result, disposition in zip(plan.results, plan.dispositions):
+        if disposition == "conflict":
+            outcomes.append(CONFLICT)
+        else:
+            assert result is not None
+            # New records (and in-batch replays of them) carry the stamp the shard stored.
+            outcomes.append(replace(result, created_at=created_at) if result.created_at is None else result)
+    return outcomes

@@ -1,6 +1,7 @@
 """SQL for transfer records (the idempotency table) and batched balance changes."""
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -32,7 +33,7 @@ WITH moved AS (
                          $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bytea[])
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM recorded) AS recorded
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM recorded) AS recorded, now() AS created_at
 """
 
 
@@ -66,11 +67,12 @@ async def apply_local_batch(
     connection: asyncpg.Connection,
     deltas: dict[str, tuple[int, int]],
     results: list[TransferResult],
-) -> None:
-    """Write a planned batch. Must run inside the transaction that locked the accounts."""
+) -> datetime:
+    """Write a planned batch. Must run inside the transaction that locked the accounts.
+    Returns the records' created_at (the transaction's start: one value per batch)."""
     account_ids = sorted(deltas)
     transfers = [result.transfer for result in results]
-    moved, recorded = await connection.fetchrow(
+    moved, recorded, created_at = await connection.fetchrow(
         APPLY_LOCAL_BATCH,
         account_ids,
         [deltas[account_id][0] for account_id in account_ids],
@@ -90,3 +92,4 @@ async def apply_local_batch(
     )
     assert moved == len(account_ids), f"batch moved {moved} accounts, planned {len(account_ids)}"
     assert recorded == len(results), f"batch recorded {recorded} transfers, planned {len(results)}"
+    return created_at

@@ -1,0 +1,76 @@
+"""Fixtures that start real PostgreSQL shards on loopback, migrate them, and stop them."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import pytest
+
+from coordinator.config import Settings
+from coordinator.service import WalletService
+from shard_router.topology import Topology
+from shards import migrate
+from shards.cluster import LocalCluster
+
+
+def make_home(prefix: str) -> Path:
+    # Not under pytest's tmp_path: that is 0700 for root, and the servers run as `postgres`.
+    home = Path(tempfile.mkdtemp(prefix=f"wallet-{prefix}-"))
+    os.chmod(home, 0o755)
+    return home
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    home = make_home("shards")
+    local = LocalCluster(home, shard_count=4)
+    try:
+        topology = local.start()
+        for dsn in topology.shards.values():
+            migrate.upgrade(dsn)
+        yield local
+    finally:
+        local.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def topology(cluster: LocalCluster) -> Topology:
+    return cluster.topology
+
+
+@pytest.fixture
+def settings(cluster: LocalCluster) -> Settings:
+    return Settings(home=cluster.home, topology_path=cluster.topology_path)
+
+
+@pytest.fixture
+async def service(topology: Topology, settings: Settings) -> AsyncIterator[WalletService]:
+    async with WalletService(topology, settings) as opened:
+        yield opened
+
+
+def accounts_on(topology: Topology, shard: str, count: int, prefix: str | None = None) -> list[str]:
+    """`count` fresh account ids that route to `shard`."""
+    prefix = prefix or uuid.uuid4().hex[:8]
+    found: list[str] = []
+    index = 0
+    while len(found) < count:
+        candidate = f"{prefix}-{index}"
+        if topology.shard_of(candidate) == shard:
+            found.append(candidate)
+        index += 1
+        assert index < 100_000, "could not find account ids for the shard"
+    return found
+
+
+async def open_accounts(service: WalletService, ids: list[str], currency: str = "USD", deposit: str | None = None) -> None:
+    for account_id in ids:
+        await service.create_account(account_id, f"owner-{account_id}", currency)
+        if deposit is not None:
+            result = await service.deposit(account_id, deposit, str(uuid.uuid4()))
+            assert result.status == "success"

@@ -1,0 +1,135 @@
+"""The REST API over real shards: status codes, problem+json bodies, and every error code."""
+from __future__ import annotations
+
+import uuid
+from typing import AsyncIterator
+
+import httpx
+import pytest
+
+from coordinator.app import BODY_BYTES_MAX, build_app
+from coordinator.service import WalletService
+from shard_router.topology import Topology
+from tests.conftest import accounts_on
+
+
+@pytest.fixture
+async def client(service: WalletService, settings) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    app = build_app(settings, service=service)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://wallet.test") as http:
+        yield http
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == code and body["status"] == status and body["detail"]
+    assert "Traceback" not in response.text
+
+
+async def create(client: httpx.AsyncClient, account_id: str, currency: str = "USD", deposit: str | None = None) -> None:
+    response = await client.post("/v1/accounts", json={"account_id": account_id, "owner": "o", "currency": currency})
+    assert response.status_code == 201, response.text
+    if deposit:
+        response = await client.post(
+            f"/v1/accounts/{account_id}/deposits", json={"amount": deposit, "transaction_id": str(uuid.uuid4())}
+        )
+        assert response.status_code == 200, response.text
+
+
+async def test_account_lifecycle_and_transfer(client: httpx.AsyncClient, topology: Topology) -> None:
+    """The documented happy path: create, deposit, transfer, read back."""
+    alice, bob = accounts_on(topology, "shard0", 2)
+    await create(client, alice, deposit="25.00")
+    await create(client, bob)
+    again = await client.post("/v1/accounts", json={"account_id": bob, "owner": "o", "currency": "USD"})
+    assert again.status_code == 200
+    key = str(uuid.uuid4())
+    body = {"from_account": alice, "to_account": bob, "amount": "10.05", "currency": "USD", "transaction_id": key}
+    response = await client.post("/v1/wallet/balance_transfer", json=body)
+    assert response.status_code == 200
+    assert response.json()["status"] == "success" and response.json()["transaction_id"] == key
+    retry = await client.post("/v1/wallet/balance_transfer", json=body)
+    assert retry.json() == response.json()
+    shown = (await client.get(f"/v1/accounts/{alice}")).json()
+    assert shown == {"account_id": alice, "owner": "o", "currency": "USD", "balance": "14.95",
+                     "available": "14.95", "reserved": "0.00", "status": "active"}
+    transfer = (await client.get(f"/v1/transfers/{key}")).json()
+    assert (transfer["status"], transfer["phase"], transfer["amount"], transfer["protocol"]) == (
+        "success", "committed", "10.05", "local")
+
+
+async def test_every_error_code_over_http(client: httpx.AsyncClient, service: WalletService, topology: Topology) -> None:
+    """Each documented code is reachable through the API, as problem+json, never a 500."""
+    alice, bob, frozen, euro = accounts_on(topology, "shard2", 4)
+    await create(client, alice, deposit="1.00")
+    await create(client, bob)
+    await create(client, frozen)
+    await create(client, euro, currency="EUR")
+    await service.set_account_status(frozen, "frozen")
+
+    def transfer(**changes: object) -> dict[str, object]:
+        body = {"from_account": alice, "to_account": bob, "amount": "0.50", "currency": "USD",
+                "transaction_id": str(uuid.uuid4())}
+        body.update(changes)
+        return body
+
+    cases = [
+        (transfer(amount="0.001"), 422, "invalid_amount"),
+        (transfer(amount=0.5), 422, "invalid_amount"),
+        (transfer(amount="2.00"), 409, "insufficient_funds"),
+        (transfer(to_account=accounts_on(topology, "shard2", 1, prefix="ghost")[0]), 404, "account_not_found"),
+        (transfer(to_account=euro), 422, "currency_mismatch"),
+        (transfer(to_account=alice), 422, "same_account"),
+        (transfer(to_account=frozen), 409, "account_frozen"),
+        (transfer(transaction_id="123"), 422, "validation_error"),
+        (transfer(mode="xa"), 422, "validation_error"),
+        (transfer(currency="ABC"), 422, "unsupported_currency"),
+        (transfer(extra="field"), 422, "validation_error"),
+    ]
+    for body, status, code in cases:
+        assert_problem(await client.post("/v1/wallet/balance_transfer", json=body), status, code)
+    missing = transfer()
+    del missing["amount"]
+    assert_problem(await client.post("/v1/wallet/balance_transfer", json=missing), 422, "validation_error")
+
+    key = str(uuid.uuid4())
+    assert (await client.post("/v1/wallet/balance_transfer", json=transfer(transaction_id=key))).status_code == 200
+    assert_problem(await client.post("/v1/wallet/balance_transfer", json=transfer(transaction_id=key, amount="0.10")),
+                   409, "idempotency_conflict")
+    assert (await client.get(f"/v1/accounts/{alice}")).json()["balance"] == "0.50"
+
+
+async def test_malformed_requests(client: httpx.AsyncClient) -> None:
+    """Broken JSON, wrong shapes, huge bodies, unknown routes: clear 4xx problems."""
+    headers = {"content-type": "application/json"}
+    assert_problem(await client.post("/v1/wallet/balance_transfer", content=b"{not json", headers=headers), 400, "malformed_request")
+    assert_problem(await client.post("/v1/wallet/balance_transfer", content=b"[1, 2]", headers=headers), 400, "malformed_request")
+    assert_problem(await client.post("/v1/wallet/balance_transfer", content=b"\xff\xfe", headers=headers), 400, "malformed_request")
+    big = b'{"owner": "' + b"x" * (BODY_BYTES_MAX + 1) + b'"}'
+    assert_problem(await client.post("/v1/accounts", content=big, headers=headers), 400, "malformed_request")
+    assert_problem(await client.get("/v1/nowhere"), 404, "not_found")
+    assert_problem(await client.delete("/v1/accounts/x"), 405, "method_not_allowed")
+    assert_problem(await client.get("/v1/accounts/has%20space"), 422, "validation_error")
+    assert_problem(await client.get(f"/v1/transfers/{uuid.uuid4()}"), 404, "transfer_not_found")
+    assert_problem(await client.get("/v1/transfers/nope"), 422, "validation_error")
+    assert_problem(await client.post("/v1/accounts", json={"account_id": "x1", "owner": "", "currency": "USD"}), 422, "validation_error")
+    assert_problem(await client.post("/v1/accounts", json={"account_id": "x1", "owner": "o", "currency": "usd"}), 422, "unsupported_currency")
+    assert_problem(await client.post("/v1/accounts/nobody-y/deposits", json={"amount": "1.00", "transaction_id": str(uuid.uuid4())}),
+                   404, "account_not_found")
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_deposit_precision_follows_the_currency(client: httpx.AsyncClient, topology: Topology) -> None:
+    """JPY has no decimals, BHD three: amounts are read and shown in each currency's precision."""
+    yen, dinar = accounts_on(topology, "shard3", 2)
+    await create(client, yen, currency="JPY")
+    await create(client, dinar, currency="BHD")
+    assert_problem(await client.post(f"/v1/accounts/{yen}/deposits", json={"amount": "1.5", "transaction_id": str(uuid.uuid4())}),
+                   422, "invalid_amount")
+    await client.post(f"/v1/accounts/{yen}/deposits", json={"amount": "1500", "transaction_id": str(uuid.uuid4())})
+    await client.post(f"/v1/accounts/{dinar}/deposits", json={"amount": "1.234", "transaction_id": str(uuid.uuid4())})
+    assert (await client.get(f"/v1/accounts/{yen}")).json()["balance"] == "1500"
+    assert (await client.get(f"/v1/accounts/{dinar}")).json()["balance"] == "1.234"
