@@ -16,6 +16,7 @@ from coordinator.config import Settings
 from coordinator.errors import WalletError
 from coordinator.service import WalletService
 from shard_router.file_store import FileTopologyStore
+from shards.errors import ShardError
 
 log = logging.getLogger("wallet.api")
 
@@ -116,6 +117,12 @@ async def on_wallet_error(request: Request, error: Exception) -> Response:
     return problem(error.status, error.code, error.detail)
 
 
+async def on_shard_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ShardError)
+    log.warning("shard error on %s %s: %s", request.method, request.url.path, error)
+    return problem(503, "shard_unavailable", f"shard {error.shard} is not answering; retry shortly")
+
+
 async def on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     code = "not_found" if error.status_code == 404 else "method_not_allowed" if error.status_code == 405 else "http_error"
@@ -153,7 +160,12 @@ def build_app(settings: Settings | None = None, service: WalletService | None = 
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={WalletError: on_wallet_error, HTTPException: on_http_error, Exception: on_unexpected},
+        exception_handlers={
+            WalletError: on_wallet_error,
+            ShardError: on_shard_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected,
+        },
     )
     if service is not None:
         app.state.service = service

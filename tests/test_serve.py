@@ -1,0 +1,100 @@
+"""`wallet serve --local` (what `make run` runs) as a real process: serves, survives a
+shard outage with clear 503s, stops everything on Ctrl-C, and reuses its data."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from shards.cluster import free_port
+from tests.conftest import make_home
+
+WALLET = str(Path(sys.executable).parent / "wallet")
+START_TIMEOUT_S = 120
+
+
+def start(home: Path, port: int) -> subprocess.Popen[str]:
+    environment = {**os.environ, "WALLET_HOME": str(home), "WALLET_PORT": str(port)}
+    return subprocess.Popen([WALLET, "serve", "--local"], env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_ready(process: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"serve exited early:\n{process.stdout.read() if process.stdout else ''}"
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("serve did not become ready")
+
+
+def interrupt(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    return output
+
+
+def servers_running(home: Path) -> list[Path]:
+    return sorted(home.glob("shards/*/postmaster.pid"))
+
+
+def test_serve_local_round_trip() -> None:
+    """Serve, move money, lose a shard (503, then recovery), Ctrl-C, serve again on the same data."""
+    home = make_home("serve")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(home, port)
+    try:
+        wait_ready(process, url)
+        assert len(servers_running(home)) == 4
+        response = httpx.post(f"{url}/v1/accounts", json={"account_id": "alice", "owner": "alice", "currency": "EUR"})
+        assert response.status_code == 201, response.text
+        response = httpx.post(f"{url}/v1/accounts/alice/deposits", json={"amount": "42.00", "transaction_id": str(uuid.uuid4())})
+        assert response.status_code == 200, response.text
+
+        # Take alice's shard away: a clear 503, and service resumes once it is back.
+        from shard_router.file_store import FileTopologyStore
+        from shards.cluster import LocalCluster
+
+        cluster = LocalCluster(home, shard_count=4)
+        cluster.servers = cluster._known_servers()
+        shard = FileTopologyStore(home / "topology.json").load().shard_of("alice")
+        cluster.stop_shard(shard)
+        down = httpx.get(f"{url}/v1/accounts/alice")
+        assert down.status_code == 503 and down.json()["code"] == "shard_unavailable"
+        cluster.start_shard(shard)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/v1/accounts/alice").status_code != 200:
+            assert time.monotonic() < deadline, "the shard's pool did not reconnect"
+            time.sleep(0.2)
+
+        output = interrupt(process)
+        assert "local cluster stopped" in output
+        assert servers_running(home) == [], "Ctrl-C must stop every shard server"
+
+        process = start(home, port)
+        wait_ready(process, url)
+        again = httpx.get(f"{url}/v1/accounts/alice")
+        assert again.status_code == 200 and again.json()["balance"] == "42.00"
+        interrupt(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        from shards.cluster import LocalCluster
+
+        leftover = LocalCluster(home, shard_count=4)
+        leftover.stop()
+        shutil.rmtree(home, ignore_errors=True)
