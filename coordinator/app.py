@@ -145,9 +145,12 @@ def build_app(settings: Settings | None = None, service: WalletService | None = 
             yield
             return
         topology = FileTopologyStore(settings.topology_path).load()
-        async with WalletService(topology, settings) as opened:
+        opened = await WalletService(topology, settings).open(run_recovery=True)
+        try:
             app.state.service = opened
             yield
+        finally:
+            await opened.close()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

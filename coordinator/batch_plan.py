@@ -39,6 +39,7 @@ def plan_local_batch(
     transfers: list[Transfer],
     accounts: dict[str, Account],
     stored: dict[UUID, StoredTransfer],
+    protocol: str = "local",
 ) -> BatchPlan:
     plan = BatchPlan()
     balances = {account_id: account.balance for account_id, account in accounts.items()}
@@ -70,7 +71,7 @@ def plan_local_batch(
             transfer=transfer,
             status="success" if error_code is None else "failed",
             error_code=error_code,
-            protocol="local",
+            protocol=protocol,
             phase="committed" if error_code is None else "aborted",
         )
         seen[transfer.transaction_id] = result

@@ -170,6 +170,15 @@ def command_transfer_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def command_recover(args: argparse.Namespace, settings: Settings) -> int:
+    report = with_service(settings, lambda s: s.recover(abort_after_ms=int(args.abort_after_s * 1000)))
+    print(f"committed {report.committed}, rolled back {report.rolled_back}, "
+          f"waiting {report.waiting} (younger than {args.abort_after_s}s), errors {len(report.errors)}")
+    for error in report.errors:
+        print(f"  {error}")
+    return 0 if not report.errors else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wallet",
@@ -236,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     transfer_show = commands.add_parser("show-transfer", help="a transfer's status by transaction id")
     transfer_show.add_argument("transaction_id")
     transfer_show.set_defaults(handler=command_transfer_show)
+    recover = commands.add_parser(
+        "recover", help="finish in-doubt two-phase transfers once (`wallet serve` also does it in the background)"
+    )
+    recover.add_argument("--abort-after-s", type=float, default=10.0,
+                         help="roll back undecided prepared transactions older than this (default 10)")
+    recover.set_defaults(handler=command_recover)
     return parser
 
 

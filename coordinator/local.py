@@ -7,11 +7,13 @@ statement for every balance and record), COMMIT, whatever the batch size.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
+from typing import Callable
 from uuid import UUID
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from coordinator.batch_plan import StoredTransfer, plan_local_batch
+from coordinator.batch_plan import BatchPlan, StoredTransfer, plan_local_batch
 from coordinator.domain import Transfer, TransferResult
 from shards import accounts as account_sql
 from shards import transfers as transfer_sql
@@ -46,7 +48,12 @@ async def apply_local_batch(
                 plan = plan_local_batch(transfers, accounts, {**elsewhere, **stored})
                 created_at = None
                 if plan.new_results:
-                    created_at = await transfer_sql.apply_local_batch(connection, plan.deltas, plan.new_results)
+                    created_at = await transfer_sql.write_batch(connection, plan.deltas, plan.new_results)
+    return outcomes_of(plan, lambda transfer: created_at)
+
+
+def outcomes_of(plan: BatchPlan, stamp: Callable[[Transfer], datetime | None]) -> list[TransferResult | str]:
+    """One outcome per planned transfer: its result (new or replayed) or CONFLICT."""
     outcomes: list[TransferResult | str] = []
     for result, disposition in zip(plan.results, plan.dispositions):
         if disposition == "conflict":
@@ -54,5 +61,5 @@ async def apply_local_batch(
         else:
             assert result is not None
             # New records (and in-batch replays of them) carry the stamp the shard stored.
-            outcomes.append(replace(result, created_at=created_at) if result.created_at is None else result)
+            outcomes.append(replace(result, created_at=stamp(result.transfer)) if result.created_at is None else result)
     return outcomes

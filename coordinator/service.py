@@ -16,6 +16,8 @@ from coordinator.errors import WalletError
 from coordinator.group_commit import BatchApplier
 from coordinator.local import CONFLICT, apply_local_batch
 from coordinator.money import check_currency, parse_amount
+from coordinator.recovery import ABORT_AFTER_MS_DEFAULT, RecoveryReport, RecoveryWorker, recover_once
+from coordinator.two_phase import TwoPhaseCommit
 from shard_router.topology import Topology
 from shards import accounts as account_sql
 from shards import transfers as transfer_sql
@@ -33,8 +35,13 @@ class WalletService:
         self.pools = ShardPools(topology.shards, size_max=settings.pool_size_max)
         self.appliers: dict[str, BatchApplier[Transfer, TransferResult | str]] = {}
         self.inflight: dict[UUID, asyncio.Future[TransferResult]] = {}
+        self.two_phase = TwoPhaseCommit(self.pools, lambda: self.topology, self._find_transfers)
+        # Cross-shard batches, by protocol. Several in flight at once: the lock order
+        # (shard name, then account id) keeps them from deadlocking across servers.
+        self.cross_appliers: dict[str, BatchApplier[Transfer, TransferResult | str]] = {}
+        self.recovery: RecoveryWorker | None = None
 
-    async def open(self) -> WalletService:
+    async def open(self, run_recovery: bool = False) -> WalletService:
         await self.pools.open()
         for shard in sorted(self.topology.shards):
             applier: BatchApplier[Transfer, TransferResult | str] = BatchApplier(
@@ -42,12 +49,24 @@ class WalletService:
             )
             applier.start()
             self.appliers[shard] = applier
+        self.cross_appliers["2pc"] = BatchApplier("2pc", self.two_phase.apply_batch, self.settings.limits)
+        self.cross_appliers["2pc"].start()
+        if run_recovery:
+            self.recovery = RecoveryWorker(self.pools, sorted(self.topology.shards))
+            self.recovery.start()
         return self
 
     async def close(self) -> None:
-        await asyncio.gather(*(applier.stop() for applier in self.appliers.values()))
-        self.appliers = {}
+        if self.recovery is not None:
+            await self.recovery.stop()
+            self.recovery = None
+        everyone = [*self.appliers.values(), *self.cross_appliers.values()]
+        await asyncio.gather(*(applier.stop() for applier in everyone))
+        self.appliers, self.cross_appliers = {}, {}
         await self.pools.close()
+
+    async def recover(self, abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> RecoveryReport:
+        return await recover_once(self.pools, sorted(self.topology.shards), abort_after_ms)
 
     async def __aenter__(self) -> WalletService:
         return await self.open()
@@ -176,14 +195,17 @@ class WalletService:
     async def _route(self, transfer: Transfer) -> TransferResult:
         credit_shard = self.topology.shard_of(transfer.to_account)
         debit_shard = self.topology.shard_of(transfer.from_account) if transfer.from_account else credit_shard
-        if debit_shard != credit_shard:
+        if debit_shard == credit_shard:
+            applier = self.appliers[debit_shard]
+        elif transfer.mode in self.cross_appliers:
+            applier = self.cross_appliers[transfer.mode]
+        else:
             raise WalletError(
                 "not_implemented",
-                f"{transfer.from_account} and {transfer.to_account} live on different shards; "
-                "cross-shard transfers are not available yet",
+                f"mode {transfer.mode!r} is not available yet for accounts on different shards; use mode '2pc'",
             )
         try:
-            outcome = await self.appliers[debit_shard].submit(transfer)
+            outcome = await applier.submit(transfer)
         except ShardError as error:
             raise WalletError(
                 "shard_unavailable",

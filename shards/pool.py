@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
-from typing import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import AsyncIterator, Iterator, Mapping
 
 import asyncpg
 
@@ -32,6 +32,19 @@ CONNECTION_ERRORS = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
 )
+
+
+@contextmanager
+def errors_of(shard: str) -> Iterator[None]:
+    """Translate driver errors raised while talking to `shard` into shard errors."""
+    try:
+        yield
+    except CONNECTION_ERRORS as error:
+        raise ShardUnavailable(shard, repr(error)) from error
+    except asyncpg.PostgresError as error:
+        if getattr(error, "sqlstate", None) in RETRYABLE_SQLSTATES:
+            raise ShardRetryable(shard, repr(error)) from error
+        raise
 
 
 class ShardPools:
@@ -74,15 +87,9 @@ class ShardPools:
     async def connection(self, shard: str) -> AsyncIterator[asyncpg.Connection]:
         pool = self.pools.get(shard)
         assert pool is not None, f"no pool for shard {shard!r}: is it in the topology?"
-        try:
+        with errors_of(shard):
             async with pool.acquire(timeout=CONNECT_TIMEOUT_S) as connection:
                 yield connection
-        except CONNECTION_ERRORS as error:
-            raise ShardUnavailable(shard, repr(error)) from error
-        except asyncpg.PostgresError as error:
-            if getattr(error, "sqlstate", None) in RETRYABLE_SQLSTATES:
-                raise ShardRetryable(shard, repr(error)) from error
-            raise
 
     @asynccontextmanager
     async def transaction(self, shard: str) -> AsyncIterator[asyncpg.Connection]:

@@ -63,3 +63,16 @@ transfers = Table(
     CheckConstraint("status IN ('success', 'failed')", name="transfers_status_known"),
     CheckConstraint("(status = 'success') = (error_code IS NULL)", name="transfers_failure_has_code"),
 )
+
+# Two-phase commit: the outcome of a cross-shard batch, on its decision shard (a
+# debit-side shard of the batch). The coordinator's INSERT of 'commit', committed
+# with that shard's own branch, is the commit point; recovery fences a dead
+# coordinator by inserting 'abort' under the same key. The primary key decides.
+commit_decisions = Table(
+    "commit_decisions",
+    metadata,
+    Column("batch_id", UUID(as_uuid=True), primary_key=True),
+    Column("outcome", Text, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("outcome IN ('commit', 'abort')", name="commit_decisions_outcome_known"),
+)

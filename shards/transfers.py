@@ -19,7 +19,7 @@ SELECT_TRANSFERS = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transaction_
 # The whole write side of a local batch in one round trip: folded balance deltas
 # (one row update per account, however many transfers touch it) and one record per
 # new transfer. The counts come back so the caller can assert both landed whole.
-APPLY_LOCAL_BATCH = """
+WRITE_BATCH = """
 WITH moved AS (
     UPDATE accounts AS a
     SET balance = a.balance + d.delta, version = a.version + d.versions, updated_at = now()
@@ -63,17 +63,18 @@ async def select_transfers(connection: asyncpg.Connection, transaction_ids: list
     return {row["transaction_id"]: stored_from_row(row) for row in rows}
 
 
-async def apply_local_batch(
+async def write_batch(
     connection: asyncpg.Connection,
     deltas: dict[str, tuple[int, int]],
     results: list[TransferResult],
 ) -> datetime:
-    """Write a planned batch. Must run inside the transaction that locked the accounts.
+    """Write a planned batch (or one shard's part of it). Must run inside the transaction
+    that locked the accounts.
     Returns the records' created_at (the transaction's start: one value per batch)."""
     account_ids = sorted(deltas)
     transfers = [result.transfer for result in results]
     moved, recorded, created_at = await connection.fetchrow(
-        APPLY_LOCAL_BATCH,
+        WRITE_BATCH,
         account_ids,
         [deltas[account_id][0] for account_id in account_ids],
         [deltas[account_id][1] for account_id in account_ids],

@@ -1,0 +1,118 @@
+"""The recovery worker: finishes every two-phase batch a coordinator left behind.
+
+For each wallet prepared transaction on any shard it reads the batch's decision on
+the decision shard named in the gid: 'commit' -> COMMIT PREPARED; 'abort' ->
+ROLLBACK PREPARED; none and older than `abort_after_ms` -> it first records 'abort'
+(fencing the coordinator, which can then no longer commit) and rolls back.
+Two workers at once do no harm: decisions are inserted with ON CONFLICT DO NOTHING
+and re-read, and finishing an already finished gid is a no-op.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from shards import two_phase as two_phase_sql
+from shards.errors import ShardError
+from shards.pool import ShardPools
+
+log = logging.getLogger("wallet.recovery")
+
+ABORT_AFTER_MS_DEFAULT = 10_000  # liveness only: correctness never depends on it
+INTERVAL_S_DEFAULT = 2.0
+BRANCHES_PER_PASS_MAX = 10_000
+
+
+@dataclass
+class RecoveryReport:
+    committed: int = 0
+    rolled_back: int = 0
+    waiting: int = 0  # undecided and young: their coordinator may still be working
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return self.waiting == 0 and not self.errors
+
+
+async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> RecoveryReport:
+    assert abort_after_ms >= 0, "abort_after_ms must not be negative"
+    report = RecoveryReport()
+
+    async def list_prepared(shard: str) -> list[two_phase_sql.PreparedBranch]:
+        try:
+            async with pools.connection(shard) as connection:
+                return await two_phase_sql.select_prepared(connection)
+        except ShardError as error:
+            report.errors.append(f"{shard}: cannot list prepared transactions: {error}")
+            return []
+
+    branches = [b for part in await asyncio.gather(*(list_prepared(s) for s in shards)) for b in part]
+    branches = branches[:BRANCHES_PER_PASS_MAX]
+    by_batch: dict[UUID, list[two_phase_sql.PreparedBranch]] = {}
+    for branch in branches:
+        by_batch.setdefault(branch.batch_id, []).append(branch)
+
+    async def resolve(batch_id: UUID, members: list[two_phase_sql.PreparedBranch]) -> None:
+        decision_shard = members[0].decision_shard
+        try:
+            async with pools.connection(decision_shard) as connection:
+                outcome = (await two_phase_sql.select_decisions(connection, [batch_id])).get(batch_id)
+                if outcome is None:
+                    if max(m.age_ms for m in members) < abort_after_ms:
+                        report.waiting += len(members)
+                        return
+                    outcome = await two_phase_sql.decide_unless_decided(connection, batch_id, "abort")
+        except ShardError as error:
+            report.errors.append(f"batch {batch_id}: decision shard {decision_shard} unreachable: {error}")
+            return
+        for member in members:
+            try:
+                async with pools.connection(member.branch_shard) as connection:
+                    if outcome == "commit":
+                        if await two_phase_sql.commit_prepared(connection, member.gid):
+                            report.committed += 1
+                    elif await two_phase_sql.rollback_prepared(connection, member.gid):
+                        report.rolled_back += 1
+            except ShardError as error:
+                report.errors.append(f"{member.gid}: {error}")
+
+    await asyncio.gather(*(resolve(batch_id, members) for batch_id, members in by_batch.items()))
+    if report.committed or report.rolled_back or report.errors:
+        log.info("recovery: %s", report)
+    return report
+
+
+class RecoveryWorker:
+    """`recover_once` every `interval_s` in the background, until stopped."""
+
+    def __init__(self, pools: ShardPools, shards: list[str], interval_s: float = INTERVAL_S_DEFAULT,
+                 abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> None:
+        assert interval_s > 0, "interval_s must be positive"
+        self.pools = pools
+        self.shards = shards
+        self.interval_s = interval_s
+        self.abort_after_ms = abort_after_ms
+        self.task: asyncio.Task[None] | None = None
+        self.passes = 0
+
+    def start(self) -> None:
+        assert self.task is None, "recovery worker already started"
+        self.task = asyncio.create_task(self._run(), name="recovery-worker")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await recover_once(self.pools, self.shards, self.abort_after_ms)
+            except Exception:  # a pass must never kill the worker
+                log.exception("recovery pass failed")
+            self.passes += 1
+            await asyncio.sleep(self.interval_s)

@@ -1,0 +1,233 @@
+"""Cross-shard transfers by XA-style two-phase commit, a batch at a time.
+
+For one batch of transfers whose accounts span several shards:
+
+  1. Lock, shard by shard in name order (then account-id order inside each shard):
+     BEGIN; lock the batch's accounts there; read prior records of its ids. A total
+     order over (shard, account) means batches in flight together cannot deadlock
+     across servers, which PostgreSQL could not detect.
+  2. Plan: the same pure planner as the one-shard path, over every locked row.
+  3. Phase one: write each shard's part; PREPARE TRANSACTION on every writing shard
+     but the decision shard (a debit-side shard of the batch).
+  4. COMMIT POINT: the decision shard's transaction, holding its own part of the
+     batch plus the row commit_decisions(batch_id, 'commit'), commits. That single
+     COMMIT is the moment the batch becomes durable. Before it, any failure rolls
+     everything back; after it, every branch is committed, retried, and finally left
+     to the recovery worker.
+  5. Phase two: COMMIT PREPARED on every other branch.
+
+Recovery (recovery.py) fences a dead coordinator by inserting 'abort' under the
+same batch_id: the primary key lets exactly one of the two decisions exist.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from typing import Awaitable, Callable
+from uuid import UUID, uuid4
+
+import asyncpg
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from coordinator import fault_points
+from coordinator.batch_plan import StoredTransfer, plan_local_batch
+from coordinator.domain import Transfer, TransferResult
+from coordinator.local import CONFLICT, RETRY_ATTEMPTS_MAX, outcomes_of
+from shard_router.topology import Topology
+from shards import accounts as account_sql
+from shards import transfers as transfer_sql
+from shards import two_phase as two_phase_sql
+from shards.errors import ShardError, ShardRetryable, ShardUnavailable
+from shards.pool import ShardPools, errors_of
+
+log = logging.getLogger("wallet.two_phase")
+
+COMMIT_ATTEMPTS_MAX = 4
+
+FindElsewhere = Callable[[list[str], list[UUID]], Awaitable[dict[UUID, StoredTransfer]]]
+
+
+class TwoPhaseCommit:
+    def __init__(self, pools: ShardPools, topology: Callable[[], Topology], find_elsewhere: FindElsewhere) -> None:
+        self.pools = pools
+        self.topology = topology
+        self.find_elsewhere = find_elsewhere
+        self.handed_to_recovery = 0
+
+    async def apply_batch(self, transfers: list[Transfer]) -> list[TransferResult | str]:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(RETRY_ATTEMPTS_MAX),
+            wait=wait_random_exponential(multiplier=0.01, max=0.5),
+            retry=retry_if_exception_type(ShardRetryable),
+            reraise=True,
+        ):
+            with attempt:
+                return await self._attempt(transfers)
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, transfers: list[Transfer]) -> list[TransferResult | str]:
+        topology = self.topology()
+        batch_id = uuid4()
+        accounts_on: dict[str, set[str]] = {}
+        for transfer in transfers:
+            for account_id in (transfer.from_account, transfer.to_account):
+                if account_id is not None:
+                    accounts_on.setdefault(topology.shard_of(account_id), set()).add(account_id)
+        involved = sorted(accounts_on)
+        transaction_ids = [t.transaction_id for t in transfers]
+        others = [shard for shard in sorted(topology.shards) if shard not in accounts_on]
+        stored = await self.find_elsewhere(others, transaction_ids) if others else {}
+
+        gids: dict[str, str] = {}
+        async with AsyncExitStack() as stack:
+            connections: dict[str, asyncpg.Connection] = {}
+            decided = False
+            try:
+                # 1. Lock in global order.
+                locked = {}
+                for shard in involved:
+                    connection = await stack.enter_async_context(self.pools.connection(shard))
+                    connections[shard] = connection
+                    with errors_of(shard):
+                        await two_phase_sql.begin(connection)
+                        locked.update(await account_sql.lock_accounts(connection, sorted(accounts_on[shard])))
+                        stored.update(await transfer_sql.select_transfers(connection, transaction_ids))
+
+                # 2. Plan over every locked row.
+                plan = plan_local_batch(transfers, locked, stored, protocol="2pc")
+                deltas: dict[str, dict[str, tuple[int, int]]] = {shard: {} for shard in involved}
+                for account_id, delta in plan.deltas.items():
+                    deltas[topology.shard_of(account_id)][account_id] = delta
+                records: dict[str, list[TransferResult]] = {shard: [] for shard in involved}
+                for result in plan.new_results:
+                    records[topology.shard_of(result.transfer.from_account or result.transfer.to_account)].append(result)
+                writers = [shard for shard in involved if deltas[shard] or records[shard]]
+                for shard in involved:
+                    if shard not in writers:  # read-only participant: release its locks now
+                        with errors_of(shard):
+                            await two_phase_sql.rollback(connections[shard])
+                if not writers:
+                    return outcomes_of(plan, lambda transfer: None)
+
+                # 3. Phase one.
+                stamps = dict(zip(writers, await asyncio.gather(*(
+                    self._write(shard, connections[shard], deltas[shard], records[shard]) for shard in writers
+                ))))
+
+                def created_at(transfer: Transfer):  # type: ignore[no-untyped-def]
+                    return stamps.get(topology.shard_of(transfer.from_account or transfer.to_account))
+
+                if len(writers) == 1:  # every change on one shard after all: a local commit
+                    with errors_of(writers[0]):
+                        await two_phase_sql.commit(connections[writers[0]])
+                    decided = True
+                    return outcomes_of(plan, created_at)
+                decision_shard = min(shard for shard in writers if records[shard])
+                gids = {
+                    shard: two_phase_sql.make_gid(batch_id, decision_shard, shard)
+                    for shard in writers if shard != decision_shard
+                }
+                await self._prepare_all(connections, gids)
+                fault_points.reach("2pc.after_all_prepares")
+
+                # 4. The commit point.
+                decided = await self._decide(batch_id, decision_shard, connections[decision_shard])
+                if not decided:
+                    await self._roll_back_prepared(gids)
+                    raise ShardRetryable(decision_shard, f"batch {batch_id} was aborted by recovery; retrying")
+                fault_points.reach("2pc.after_decision")
+            except BaseException:
+                if not decided:
+                    for shard, connection in connections.items():
+                        try:
+                            with errors_of(shard):
+                                await two_phase_sql.rollback(connection)
+                        except (ShardError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                            pass  # a dead connection's transaction dies with it
+                raise
+
+        # 5. Phase two, outside the locks' connections.
+        await self._commit_prepared(gids)
+        return outcomes_of(plan, created_at)
+
+    async def _write(self, shard: str, connection: asyncpg.Connection, deltas: dict[str, tuple[int, int]],
+                     records: list[TransferResult]):  # type: ignore[no-untyped-def]
+        with errors_of(shard):
+            return await transfer_sql.write_batch(connection, deltas, records)
+
+    async def _prepare_all(self, connections: dict[str, asyncpg.Connection], gids: dict[str, str]) -> None:
+        prepared = 0
+
+        async def prepare(shard: str) -> None:
+            nonlocal prepared
+            with errors_of(shard):
+                await two_phase_sql.prepare(connections[shard], gids[shard])
+            prepared += 1
+            if prepared == 1:
+                fault_points.reach("2pc.after_first_prepare")
+
+        results = await asyncio.gather(*(prepare(shard) for shard in gids), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            # No decision exists: roll back what did prepare (recovery does it if we cannot).
+            done = {shard: gid for (shard, gid), r in zip(gids.items(), results) if not isinstance(r, BaseException)}
+            await self._roll_back_prepared(done)
+            raise failures[0]
+
+    async def _decide(self, batch_id: UUID, decision_shard: str, connection: asyncpg.Connection) -> bool:
+        """True once the commit decision is durable; False if recovery aborted the batch first."""
+        try:
+            with errors_of(decision_shard):
+                await two_phase_sql.insert_decision(connection, batch_id, "commit")
+                await two_phase_sql.commit(connection)  # <- THE COMMIT POINT
+            return True
+        except ShardRetryable:  # unique violation: recovery's 'abort' stands
+            with errors_of(decision_shard):
+                await two_phase_sql.rollback(connection)
+            return False
+        except ShardUnavailable:
+            # The COMMIT may or may not have landed. Ask again on a fresh connection; if the
+            # decision is missing, fence it with 'abort' so the answer cannot change later.
+            async with self.pools.connection(decision_shard) as fresh:
+                outcome = await two_phase_sql.decide_unless_decided(fresh, batch_id, "abort")
+            return outcome == "commit"
+
+    async def _commit_prepared(self, gids: dict[str, str]) -> None:
+        committed = 0
+
+        async def finish(shard: str, gid: str) -> None:
+            nonlocal committed
+            try:
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(COMMIT_ATTEMPTS_MAX),
+                    wait=wait_random_exponential(multiplier=0.01, max=0.2),
+                    retry=retry_if_exception_type(ShardError),
+                    reraise=True,
+                ):
+                    with attempt:
+                        async with self.pools.connection(shard) as connection:
+                            await two_phase_sql.commit_prepared(connection, gid)
+            except ShardError as error:
+                # Decided: the recovery worker will commit it. The transfer has succeeded.
+                self.handed_to_recovery += 1
+                log.warning("COMMIT PREPARED %s failed (%s); left to recovery", gid, error)
+                return
+            committed += 1
+            if committed == 1:
+                fault_points.reach("2pc.after_first_commit")
+
+        await asyncio.gather(*(finish(shard, gid) for shard, gid in gids.items()))
+
+    async def _roll_back_prepared(self, gids: dict[str, str]) -> None:
+        async def undo(shard: str, gid: str) -> None:
+            try:
+                async with self.pools.connection(shard) as connection:
+                    await two_phase_sql.rollback_prepared(connection, gid)
+            except ShardError as error:
+                log.warning("ROLLBACK PREPARED %s failed (%s); left to recovery", gid, error)
+
+        await asyncio.gather(*(undo(shard, gid) for shard, gid in gids.items()))
+
+
+__all__ = ["TwoPhaseCommit", "CONFLICT"]

@@ -1,0 +1,124 @@
+"""SQL for two-phase commit: prepared transactions and commit decisions."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+GID_PREFIX = "wallet:2pc:"
+# wallet:2pc:<batch uuid>:<decision shard>:<branch shard>. The gid names the batch and
+# both shards, so recovery finds the decision from the prepared transaction alone.
+GID_PATTERN = re.compile(
+    r"^wallet:2pc:(?P<batch>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r":(?P<decision>[a-z][a-z0-9_]{0,62}):(?P<branch>[a-z][a-z0-9_]{0,62})$"
+)
+UNDEFINED_OBJECT = "42704"  # COMMIT/ROLLBACK PREPARED of a gid that is already finished
+
+INSERT_DECISION = "INSERT INTO commit_decisions (batch_id, outcome) VALUES ($1, $2)"
+INSERT_DECISION_IF_NONE = """
+INSERT INTO commit_decisions (batch_id, outcome) VALUES ($1, $2)
+ON CONFLICT (batch_id) DO NOTHING
+"""
+SELECT_DECISIONS = "SELECT batch_id, outcome FROM commit_decisions WHERE batch_id = ANY($1::uuid[])"
+SELECT_PREPARED = """
+SELECT gid, prepared, (extract(epoch FROM now() - prepared) * 1000)::bigint AS age_ms
+FROM pg_prepared_xacts
+WHERE database = current_database() AND gid LIKE 'wallet:2pc:%'
+ORDER BY prepared
+"""
+
+
+@dataclass(frozen=True)
+class PreparedBranch:
+    gid: str
+    batch_id: UUID
+    decision_shard: str
+    branch_shard: str
+    prepared_at: datetime
+    age_ms: int
+
+
+def make_gid(batch_id: UUID, decision_shard: str, branch_shard: str) -> str:
+    gid = f"{GID_PREFIX}{batch_id}:{decision_shard}:{branch_shard}"
+    assert GID_PATTERN.match(gid), f"gid {gid!r} must match {GID_PATTERN.pattern}"
+    return gid
+
+
+def _quoted_gid(gid: str) -> str:
+    # PREPARE TRANSACTION and COMMIT/ROLLBACK PREPARED take no bind parameters: the gid
+    # must be a literal. It is only ever a validated uuid and two shard names.
+    assert GID_PATTERN.match(gid), f"refusing to put {gid!r} into SQL: not a wallet gid"
+    return "'" + gid + "'"
+
+
+async def begin(connection: asyncpg.Connection) -> None:
+    await connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+
+
+async def prepare(connection: asyncpg.Connection, gid: str) -> None:
+    await connection.execute(f"PREPARE TRANSACTION {_quoted_gid(gid)}")
+
+
+async def commit(connection: asyncpg.Connection) -> None:
+    await connection.execute("COMMIT")
+
+
+async def rollback(connection: asyncpg.Connection) -> None:
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
+async def commit_prepared(connection: asyncpg.Connection, gid: str) -> bool:
+    """True if this call committed it; False if it was already finished."""
+    try:
+        await connection.execute(f"COMMIT PREPARED {_quoted_gid(gid)}")
+        return True
+    except asyncpg.PostgresError as error:
+        if getattr(error, "sqlstate", None) == UNDEFINED_OBJECT:
+            return False
+        raise
+
+
+async def rollback_prepared(connection: asyncpg.Connection, gid: str) -> bool:
+    try:
+        await connection.execute(f"ROLLBACK PREPARED {_quoted_gid(gid)}")
+        return True
+    except asyncpg.PostgresError as error:
+        if getattr(error, "sqlstate", None) == UNDEFINED_OBJECT:
+            return False
+        raise
+
+
+async def insert_decision(connection: asyncpg.Connection, batch_id: UUID, outcome: str) -> None:
+    """Raises UniqueViolationError if a decision exists (recovery fenced this batch)."""
+    assert outcome in ("commit", "abort")
+    await connection.execute(INSERT_DECISION, batch_id, outcome)
+
+
+async def decide_unless_decided(connection: asyncpg.Connection, batch_id: UUID, outcome: str) -> str:
+    """Record `outcome` if no decision exists yet; return the decision that stands. Blocks
+    behind a coordinator's uncommitted decision until it commits or rolls back."""
+    assert outcome in ("commit", "abort")
+    await connection.execute(INSERT_DECISION_IF_NONE, batch_id, outcome)
+    return await connection.fetchval("SELECT outcome FROM commit_decisions WHERE batch_id = $1", batch_id)
+
+
+async def select_decisions(connection: asyncpg.Connection, batch_ids: list[UUID]) -> dict[UUID, str]:
+    rows = await connection.fetch(SELECT_DECISIONS, batch_ids)
+    return {row["batch_id"]: row["outcome"] for row in rows}
+
+
+async def select_prepared(connection: asyncpg.Connection) -> list[PreparedBranch]:
+    branches = []
+    for row in await connection.fetch(SELECT_PREPARED):
+        match = GID_PATTERN.match(row["gid"])
+        if match is None:
+            continue  # not ours: never touch another application's prepared transactions
+        branches.append(PreparedBranch(
+            gid=row["gid"], batch_id=UUID(match["batch"]), decision_shard=match["decision"],
+            branch_shard=match["branch"], prepared_at=row["prepared"], age_ms=row["age_ms"],
+        ))
+    return branches

@@ -1,0 +1,31 @@
+"""A coordinator process for fault tests: submits cross-shard transfers and is killed
+by its own WALLET_FAULT_POINT. Usage: python -m tests.two_phase_victim TOPOLOGY TRANSFERS_JSON"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from coordinator.config import Settings
+from coordinator.errors import WalletError
+from coordinator.service import WalletService
+from shard_router.file_store import FileTopologyStore
+
+
+async def main(topology_path: str, transfers_path: str) -> None:
+    topology = FileTopologyStore(Path(topology_path)).load()
+    transfers = json.loads(Path(transfers_path).read_text())
+    async with WalletService(topology, Settings()) as service:
+        async def send(t: dict[str, str]) -> None:
+            try:
+                await service.transfer(t["from"], t["to"], t["amount"], "USD", t["id"], "2pc")
+            except WalletError:
+                pass
+
+        await asyncio.gather(*(send(t) for t in transfers))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    sys.exit(3)  # reaching here means the fault point was never hit
