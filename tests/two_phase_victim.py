@@ -9,6 +9,7 @@ from pathlib import Path
 
 from coordinator.config import Settings
 from coordinator.errors import WalletError
+from coordinator.group_commit import BatchLimits
 from coordinator.service import WalletService
 from shard_router.file_store import FileTopologyStore
 
@@ -16,7 +17,10 @@ from shard_router.file_store import FileTopologyStore
 async def main(topology_path: str, transfers_path: str) -> None:
     topology = FileTopologyStore(Path(topology_path)).load()
     transfers = json.loads(Path(transfers_path).read_text())
-    async with WalletService(topology, Settings()) as service:
+    # One batch for the whole load, so it spans every shard: after the first COMMIT
+    # PREPARED, other branches are still prepared when the process dies.
+    settings = Settings(limits=BatchLimits(batch_wait_ms=50))
+    async with WalletService(topology, settings) as service:
         async def send(t: dict[str, str]) -> None:
             try:
                 await service.transfer(t["from"], t["to"], t["amount"], "USD", t["id"], "2pc")

@@ -1,0 +1,144 @@
+"""Two-phase commit under faults: the coordinator SIGKILLed at each protocol step, and a
+shard server stopped and restarted mid-transfer. After recovery, every transfer is
+all-or-nothing, a client retry learns the true outcome, and money is conserved."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from coordinator.errors import WalletError
+from coordinator.service import WalletService
+from shard_router.topology import Topology
+from shards.cluster import LocalCluster
+from tests.conftest import accounts_on, open_accounts
+from tests.test_two_phase import balances, prepared_count
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+SHARDS = ("shard0", "shard1", "shard2", "shard3")
+
+
+async def retry_until_known(service: WalletService, transfer: dict[str, str], attempts: int = 60) -> str:
+    """What a client does with an unknown outcome: retry with the same transaction id."""
+    for _ in range(attempts):
+        try:
+            result = await service.transfer(transfer["from"], transfer["to"], transfer["amount"], "USD", transfer["id"])
+            return result.status
+        except WalletError as error:
+            if error.code != "shard_unavailable":
+                return error.code
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"transfer {transfer['id']} never got a definite answer")
+
+
+def expected_after_all_once(start: dict[str, int], transfers: list[dict[str, str]]) -> dict[str, int]:
+    expected = dict(start)
+    for transfer in transfers:
+        cents = int(transfer["amount"].replace(".", ""))
+        expected[transfer["from"]] -= cents
+        expected[transfer["to"]] += cents
+    return expected
+
+
+@pytest.mark.parametrize(
+    ("fault_point", "decided", "leftovers"),
+    [
+        ("2pc.after_first_prepare", False, True),
+        ("2pc.after_all_prepares", False, True),
+        ("2pc.after_decision", True, True),
+        # Phase two sends every COMMIT PREPARED at once; the servers finish those already
+        # sent when the coordinator dies, so nothing need be left for recovery here.
+        ("2pc.after_first_commit", True, False),
+    ],
+)
+async def test_coordinator_killed_at_each_step(
+    service: WalletService, topology: Topology, cluster: LocalCluster, tmp_path: Path, fault_point: str, decided: bool,
+    leftovers: bool,
+) -> None:
+    """SIGKILL at a named step: recovery commits a decided batch and rolls back an
+    undecided one; retries then apply every transfer exactly once."""
+    rng = random.Random(fault_point)
+    everyone = [a for shard in SHARDS for a in accounts_on(topology, shard, 3)]
+    await open_accounts(service, everyone, deposit="100.00")
+    transfers = []
+    for _ in range(40):
+        source, target = rng.sample(everyone, 2)
+        while topology.shard_of(source) == topology.shard_of(target):
+            source, target = rng.sample(everyone, 2)
+        transfers.append({"from": source, "to": target, "amount": f"{rng.randint(1, 500) / 100:.2f}", "id": str(uuid.uuid4())})
+    plan = tmp_path / "transfers.json"
+    plan.write_text(json.dumps(transfers))
+
+    victim = subprocess.run(
+        [sys.executable, "-m", "tests.two_phase_victim", str(cluster.topology_path), str(plan)],
+        cwd=REPOSITORY, env={**os.environ, "WALLET_FAULT_POINT": fault_point}, capture_output=True, text=True, timeout=120,
+    )
+    assert victim.returncode == -signal.SIGKILL, f"the victim was not killed at {fault_point}: {victim.stderr}"
+    if leftovers:
+        assert await prepared_count(topology) > 0, "a coordinator killed here leaves prepared transactions"
+
+    report = await service.recover(abort_after_ms=0)
+    assert not report.errors and report.waiting == 0
+    if leftovers:
+        assert (report.committed > 0) == decided and (report.rolled_back > 0) == (not decided)
+    assert report.rolled_back == 0 or not decided
+    assert await prepared_count(topology) == 0
+
+    # Before any retry: the batch is all-or-nothing, so the total is intact.
+    assert sum((await balances(service, everyone)).values()) == 10_000 * len(everyone)
+    found = 0
+    for transfer in transfers:
+        try:
+            await service.get_transfer(transfer["id"])
+            found += 1
+        except WalletError as error:
+            assert error.code == "transfer_not_found"
+    assert (found > 0) == decided
+
+    statuses = await asyncio.gather(*(retry_until_known(service, t) for t in transfers))
+    assert set(statuses) == {"success"}
+    assert await balances(service, everyone) == expected_after_all_once({a: 10_000 for a in everyone}, transfers)
+
+
+async def test_shard_stopped_and_restarted_mid_transfer(service: WalletService, topology: Topology, cluster: LocalCluster) -> None:
+    """A shard crashes (immediate stop) under load and comes back: after recovery and
+    client retries, each transfer happened once and money is conserved."""
+    rng = random.Random(5)
+    everyone = [a for shard in SHARDS for a in accounts_on(topology, shard, 4)]
+    await open_accounts(service, everyone, deposit="100.00")
+    transfers = [
+        {"from": s, "to": t, "amount": f"{rng.randint(1, 300) / 100:.2f}", "id": str(uuid.uuid4())}
+        for s, t in (rng.sample(everyone, 2) for _ in range(600))
+    ]
+
+    async def send(transfer: dict[str, str]) -> None:
+        await asyncio.sleep(rng.random() * 1.5)
+        try:
+            await service.transfer(transfer["from"], transfer["to"], transfer["amount"], "USD", transfer["id"])
+        except WalletError:
+            pass  # unknown outcome: the client retries below
+
+    async def crash_and_restart() -> None:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(cluster.stop_shard, "shard2", "immediate")
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(cluster.start_shard, "shard2")
+
+    await asyncio.gather(crash_and_restart(), *(send(t) for t in transfers))
+    await service.recover(abort_after_ms=0)
+    statuses = await asyncio.gather(*(retry_until_known(service, t) for t in transfers))
+    # Retries with the true outcome: a transfer refused for funds stays refused, and
+    # one that landed is not applied again; account state tells which happened.
+    assert set(statuses) <= {"success", "failed"}
+    applied = [t for t, status in zip(transfers, statuses) if status == "success"]
+    await service.recover(abort_after_ms=0)
+    assert await prepared_count(topology) == 0
+    assert await balances(service, everyone) == expected_after_all_once({a: 10_000 for a in everyone}, applied)
