@@ -104,7 +104,15 @@ def transfer_response(result: Any) -> Response:
 
 
 async def show_transfer(request: Request) -> Response:
-    result = await service_of(request).get_transfer(request.path_params["transaction_id"])
+    transaction_id = request.path_params["transaction_id"]
+    service = service_of(request)
+    try:
+        result = await service.get_transfer(transaction_id)
+    except WalletError as error:
+        if error.code == "transfer_not_found" and service.in_flight(transaction_id):
+            # Not recorded yet: its batch is between lock and commit in this process.
+            return JSONResponse({"transaction_id": transaction_id, "status": "pending", "phase": "preparing"}, 202)
+        raise
     return JSONResponse(result.to_json())
 
 

@@ -151,6 +151,13 @@ class WalletService:
             raise WalletError("transfer_not_found", f"no transfer with transaction_id {transaction}")
         return found[transaction].result
 
+    def in_flight(self, transaction_id: object) -> bool:
+        """True while this process is still working on the transaction id (not yet recorded)."""
+        try:
+            return validation.check_transaction_id(transaction_id) in self.inflight
+        except WalletError:
+            return False
+
     async def totals(self) -> tuple[int, int, int]:
         """(sum of balances, sum of reserved, accounts) over every shard. Not a snapshot:
         read it when no transfer is in flight."""

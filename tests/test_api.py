@@ -133,3 +133,32 @@ async def test_deposit_precision_follows_the_currency(client: httpx.AsyncClient,
     await client.post(f"/v1/accounts/{dinar}/deposits", json={"amount": "1.234", "transaction_id": str(uuid.uuid4())})
     assert (await client.get(f"/v1/accounts/{yen}")).json()["balance"] == "1500"
     assert (await client.get(f"/v1/accounts/{dinar}")).json()["balance"] == "1.234"
+
+
+async def test_pending_transfer_shows_preparing(client: httpx.AsyncClient, service: WalletService, topology: Topology) -> None:
+    """While a transfer's batch is still open, GET says pending/preparing rather than not found."""
+    import asyncio
+
+    alice, bob = accounts_on(topology, "shard0", 2)
+    await create(client, alice, deposit="5.00")
+    await create(client, bob)
+    key = str(uuid.uuid4())
+    release = asyncio.Event()
+    applier = service.appliers["shard0"]
+    original = applier.apply_batch
+
+    async def slow(batch):  # type: ignore[no-untyped-def]
+        await release.wait()
+        return await original(batch)
+
+    applier.apply_batch = slow
+    body = {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD", "transaction_id": key}
+    sending = asyncio.create_task(client.post("/v1/wallet/balance_transfer", json=body))
+    while not service.in_flight(key):
+        await asyncio.sleep(0.01)
+    pending = await client.get(f"/v1/transfers/{key}")
+    assert pending.status_code == 202 and pending.json()["phase"] == "preparing"
+    release.set()
+    assert (await sending).status_code == 200
+    applier.apply_batch = original
+    assert (await client.get(f"/v1/transfers/{key}")).json()["phase"] == "committed"

@@ -1,0 +1,65 @@
+"""The recovery worker: patient with young undecided batches, harmless when doubled, and
+reachable from the CLI."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from coordinator.service import WalletService
+from shard_router.topology import Topology
+from shards.cluster import LocalCluster
+from tests.conftest import accounts_on, open_accounts
+from tests.test_two_phase import balances, prepared_count
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+WALLET = str(Path(sys.executable).parent / "wallet")
+
+
+def kill_a_coordinator_after_prepare(cluster: LocalCluster, transfers: list[dict[str, str]], tmp_path: Path) -> None:
+    plan = tmp_path / "transfers.json"
+    plan.write_text(json.dumps(transfers))
+    victim = subprocess.run(
+        [sys.executable, "-m", "tests.two_phase_victim", str(cluster.topology_path), str(plan)],
+        cwd=REPOSITORY, env={**os.environ, "WALLET_FAULT_POINT": "2pc.after_all_prepares"},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert victim.returncode == -signal.SIGKILL, victim.stderr
+
+
+async def test_two_workers_at_once_and_young_batches(
+    service: WalletService, topology: Topology, cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """Young undecided batches are left to their coordinator; old ones are rolled back
+    exactly once even by two workers racing."""
+    sources = [a for shard in ("shard0", "shard1") for a in accounts_on(topology, shard, 2)]
+    targets = [a for shard in ("shard2", "shard3") for a in accounts_on(topology, shard, 2)]
+    await open_accounts(service, sources + targets, deposit="10.00")
+    transfers = [{"from": s, "to": t, "amount": "1.00", "id": str(uuid.uuid4())} for s, t in zip(sources, targets)]
+    kill_a_coordinator_after_prepare(cluster, transfers, tmp_path)
+    left = await prepared_count(topology)
+    assert left > 0
+
+    patient = await service.recover()  # default: wait 10 s for a live coordinator
+    assert patient.waiting == left and patient.rolled_back == 0
+
+    async with WalletService(topology, service.settings) as other:
+        first, second = await asyncio.gather(service.recover(abort_after_ms=0), other.recover(abort_after_ms=0))
+    assert not first.errors and not second.errors
+    assert first.rolled_back + second.rolled_back == left and first.committed + second.committed == 0
+    assert await prepared_count(topology) == 0
+    assert sum((await balances(service, sources + targets)).values()) == 1000 * len(sources + targets)
+
+
+def test_wallet_recover_command(cluster: LocalCluster) -> None:
+    """`wallet recover` runs one pass and reports what it did."""
+    environment = {**os.environ, "WALLET_HOME": str(cluster.home)}
+    completed = subprocess.run([WALLET, "recover", "--abort-after-s", "0"], cwd=REPOSITORY, env=environment,
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("committed ")
