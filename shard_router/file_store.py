@@ -21,7 +21,7 @@ class FileTopologyStore:
             document = json.loads(self.path.read_text())
         except FileNotFoundError as error:
             raise TopologyError(f"no topology file at {self.path}; run `wallet dev up` or set WALLET_TOPOLOGY") from error
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise TopologyError(f"topology file {self.path} is not JSON: {error}") from error
         return Topology.from_document(document)
 
@@ -36,9 +36,13 @@ class FileTopologyStore:
                 )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".topology.")
-        with os.fdopen(handle, "w") as file:
-            json.dump(topology.to_document(), file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self.path)
+        try:
+            with os.fdopen(handle, "w") as file:
+                json.dump(topology.to_document(), file, indent=2)
+                file.write("\n")
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise

@@ -28,7 +28,7 @@ class Topology:
     overrides: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.version, int) or self.version < 1:
+        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
             raise TopologyError("topology version must be a positive integer")
         if not self.shards:
             raise TopologyError("topology must name at least one shard")
@@ -94,7 +94,7 @@ class Topology:
                 raise TopologyError(f"slot_count must be {SLOT_COUNT}")
             slots: list[str | None] = [None] * SLOT_COUNT
             for entry in document["slots"]:
-                first, last, shard = int(entry["first"]), int(entry["last"]), str(entry["shard"])
+                first, last, shard = _integer(entry["first"], "first"), _integer(entry["last"], "last"), str(entry["shard"])
                 if not 0 <= first <= last < SLOT_COUNT:
                     raise TopologyError(f"slot range {first}..{last} is outside 0..{SLOT_COUNT - 1}")
                 for slot in range(first, last + 1):
@@ -105,10 +105,17 @@ class Topology:
             if missing:
                 raise TopologyError(f"{len(missing)} slots are unmapped, first {missing[0]}")
             return cls(
-                version=int(document["version"]),
+                version=_integer(document["version"], "version"),
                 shards={str(name): str(spec["dsn"]) for name, spec in document["shards"].items()},
                 slots=tuple(slots),  # type: ignore[arg-type]
                 overrides={str(k): str(v) for k, v in document.get("overrides", {}).items()},
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise TopologyError(f"malformed topology document: {error!r}") from error
+
+
+def _integer(value: Any, name: str) -> int:
+    """A JSON integer, exactly: no strings, fractions or booleans silently converted."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TopologyError(f"{name} must be an integer, got {value!r}")
+    return value
