@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from coordinator.domain import Account, Transfer, TransferResult
+from coordinator.postings import Postings
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,16 @@ class StoredTransfer:
 
 @dataclass
 class BatchPlan:
+    postings: Postings
     # One entry per input transfer, in input order.
     results: list[TransferResult | None] = field(default_factory=list)
     # Per input transfer: "new" (record it), "replay" (already recorded), "conflict".
     dispositions: list[str] = field(default_factory=list)
-    # account_id -> (balance delta, version increments). Folded: one row update per account.
-    deltas: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def deltas(self) -> dict[str, tuple[int, int]]:
+        """account_id -> (balance delta, versions). Folded: one row update per account."""
+        return {a: (c.balance_delta, c.versions) for a, c in self.postings.changes.items()}
 
     @property
     def new_results(self) -> list[TransferResult]:
@@ -41,8 +46,8 @@ def plan_local_batch(
     stored: dict[UUID, StoredTransfer],
     protocol: str = "local",
 ) -> BatchPlan:
-    plan = BatchPlan()
-    balances = {account_id: account.balance for account_id, account in accounts.items()}
+    postings = Postings(accounts)
+    plan = BatchPlan(postings)
     seen: dict[UUID, TransferResult] = {}
 
     for transfer in transfers:
@@ -62,11 +67,13 @@ def plan_local_batch(
             plan.dispositions.append("replay" if same else "conflict")
             continue
 
-        error_code = _refusal(transfer, accounts, balances)
+        error_code = refusal(transfer, accounts, postings)
         if error_code is None:
-            if transfer.from_account is not None:
-                _post(plan, balances, transfer.from_account, -transfer.amount)
-            _post(plan, balances, transfer.to_account, transfer.amount)
+            if transfer.from_account is None:
+                postings.post(transfer.transaction_id, transfer.to_account, "deposit", transfer.amount)
+            else:
+                postings.post(transfer.transaction_id, transfer.from_account, "debit", -transfer.amount)
+                postings.post(transfer.transaction_id, transfer.to_account, "credit", transfer.amount)
         result = TransferResult(
             transfer=transfer,
             status="success" if error_code is None else "failed",
@@ -78,14 +85,13 @@ def plan_local_batch(
         plan.results.append(result)
         plan.dispositions.append("new")
 
-    for account_id, balance in balances.items():
-        assert balance >= accounts[account_id].reserved, f"plan overdraws {account_id}"
     assert len(plan.results) == len(transfers)
     return plan
 
 
-def _refusal(transfer: Transfer, accounts: dict[str, Account], balances: dict[str, int]) -> str | None:
-    """The business reason this transfer cannot happen now, or None."""
+def refusal(transfer: Transfer, accounts: dict[str, Account], postings: Postings) -> str | None:
+    """The business reason this transfer cannot happen now, or None. Needs both accounts'
+    rows (a missing one is refused); `postings` gives the sender's current available funds."""
     receiver = accounts.get(transfer.to_account)
     sender = accounts.get(transfer.from_account) if transfer.from_account is not None else None
     if receiver is None or (transfer.from_account is not None and sender is None):
@@ -94,12 +100,6 @@ def _refusal(transfer: Transfer, accounts: dict[str, Account], balances: dict[st
         return "currency_mismatch"
     if receiver.status != "active" or (sender is not None and sender.status != "active"):
         return "account_frozen"
-    if sender is not None and balances[sender.account_id] - sender.reserved < transfer.amount:
+    if sender is not None and postings.available(sender.account_id) < transfer.amount:
         return "insufficient_funds"
     return None
-
-
-def _post(plan: BatchPlan, balances: dict[str, int], account_id: str, delta: int) -> None:
-    balances[account_id] += delta
-    total, versions = plan.deltas.get(account_id, (0, 0))
-    plan.deltas[account_id] = (total + delta, versions + 1)

@@ -48,7 +48,9 @@ async def apply_local_batch(
                 plan = plan_local_batch(transfers, accounts, {**elsewhere, **stored})
                 created_at = None
                 if plan.new_results:
-                    created_at = await transfer_sql.write_batch(connection, plan.deltas, plan.new_results)
+                    created_at = await transfer_sql.write_batch(
+                        connection, plan.postings.changes, plan.new_results, plan.postings.events
+                    )
     return outcomes_of(plan, lambda transfer: created_at)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import AsyncExitStack
+from datetime import datetime
 from typing import Awaitable, Callable
 from uuid import UUID, uuid4
 
@@ -33,6 +34,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from coordinator import fault_points
 from coordinator.batch_plan import StoredTransfer, plan_local_batch
 from coordinator.domain import Transfer, TransferResult
+from coordinator.postings import AccountChange, BalanceEvent
 from coordinator.local import CONFLICT, RETRY_ATTEMPTS_MAX, outcomes_of
 from shard_router.topology import Topology
 from shards import accounts as account_sql
@@ -96,13 +98,14 @@ class TwoPhaseCommit:
 
                 # 2. Plan over every locked row.
                 plan = plan_local_batch(transfers, locked, stored, protocol="2pc")
-                deltas: dict[str, dict[str, tuple[int, int]]] = {shard: {} for shard in involved}
-                for account_id, delta in plan.deltas.items():
-                    deltas[topology.shard_of(account_id)][account_id] = delta
+                postings = plan.postings
+                on_shard = {shard: set(accounts_on[shard]) for shard in involved}
+                changes = {shard: postings.changes_on(on_shard[shard]) for shard in involved}
+                events = {shard: postings.events_on(on_shard[shard]) for shard in involved}
                 records: dict[str, list[TransferResult]] = {shard: [] for shard in involved}
                 for result in plan.new_results:
                     records[topology.shard_of(result.transfer.from_account or result.transfer.to_account)].append(result)
-                writers = [shard for shard in involved if deltas[shard] or records[shard]]
+                writers = [shard for shard in involved if changes[shard] or records[shard]]
                 for shard in involved:
                     if shard not in writers:  # read-only participant: release its locks now
                         with errors_of(shard):
@@ -112,7 +115,7 @@ class TwoPhaseCommit:
 
                 # 3. Phase one.
                 stamps = dict(zip(writers, await asyncio.gather(*(
-                    self._write(shard, connections[shard], deltas[shard], records[shard]) for shard in writers
+                    self._write(shard, connections[shard], changes[shard], records[shard], events[shard]) for shard in writers
                 ))))
 
                 def created_at(transfer: Transfer):  # type: ignore[no-untyped-def]
@@ -151,10 +154,10 @@ class TwoPhaseCommit:
         await self._commit_prepared(gids)
         return outcomes_of(plan, created_at)
 
-    async def _write(self, shard: str, connection: asyncpg.Connection, deltas: dict[str, tuple[int, int]],
-                     records: list[TransferResult]):  # type: ignore[no-untyped-def]
+    async def _write(self, shard: str, connection: asyncpg.Connection, changes: dict[str, AccountChange],
+                     records: list[TransferResult], events: list[BalanceEvent]) -> datetime:
         with errors_of(shard):
-            return await transfer_sql.write_batch(connection, deltas, records)
+            return await transfer_sql.write_batch(connection, changes, records, events)
 
     async def _prepare_all(self, connections: dict[str, asyncpg.Connection], gids: dict[str, str]) -> None:
         prepared = 0

@@ -5,13 +5,18 @@ checks that `alembic upgrade head` yields exactly these tables.
 """
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
+    Identity,
+    Index,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import UUID
@@ -75,4 +80,70 @@ commit_decisions = Table(
     Column("outcome", Text, nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     CheckConstraint("outcome IN ('commit', 'abort')", name="commit_decisions_outcome_known"),
+)
+
+# Every balance change, written in the same local transaction as the change; the ledger
+# relay copies it out. (account_id, version) orders an account's events exactly.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("event_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("transaction_id", UUID(as_uuid=True), nullable=False),
+    Column("account_id", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),  # signed change of balance
+    Column("reserved_delta", BigInteger, nullable=False),  # signed change of reserved
+    Column("balance_after", BigInteger, nullable=False),
+    Column("reserved_after", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    UniqueConstraint("account_id", "version", name="outbox_account_version_unique"),
+    CheckConstraint("kind IN ('deposit', 'debit', 'credit', 'hold', 'release', 'compensate')", name="outbox_kind_known"),
+    CheckConstraint("balance_after >= 0 AND reserved_after >= 0 AND reserved_after <= balance_after",
+                    name="outbox_after_consistent"),
+)
+
+# TC/C and Saga progress, on the debit-side shard, one row per transfer.
+phase_state = Table(
+    "phase_state",
+    metadata,
+    Column("transaction_id", UUID(as_uuid=True), primary_key=True),
+    Column("mode", Text, nullable=False),
+    Column("from_account", Text, nullable=False),
+    Column("to_account", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("request_hash", LargeBinary, nullable=False),
+    Column("debit_try", Text, nullable=False),  # not_sent | sent | received
+    Column("credit_try", Text, nullable=False),
+    Column("second_phase", Text, nullable=True),  # confirm | cancel, once decided
+    Column("second_state", Text, nullable=False, server_default=text("'none'")),  # none | sent | done
+    Column("error_code", Text, nullable=True),
+    Column("out_of_order", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("mode IN ('tcc', 'saga')", name="phase_state_mode_known"),
+    CheckConstraint("debit_try IN ('not_sent', 'sent', 'received')", name="phase_state_debit_try_known"),
+    CheckConstraint("credit_try IN ('not_sent', 'sent', 'received')", name="phase_state_credit_try_known"),
+    CheckConstraint("second_phase IS NULL OR second_phase IN ('confirm', 'cancel')", name="phase_state_second_phase_known"),
+    CheckConstraint("second_state IN ('none', 'sent', 'done')", name="phase_state_second_state_known"),
+    Index("phase_state_unfinished", "updated_at", postgresql_where=text("second_state <> 'done'")),
+)
+
+# One row per (transfer, branch, operation) that ran on this shard, written in the same
+# local transaction as the branch's business change: repeats do nothing, a Cancel before
+# its Try is a null compensation, and a Try after its Cancel is refused.
+barrier = Table(
+    "barrier",
+    metadata,
+    Column("transaction_id", UUID(as_uuid=True), nullable=False),
+    Column("branch", Text, nullable=False),
+    Column("operation", Text, nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("transaction_id", "branch", "operation", name="barrier_pkey"),
+    CheckConstraint("branch IN ('debit', 'credit')", name="barrier_branch_known"),
+    CheckConstraint("operation IN ('try', 'confirm', 'cancel')", name="barrier_operation_known"),
+    CheckConstraint("origin IN ('try', 'confirm', 'cancel')", name="barrier_origin_known"),
 )

@@ -8,6 +8,7 @@ import asyncpg
 
 from coordinator.batch_plan import StoredTransfer
 from coordinator.domain import Transfer, TransferResult
+from coordinator.postings import AccountChange, BalanceEvent
 
 TRANSFER_COLUMNS = (
     "transaction_id, kind, from_account, to_account, amount, currency, mode, "
@@ -16,24 +17,33 @@ TRANSFER_COLUMNS = (
 
 SELECT_TRANSFERS = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transaction_id = ANY($1::uuid[])"
 
-# The whole write side of a local batch in one round trip: folded balance deltas
-# (one row update per account, however many transfers touch it) and one record per
-# new transfer. The counts come back so the caller can assert both landed whole.
+# The whole write side of a batch on one shard in one round trip: folded account
+# changes (one row update per account, however many transfers touch it), one record
+# per new transfer, one outbox row per balance change. The counts come back so the
+# caller can assert all three landed whole.
 WRITE_BATCH = """
 WITH moved AS (
     UPDATE accounts AS a
-    SET balance = a.balance + d.delta, version = a.version + d.versions, updated_at = now()
-    FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS d(account_id, delta, versions)
+    SET balance = a.balance + d.delta, reserved = a.reserved + d.reserved_delta,
+        version = a.version + d.versions, updated_at = now()
+    FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS d(account_id, delta, reserved_delta, versions)
     WHERE a.account_id = d.account_id
     RETURNING 1
 ), recorded AS (
     INSERT INTO transfers (transaction_id, kind, from_account, to_account, amount, currency,
                            mode, protocol, status, phase, error_code, request_hash)
-    SELECT * FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[],
-                         $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bytea[])
+    SELECT * FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[],
+                         $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bytea[])
+    RETURNING 1
+), evented AS (
+    INSERT INTO outbox (transaction_id, account_id, version, kind, amount, reserved_delta,
+                        balance_after, reserved_after, currency)
+    SELECT * FROM unnest($17::uuid[], $18::text[], $19::bigint[], $20::text[], $21::bigint[], $22::bigint[],
+                         $23::bigint[], $24::bigint[], $25::text[])
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM recorded) AS recorded, now() AS created_at
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM recorded) AS recorded,
+       (SELECT count(*) FROM evented) AS evented, now() AS created_at
 """
 
 
@@ -65,19 +75,21 @@ async def select_transfers(connection: asyncpg.Connection, transaction_ids: list
 
 async def write_batch(
     connection: asyncpg.Connection,
-    deltas: dict[str, tuple[int, int]],
+    changes: dict[str, AccountChange],
     results: list[TransferResult],
+    events: list[BalanceEvent],
 ) -> datetime:
     """Write a planned batch (or one shard's part of it). Must run inside the transaction
-    that locked the accounts.
-    Returns the records' created_at (the transaction's start: one value per batch)."""
-    account_ids = sorted(deltas)
+    that locked the accounts. Returns the records' created_at (the transaction's start:
+    one value per batch)."""
+    account_ids = sorted(changes)
     transfers = [result.transfer for result in results]
-    moved, recorded, created_at = await connection.fetchrow(
+    moved, recorded, evented, created_at = await connection.fetchrow(
         WRITE_BATCH,
         account_ids,
-        [deltas[account_id][0] for account_id in account_ids],
-        [deltas[account_id][1] for account_id in account_ids],
+        [changes[a].balance_delta for a in account_ids],
+        [changes[a].reserved_delta for a in account_ids],
+        [changes[a].versions for a in account_ids],
         [t.transaction_id for t in transfers],
         [t.kind for t in transfers],
         [t.from_account for t in transfers],
@@ -90,7 +102,17 @@ async def write_batch(
         [r.phase for r in results],
         [r.error_code for r in results],
         [t.request_hash for t in transfers],
+        [e.transaction_id for e in events],
+        [e.account_id for e in events],
+        [e.version for e in events],
+        [e.kind for e in events],
+        [e.amount for e in events],
+        [e.reserved_delta for e in events],
+        [e.balance_after for e in events],
+        [e.reserved_after for e in events],
+        [e.currency for e in events],
     )
     assert moved == len(account_ids), f"batch moved {moved} accounts, planned {len(account_ids)}"
     assert recorded == len(results), f"batch recorded {recorded} transfers, planned {len(results)}"
+    assert evented == len(events), f"batch wrote {evented} outbox events, planned {len(events)}"
     return created_at

@@ -11,6 +11,7 @@ from coordinator.errors import WalletError
 from coordinator.service import WalletService
 from shard_router.topology import Topology
 from tests.conftest import accounts_on, open_accounts
+from tests.outbox_check import assert_outbox_explains
 
 SHARDS = ("shard0", "shard1", "shard2", "shard3")
 
@@ -52,6 +53,7 @@ async def test_concurrent_random_transfers_conserve_money(service: WalletService
     assert any(status == "failed" for *_, status in outcomes), "the workload should hit insufficient funds"
     applier = service.appliers["shard0"]
     assert applier.batches_applied < applier.items_applied, "concurrent requests should share batches"
+    await assert_outbox_explains(service.topology, everyone)
 
 
 async def test_retry_returns_first_result_whatever_happened_since(service: WalletService, topology: Topology) -> None:

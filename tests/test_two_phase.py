@@ -12,6 +12,7 @@ from coordinator.errors import WalletError
 from coordinator.service import WalletService
 from shard_router.topology import Topology
 from tests.conftest import accounts_on, open_accounts
+from tests.outbox_check import assert_outbox_explains
 
 SHARDS = ("shard0", "shard1", "shard2", "shard3")
 
@@ -57,6 +58,7 @@ async def test_concurrent_random_cross_shard_transfers(service: WalletService, t
     assert "failed" in outcomes and "success" in outcomes
     assert service.cross_appliers["2pc"].batches_applied < service.cross_appliers["2pc"].items_applied
     assert await prepared_count(topology) == 0
+    await assert_outbox_explains(topology, everyone)
 
 
 async def test_opposite_transfers_racing_do_not_deadlock(service: WalletService, topology: Topology) -> None:

@@ -20,6 +20,7 @@ from coordinator.service import WalletService
 from shard_router.topology import Topology
 from shards.cluster import LocalCluster
 from tests.conftest import accounts_on, open_accounts
+from tests.outbox_check import assert_outbox_explains
 from tests.test_two_phase import balances, prepared_count
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -106,6 +107,7 @@ async def test_coordinator_killed_at_each_step(
     statuses = await asyncio.gather(*(retry_until_known(service, t) for t in transfers))
     assert set(statuses) == {"success"}
     assert await balances(service, everyone) == expected_after_all_once({a: 10_000 for a in everyone}, transfers)
+    await assert_outbox_explains(topology, everyone)
 
 
 async def test_shard_stopped_and_restarted_mid_transfer(service: WalletService, topology: Topology, cluster: LocalCluster) -> None:
@@ -142,3 +144,4 @@ async def test_shard_stopped_and_restarted_mid_transfer(service: WalletService, 
     await service.recover(abort_after_ms=0)
     assert await prepared_count(topology) == 0
     assert await balances(service, everyone) == expected_after_all_once({a: 10_000 for a in everyone}, applied)
+    await assert_outbox_explains(topology, everyone)
