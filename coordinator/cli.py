@@ -173,7 +173,8 @@ def command_transfer_show(args: argparse.Namespace, settings: Settings) -> int:
 def command_recover(args: argparse.Namespace, settings: Settings) -> int:
     report = with_service(settings, lambda s: s.recover(abort_after_ms=int(args.abort_after_s * 1000)))
     print(f"committed {report.committed}, rolled back {report.rolled_back}, "
-          f"waiting {report.waiting} (younger than {args.abort_after_s}s), errors {len(report.errors)}")
+          f"waiting {report.waiting} (younger than {args.abort_after_s}s), "
+          f"resumed {report.resumed} TC/C or Saga transfers, errors {len(report.errors)}")
     for error in report.errors:
         print(f"  {error}")
     return 0 if not report.errors else 1

@@ -15,13 +15,14 @@ ERROR_STATUS: dict[str, int] = {
     "insufficient_funds": 409,
     "account_frozen": 409,
     "idempotency_conflict": 409,
+    "transfer_aborted": 409,
     "shard_unavailable": 503,
     "not_implemented": 501,
 }
 
 # Business outcomes that are recorded against the transaction id: a retry gets the same answer.
 RECORDED_FAILURES = frozenset(
-    {"insufficient_funds", "account_not_found", "account_frozen", "currency_mismatch"}
+    {"insufficient_funds", "account_not_found", "account_frozen", "currency_mismatch", "transfer_aborted"}
 )
 
 

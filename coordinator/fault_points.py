@@ -14,6 +14,12 @@ FAULT_POINTS = frozenset({
     "2pc.after_all_prepares",
     "2pc.after_decision",
     "2pc.after_first_commit",
+    "tcc.after_try_debit",
+    "tcc.after_try_credit",
+    "tcc.after_decision",
+    "tcc.after_confirm_credit",
+    "saga.after_debit",
+    "saga.after_credit",
 })
 
 _armed = os.environ.get("WALLET_FAULT_POINT")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 from uuid import UUID
 
 from shards import two_phase as two_phase_sql
@@ -30,6 +31,7 @@ class RecoveryReport:
     committed: int = 0
     rolled_back: int = 0
     waiting: int = 0  # undecided and young: their coordinator may still be working
+    resumed: int = 0  # unfinished TC/C and Saga transfers driven forward
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -86,13 +88,12 @@ async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int
 
 
 class RecoveryWorker:
-    """`recover_once` every `interval_s` in the background, until stopped."""
+    """One recovery pass every `interval_s` in the background, until stopped."""
 
-    def __init__(self, pools: ShardPools, shards: list[str], interval_s: float = INTERVAL_S_DEFAULT,
+    def __init__(self, recover: Callable[[int], Awaitable[object]], interval_s: float = INTERVAL_S_DEFAULT,
                  abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> None:
         assert interval_s > 0, "interval_s must be positive"
-        self.pools = pools
-        self.shards = shards
+        self.recover = recover
         self.interval_s = interval_s
         self.abort_after_ms = abort_after_ms
         self.task: asyncio.Task[None] | None = None
@@ -111,7 +112,7 @@ class RecoveryWorker:
     async def _run(self) -> None:
         while True:
             try:
-                await recover_once(self.pools, self.shards, self.abort_after_ms)
+                await self.recover(self.abort_after_ms)
             except Exception:  # a pass must never kill the worker
                 log.exception("recovery pass failed")
             self.passes += 1

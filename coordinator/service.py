@@ -17,7 +17,10 @@ from coordinator.group_commit import BatchApplier
 from coordinator.local import CONFLICT, apply_local_batch
 from coordinator.money import check_currency, parse_amount
 from coordinator.recovery import ABORT_AFTER_MS_DEFAULT, RecoveryReport, RecoveryWorker, recover_once
+from coordinator.saga import SagaCoordinator
+from coordinator.tcc import TccCoordinator
 from coordinator.two_phase import TwoPhaseCommit
+from coordinator import branches
 from shard_router.topology import Topology
 from shards import accounts as account_sql
 from shards import transfers as transfer_sql
@@ -26,6 +29,8 @@ from shards.pool import ShardPools
 
 # A single process holds at most this many distinct transaction ids in flight.
 INFLIGHT_MAX = 100_000
+# Unfinished TC/C and Saga transfers one recovery pass drives forward, per shard.
+RESUME_PER_PASS_MAX = 1_000
 
 
 class WalletService:
@@ -36,6 +41,8 @@ class WalletService:
         self.appliers: dict[str, BatchApplier[Transfer, TransferResult | str]] = {}
         self.inflight: dict[UUID, asyncio.Future[TransferResult]] = {}
         self.two_phase = TwoPhaseCommit(self.pools, lambda: self.topology, self._find_transfers)
+        self.tcc = TccCoordinator(self.pools, lambda: self.topology, self._find_transfers)
+        self.saga = SagaCoordinator(self.pools, lambda: self.topology, self._find_transfers)
         # Cross-shard batches, by protocol. Several in flight at once: the lock order
         # (shard name, then account id) keeps them from deadlocking across servers.
         self.cross_appliers: dict[str, BatchApplier[Transfer, TransferResult | str]] = {}
@@ -49,10 +56,12 @@ class WalletService:
             )
             applier.start()
             self.appliers[shard] = applier
-        self.cross_appliers["2pc"] = BatchApplier("2pc", self.two_phase.apply_batch, self.settings.limits)
-        self.cross_appliers["2pc"].start()
+        for mode, apply in (("2pc", self.two_phase.apply_batch), ("tcc", self.tcc.apply_batch),
+                            ("saga", self.saga.apply_batch)):
+            self.cross_appliers[mode] = BatchApplier(mode, apply, self.settings.limits)
+            self.cross_appliers[mode].start()
         if run_recovery:
-            self.recovery = RecoveryWorker(self.pools, sorted(self.topology.shards))
+            self.recovery = RecoveryWorker(self.recover)
             self.recovery.start()
         return self
 
@@ -66,7 +75,21 @@ class WalletService:
         await self.pools.close()
 
     async def recover(self, abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> RecoveryReport:
-        return await recover_once(self.pools, sorted(self.topology.shards), abort_after_ms)
+        """One pass: finish two-phase batches left prepared, then drive unfinished TC/C and
+        Saga transfers (untouched for `abort_after_ms`) to their end."""
+        shards = sorted(self.topology.shards)
+        report = await recover_once(self.pools, shards, abort_after_ms)
+        for shard in shards:
+            try:
+                phases = await branches.unfinished(self.pools, shard, abort_after_ms, RESUME_PER_PASS_MAX)
+            except ShardError as error:
+                report.errors.append(f"{shard}: cannot list unfinished transfers: {error}")
+                continue
+            for protocol in (self.tcc, self.saga):
+                outcomes = await protocol.resume(phases)
+                report.resumed += sum(1 for outcome in outcomes.values() if not isinstance(outcome, Exception))
+                report.errors.extend(f"{tid}: {outcome}" for tid, outcome in outcomes.items() if isinstance(outcome, Exception))
+        return report
 
     async def __aenter__(self) -> WalletService:
         return await self.open()
@@ -204,15 +227,12 @@ class WalletService:
         debit_shard = self.topology.shard_of(transfer.from_account) if transfer.from_account else credit_shard
         if debit_shard == credit_shard:
             applier = self.appliers[debit_shard]
-        elif transfer.mode in self.cross_appliers:
-            applier = self.cross_appliers[transfer.mode]
         else:
-            raise WalletError(
-                "not_implemented",
-                f"mode {transfer.mode!r} is not available yet for accounts on different shards; use mode '2pc'",
-            )
+            applier = self.cross_appliers[transfer.mode]
         try:
             outcome = await applier.submit(transfer)
+            if isinstance(outcome, Exception):  # one transfer's step failed, not its batch
+                raise outcome
         except ShardError as error:
             raise WalletError(
                 "shard_unavailable",

@@ -25,7 +25,7 @@ def kill_a_coordinator_after_prepare(cluster: LocalCluster, transfers: list[dict
     plan = tmp_path / "transfers.json"
     plan.write_text(json.dumps(transfers))
     victim = subprocess.run(
-        [sys.executable, "-m", "tests.two_phase_victim", str(cluster.topology_path), str(plan)],
+        [sys.executable, "-m", "tests.victim", str(cluster.topology_path), str(plan)],
         cwd=REPOSITORY, env={**os.environ, "WALLET_FAULT_POINT": "2pc.after_all_prepares"},
         capture_output=True, text=True, timeout=120,
     )

@@ -105,12 +105,3 @@ async def test_cross_shard_idempotency(service: WalletService, topology: Topolog
     shown = await service.get_transfer(key)
     assert (shown.status, shown.phase, shown.protocol) == ("success", "committed", "2pc")
     assert await balances(service, [alice, bob]) == {alice: 600, bob: 1400}
-
-
-async def test_other_modes_are_refused_until_implemented(service: WalletService, topology: Topology) -> None:
-    """tcc and saga across shards say so clearly instead of silently using 2PC."""
-    (alice,), (bob,) = accounts_on(topology, "shard0", 1), accounts_on(topology, "shard1", 1)
-    await open_accounts(service, [alice, bob], deposit="1.00")
-    with pytest.raises(WalletError) as error:
-        await service.transfer(alice, bob, "0.50", "USD", str(uuid.uuid4()), mode="tcc")
-    assert error.value.code == "not_implemented"

@@ -31,7 +31,8 @@ async def retry_until_known(service: WalletService, transfer: dict[str, str], at
     """What a client does with an unknown outcome: retry with the same transaction id."""
     for _ in range(attempts):
         try:
-            result = await service.transfer(transfer["from"], transfer["to"], transfer["amount"], "USD", transfer["id"])
+            result = await service.transfer(transfer["from"], transfer["to"], transfer["amount"], "USD", transfer["id"],
+                                            transfer.get("mode"))
             return result.status
         except WalletError as error:
             if error.code != "shard_unavailable":
@@ -79,7 +80,7 @@ async def test_coordinator_killed_at_each_step(
     plan.write_text(json.dumps(transfers))
 
     victim = subprocess.run(
-        [sys.executable, "-m", "tests.two_phase_victim", str(cluster.topology_path), str(plan)],
+        [sys.executable, "-m", "tests.victim", str(cluster.topology_path), str(plan)],
         cwd=REPOSITORY, env={**os.environ, "WALLET_FAULT_POINT": fault_point}, capture_output=True, text=True, timeout=120,
     )
     assert victim.returncode == -signal.SIGKILL, f"the victim was not killed at {fault_point}: {victim.stderr}"

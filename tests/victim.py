@@ -1,5 +1,5 @@
 """A coordinator process for fault tests: submits cross-shard transfers and is killed
-by its own WALLET_FAULT_POINT. Usage: python -m tests.two_phase_victim TOPOLOGY TRANSFERS_JSON"""
+by its own WALLET_FAULT_POINT. Usage: python -m tests.victim TOPOLOGY TRANSFERS_JSON [MODE]"""
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +14,7 @@ from coordinator.service import WalletService
 from shard_router.file_store import FileTopologyStore
 
 
-async def main(topology_path: str, transfers_path: str) -> None:
+async def main(topology_path: str, transfers_path: str, mode: str) -> None:
     topology = FileTopologyStore(Path(topology_path)).load()
     transfers = json.loads(Path(transfers_path).read_text())
     # One batch for the whole load, so it spans every shard: after the first COMMIT
@@ -23,7 +23,7 @@ async def main(topology_path: str, transfers_path: str) -> None:
     async with WalletService(topology, settings) as service:
         async def send(t: dict[str, str]) -> None:
             try:
-                await service.transfer(t["from"], t["to"], t["amount"], "USD", t["id"], "2pc")
+                await service.transfer(t["from"], t["to"], t["amount"], "USD", t["id"], mode)
             except WalletError:
                 pass
 
@@ -31,5 +31,5 @@ async def main(topology_path: str, transfers_path: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "2pc"))
     sys.exit(3)  # reaching here means the fault point was never hit

@@ -1,0 +1,187 @@
+"""Local steps of TC/C and Saga on one shard, each a single local transaction over a batch.
+
+tcc.py and saga.py orchestrate these steps; no lock is held between them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Awaitable, Callable, TypeVar
+from uuid import UUID
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from coordinator.batch_plan import StoredTransfer
+from coordinator.branch_plan import BranchOp, BranchOutcome, plan_branch_batch  # noqa: F401 (re-exported)
+from coordinator.domain import Transfer, TransferResult
+from shards import accounts as account_sql
+from shards import branches as branch_sql
+from shards import transfers as transfer_sql
+from shards.branches import PhaseRow, PhaseUpdate
+from shards.errors import ShardRetryable
+from shards.pool import ShardPools
+
+RETRY_ATTEMPTS_MAX = 5
+# The record's phase for each protocol's two endings.
+FINAL_PHASES = {("tcc", "confirm"): "confirmed", ("tcc", "cancel"): "cancelled",
+                ("saga", "confirm"): "completed", ("saga", "cancel"): "compensated"}
+
+Result = TypeVar("Result")
+
+
+async def retrying(action: Callable[[], Awaitable[Result]]) -> Result:
+    """Retry a whole local step on conflicts that rolled it back (racing duplicates, lock timeouts)."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(RETRY_ATTEMPTS_MAX),
+        wait=wait_random_exponential(multiplier=0.005, max=0.2),
+        retry=retry_if_exception_type(ShardRetryable),
+        reraise=True,
+    ):
+        with attempt:
+            return await action()
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class DebitStart:
+    """What the first step made of one transfer."""
+
+    kind: str  # held (Try applied) | final (recorded before or refused now) | conflict | resume
+    result: TransferResult | None = None
+    phase: PhaseRow | None = None
+
+
+def record(transfer: Transfer, second_phase: str, error_code: str | None) -> TransferResult:
+    return TransferResult(
+        transfer=transfer, status="success" if second_phase == "confirm" else "failed",
+        error_code=error_code if second_phase == "cancel" else None, protocol=transfer.mode,
+        phase=FINAL_PHASES[(transfer.mode, second_phase)],
+    )
+
+
+async def try_debits(
+    pools: ShardPools, shard: str, transfers: list[Transfer], elsewhere: dict[UUID, StoredTransfer]
+) -> list[DebitStart]:
+    """Step one on the debit shard: Try (hold for TC/C, debit for Saga) and the phase-state row,
+    or the replay of what is already recorded."""
+    assert len({t.transaction_id for t in transfers}) == len(transfers), "one transaction id once per batch"
+
+    async def step() -> list[DebitStart]:
+        async with pools.transaction(shard) as connection:
+            ids = [t.transaction_id for t in transfers]
+            accounts = await account_sql.lock_accounts(connection, [t.from_account for t in transfers if t.from_account])
+            phases = await branch_sql.lock_phases(connection, ids)
+            stored = {**elsewhere, **await transfer_sql.select_transfers(connection, ids)}
+            barrier = await branch_sql.select_barrier(connection, ids)
+            starts: list[DebitStart | None] = []
+            fresh: list[Transfer] = []
+            for transfer in transfers:
+                earlier = stored.get(transfer.transaction_id)
+                phase = phases.get(transfer.transaction_id)
+                if earlier is not None:
+                    same = earlier.request_hash == transfer.request_hash
+                    starts.append(DebitStart("final", earlier.result) if same else DebitStart("conflict"))
+                elif phase is not None:
+                    same = phase.request_hash == transfer.request_hash
+                    starts.append(DebitStart("resume", phase=phase) if same else DebitStart("conflict"))
+                else:
+                    starts.append(None)
+                    fresh.append(transfer)
+            plan = plan_branch_batch([BranchOp(t, "debit", "try") for t in fresh], accounts, barrier)
+            held = [t for t, o in zip(fresh, plan.outcomes) if o.ok]
+            refused = [record(t, "cancel", o.error_code) for t, o in zip(fresh, plan.outcomes) if not o.ok]
+            await branch_sql.insert_barrier(connection, plan.barrier_inserts)
+            await branch_sql.insert_phases(connection, held)
+            created_at = await transfer_sql.write_batch(connection, plan.postings.changes, refused, plan.postings.events)
+        outcome_of = dict(zip([t.transaction_id for t in fresh], plan.outcomes))
+        refused_by_id = {r.transfer.transaction_id: r for r in refused}
+        results: list[DebitStart] = []
+        for transfer, start in zip(transfers, starts):
+            if start is not None:
+                results.append(start)
+            elif outcome_of[transfer.transaction_id].ok:
+                results.append(DebitStart("held"))
+            else:
+                results.append(DebitStart("final", replace(refused_by_id[transfer.transaction_id], created_at=created_at)))
+        return results
+
+    return await retrying(step)
+
+
+async def run_branch_ops(pools: ShardPools, shard: str, ops: list[BranchOp]) -> list[BranchOutcome]:
+    """Branch operations that touch no phase state (the credit side), in one local transaction."""
+
+    async def step() -> list[BranchOutcome]:
+        async with pools.transaction(shard) as connection:
+            accounts = await account_sql.lock_accounts(connection, [op.account_id for op in ops])
+            barrier = await branch_sql.select_barrier(connection, [op.transfer.transaction_id for op in ops])
+            plan = plan_branch_batch(ops, accounts, barrier)
+            await branch_sql.insert_barrier(connection, plan.barrier_inserts)
+            if plan.postings.changes:
+                await transfer_sql.write_batch(connection, plan.postings.changes, [], plan.postings.events)
+        return plan.outcomes
+
+    return await retrying(step)
+
+
+@dataclass(frozen=True)
+class Decision:
+    transfer: Transfer
+    wanted: str  # confirm | cancel
+    error_code: str | None  # why, for cancel
+    out_of_order: bool
+
+
+async def second_phase_debits(
+    pools: ShardPools, shard: str, decisions: list[Decision], final_state: str
+) -> list[TransferResult]:
+    """On the debit shard, under the phase-state row lock: the first writer of second_phase
+    decides (coordinator or recovery); then Confirm or Cancel of the debit branch, the
+    phase-state update and the transfer's record, all in one local transaction."""
+    assert final_state in ("sent", "done")
+
+    async def step() -> list[TransferResult]:
+        async with pools.transaction(shard) as connection:
+            ids = [d.transfer.transaction_id for d in decisions]
+            accounts = await account_sql.lock_accounts(connection, [d.transfer.from_account for d in decisions if d.transfer.from_account])
+            phases = await branch_sql.lock_phases(connection, ids)
+            stored = await transfer_sql.select_transfers(connection, ids)
+            barrier = await branch_sql.select_barrier(connection, ids)
+            ops, updates, new_records = [], [], []
+            for decision in decisions:
+                phase = phases.get(decision.transfer.transaction_id)
+                assert phase is not None, f"no phase state for {decision.transfer.transaction_id} on {shard}"
+                actual = phase.second_phase or decision.wanted
+                code = phase.error_code if phase.second_phase else decision.error_code
+                if actual == "cancel" and code is None:
+                    code = "transfer_aborted"
+                ops.append(BranchOp(phase.transfer, "debit", actual))
+                if phase.second_state != "done":
+                    state = "done" if final_state == "done" or phase.second_state == "done" else final_state
+                    updates.append(PhaseUpdate(phase.transfer.transaction_id, actual, state,
+                                               code if actual == "cancel" else None, decision.out_of_order))
+                if phase.transfer.transaction_id not in stored:
+                    new_records.append(record(phase.transfer, actual, code))
+            plan = plan_branch_batch(ops, accounts, barrier)
+            await branch_sql.insert_barrier(connection, plan.barrier_inserts)
+            await branch_sql.update_phases(connection, updates)
+            created_at = await transfer_sql.write_batch(connection, plan.postings.changes, new_records, plan.postings.events)
+        fresh = {r.transfer.transaction_id: replace(r, created_at=created_at) for r in new_records}
+        return [fresh.get(i) or stored[i].result for i in ids]
+
+    return await retrying(step)
+
+
+async def mark_done(pools: ShardPools, shard: str, transfers: list[Transfer]) -> list[Transfer]:
+    """Phase state done for these transfers (their every branch has finished)."""
+    async def step() -> list[Transfer]:
+        async with pools.transaction(shard) as connection:
+            await branch_sql.mark_done(connection, [t.transaction_id for t in transfers])
+        return transfers
+
+    return await retrying(step)
+
+
+async def unfinished(pools: ShardPools, shard: str, older_than_ms: int, limit: int) -> list[PhaseRow]:
+    async with pools.connection(shard) as connection:
+        return await branch_sql.select_unfinished(connection, older_than_ms, limit)
+

@@ -1,0 +1,56 @@
+"""Cross-shard transfers by TC/C (Try-Confirm/Cancel), a batch at a time.
+
+  1. Try on the debit shard: hold the amount (available down, reserved up) and write the
+     phase-state row, in one local transaction.           (branch_protocol.apply_batch)
+  2. Try on the credit shard: the receiver exists, is active, takes this currency. No
+     balance changes.
+  3. Decide on the debit shard, under the phase-state row lock: Confirm if both Trys
+     succeeded, else Cancel. The first writer of the decision wins (coordinator or
+     recovery). In the same local transaction: Confirm (debit from the hold) or Cancel
+     (release the hold) of the debit branch, and the transfer's record.
+  4. Confirm (credit) or Cancel (nothing to undo) on the credit shard.
+  5. Mark the phase state done.
+A Try on the credit shard that cannot be reached counts as failed: Cancel is always
+safe, because the credit-side Try changes nothing. Confirm and Cancel cannot fail for
+business reasons; when a shard is down, recovery repeats them until they land.
+"""
+from __future__ import annotations
+
+from uuid import UUID
+
+from coordinator import branches, fault_points
+from coordinator.branch_protocol import BranchProtocol, Flow, Outcome
+
+
+class TccCoordinator(BranchProtocol):
+    mode = "tcc"
+
+    async def drive(self, flows: list[Flow]) -> dict[UUID, Outcome]:
+        decisions = [branches.Decision(f.transfer, f.second_phase, f.error_code, False) for f in flows if f.second_phase]
+        for flow, tried in await self.try_credits([f for f in flows if not f.second_phase]):
+            if isinstance(tried, Exception):
+                decisions.append(branches.Decision(flow.transfer, "cancel", "transfer_aborted", False))
+            elif tried.ok:
+                decisions.append(branches.Decision(flow.transfer, "confirm", None, tried.out_of_order))
+            else:
+                decisions.append(branches.Decision(flow.transfer, "cancel", tried.error_code, tried.out_of_order))
+
+        fault_points.reach("tcc.after_try_credit")
+        outcomes: dict[UUID, Outcome] = {}
+        decided: list[tuple[branches.Decision, str]] = []
+        for decision, result in await self.decide_debits(decisions, final_state="sent"):
+            outcomes[decision.transfer.transaction_id] = result
+            if not isinstance(result, Exception):
+                decided.append((decision, "confirm" if result.status == "success" else "cancel"))
+
+        fault_points.reach("tcc.after_decision")
+        finished = await self.per_shard(
+            decided, lambda item: self.credit_shard(item[0].transfer),
+            lambda shard, group: branches.run_branch_ops(
+                self.pools, shard, [branches.BranchOp(d.transfer, "credit", phase) for d, phase in group]),
+        )
+        fault_points.reach("tcc.after_confirm_credit")
+        # A credit branch not finished now stays 'sent' in phase state: recovery repeats it.
+        done = [item[0].transfer for item, answer in finished if not isinstance(answer, Exception)]
+        await self.per_shard(done, self.debit_shard, lambda shard, group: branches.mark_done(self.pools, shard, group))
+        return outcomes
