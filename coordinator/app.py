@@ -109,10 +109,15 @@ async def show_transfer(request: Request) -> Response:
     try:
         result = await service.get_transfer(transaction_id)
     except WalletError as error:
-        if error.code == "transfer_not_found" and service.in_flight(transaction_id):
-            # Not recorded yet: its batch is between lock and commit in this process.
-            return JSONResponse({"transaction_id": transaction_id, "status": "pending", "phase": "preparing"}, 202)
-        raise
+        if error.code != "transfer_not_found":
+            raise
+        # Not recorded yet: a TC/C or Saga transfer between steps, or a batch still open here.
+        phase = await service.find_progress(transaction_id)
+        if phase is None and service.in_flight(transaction_id):
+            phase = "preparing"
+        if phase is None:
+            raise
+        return JSONResponse({"transaction_id": transaction_id, "status": "pending", "phase": phase}, 202)
     return JSONResponse(result.to_json())
 
 

@@ -23,7 +23,9 @@ from coordinator.two_phase import TwoPhaseCommit
 from coordinator import branches
 from shard_router.topology import Topology
 from shards import accounts as account_sql
+from shards import branches as branch_sql
 from shards import transfers as transfer_sql
+from shards.branches import PhaseRow
 from shards.errors import ShardError, ShardUnavailable
 from shards.pool import ShardPools
 
@@ -173,6 +175,22 @@ class WalletService:
         if transaction not in found:
             raise WalletError("transfer_not_found", f"no transfer with transaction_id {transaction}")
         return found[transaction].result
+
+    async def find_progress(self, transaction_id: object) -> str | None:
+        """The phase of a TC/C or Saga transfer that has started but has no record yet."""
+        transaction = validation.check_transaction_id(transaction_id)
+
+        async def one(shard: str) -> dict[UUID, PhaseRow]:
+            async with self.pools.connection(shard) as connection:
+                return await branch_sql.select_phases(connection, [transaction])
+
+        for found in await asyncio.gather(*(one(shard) for shard in sorted(self.topology.shards))):
+            phase = found.get(transaction)
+            if phase is not None:
+                if phase.second_phase is None:
+                    return "trying" if phase.transfer.mode == "tcc" else "debited"
+                return "confirming" if phase.second_phase == "confirm" else "cancelling"
+        return None
 
     def in_flight(self, transaction_id: object) -> bool:
         """True while this process is still working on the transaction id (not yet recorded)."""

@@ -183,3 +183,25 @@ async def test_http_accepts_every_mode(service: WalletService, topology: Topolog
         protocols.append((await service.transfer(alice, bob, "1.00", "USD", str(uuid.uuid4()), mode=mode)).protocol)
     assert protocols == ["2pc", "tcc", "saga"]
     assert await balances(service, [alice, bob]) == {alice: 600, bob: 1200}
+
+
+async def test_unfinished_transfer_shows_its_phase(service: WalletService, topology: Topology, settings) -> None:  # type: ignore[no-untyped-def]
+    """A TC/C transfer stopped after its Try shows as pending/trying over HTTP, then as
+    confirmed once recovery has finished it."""
+    import httpx
+
+    from coordinator.app import build_app
+
+    (alice,), (bob,) = accounts_on(topology, "shard0", 1), accounts_on(topology, "shard2", 1)
+    await open_accounts(service, [alice, bob], deposit="5.00")
+    transfer = Transfer(uuid.uuid4(), "transfer", alice, bob, 100, "USD", "tcc")
+    (start,) = await branches.try_debits(service.pools, "shard0", [transfer], {})
+    assert start.kind == "held"
+    app = build_app(settings, service=service)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test") as client:
+        pending = await client.get(f"/v1/transfers/{transfer.transaction_id}")
+        assert pending.status_code == 202 and pending.json()["phase"] == "trying"
+        await service.recover(abort_after_ms=0)
+        done = await client.get(f"/v1/transfers/{transfer.transaction_id}")
+        assert done.status_code == 200 and done.json()["phase"] == "confirmed"
+    assert await balances(service, [alice, bob]) == {alice: 400, bob: 600}
