@@ -17,7 +17,6 @@ ERROR_STATUS: dict[str, int] = {
     "idempotency_conflict": 409,
     "transfer_aborted": 409,
     "shard_unavailable": 503,
-    "not_implemented": 501,
 }
 
 # Business outcomes that are recorded against the transaction id: a retry gets the same answer.
