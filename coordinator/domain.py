@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime
 from uuid import UUID
 
@@ -33,7 +34,7 @@ class Transfer:
         assert self.from_account != self.to_account, "same_account is refused before a Transfer is built"
         assert self.mode in MODES or self.mode == "local", f"unknown mode {self.mode!r}"
 
-    @property
+    @cached_property
     def request_hash(self) -> bytes:
         """What the idempotency key promises: the money movement, not the protocol used for it."""
         canonical = json.dumps(
