@@ -89,6 +89,8 @@ def upgrade_all(topology: Topology) -> None:
 
     for shard in sorted(topology.shards):
         migrate.upgrade(topology.shards[shard])
+    if topology.ledger:
+        migrate.upgrade(topology.ledger, target="ledger")
 
 
 def command_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
@@ -97,12 +99,15 @@ def command_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     topology = load_topology(settings)
     if args.all == (args.shard is not None):
         raise SystemExit("choose --all or --shard NAME")
-    shards = sorted(topology.shards) if args.all else [args.shard]
-    for shard in shards:
-        if shard not in topology.shards:
-            raise SystemExit(f"no shard {shard!r} in the topology; it has {sorted(topology.shards)}")
-        migrate.upgrade(topology.shards[shard], args.revision)
-        print(f"{shard}: upgraded to {args.revision}")
+    databases = dict(topology.shards)
+    if topology.ledger:
+        databases["ledger"] = topology.ledger
+    names = sorted(databases) if args.all else [args.shard]
+    for name in names:
+        if name not in databases:
+            raise SystemExit(f"no shard {name!r} in the topology; it has {sorted(databases)}")
+        migrate.upgrade(databases[name], args.revision, target="ledger" if name == "ledger" else "shard")
+        print(f"{name}: upgraded to {args.revision}")
     return 0
 
 
@@ -113,7 +118,10 @@ def command_db_current(args: argparse.Namespace, settings: Settings) -> int:
     head = migrate.head_revision()
 
     async def read_all() -> list[migrate.ShardRevision]:
-        return await asyncio.gather(*(migrate.read_revision(name, topology.shards[name]) for name in sorted(topology.shards)))
+        reads = [migrate.read_revision(name, topology.shards[name]) for name in sorted(topology.shards)]
+        if topology.ledger:
+            reads.append(migrate.read_revision("ledger", topology.ledger, target="ledger"))
+        return await asyncio.gather(*reads)
 
     revisions = asyncio.run(read_all())
     drift = False
@@ -128,7 +136,8 @@ def command_db_current(args: argparse.Namespace, settings: Settings) -> int:
             state = "behind head"
         drift |= not revision.current
         print(f"{revision.shard}\t{revision.revision or '-'}\t{state}")
-    print(f"head: {head}" + ("  DRIFT: shards differ from head" if drift else "  all shards at head"))
+    print(f"head: {head}" + (f" (ledger {migrate.head_revision('ledger')})" if topology.ledger else "")
+          + ("  DRIFT: shards differ from head" if drift else "  all shards at head"))
     return 1 if drift else 0
 
 
@@ -206,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser("db", help="per-shard schema migrations (alembic)")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    upgrade = db_commands.add_parser("upgrade", help="migrate one shard or every shard of the topology")
+    upgrade = db_commands.add_parser(
+        "upgrade", help="migrate one shard (or the ledger: --shard ledger) or every database of the topology")
     upgrade.add_argument("--all", action="store_true", help="every shard in the topology")
     upgrade.add_argument("--shard", help="one shard by name")
     upgrade.add_argument("--revision", default="head", help="target revision (default head)")

@@ -26,6 +26,8 @@ class Topology:
     shards: Mapping[str, str]  # shard name -> DSN
     slots: tuple[str, ...]
     overrides: Mapping[str, str] = field(default_factory=dict)
+    ledger: str | None = None  # DSN of the event ledger's database
+
 
     def __post_init__(self) -> None:
         if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
@@ -42,6 +44,8 @@ class Topology:
         unknown = set(self.slots) - set(self.shards)
         if unknown:
             raise TopologyError(f"slots map to unknown shards: {sorted(unknown)}")
+        if self.ledger is not None and not self.ledger.startswith(("postgresql://", "postgres://")):
+            raise TopologyError("the ledger needs a postgresql:// DSN")
         for account_id, shard in self.overrides.items():
             if shard not in self.shards:
                 raise TopologyError(f"override for {account_id!r} names unknown shard {shard!r}")
@@ -50,12 +54,12 @@ class Topology:
         object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
 
     @classmethod
-    def even(cls, shards: Mapping[str, str], version: int = 1) -> Topology:
+    def even(cls, shards: Mapping[str, str], version: int = 1, ledger: str | None = None) -> Topology:
         """Contiguous, equal slot ranges over the shards in name order."""
         names = sorted(shards)
         assert names, "at least one shard is needed"
         slots = tuple(names[slot * len(names) // SLOT_COUNT] for slot in range(SLOT_COUNT))
-        return cls(version=version, shards=shards, slots=slots)
+        return cls(version=version, shards=shards, slots=slots, ledger=ledger)
 
     def shard_of(self, account_id: str) -> str:
         pinned = self.overrides.get(account_id)
@@ -66,10 +70,10 @@ class Topology:
     def slots_of(self, shard: str) -> list[int]:
         return [slot for slot, owner in enumerate(self.slots) if owner == shard]
 
-    def with_shards(self, shards: Mapping[str, str]) -> Topology:
+    def with_shards(self, shards: Mapping[str, str], ledger: str | None = None) -> Topology:
         """The same placement with new addresses (e.g. a restarted local cluster), one version up."""
         assert set(shards) == set(self.shards), "with_shards changes addresses, not the shard set"
-        return Topology(self.version + 1, shards, self.slots, self.overrides)
+        return Topology(self.version + 1, shards, self.slots, self.overrides, ledger or self.ledger)
 
     # The document form keeps slot ranges, not 4096 names: readable and diffable.
     def to_document(self) -> dict[str, Any]:
@@ -85,6 +89,7 @@ class Topology:
             "shards": {name: {"dsn": dsn} for name, dsn in sorted(self.shards.items())},
             "slots": ranges,
             "overrides": dict(sorted(self.overrides.items())),
+            **({"ledger": {"dsn": self.ledger}} if self.ledger else {}),
         }
 
     @classmethod
@@ -109,6 +114,7 @@ class Topology:
                 shards={str(name): str(spec["dsn"]) for name, spec in document["shards"].items()},
                 slots=tuple(slots),  # type: ignore[arg-type]
                 overrides={str(k): str(v) for k, v in document.get("overrides", {}).items()},
+                ledger=str(document["ledger"]["dsn"]) if document.get("ledger") else None,
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise TopologyError(f"malformed topology document: {error!r}") from error

@@ -65,6 +65,9 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+LEDGER = "ledger"  # the event ledger's server, beside the shards
+
+
 @dataclass(frozen=True)
 class ShardServer:
     name: str
@@ -72,14 +75,19 @@ class ShardServer:
     port: int
 
     @property
+    def database(self) -> str:
+        return LEDGER if self.name == LEDGER else DATABASE
+
+    @property
     def dsn(self) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{self.database}"
 
 
 class LocalCluster:
     """`start()` is idempotent and reuses existing data; `stop()` stops every server."""
 
-    def __init__(self, home: Path, shard_count: int = 4, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, shard_count: int = 4, settings: dict[str, str] | None = None,
+                 ledger: bool = True) -> None:
         assert 1 <= shard_count <= 64, "a local cluster has 1..64 shards"
         self.home = Path(home).resolve()
         self.shard_count = shard_count
@@ -88,6 +96,7 @@ class LocalCluster:
         self.state_path = self.home / "cluster.json"
         self.topology_path = self.home / "topology.json"
         self.servers: list[ShardServer] = []
+        self.names = [f"shard{index}" for index in range(shard_count)] + ([LEDGER] if ledger else [])
 
     # -- running commands as the right user ------------------------------------------
     def _as_owner(self, command: list[str]) -> list[str]:
@@ -118,8 +127,7 @@ class LocalCluster:
             os.chmod(self.home / "shards", 0o755)
         ports = self._load_ports()
         self.servers = []
-        for index in range(self.shard_count):
-            name = f"shard{index}"
+        for name in self.names:
             port = ports.get(name)
             if port is None or not (self._is_running(self.home / "shards" / name) or port_is_free(port)):
                 port = free_port()
@@ -171,7 +179,7 @@ class LocalCluster:
         self._chown(server.data_dir)
         self._start(server)
         try:
-            self._run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", SUPERUSER, DATABASE])
+            self._run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", SUPERUSER, server.database])
         finally:
             self._run([str(self.bin / "pg_ctl"), "-D", str(server.data_dir), "-m", "fast", "-w", "stop"])
 
@@ -207,20 +215,21 @@ class LocalCluster:
 
     def _write_topology(self) -> Topology:
         store = FileTopologyStore(self.topology_path)
-        addresses = {server.name: server.dsn for server in self.servers}
+        addresses = {server.name: server.dsn for server in self.servers if server.name != LEDGER}
+        ledger = next((server.dsn for server in self.servers if server.name == LEDGER), None)
         if store.exists():
             current = store.load()
-            if dict(current.shards) == addresses:
+            if dict(current.shards) == addresses and current.ledger == ledger:
                 return current
             if set(current.shards) == set(addresses):
                 # Same placement, new ports: keep every account where it is.
-                topology = current.with_shards(addresses)
+                topology = current.with_shards(addresses, ledger)
                 store.save(topology)
                 return topology
             raise RuntimeError(
                 f"{self.topology_path} names shards {sorted(current.shards)}, the cluster has {sorted(addresses)}: "
                 "a local cluster never re-homes accounts; use a fresh WALLET_HOME"
             )
-        topology = Topology.even(addresses)
+        topology = Topology.even(addresses, ledger=ledger)
         store.save(topology)
         return topology

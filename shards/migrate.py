@@ -12,22 +12,26 @@ from alembic.script import ScriptDirectory
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 
-def alembic_config(dsn: str) -> Config:
-    config = Config(str(REPOSITORY_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(REPOSITORY_ROOT / "migrations"))
+def alembic_config(dsn: str, target: str = "shard") -> Config:
+    """target "shard" (a shard's schema) or "ledger" (the event ledger's database)."""
+    assert target in ("shard", "ledger"), "target is shard or ledger"
+    section = "alembic" if target == "shard" else "ledger"
+    config = Config(str(REPOSITORY_ROOT / "alembic.ini"), ini_section=section)
+    location = REPOSITORY_ROOT / "migrations" if target == "shard" else REPOSITORY_ROOT / "migrations" / "ledger"
+    config.set_main_option("script_location", str(location))
     config.attributes["dsn"] = dsn
     return config
 
 
-def head_revision() -> str:
-    heads = ScriptDirectory.from_config(alembic_config("postgresql://unused")).get_heads()
+def head_revision(target: str = "shard") -> str:
+    heads = ScriptDirectory.from_config(alembic_config("postgresql://unused", target)).get_heads()
     assert len(heads) == 1, f"migrations must have one head, found {heads}: merge them"
     return heads[0]
 
 
-def upgrade(dsn: str, revision: str = "head") -> None:
+def upgrade(dsn: str, revision: str = "head", target: str = "shard") -> None:
     """Must not be called from a running event loop (env.py runs its own)."""
-    command.upgrade(alembic_config(dsn), revision)
+    command.upgrade(alembic_config(dsn, target), revision)
 
 
 def downgrade(dsn: str, revision: str) -> None:
@@ -39,21 +43,22 @@ class ShardRevision:
     shard: str
     revision: str | None  # None: never migrated
     error: str | None = None
+    target: str = "shard"
 
     @property
     def current(self) -> bool:
-        return self.error is None and self.revision == head_revision()
+        return self.error is None and self.revision == head_revision(self.target)
 
 
-async def read_revision(shard: str, dsn: str) -> ShardRevision:
+async def read_revision(shard: str, dsn: str, target: str = "shard") -> ShardRevision:
     try:
         connection = await asyncpg.connect(dsn, timeout=5)
     except (OSError, asyncpg.PostgresError) as error:
-        return ShardRevision(shard, None, f"unreachable: {error}")
+        return ShardRevision(shard, None, f"unreachable: {error}", target)
     try:
         exists = await connection.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
         if not exists:
-            return ShardRevision(shard, None)
-        return ShardRevision(shard, await connection.fetchval("SELECT version_num FROM alembic_version"))
+            return ShardRevision(shard, None, target=target)
+        return ShardRevision(shard, await connection.fetchval("SELECT version_num FROM alembic_version"), target=target)
     finally:
         await connection.close()

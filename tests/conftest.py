@@ -32,6 +32,8 @@ def cluster() -> Iterator[LocalCluster]:
         topology = local.start()
         for dsn in topology.shards.values():
             migrate.upgrade(dsn)
+        assert topology.ledger
+        migrate.upgrade(topology.ledger, target="ledger")
         yield local
     finally:
         local.stop()

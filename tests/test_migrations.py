@@ -42,21 +42,26 @@ def run(command: list[str], cluster: LocalCluster) -> subprocess.CompletedProces
     return subprocess.run(command, cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=120)
 
 
-def test_model_matches_migrations(cluster: LocalCluster) -> None:
-    """`alembic upgrade head` yields exactly the tables in shards/schema.py."""
-    dsn = cluster.topology.shards["shard0"]
-
-    async def differences() -> list[object]:
+def differences(dsn: str, model) -> list[object]:  # type: ignore[no-untyped-def]
+    async def compare() -> list[object]:
         engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
         try:
             async with engine.connect() as connection:
-                return await connection.run_sync(
-                    lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
-                )
+                return await connection.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), model))
         finally:
             await engine.dispose()
 
-    assert asyncio.run(differences()) == []
+    return asyncio.run(compare())
+
+
+def test_model_matches_migrations(cluster: LocalCluster) -> None:
+    """`alembic upgrade head` yields exactly the tables in shards/schema.py, and the ledger's
+    migrations exactly those in ledger/schema.py."""
+    from ledger.schema import metadata as ledger_metadata
+
+    assert differences(cluster.topology.shards["shard0"], metadata) == []
+    assert cluster.topology.ledger is not None
+    assert differences(cluster.topology.ledger, ledger_metadata) == []
 
 
 def test_dba_flow_per_shard_then_all(spare_cluster: LocalCluster) -> None:

@@ -58,7 +58,7 @@ def test_serve_local_round_trip() -> None:
     process = start(home, port)
     try:
         wait_ready(process, url)
-        assert len(servers_running(home)) == 4
+        assert len(servers_running(home)) == 5  # 4 shards and the ledger
         response = httpx.post(f"{url}/v1/accounts", json={"account_id": "alice", "owner": "alice", "currency": "EUR"})
         assert response.status_code == 201, response.text
         response = httpx.post(f"{url}/v1/accounts/alice/deposits", json={"amount": "42.00", "transaction_id": str(uuid.uuid4())})

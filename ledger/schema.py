@@ -1,0 +1,77 @@
+"""The ledger database's tables (the model its migrations must produce)."""
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+
+metadata = MetaData()
+
+# One stream per shard. Append-only (triggers refuse UPDATE, DELETE, TRUNCATE); each event's
+# hash covers its content and the previous event's hash.
+ledger_events = Table(
+    "ledger_events",
+    metadata,
+    Column("stream", Text, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("source_event_id", BigInteger, nullable=False),
+    Column("transaction_id", UUID(as_uuid=True), nullable=False),
+    Column("account_id", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("reserved_delta", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("reserved_after", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("prev_hash", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("stream", "position", name="ledger_events_pkey"),
+    # Deduplication on arrival: an account's version lands once, however often it is relayed.
+    UniqueConstraint("account_id", "version", name="ledger_events_account_version_unique"),
+    Index("ledger_events_transaction", "transaction_id"),
+)
+
+# The head of each stream: where the next event goes. Locked by the relay; never trusted by verify.
+ledger_heads = Table(
+    "ledger_heads",
+    metadata,
+    Column("stream", Text, primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+)
+
+ledger_snapshots = Table(
+    "ledger_snapshots",
+    metadata,
+    Column("snapshot_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("taken_at", DateTime(timezone=True), nullable=False),  # the moment the balances are of
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("accounts", BigInteger, nullable=False),
+    Index("ledger_snapshots_taken_at", "taken_at"),
+)
+
+ledger_snapshot_balances = Table(
+    "ledger_snapshot_balances",
+    metadata,
+    Column("snapshot_id", BigInteger, ForeignKey("ledger_snapshots.snapshot_id"), nullable=False),
+    Column("account_id", Text, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("balance", BigInteger, nullable=False),
+    Column("reserved", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    PrimaryKeyConstraint("snapshot_id", "account_id", name="ledger_snapshot_balances_pkey"),
+)
