@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -13,6 +14,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from coordinator.config import Settings
+from coordinator.money import format_amount
+from ledger.service import LedgerService
+from ledger.store import PAGE_SIZE_MAX
 from coordinator.errors import WalletError
 from coordinator.service import WalletService
 from shard_router.file_store import FileTopologyStore
@@ -121,6 +125,62 @@ async def show_transfer(request: Request) -> Response:
     return JSONResponse(result.to_json())
 
 
+HISTORY_PAGE_DEFAULT = 100
+
+
+def ledger_of(request: Request) -> LedgerService:
+    ledger = service_of(request).ledger
+    if ledger is None:
+        raise WalletError("validation_error", "this deployment has no event ledger")
+    return ledger
+
+
+def query_integer(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise WalletError("validation_error", f"{name} must be an integer in {low}..{high}")
+    return int(raw)
+
+
+async def balance_at(request: Request) -> Response:
+    """The account's balance at a past moment, rebuilt from the ledger."""
+    account = await service_of(request).get_account(request.path_params["account_id"])
+    raw = request.query_params.get("at")
+    if raw is None:
+        raise WalletError("validation_error", "give the moment: ?at=2026-11-23T12:00:00Z")
+    try:
+        at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise WalletError("validation_error", "at must be an ISO 8601 time with timezone") from None
+    if at.tzinfo is None:
+        raise WalletError("validation_error", "at must carry a timezone, e.g. 2026-11-23T12:00:00Z")
+    replay = await ledger_of(request).replay(at, account.account_id)
+    found = replay.balances.get(account.account_id)
+    balance, reserved, version = (found.balance, found.reserved, found.version) if found else (0, 0, 0)
+    return JSONResponse({
+        "account_id": account.account_id, "currency": account.currency, "at": at.isoformat(),
+        "balance": format_amount(balance, account.currency), "reserved": format_amount(reserved, account.currency),
+        "available": format_amount(balance - reserved, account.currency), "version": version,
+    })
+
+
+async def account_transactions(request: Request) -> Response:
+    """An account's history from the ledger (the read side), a page at a time by version."""
+    account = await service_of(request).get_account(request.path_params["account_id"])
+    after = query_integer(request, "after_version", 0, 0, 2**62)
+    limit = query_integer(request, "limit", HISTORY_PAGE_DEFAULT, 1, PAGE_SIZE_MAX)
+    events = await ledger_of(request).history(account.account_id, after, limit)
+    items = [{
+        "version": e.version, "transaction_id": str(e.transaction_id), "kind": e.kind,
+        "amount": format_amount(e.amount, e.currency), "reserved_change": format_amount(e.reserved_delta, e.currency),
+        "balance_after": format_amount(e.balance_after, e.currency), "at": e.created_at.isoformat(),
+    } for e in events]
+    next_version = events[-1].version if len(events) == limit else None
+    return JSONResponse({"account_id": account.account_id, "items": items, "next_after_version": next_version})
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -158,7 +218,7 @@ def build_app(settings: Settings | None = None, service: WalletService | None = 
             yield
             return
         topology = FileTopologyStore(settings.topology_path).load()
-        opened = await WalletService(topology, settings).open(run_recovery=True)
+        opened = await WalletService(topology, settings).open(run_recovery=True, run_relay=True)
         try:
             app.state.service = opened
             yield
@@ -170,6 +230,8 @@ def build_app(settings: Settings | None = None, service: WalletService | None = 
         Route("/v1/accounts", create_account, methods=["POST"]),
         Route("/v1/accounts/{account_id}", show_account, methods=["GET"]),
         Route("/v1/accounts/{account_id}/deposits", deposit, methods=["POST"]),
+        Route("/v1/accounts/{account_id}/balance", balance_at, methods=["GET"]),
+        Route("/v1/accounts/{account_id}/transactions", account_transactions, methods=["GET"]),
         Route("/v1/wallet/balance_transfer", balance_transfer, methods=["POST"]),
         Route("/v1/transfers/{transaction_id}", show_transfer, methods=["GET"]),
     ]

@@ -6,12 +6,15 @@ import asyncio
 import json
 import sys
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import asyncpg
 
 from coordinator.config import Settings
+from coordinator.money import format_amount
+from ledger.service import LedgerService
 from coordinator.errors import WalletError
 from coordinator.service import WalletService
 from shard_router.file_store import FileTopologyStore
@@ -189,6 +192,74 @@ def command_recover(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if not report.errors else 1
 
 
+def parse_moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(f"--at must be an ISO 8601 time such as 2026-11-23T12:00:00Z, got {text!r}") from None
+    if moment.tzinfo is None:
+        raise SystemExit("--at needs a timezone, e.g. 2026-11-23T12:00:00Z")
+    return moment
+
+
+def ledger_of(service: WalletService) -> LedgerService:
+    if service.ledger is None:
+        raise SystemExit("the topology names no ledger database")
+    return service.ledger
+
+
+def command_ledger_relay(args: argparse.Namespace, settings: Settings) -> int:
+    moved = with_service(settings, lambda s: ledger_of(s).drain())
+    print(f"relayed {moved} outbox rows into the ledger")
+    return 0
+
+
+def command_ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
+    breaks = with_service(settings, lambda s: ledger_of(s).verify())
+    for found in breaks:
+        print(f"BROKEN: {found}")
+    print("hash chain intact" if not breaks else f"{len(breaks)} events do not chain")
+    return 0 if not breaks else 1
+
+
+def command_ledger_replay(args: argparse.Namespace, settings: Settings) -> int:
+    at = parse_moment(args.at) if args.at else datetime.now(timezone.utc)
+    replay = with_service(settings, lambda s: ledger_of(s).replay(at, args.account))
+    print(f"balances at {at.isoformat()} (from snapshot {replay.snapshot_id or 'none'})")
+    for balance in replay.balances.values():
+        print(f"{balance.account_id}\t{format_amount(balance.balance, balance.currency)} {balance.currency}"
+              f"\treserved {format_amount(balance.reserved, balance.currency)}\tversion {balance.version}")
+    return 0
+
+
+def command_ledger_snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    at = parse_moment(args.at) if args.at else datetime.now(timezone.utc)
+
+    async def take(service: WalletService) -> int:
+        await ledger_of(service).drain()
+        return await ledger_of(service).snapshot(at)
+
+    print(f"snapshot {with_service(settings, take)} of balances at {at.isoformat()}")
+    return 0
+
+
+def command_ledger_audit(args: argparse.Namespace, settings: Settings) -> int:
+    report = with_service(settings, lambda s: ledger_of(s).audit())
+    for found in report.breaks:
+        print(f"BROKEN CHAIN: {found}")
+    for difference in report.differences:
+        print(f"DIFFERENCE {difference.account_id} on {difference.shard}: ledger says {difference.expected}, "
+              f"live is {difference.actual} (balance, reserved, version): {difference.explanation}; "
+              f"transactions {', '.join(str(t) for t in difference.transactions) or '-'}")
+    for lag in report.lagging:
+        print(f"lag {lag.account_id}: {lag.explanation}: {', '.join(str(t) for t in lag.transactions)}")
+    for shard, (events, oldest_ms) in sorted(report.outbox_lag.items()):
+        print(f"outbox {shard}: {events} events waiting, oldest {oldest_ms} ms")
+    print(f"audited {report.accounts} accounts: " + ("clean" if report.clean else
+          f"{len(report.differences)} differences, {len(report.breaks)} chain breaks"))
+    return 0 if report.clean else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wallet",
@@ -262,6 +333,22 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("--abort-after-s", type=float, default=10.0,
                          help="roll back undecided prepared transactions older than this (default 10)")
     recover.set_defaults(handler=command_recover)
+
+    ledger = commands.add_parser("ledger", help="the hash-chained event ledger: relay, verify, replay, snapshot, audit")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    ledger_commands.add_parser("relay", help="copy every outbox row into the ledger now (serve does it continuously)"
+                               ).set_defaults(handler=command_ledger_relay)
+    ledger_commands.add_parser("verify", help="check every stream's hash chain; name any edited, removed or reordered event"
+                               ).set_defaults(handler=command_ledger_verify)
+    replay = ledger_commands.add_parser("replay", help="rebuild balances from the ledger at a moment")
+    replay.add_argument("--at", help="ISO 8601 time with timezone (default: now)")
+    replay.add_argument("--account", help="one account only")
+    replay.set_defaults(handler=command_ledger_replay)
+    snapshot = ledger_commands.add_parser("snapshot", help="store every balance at a moment; replays start from it")
+    snapshot.add_argument("--at", help="ISO 8601 time with timezone (default: now)")
+    snapshot.set_defaults(handler=command_ledger_snapshot)
+    ledger_commands.add_parser("audit", help="compare live balances with the ledger replay; exit 1 on any difference"
+                               ).set_defaults(handler=command_ledger_audit)
     return parser
 
 

@@ -20,6 +20,7 @@ FAULT_POINTS = frozenset({
     "tcc.after_confirm_credit",
     "saga.after_debit",
     "saga.after_credit",
+    "relay.after_ledger_commit",
 })
 
 _armed = os.environ.get("WALLET_FAULT_POINT")

@@ -21,6 +21,7 @@ from coordinator.saga import SagaCoordinator
 from coordinator.tcc import TccCoordinator
 from coordinator.two_phase import TwoPhaseCommit
 from coordinator import branches
+from ledger.service import LedgerService
 from shard_router.topology import Topology
 from shards import accounts as account_sql
 from shards import branches as branch_sql
@@ -49,9 +50,12 @@ class WalletService:
         # (shard name, then account id) keeps them from deadlocking across servers.
         self.cross_appliers: dict[str, BatchApplier[Transfer, TransferResult | str]] = {}
         self.recovery: RecoveryWorker | None = None
+        self.ledger = LedgerService(topology.ledger, self.pools, sorted(topology.shards)) if topology.ledger else None
 
-    async def open(self, run_recovery: bool = False) -> WalletService:
+    async def open(self, run_recovery: bool = False, run_relay: bool = False) -> WalletService:
         await self.pools.open()
+        if self.ledger is not None:
+            await self.ledger.open(run_relay=run_relay)
         for shard in sorted(self.topology.shards):
             applier: BatchApplier[Transfer, TransferResult | str] = BatchApplier(
                 shard, lambda batch, shard=shard: self._apply_local(shard, batch), self.settings.limits
@@ -74,6 +78,8 @@ class WalletService:
         everyone = [*self.appliers.values(), *self.cross_appliers.values()]
         await asyncio.gather(*(applier.stop() for applier in everyone))
         self.appliers, self.cross_appliers = {}, {}
+        if self.ledger is not None:
+            await self.ledger.close()
         await self.pools.close()
 
     async def recover(self, abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> RecoveryReport:

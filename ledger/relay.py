@@ -1,0 +1,113 @@
+"""The relay: shard outboxes -> the ledger, at least once, landing exactly once.
+
+Per shard, per round: read up to RELAY_BATCH_MAX outbox rows in event order; in one
+ledger transaction, lock the shard's stream head, drop events already in the ledger
+(deduplication on (account, version)), chain and append the rest; commit; then delete
+the relayed rows from the outbox. A crash between commit and delete re-reads rows that
+are already in the ledger, and they are dropped on arrival. Two relays at once serialize
+on the stream head.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from coordinator import fault_points
+from ledger import store
+from ledger.chain import LedgerEvent, chain_hash
+from shards import outbox as outbox_sql
+from shards.errors import ShardError
+from shards.pool import ShardPools
+
+log = logging.getLogger("wallet.relay")
+
+RELAY_BATCH_MAX = 5000
+DRAIN_ROUNDS_MAX = 10_000
+INTERVAL_S_DEFAULT = 0.2
+
+
+class Relay:
+    def __init__(self, pools: ShardPools, ledger_pool: asyncpg.Pool, shards: list[str]) -> None:
+        self.pools = pools
+        self.ledger_pool = ledger_pool
+        self.shards = shards
+        self.relayed = 0
+        self.duplicates_dropped = 0
+
+    async def relay_shard(self, shard: str) -> int:
+        """One round for one shard; the number of outbox rows it consumed."""
+        async with self.pools.connection(shard) as connection:
+            rows = await outbox_sql.select_outbox(connection, RELAY_BATCH_MAX)
+        if not rows:
+            return 0
+        async with self.ledger_pool.acquire() as ledger, ledger.transaction():
+            position, head = await store.lock_head(ledger, shard)
+            present = await store.existing_versions(ledger, [(r["account_id"], r["version"]) for r in rows])
+            events = []
+            for row in rows:
+                if (row["account_id"], row["version"]) in present:
+                    self.duplicates_dropped += 1
+                    continue
+                position += 1
+                event = LedgerEvent(stream=shard, position=position, source_event_id=row["event_id"],
+                                    **{k: row[k] for k in ("transaction_id", "account_id", "version", "kind", "amount",
+                                                           "reserved_delta", "balance_after", "reserved_after",
+                                                           "currency", "created_at")},
+                                    prev_hash=head)
+                head = chain_hash(head, event)
+                events.append(LedgerEvent(**{**event.__dict__, "hash": head}))
+            await store.append_events(ledger, events)
+            await store.set_head(ledger, shard, position, head)
+        fault_points.reach("relay.after_ledger_commit")
+        async with self.pools.connection(shard) as connection:
+            await outbox_sql.delete_outbox(connection, [row["event_id"] for row in rows])
+        self.relayed += len(events)
+        return len(rows)
+
+    async def relay_once(self) -> int:
+        counts = await asyncio.gather(*(self.relay_shard(shard) for shard in self.shards), return_exceptions=True)
+        for shard, count in zip(self.shards, counts):
+            if isinstance(count, BaseException):
+                if not isinstance(count, (ShardError, asyncpg.PostgresError, OSError)):
+                    raise count
+                log.warning("relay of %s failed: %r; next round retries", shard, count)
+        return sum(c for c in counts if isinstance(c, int))
+
+    async def drain(self) -> int:
+        """Relay until every outbox is empty (as of the last round)."""
+        total = 0
+        for _ in range(DRAIN_ROUNDS_MAX):
+            moved = await self.relay_once()
+            total += moved
+            if moved == 0:
+                return total
+        raise RuntimeError(f"outboxes not drained after {DRAIN_ROUNDS_MAX} rounds")
+
+
+class RelayWorker:
+    def __init__(self, relay: Relay, interval_s: float = INTERVAL_S_DEFAULT) -> None:
+        self.relay = relay
+        self.interval_s = interval_s
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        assert self.task is None
+        self.task = asyncio.create_task(self._run(), name="ledger-relay")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                moved = await self.relay.relay_once()
+            except Exception:
+                log.exception("relay round failed")
+                moved = 0
+            if moved == 0:
+                await asyncio.sleep(self.interval_s)

@@ -1,0 +1,33 @@
+"""SQL for a shard's outbox: what the relay reads and, once it is in the ledger, deletes."""
+from __future__ import annotations
+
+import asyncpg
+
+OUTBOX_COLUMNS = (
+    "event_id, transaction_id, account_id, version, kind, amount, reserved_delta, balance_after, "
+    "reserved_after, currency, created_at"
+)
+SELECT_OUTBOX = f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY event_id LIMIT $1"
+SELECT_ACCOUNT_OUTBOX = f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE account_id = ANY($1::text[]) ORDER BY account_id, version"
+DELETE_OUTBOX = "DELETE FROM outbox WHERE event_id = ANY($1::bigint[])"
+OUTBOX_LAG = """
+SELECT count(*) AS events, coalesce(extract(epoch FROM now() - min(created_at)) * 1000, 0)::bigint AS oldest_ms
+FROM outbox
+"""
+
+
+async def select_outbox(connection: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    return await connection.fetch(SELECT_OUTBOX, limit)
+
+
+async def select_account_outbox(connection: asyncpg.Connection, account_ids: list[str]) -> list[asyncpg.Record]:
+    return await connection.fetch(SELECT_ACCOUNT_OUTBOX, account_ids)
+
+
+async def delete_outbox(connection: asyncpg.Connection, event_ids: list[int]) -> None:
+    await connection.execute(DELETE_OUTBOX, event_ids)
+
+
+async def outbox_lag(connection: asyncpg.Connection) -> tuple[int, int]:
+    row = await connection.fetchrow(OUTBOX_LAG)
+    return row["events"], row["oldest_ms"]
