@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-deps clean
+.PHONY: run test bench install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ run: install system-deps
 
 test: install system-deps
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+# The benchmark (several minutes): figures and ratios against pgbench measured in the same run.
+bench: install system-deps
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	command -v wrk >/dev/null || (apt-get install -y -q wrk || echo "wrk missing: the REST point will be skipped")
+	$(VENV)/bin/wallet bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

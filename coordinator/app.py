@@ -18,13 +18,14 @@ from coordinator.money import format_amount
 from ledger.service import LedgerService
 from ledger.store import PAGE_SIZE_MAX
 from coordinator.errors import WalletError
-from coordinator.service import WalletService
+from coordinator.service import TRANSFERS_PER_REQUEST_MAX, WalletService
 from shard_router.file_store import FileTopologyStore
 from shards.errors import ShardError
 
 log = logging.getLogger("wallet.api")
 
 BODY_BYTES_MAX = 16 * 1024
+BATCH_BODY_BYTES_MAX = 512 * 1024
 
 
 class ProblemResponse(JSONResponse):
@@ -39,16 +40,20 @@ def problem(status: int, code: str, detail: str) -> ProblemResponse:
     )
 
 
-async def read_body(request: Request, required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+async def read_body(request: Request, required: set[str], optional: set[str] = frozenset(),  # type: ignore[assignment]
+                    max_bytes: int = BODY_BYTES_MAX) -> dict[str, Any]:
     """The JSON object body, with exactly the known fields."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > BODY_BYTES_MAX):
-        raise WalletError("malformed_request", f"request body must be at most {BODY_BYTES_MAX} bytes")
-    raw = b""
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise WalletError("malformed_request", f"request body must be at most {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > BODY_BYTES_MAX:
-            raise WalletError("malformed_request", f"request body must be at most {BODY_BYTES_MAX} bytes")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            raise WalletError("malformed_request", f"request body must be at most {max_bytes} bytes")
+    raw = b"".join(chunks)
     try:
         body = json.loads(raw, parse_float=_refuse_float, parse_constant=_refuse_float)
     except (ValueError, UnicodeDecodeError):
@@ -95,6 +100,40 @@ async def balance_transfer(request: Request) -> Response:
         body["from_account"], body["to_account"], body["amount"], body["currency"], body["transaction_id"], body.get("mode")
     )
     return transfer_response(result)
+
+
+TRANSFER_FIELDS = {"from_account", "to_account", "amount", "currency", "transaction_id"}
+
+
+async def batch_transfer(request: Request) -> Response:
+    """Up to TRANSFERS_PER_REQUEST_MAX transfers; a result per item, in order. Items fail alone."""
+    body = await read_body(request, {"transfers"}, max_bytes=BATCH_BODY_BYTES_MAX)
+    items = body["transfers"]
+    if not isinstance(items, list) or not 1 <= len(items) <= TRANSFERS_PER_REQUEST_MAX:
+        raise WalletError("validation_error", f"transfers must be a list of 1..{TRANSFERS_PER_REQUEST_MAX} transfers")
+    checked: list[dict[str, Any] | WalletError] = []
+    for item in items:
+        if not isinstance(item, dict):
+            checked.append(WalletError("validation_error", "each transfer must be a JSON object"))
+        elif set(item) - TRANSFER_FIELDS - {"mode"}:
+            checked.append(WalletError("validation_error", f"unknown fields: {sorted(set(item) - TRANSFER_FIELDS - {'mode'})}"))
+        elif TRANSFER_FIELDS - set(item):
+            checked.append(WalletError("validation_error", f"missing fields: {sorted(TRANSFER_FIELDS - set(item))}"))
+        else:
+            checked.append(item)
+    valid = [item for item in checked if isinstance(item, dict)]
+    outcomes = iter(await service_of(request).transfer_many(valid))
+    results = []
+    for item in checked:
+        outcome = item if isinstance(item, WalletError) else next(outcomes)
+        if isinstance(outcome, WalletError):
+            results.append({"status": "failed", "code": outcome.code, "detail": outcome.detail,
+                            "transaction_id": item.get("transaction_id") if isinstance(item, dict) else None})
+        elif outcome.status == "failed":
+            results.append({**outcome.to_json(), "code": outcome.error_code})
+        else:
+            results.append(outcome.to_json())
+    return JSONResponse({"results": results})
 
 
 def transfer_response(result: Any) -> Response:
@@ -233,6 +272,7 @@ def build_app(settings: Settings | None = None, service: WalletService | None = 
         Route("/v1/accounts/{account_id}/balance", balance_at, methods=["GET"]),
         Route("/v1/accounts/{account_id}/transactions", account_transactions, methods=["GET"]),
         Route("/v1/wallet/balance_transfer", balance_transfer, methods=["POST"]),
+        Route("/v1/transfers:batch", batch_transfer, methods=["POST"]),
         Route("/v1/transfers/{transaction_id}", show_transfer, methods=["GET"]),
     ]
     app = Starlette(

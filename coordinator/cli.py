@@ -334,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="roll back undecided prepared transactions older than this (default 10)")
     recover.set_defaults(handler=command_recover)
 
+    commands.add_parser("bench", help="the benchmark with its baselines (pgbench, unbatched), measured in one run; "
+                        "`wallet bench --help` for its options", add_help=False)
     ledger = commands.add_parser("ledger", help="the hash-chained event ledger: relay, verify, replay, snapshot, audit")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
     ledger_commands.add_parser("relay", help="copy every outbox row into the ledger now (serve does it continuously)"
@@ -353,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["bench", "ledger"]:
+        from bench.ledger_replay import main as bench_ledger
+
+        return bench_ledger(argv[2:])
+    if argv[:1] == ["bench"]:  # its own parser: many knobs, no service settings
+        from bench.run import main as bench
+
+        return bench(argv[1:])
     args = build_parser().parse_args(argv)
     if getattr(args, "transaction_id", "unset") is None:
         args.transaction_id = str(uuid.uuid4())

@@ -22,6 +22,9 @@ from shards.pool import ShardPools
 log = logging.getLogger("wallet.recovery")
 
 ABORT_AFTER_MS_DEFAULT = 10_000  # liveness only: correctness never depends on it
+# A decided batch's own coordinator commits its branches within milliseconds; recovery
+# finishes them only once they are this old (or abort_after_ms, if smaller).
+FINISH_AFTER_MS = 2_000
 INTERVAL_S_DEFAULT = 2.0
 BRANCHES_PER_PASS_MAX = 10_000
 
@@ -62,6 +65,9 @@ async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int
         try:
             async with pools.connection(decision_shard) as connection:
                 outcome = (await two_phase_sql.select_decisions(connection, [batch_id])).get(batch_id)
+                if outcome is not None and max(m.age_ms for m in members) < min(FINISH_AFTER_MS, abort_after_ms):
+                    report.waiting += len(members)
+                    return
                 if outcome is None:
                     if max(m.age_ms for m in members) < abort_after_ms:
                         report.waiting += len(members)

@@ -32,6 +32,7 @@ from shards.pool import ShardPools
 
 # A single process holds at most this many distinct transaction ids in flight.
 INFLIGHT_MAX = 100_000
+TRANSFERS_PER_REQUEST_MAX = 1000
 # Unfinished TC/C and Saga transfers one recovery pass drives forward, per shard.
 RESUME_PER_PASS_MAX = 1_000
 
@@ -174,6 +175,19 @@ class WalletService:
             raise WalletError("same_account", "from_account and to_account must differ")
         transfer = Transfer(transaction, "transfer", from_account, to_account, minor, currency, chosen_mode)
         return await self._submit(transfer)
+
+    async def transfer_many(self, items: list[dict[str, object]]) -> list[TransferResult | WalletError]:
+        """Many transfers at once, each with its own outcome: a bad item fails alone."""
+        assert len(items) <= TRANSFERS_PER_REQUEST_MAX, f"at most {TRANSFERS_PER_REQUEST_MAX} transfers per call"
+
+        async def one(item: dict[str, object]) -> TransferResult | WalletError:
+            try:
+                return await self.transfer(item.get("from_account"), item.get("to_account"), item.get("amount"),
+                                           item.get("currency"), item.get("transaction_id"), item.get("mode"))
+            except WalletError as error:
+                return error
+
+        return list(await asyncio.gather(*(one(item) for item in items)))
 
     async def get_transfer(self, transaction_id: object) -> TransferResult:
         transaction = validation.check_transaction_id(transaction_id)

@@ -211,10 +211,10 @@ class TwoPhaseCommit:
                     with attempt:
                         async with self.pools.connection(shard) as connection:
                             await two_phase_sql.commit_prepared(connection, gid)
-            except ShardError as error:
+            except Exception as error:  # noqa: BLE001: after the decision nothing may fail the batch
                 # Decided: the recovery worker will commit it. The transfer has succeeded.
                 self.handed_to_recovery += 1
-                log.warning("COMMIT PREPARED %s failed (%s); left to recovery", gid, error)
+                log.warning("COMMIT PREPARED %s failed (%r); left to recovery", gid, error)
                 return
             committed += 1
             if committed == 1:

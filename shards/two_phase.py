@@ -16,6 +16,8 @@ GID_PATTERN = re.compile(
     r":(?P<decision>[a-z][a-z0-9_]{0,62}):(?P<branch>[a-z][a-z0-9_]{0,62})$"
 )
 UNDEFINED_OBJECT = "42704"  # COMMIT/ROLLBACK PREPARED of a gid that is already finished
+BUSY = "55000"  # another session is finishing this gid right now (coordinator and recovery racing)
+FINISHED_ELSEWHERE = frozenset({UNDEFINED_OBJECT, BUSY})
 
 INSERT_DECISION = "INSERT INTO commit_decisions (batch_id, outcome) VALUES ($1, $2)"
 INSERT_DECISION_IF_NONE = """
@@ -72,12 +74,13 @@ async def rollback(connection: asyncpg.Connection) -> None:
 
 
 async def commit_prepared(connection: asyncpg.Connection, gid: str) -> bool:
-    """True if this call committed it; False if it was already finished."""
+    """True if this call committed it; False if it was already finished or another session
+    is finishing it (the decision is fixed, so they finish it the same way)."""
     try:
         await connection.execute(f"COMMIT PREPARED {_quoted_gid(gid)}")
         return True
     except asyncpg.PostgresError as error:
-        if getattr(error, "sqlstate", None) == UNDEFINED_OBJECT:
+        if getattr(error, "sqlstate", None) in FINISHED_ELSEWHERE:
             return False
         raise
 
@@ -87,7 +90,7 @@ async def rollback_prepared(connection: asyncpg.Connection, gid: str) -> bool:
         await connection.execute(f"ROLLBACK PREPARED {_quoted_gid(gid)}")
         return True
     except asyncpg.PostgresError as error:
-        if getattr(error, "sqlstate", None) == UNDEFINED_OBJECT:
+        if getattr(error, "sqlstate", None) in FINISHED_ELSEWHERE:
             return False
         raise
 

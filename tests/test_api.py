@@ -162,3 +162,32 @@ async def test_pending_transfer_shows_preparing(client: httpx.AsyncClient, servi
     assert (await sending).status_code == 200
     applier.apply_batch = original
     assert (await client.get(f"/v1/transfers/{key}")).json()["phase"] == "committed"
+
+
+async def test_batch_endpoint_results_per_item(client: httpx.AsyncClient, topology: Topology) -> None:
+    """POST /v1/transfers:batch: every item gets its own result; bad items fail alone."""
+    alice, bob = accounts_on(topology, "shard1", 2)
+    (carol,) = accounts_on(topology, "shard2", 1)
+    await create(client, alice, deposit="10.00")
+    await create(client, bob)
+    await create(client, carol)
+
+    def item(**changes: object) -> dict[str, object]:
+        body = {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD",
+                "transaction_id": str(uuid.uuid4())}
+        body.update(changes)
+        return body
+
+    items = [item(), item(to_account=carol, mode="tcc"), item(amount="100.00"), item(amount="x"), "nope",
+             item(extra=1), item(to_account=carol, mode="saga")]
+    del items[-2]["extra"]
+    items[-2] = {k: v for k, v in item().items() if k != "currency"}
+    response = await client.post("/v1/transfers:batch", json={"transfers": items})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["success", "success", "failed", "failed", "failed", "failed", "success"]
+    assert [r.get("code") for r in results[2:6]] == ["insufficient_funds", "invalid_amount", "validation_error", "validation_error"]
+    assert (await client.get(f"/v1/accounts/{alice}")).json()["balance"] == "7.00"
+    for bad in ({"transfers": []}, {"transfers": [item()] * 1001}, {"transfers": "x"}, {}):
+        response = await client.post("/v1/transfers:batch", json=bad)
+        assert response.status_code in (400, 422) and response.json()["code"] in ("validation_error", "malformed_request")

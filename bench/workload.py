@@ -1,0 +1,56 @@
+"""The transfer workload: who pays whom, how often across shards, how skewed."""
+from __future__ import annotations
+
+import bisect
+import itertools
+import random
+import uuid
+
+from shard_router.topology import Topology
+
+
+class Workload:
+    """Draws (from, to) pairs: `cross_fraction` of them on different shards; with `zipf_s` > 0,
+    receivers follow a Zipf law (a few hot merchants receive most)."""
+
+    def __init__(self, topology: Topology, ids: list[str], cross_fraction: float, zipf_s: float, seed: int) -> None:
+        assert 0 <= cross_fraction <= 1, "cross_fraction is 0..1"
+        assert zipf_s >= 0, "zipf_s is >= 0"
+        self.rng = random.Random(seed)
+        self.topology = topology
+        self.ids = ids
+        self.cross_fraction = cross_fraction
+        self.by_shard: dict[str, list[str]] = {}
+        for account_id in ids:
+            self.by_shard.setdefault(topology.shard_of(account_id), []).append(account_id)
+        self.shards = sorted(self.by_shard)
+        self.shard_of = {a: topology.shard_of(a) for a in ids}
+        self.cumulative: list[float] | None = None
+        if zipf_s > 0:
+            weights = [1 / (rank ** zipf_s) for rank in range(1, len(ids) + 1)]
+            self.cumulative = list(itertools.accumulate(weights))
+
+    def receiver(self) -> str:
+        if self.cumulative is None:
+            return self.rng.choice(self.ids)
+        point = self.rng.random() * self.cumulative[-1]
+        return self.ids[bisect.bisect_left(self.cumulative, point)]
+
+    def pair(self) -> tuple[str, str]:
+        cross = self.rng.random() < self.cross_fraction and len(self.shards) > 1
+        for _ in range(100):
+            target = self.receiver()
+            if cross:
+                source = self.rng.choice(self.ids)
+                if self.shard_of[source] != self.shard_of[target]:
+                    return source, target
+            else:
+                source = self.rng.choice(self.by_shard[self.shard_of[target]])
+                if source != target:
+                    return source, target
+        raise RuntimeError("could not draw a transfer pair: too few accounts per shard")
+
+    def transfer(self, mode: str) -> dict[str, object]:
+        source, target = self.pair()
+        return {"from_account": source, "to_account": target, "amount": "0.01", "currency": "USD",
+                "transaction_id": str(uuid.uuid4()), "mode": mode}

@@ -1,0 +1,34 @@
+"""The benchmarks still run end to end (tiny sizes: this checks they work, not how fast)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def test_transfer_bench_runs_and_conserves(tmp_path: Path) -> None:
+    """`wallet bench` measures every point, its baselines, and checks conservation."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "bench", "--accounts", "400", "--seconds", "0.5",
+         "--concurrency", "4", "--batch", "20", "--batch-clients", "2", "--no-rest", "--out", str(tmp_path)],
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["conserved"] and results["pgbench_tps"] > 0
+    names = {point["name"] for point in results["points"]}
+    assert names == {"engine, one transfer per call", "batch API (in-process)", "unbatched, one transfer per call"}
+    assert all(point["transfers"] > 0 for point in results["points"])
+    assert "x pgbench" in completed.stdout and "machines" in completed.stdout
+
+
+def test_ledger_bench_runs(tmp_path: Path) -> None:
+    """`wallet bench ledger` builds a chained ledger and replays it both ways, equal results."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "bench", "ledger", "--events", "3000", "--accounts", "200",
+         "--out", str(tmp_path)], cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    figures = json.loads((tmp_path / "ledger.json").read_text())
+    assert figures["events"] == 3000 and figures["accounts"] == 200
