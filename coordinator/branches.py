@@ -5,41 +5,21 @@ tcc.py and saga.py orchestrate these steps; no lock is held between them.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Awaitable, Callable, TypeVar
 from uuid import UUID
-
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from coordinator.batch_plan import StoredTransfer
 from coordinator.branch_plan import BranchOp, BranchOutcome, plan_branch_batch  # noqa: F401 (re-exported)
 from coordinator.domain import Transfer, TransferResult
+from coordinator.retries import retry_conflicts
 from shards import accounts as account_sql
 from shards import branches as branch_sql
 from shards import transfers as transfer_sql
 from shards.branches import PhaseRow, PhaseUpdate
-from shards.errors import ShardRetryable
 from shards.pool import ShardPools
 
-RETRY_ATTEMPTS_MAX = 5
 # The record's phase for each protocol's two endings.
 FINAL_PHASES = {("tcc", "confirm"): "confirmed", ("tcc", "cancel"): "cancelled",
                 ("saga", "confirm"): "completed", ("saga", "cancel"): "compensated"}
-
-Result = TypeVar("Result")
-
-
-async def retrying(action: Callable[[], Awaitable[Result]]) -> Result:
-    """Retry a whole local step on conflicts that rolled it back (racing duplicates, lock timeouts)."""
-    async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(RETRY_ATTEMPTS_MAX),
-        wait=wait_random_exponential(multiplier=0.005, max=0.2),
-        retry=retry_if_exception_type(ShardRetryable),
-        reraise=True,
-    ):
-        with attempt:
-            return await action()
-    raise AssertionError("unreachable")
-
 
 @dataclass(frozen=True)
 class DebitStart:
@@ -104,7 +84,7 @@ async def try_debits(
                 results.append(DebitStart("final", replace(refused_by_id[transfer.transaction_id], created_at=created_at)))
         return results
 
-    return await retrying(step)
+    return await retry_conflicts(step)
 
 
 async def run_branch_ops(pools: ShardPools, shard: str, ops: list[BranchOp]) -> list[BranchOutcome]:
@@ -120,7 +100,7 @@ async def run_branch_ops(pools: ShardPools, shard: str, ops: list[BranchOp]) -> 
                 await transfer_sql.write_batch(connection, plan.postings.changes, [], plan.postings.events)
         return plan.outcomes
 
-    return await retrying(step)
+    return await retry_conflicts(step)
 
 
 @dataclass(frozen=True)
@@ -168,7 +148,7 @@ async def second_phase_debits(
         fresh = {r.transfer.transaction_id: replace(r, created_at=created_at) for r in new_records}
         return [fresh.get(i) or stored[i].result for i in ids]
 
-    return await retrying(step)
+    return await retry_conflicts(step)
 
 
 async def mark_done(pools: ShardPools, shard: str, transfers: list[Transfer]) -> list[Transfer]:
@@ -178,7 +158,7 @@ async def mark_done(pools: ShardPools, shard: str, transfers: list[Transfer]) ->
             await branch_sql.mark_done(connection, [t.transaction_id for t in transfers])
         return transfers
 
-    return await retrying(step)
+    return await retry_conflicts(step)
 
 
 async def unfinished(pools: ShardPools, shard: str, older_than_ms: int, limit: int) -> list[PhaseRow]:

@@ -7,7 +7,6 @@ import json
 import sys
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import asyncpg

@@ -11,16 +11,13 @@ from datetime import datetime
 from typing import Callable
 from uuid import UUID
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
-
 from coordinator.batch_plan import BatchPlan, StoredTransfer, plan_local_batch
 from coordinator.domain import Transfer, TransferResult
+from coordinator.retries import retry_conflicts
 from shards import accounts as account_sql
 from shards import transfers as transfer_sql
-from shards.errors import ShardRetryable
 from shards.pool import ShardPools
 
-RETRY_ATTEMPTS_MAX = 5
 CONFLICT = "conflict"  # outcome for a reused transaction id with a different body
 
 
@@ -32,25 +29,23 @@ async def apply_local_batch(
 ) -> list[TransferResult | str]:
     """One outcome per transfer: its result (new or replayed) or CONFLICT."""
     elsewhere = stored_elsewhere or {}
-    async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(RETRY_ATTEMPTS_MAX),
-        wait=wait_random_exponential(multiplier=0.005, max=0.2),
-        retry=retry_if_exception_type(ShardRetryable),
-        reraise=True,
-    ):
-        with attempt:
-            async with pools.transaction(shard) as connection:
-                account_ids = [t.to_account for t in transfers] + [t.from_account for t in transfers if t.from_account]
-                # Lock first, then read records: a racing batch for the same accounts has
-                # committed its records by the time we hold the locks.
-                accounts = await account_sql.lock_accounts(connection, account_ids)
-                stored = await transfer_sql.select_transfers(connection, [t.transaction_id for t in transfers])
-                plan = plan_local_batch(transfers, accounts, {**elsewhere, **stored})
-                created_at = None
-                if plan.new_results:
-                    created_at = await transfer_sql.write_batch(
-                        connection, plan.postings.changes, plan.new_results, plan.postings.events
-                    )
+
+    async def attempt() -> tuple[BatchPlan, datetime | None]:
+        async with pools.transaction(shard) as connection:
+            account_ids = [t.to_account for t in transfers] + [t.from_account for t in transfers if t.from_account]
+            # Lock first, then read records: a racing batch for the same accounts has
+            # committed its records by the time we hold the locks.
+            accounts = await account_sql.lock_accounts(connection, account_ids)
+            stored = await transfer_sql.select_transfers(connection, [t.transaction_id for t in transfers])
+            plan = plan_local_batch(transfers, accounts, {**elsewhere, **stored})
+            created_at = None
+            if plan.new_results:
+                created_at = await transfer_sql.write_batch(
+                    connection, plan.postings.changes, plan.new_results, plan.postings.events
+                )
+        return plan, created_at
+
+    plan, created_at = await retry_conflicts(attempt)
     return outcomes_of(plan, lambda transfer: created_at)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 from uuid import UUID
 
+from coordinator.background import Periodic
 from shards import two_phase as two_phase_sql
 from shards.errors import ShardError
 from shards.pool import ShardPools
@@ -93,33 +94,12 @@ async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int
     return report
 
 
-class RecoveryWorker:
-    """One recovery pass every `interval_s` in the background, until stopped."""
+def recovery_worker(recover: Callable[[int], Awaitable[object]], interval_s: float = INTERVAL_S_DEFAULT,
+                    abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> Periodic:
+    """One recovery pass every `interval_s` in the background."""
 
-    def __init__(self, recover: Callable[[int], Awaitable[object]], interval_s: float = INTERVAL_S_DEFAULT,
-                 abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> None:
-        assert interval_s > 0, "interval_s must be positive"
-        self.recover = recover
-        self.interval_s = interval_s
-        self.abort_after_ms = abort_after_ms
-        self.task: asyncio.Task[None] | None = None
-        self.passes = 0
+    async def one_pass() -> bool:
+        await recover(abort_after_ms)
+        return False
 
-    def start(self) -> None:
-        assert self.task is None, "recovery worker already started"
-        self.task = asyncio.create_task(self._run(), name="recovery-worker")
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-            self.task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.recover(self.abort_after_ms)
-            except Exception:  # a pass must never kill the worker
-                log.exception("recovery pass failed")
-            self.passes += 1
-            await asyncio.sleep(self.interval_s)
+    return Periodic("recovery-worker", one_pass, interval_s)

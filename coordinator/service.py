@@ -16,7 +16,8 @@ from coordinator.errors import WalletError
 from coordinator.group_commit import BatchApplier
 from coordinator.local import CONFLICT, apply_local_batch
 from coordinator.money import check_currency, parse_amount
-from coordinator.recovery import ABORT_AFTER_MS_DEFAULT, RecoveryReport, RecoveryWorker, recover_once
+from coordinator.background import Periodic
+from coordinator.recovery import ABORT_AFTER_MS_DEFAULT, RecoveryReport, recover_once, recovery_worker
 from coordinator.saga import SagaCoordinator
 from coordinator.tcc import TccCoordinator
 from coordinator.two_phase import TwoPhaseCommit
@@ -50,7 +51,7 @@ class WalletService:
         # Cross-shard batches, by protocol. Several in flight at once: the lock order
         # (shard name, then account id) keeps them from deadlocking across servers.
         self.cross_appliers: dict[str, BatchApplier[Transfer, TransferResult | str]] = {}
-        self.recovery: RecoveryWorker | None = None
+        self.recovery: Periodic | None = None
         self.ledger = LedgerService(topology.ledger, self.pools, sorted(topology.shards)) if topology.ledger else None
 
     async def open(self, run_recovery: bool = False, run_relay: bool = False) -> WalletService:
@@ -68,7 +69,7 @@ class WalletService:
             self.cross_appliers[mode] = BatchApplier(mode, apply, self.settings.limits)
             self.cross_appliers[mode].start()
         if run_recovery:
-            self.recovery = RecoveryWorker(self.recover)
+            self.recovery = recovery_worker(self.recover)
             self.recovery.start()
         return self
 

@@ -35,7 +35,8 @@ from coordinator import fault_points
 from coordinator.batch_plan import StoredTransfer, plan_local_batch
 from coordinator.domain import Transfer, TransferResult
 from coordinator.postings import AccountChange, BalanceEvent
-from coordinator.local import CONFLICT, RETRY_ATTEMPTS_MAX, outcomes_of
+from coordinator.local import CONFLICT, outcomes_of
+from coordinator.retries import retry_conflicts
 from shard_router.topology import Topology
 from shards import accounts as account_sql
 from shards import transfers as transfer_sql
@@ -58,15 +59,7 @@ class TwoPhaseCommit:
         self.handed_to_recovery = 0
 
     async def apply_batch(self, transfers: list[Transfer]) -> list[TransferResult | str]:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(RETRY_ATTEMPTS_MAX),
-            wait=wait_random_exponential(multiplier=0.01, max=0.5),
-            retry=retry_if_exception_type(ShardRetryable),
-            reraise=True,
-        ):
-            with attempt:
-                return await self._attempt(transfers)
-        raise AssertionError("unreachable")
+        return await retry_conflicts(lambda: self._attempt(transfers), wait_max_s=0.5)
 
     async def _attempt(self, transfers: list[Transfer]) -> list[TransferResult | str]:
         topology = self.topology()

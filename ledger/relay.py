@@ -15,6 +15,7 @@ import logging
 import asyncpg
 
 from coordinator import fault_points
+from coordinator.background import Periodic
 from ledger import store
 from ledger.chain import LedgerEvent, chain_hash
 from shards import outbox as outbox_sql
@@ -86,28 +87,10 @@ class Relay:
         raise RuntimeError(f"outboxes not drained after {DRAIN_ROUNDS_MAX} rounds")
 
 
-class RelayWorker:
-    def __init__(self, relay: Relay, interval_s: float = INTERVAL_S_DEFAULT) -> None:
-        self.relay = relay
-        self.interval_s = interval_s
-        self.task: asyncio.Task[None] | None = None
+def relay_worker(relay: Relay, interval_s: float = INTERVAL_S_DEFAULT) -> Periodic:
+    """Relays continuously while there is work, and polls every `interval_s` when there is none."""
 
-    def start(self) -> None:
-        assert self.task is None
-        self.task = asyncio.create_task(self._run(), name="ledger-relay")
+    async def one_round() -> bool:
+        return await relay.relay_once() > 0
 
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-            self.task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                moved = await self.relay.relay_once()
-            except Exception:
-                log.exception("relay round failed")
-                moved = 0
-            if moved == 0:
-                await asyncio.sleep(self.interval_s)
+    return Periodic("ledger-relay", one_round, interval_s)

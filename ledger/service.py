@@ -11,7 +11,8 @@ import asyncpg
 from ledger import store
 from ledger.audit import AuditReport, audit, verify_chain
 from ledger.chain import Break, LedgerEvent
-from ledger.relay import Relay, RelayWorker
+from coordinator.background import Periodic
+from ledger.relay import Relay, relay_worker
 from ledger.replay import Replay, replay_balances, take_snapshot
 from shards.pool import SERVER_SETTINGS, ShardPools
 
@@ -29,7 +30,7 @@ class LedgerService:
         self.shards = shards
         self.pool: asyncpg.Pool | None = None
         self.relay: Relay | None = None
-        self.worker: RelayWorker | None = None
+        self.worker: Periodic | None = None
         self.snapshots: asyncio.Task[None] | None = None
 
     async def open(self, run_relay: bool = False) -> LedgerService:
@@ -38,7 +39,7 @@ class LedgerService:
                                                                                     "statement_timeout": "300s"})
         self.relay = Relay(self.pools, self.pool, self.shards)
         if run_relay:
-            self.worker = RelayWorker(self.relay)
+            self.worker = relay_worker(self.relay)
             self.worker.start()
             self.snapshots = asyncio.create_task(self._daily_snapshots(), name="ledger-daily-snapshot")
         return self

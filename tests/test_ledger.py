@@ -3,7 +3,6 @@ tamper detection, and the audit naming what explains each difference."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal

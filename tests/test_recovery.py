@@ -3,9 +3,7 @@ reachable from the CLI."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -16,20 +14,10 @@ from shard_router.topology import Topology
 from shards.cluster import LocalCluster
 from tests.conftest import accounts_on, open_accounts
 from tests.test_two_phase import balances, prepared_count
+from tests.victim import kill_at
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 WALLET = str(Path(sys.executable).parent / "wallet")
-
-
-def kill_a_coordinator_after_prepare(cluster: LocalCluster, transfers: list[dict[str, str]], tmp_path: Path) -> None:
-    plan = tmp_path / "transfers.json"
-    plan.write_text(json.dumps(transfers))
-    victim = subprocess.run(
-        [sys.executable, "-m", "tests.victim", str(cluster.topology_path), str(plan)],
-        cwd=REPOSITORY, env={**os.environ, "WALLET_FAULT_POINT": "2pc.after_all_prepares"},
-        capture_output=True, text=True, timeout=120,
-    )
-    assert victim.returncode == -signal.SIGKILL, victim.stderr
 
 
 async def test_two_workers_at_once_and_young_batches(
@@ -41,7 +29,7 @@ async def test_two_workers_at_once_and_young_batches(
     targets = [a for shard in ("shard2", "shard3") for a in accounts_on(topology, shard, 2)]
     await open_accounts(service, sources + targets, deposit="10.00")
     transfers = [{"from": s, "to": t, "amount": "1.00", "id": str(uuid.uuid4())} for s, t in zip(sources, targets)]
-    kill_a_coordinator_after_prepare(cluster, transfers, tmp_path)
+    kill_at(cluster.topology_path, transfers, "2pc.after_all_prepares", "2pc", tmp_path)
     left = await prepared_count(topology)
     assert left > 0
 

@@ -4,12 +4,7 @@ all-or-nothing, a client retry learns the true outcome, and money is conserved."
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -21,6 +16,7 @@ from shard_router.topology import Topology
 from shards.cluster import LocalCluster
 from tests.conftest import accounts_on, open_accounts
 from tests.outbox_check import assert_outbox_explains
+from tests.victim import cross_shard_transfers, kill_at
 from tests.test_two_phase import balances, prepared_count
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -67,23 +63,10 @@ async def test_coordinator_killed_at_each_step(
 ) -> None:
     """SIGKILL at a named step: recovery commits a decided batch and rolls back an
     undecided one; retries then apply every transfer exactly once."""
-    rng = random.Random(fault_point)
     everyone = [a for shard in SHARDS for a in accounts_on(topology, shard, 3)]
     await open_accounts(service, everyone, deposit="100.00")
-    transfers = []
-    for _ in range(40):
-        source, target = rng.sample(everyone, 2)
-        while topology.shard_of(source) == topology.shard_of(target):
-            source, target = rng.sample(everyone, 2)
-        transfers.append({"from": source, "to": target, "amount": f"{rng.randint(1, 500) / 100:.2f}", "id": str(uuid.uuid4())})
-    plan = tmp_path / "transfers.json"
-    plan.write_text(json.dumps(transfers))
-
-    victim = subprocess.run(
-        [sys.executable, "-m", "tests.victim", str(cluster.topology_path), str(plan)],
-        cwd=REPOSITORY, env={**os.environ, "WALLET_FAULT_POINT": fault_point}, capture_output=True, text=True, timeout=120,
-    )
-    assert victim.returncode == -signal.SIGKILL, f"the victim was not killed at {fault_point}: {victim.stderr}"
+    transfers = cross_shard_transfers(topology, everyone, 40, fault_point)
+    kill_at(cluster.topology_path, transfers, fault_point, "2pc", tmp_path)
     if leftovers:
         assert await prepared_count(topology) > 0, "a coordinator killed here leaves prepared transactions"
 

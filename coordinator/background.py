@@ -1,0 +1,42 @@
+"""A background task that repeats one action until stopped (recovery, ledger relay)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+log = logging.getLogger("wallet.background")
+
+
+class Periodic:
+    """Runs `action` again at once while it reports more work (returns True), otherwise
+    after `interval_s`. An action's failure is logged and never ends the task."""
+
+    def __init__(self, name: str, action: Callable[[], Awaitable[bool]], interval_s: float) -> None:
+        assert interval_s > 0, "interval_s must be positive"
+        self.name = name
+        self.action = action
+        self.interval_s = interval_s
+        self.task: asyncio.Task[None] | None = None
+        self.passes = 0
+
+    def start(self) -> None:
+        assert self.task is None, f"{self.name} already started"
+        self.task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                more = await self.action()
+            except Exception:
+                log.exception("%s failed; trying again in %.1f s", self.name, self.interval_s)
+                more = False
+            self.passes += 1
+            if not more:
+                await asyncio.sleep(self.interval_s)
