@@ -158,6 +158,8 @@ async def show_transfer(request: Request) -> Response:
         phase = await service.find_progress(transaction_id)
         if phase is None and service.in_flight(transaction_id):
             phase = "preparing"
+        if phase is None and await service.in_doubt(transaction_id):
+            phase = "in-doubt"  # prepared, outcome not yet applied: recovery will finish it
         if phase is None:
             raise
         return JSONResponse({"transaction_id": transaction_id, "status": "pending", "phase": phase}, 202)

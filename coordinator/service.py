@@ -213,6 +213,17 @@ class WalletService:
                 return "confirming" if phase.second_phase == "confirm" else "cancelling"
         return None
 
+    async def in_doubt(self, transaction_id: object) -> bool:
+        """True if a prepared (or still open) branch on some shard holds the transfer's record:
+        its coordinator is between PREPARE and COMMIT PREPARED, or died there."""
+        transaction = validation.check_transaction_id(transaction_id)
+
+        async def one(shard: str) -> bool:
+            async with self.pools.connection(shard) as connection:
+                return await transfer_sql.record_is_held(connection, transaction)
+
+        return any(await asyncio.gather(*(one(shard) for shard in sorted(self.topology.shards))))
+
     def in_flight(self, transaction_id: object) -> bool:
         """True while this process is still working on the transaction id (not yet recorded)."""
         try:

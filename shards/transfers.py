@@ -116,3 +116,33 @@ async def write_batch(
     assert recorded == len(results), f"batch recorded {recorded} transfers, planned {len(results)}"
     assert evented == len(events), f"batch wrote {evented} outbox events, planned {len(events)}"
     return created_at
+
+
+# Is some unfinished transaction (a prepared 2PC branch, or a batch still open) holding this
+# transaction id's record? Inserting the same key waits on it; a short lock_timeout turns the
+# wait into the answer. The probe row is always rolled back.
+PROBE_LOCK_TIMEOUT = "100ms"
+PROBE_INSERT = """
+INSERT INTO transfers (transaction_id, kind, from_account, to_account, amount, currency, mode, protocol,
+                       status, phase, error_code, request_hash)
+VALUES ($1, 'transfer', NULL, '-', 1, 'XXX', '2pc', '2pc', 'success', 'probe', NULL, '\\x')
+"""
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+async def record_is_held(connection: asyncpg.Connection, transaction_id: UUID) -> bool:
+    """True if an unfinished transaction holds this id's record (the transfer is in doubt)."""
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        await connection.execute(f"SET LOCAL lock_timeout = '{PROBE_LOCK_TIMEOUT}'")
+        await connection.execute(PROBE_INSERT, transaction_id)
+        return False
+    except asyncpg.PostgresError as error:
+        if getattr(error, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            return True
+        if isinstance(error, asyncpg.UniqueViolationError):
+            return False  # committed meanwhile: a fresh read finds it
+        raise
+    finally:
+        await transaction.rollback()

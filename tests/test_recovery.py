@@ -9,6 +9,9 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
+
+from coordinator.app import build_app
 from coordinator.service import WalletService
 from shard_router.topology import Topology
 from shards.cluster import LocalCluster
@@ -35,12 +38,20 @@ async def test_two_workers_at_once_and_young_batches(
 
     patient = await service.recover()  # default: wait 10 s for a live coordinator
     assert patient.waiting == left and patient.rolled_back == 0
+    # While prepared and undecided, GET says in-doubt for the transfers held by a prepared branch.
+    doubtful = [t["id"] for t in transfers if await service.in_doubt(t["id"])]
+    assert doubtful, "a prepared branch holds some transfer records"
+    app = build_app(service.settings, service=service)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test") as client:
+        shown = await client.get(f"/v1/transfers/{doubtful[0]}")
+        assert shown.status_code == 202 and shown.json()["phase"] == "in-doubt"
 
     async with WalletService(topology, service.settings) as other:
         first, second = await asyncio.gather(service.recover(abort_after_ms=0), other.recover(abort_after_ms=0))
     assert not first.errors and not second.errors
     assert first.rolled_back + second.rolled_back == left and first.committed + second.committed == 0
     assert await prepared_count(topology) == 0
+    assert not any([await service.in_doubt(t["id"]) for t in transfers])
     assert sum((await balances(service, sources + targets)).values()) == 1000 * len(sources + targets)
 
 
