@@ -1,6 +1,7 @@
 """Fixtures that start real PostgreSQL shards on loopback, migrate them, and stop them."""
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -76,3 +77,26 @@ async def open_accounts(service: WalletService, ids: list[str], currency: str = 
         if deposit is not None:
             result = await service.deposit(account_id, deposit, str(uuid.uuid4()))
             assert result.status == "success"
+
+
+async def send_all(service: WalletService, requests: list[tuple[str, str, int]], start: dict[str, int],
+                   mode: str | None = None) -> tuple[list[str], dict[str, int]]:
+    """Send every (source, target, cents) USD transfer at once. Returns each outcome (status or
+    error code) and the balances implied by applying each reported success exactly once."""
+    from coordinator.errors import WalletError
+
+    async def send(source: str, target: str, cents: int) -> str:
+        try:
+            result = await service.transfer(source, target, f"{cents // 100}.{cents % 100:02d}", "USD",
+                                            str(uuid.uuid4()), mode=mode)
+            return result.status
+        except WalletError as error:
+            return error.code
+
+    outcomes = list(await asyncio.gather(*(send(*request) for request in requests)))
+    expected = dict(start)
+    for (source, target, cents), status in zip(requests, outcomes):
+        if status == "success":
+            expected[source] -= cents
+            expected[target] += cents
+    return outcomes, expected

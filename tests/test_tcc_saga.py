@@ -2,7 +2,6 @@
 behaviour with messages delivered out of order on purpose, and recovery."""
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
 
@@ -15,7 +14,7 @@ from coordinator.domain import Transfer
 from coordinator.errors import WalletError
 from coordinator.service import WalletService
 from shard_router.topology import Topology
-from tests.conftest import accounts_on, open_accounts
+from tests.conftest import accounts_on, open_accounts, send_all
 from tests.outbox_check import assert_outbox_explains
 from tests.test_two_phase import balances
 
@@ -53,21 +52,8 @@ async def test_concurrent_random_transfers(service: WalletService, topology: Top
         source, target = rng.sample(everyone, 2)
         requests.append((source, target, rng.randint(1, 3000)))
 
-    async def send(source: str, target: str, cents: int) -> str:
-        try:
-            result = await service.transfer(source, target, f"{cents // 100}.{cents % 100:02d}", "USD",
-                                            str(uuid.uuid4()), mode=mode)
-            return result.status
-        except WalletError as error:
-            return error.code
-
-    outcomes = await asyncio.gather(*(send(*r) for r in requests))
+    outcomes, expected = await send_all(service, requests, {account_id: 5000 for account_id in everyone}, mode)
     assert set(outcomes) <= {"success", "failed"}, set(outcomes)
-    expected = {account_id: 5000 for account_id in everyone}
-    for (source, target, cents), status in zip(requests, outcomes):
-        if status == "success":
-            expected[source] -= cents
-            expected[target] += cents
     assert await balances(service, everyone) == expected
     assert "failed" in outcomes and "success" in outcomes
     assert await reserved_of(service, everyone) == 0

@@ -11,7 +11,7 @@ import pytest
 from coordinator.errors import WalletError
 from coordinator.service import WalletService
 from shard_router.topology import Topology
-from tests.conftest import accounts_on, open_accounts
+from tests.conftest import accounts_on, open_accounts, send_all
 from tests.outbox_check import assert_outbox_explains
 
 SHARDS = ("shard0", "shard1", "shard2", "shard3")
@@ -40,20 +40,8 @@ async def test_concurrent_random_cross_shard_transfers(service: WalletService, t
     await open_accounts(service, everyone, deposit="50.00")
     requests = [(*rng.sample(everyone, 2), rng.randint(1, 3000)) for _ in range(3000)]
 
-    async def send(source: str, target: str, cents: int) -> str:
-        try:
-            result = await service.transfer(source, target, f"{cents // 100}.{cents % 100:02d}", "USD", str(uuid.uuid4()))
-            return result.status
-        except WalletError as error:
-            return error.code
-
-    outcomes = await asyncio.gather(*(send(*r) for r in requests))
+    outcomes, expected = await send_all(service, requests, {account_id: 5000 for account_id in everyone})
     assert set(outcomes) <= {"success", "failed"}, set(outcomes)
-    expected = {account_id: 5000 for account_id in everyone}
-    for (source, target, cents), status in zip(requests, outcomes):
-        if status == "success":
-            expected[source] -= cents
-            expected[target] += cents
     assert await balances(service, everyone) == expected
     assert "failed" in outcomes and "success" in outcomes
     assert service.cross_appliers["2pc"].batches_applied < service.cross_appliers["2pc"].items_applied
