@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -14,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from coordinator.config import Settings
+from coordinator.validation import check_moment
 from coordinator.money import format_amount
 from ledger.service import LedgerService
 from ledger.store import PAGE_SIZE_MAX
@@ -188,15 +188,7 @@ def query_integer(request: Request, name: str, default: int, low: int, high: int
 async def balance_at(request: Request) -> Response:
     """The account's balance at a past moment, rebuilt from the ledger."""
     account = await service_of(request).get_account(request.path_params["account_id"])
-    raw = request.query_params.get("at")
-    if raw is None:
-        raise WalletError("validation_error", "give the moment: ?at=2026-11-23T12:00:00Z")
-    try:
-        at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise WalletError("validation_error", "at must be an ISO 8601 time with timezone") from None
-    if at.tzinfo is None:
-        raise WalletError("validation_error", "at must carry a timezone, e.g. 2026-11-23T12:00:00Z")
+    at = check_moment(request.query_params.get("at"))
     replay = await ledger_of(request).replay(at, account.account_id)
     found = replay.balances.get(account.account_id)
     balance, reserved, version = (found.balance, found.reserved, found.version) if found else (0, 0, 0)

@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 
 from coordinator.config import Settings
+from coordinator.validation import check_moment
 from coordinator.money import format_amount
 from ledger.service import LedgerService
 from coordinator.errors import WalletError
@@ -191,16 +192,6 @@ def command_recover(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if not report.errors else 1
 
 
-def parse_moment(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise SystemExit(f"--at must be an ISO 8601 time such as 2026-11-23T12:00:00Z, got {text!r}") from None
-    if moment.tzinfo is None:
-        raise SystemExit("--at needs a timezone, e.g. 2026-11-23T12:00:00Z")
-    return moment
-
-
 def ledger_of(service: WalletService) -> LedgerService:
     if service.ledger is None:
         raise SystemExit("the topology names no ledger database")
@@ -222,7 +213,7 @@ def command_ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def command_ledger_replay(args: argparse.Namespace, settings: Settings) -> int:
-    at = parse_moment(args.at) if args.at else datetime.now(timezone.utc)
+    at = check_moment(args.at, "--at") if args.at else datetime.now(timezone.utc)
     replay = with_service(settings, lambda s: ledger_of(s).replay(at, args.account))
     print(f"balances at {at.isoformat()} (from snapshot {replay.snapshot_id or 'none'})")
     for balance in replay.balances.values():
@@ -232,7 +223,7 @@ def command_ledger_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def command_ledger_snapshot(args: argparse.Namespace, settings: Settings) -> int:
-    at = parse_moment(args.at) if args.at else datetime.now(timezone.utc)
+    at = check_moment(args.at, "--at") if args.at else datetime.now(timezone.utc)
 
     async def take(service: WalletService) -> int:
         await ledger_of(service).drain()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from uuid import UUID
 
 from coordinator.domain import MODES
@@ -43,3 +44,17 @@ def check_mode(value: object, default: str) -> str:
     if value not in MODES:
         raise WalletError("validation_error", f"mode must be one of {list(MODES)}")
     return value  # type: ignore[return-value]
+
+
+def check_moment(value: object, field: str = "at") -> datetime:
+    """An ISO 8601 time with a timezone, e.g. 2026-11-23T12:00:00Z."""
+    example = "an ISO 8601 time with timezone such as 2026-11-23T12:00:00Z"
+    if not isinstance(value, str):
+        raise WalletError("validation_error", f"{field} must be {example}")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise WalletError("validation_error", f"{field} must be {example}, got {value!r}") from None
+    if moment.tzinfo is None:
+        raise WalletError("validation_error", f"{field} must carry a timezone: {example}")
+    return moment
