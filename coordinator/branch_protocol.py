@@ -14,14 +14,13 @@ from typing import Awaitable, Callable, Iterable, TypeVar
 from uuid import UUID
 
 from coordinator import branches, fault_points
-from coordinator.batch_plan import StoredTransfer
+from coordinator.branch_plan import BranchOp, BranchOutcome
 from coordinator.domain import Transfer, TransferResult
 from coordinator.local import CONFLICT
+from coordinator.two_phase import FindElsewhere
 from shard_router.topology import Topology
 from shards.branches import PhaseRow
 from shards.pool import ShardPools
-
-FindElsewhere = Callable[[list[str], list[UUID]], Awaitable[dict[UUID, StoredTransfer]]]
 Outcome = TransferResult | str | Exception
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
@@ -73,10 +72,8 @@ class BranchProtocol:
         return paired
 
     async def apply_batch(self, transfers: list[Transfer]) -> list[Outcome]:
-        topology = self.topology()
         debit_shards = {self.debit_shard(t) for t in transfers}
-        others = [shard for shard in sorted(topology.shards) if shard not in debit_shards]
-        elsewhere = await self.find_elsewhere(others, [t.transaction_id for t in transfers]) if others else {}
+        elsewhere = await self.find_elsewhere(debit_shards, [t.transaction_id for t in transfers])
         starts = await self.per_shard(
             transfers, self.debit_shard,
             lambda shard, group: branches.try_debits(self.pools, shard, group, elsewhere),
@@ -106,11 +103,11 @@ class BranchProtocol:
     async def drive(self, flows: list[Flow]) -> dict[UUID, Outcome]:
         raise NotImplementedError
 
-    async def try_credits(self, flows: list[Flow]) -> list[tuple[Flow, branches.BranchOutcome | Exception]]:
+    async def try_credits(self, flows: list[Flow]) -> list[tuple[Flow, BranchOutcome | Exception]]:
         return await self.per_shard(
             flows, lambda f: self.credit_shard(f.transfer),
             lambda shard, group: branches.run_branch_ops(
-                self.pools, shard, [branches.BranchOp(f.transfer, "credit", "try") for f in group]),
+                self.pools, shard, [BranchOp(f.transfer, "credit", "try") for f in group]),
         )
 
     async def decide_debits(self, decisions: list[branches.Decision], final_state: str) -> list[tuple[branches.Decision, TransferResult | Exception]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from uuid import UUID
 
 from coordinator.batch_plan import StoredTransfer
-from coordinator.branch_plan import BranchOp, BranchOutcome, plan_branch_batch  # noqa: F401 (re-exported)
+from coordinator.branch_plan import BranchOp, BranchOutcome, plan_branch_batch
 from coordinator.domain import Transfer, TransferResult
 from coordinator.retries import retry_conflicts
 from shards import accounts as account_sql

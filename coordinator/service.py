@@ -45,9 +45,9 @@ class WalletService:
         self.pools = ShardPools(topology.shards, size_max=settings.pool_size_max)
         self.appliers: dict[str, BatchApplier[Transfer, TransferResult | str]] = {}
         self.inflight: dict[UUID, asyncio.Future[TransferResult]] = {}
-        self.two_phase = TwoPhaseCommit(self.pools, lambda: self.topology, self._find_transfers)
-        self.tcc = TccCoordinator(self.pools, lambda: self.topology, self._find_transfers)
-        self.saga = SagaCoordinator(self.pools, lambda: self.topology, self._find_transfers)
+        self.two_phase = TwoPhaseCommit(self.pools, lambda: self.topology, self._find_elsewhere)
+        self.tcc = TccCoordinator(self.pools, lambda: self.topology, self._find_elsewhere)
+        self.saga = SagaCoordinator(self.pools, lambda: self.topology, self._find_elsewhere)
         # Cross-shard batches, by protocol. Several in flight at once: the lock order
         # (shard name, then account id) keeps them from deadlocking across servers.
         self.cross_appliers: dict[str, BatchApplier[Transfer, TransferResult | str]] = {}
@@ -297,11 +297,14 @@ class WalletService:
         return self._check_same(transfer, outcome)
 
     async def _apply_local(self, shard: str, batch: list[Transfer]) -> list[TransferResult | str]:
-        # A transaction id's record lives on its debit shard. One reused with another
-        # source account would land elsewhere: look there too, in one query per shard.
-        others = [name for name in sorted(self.topology.shards) if name != shard]
-        elsewhere = await self._find_transfers(others, [t.transaction_id for t in batch]) if others else {}
+        elsewhere = await self._find_elsewhere({shard}, [t.transaction_id for t in batch])
         return await apply_local_batch(self.pools, shard, batch, elsewhere)
+
+    async def _find_elsewhere(self, involved: set[str], transaction_ids: list[UUID]) -> dict[UUID, StoredTransfer]:
+        """A transaction id's record lives on its debit shard. One reused with another source
+        account would sit on a shard this batch does not touch: look there, one query each."""
+        others = [shard for shard in sorted(self.topology.shards) if shard not in involved]
+        return await self._find_transfers(others, transaction_ids) if others else {}
 
     async def _find_transfers(self, shards: list[str], transaction_ids: list[UUID]) -> dict[UUID, StoredTransfer]:
         async def one(shard: str) -> dict[UUID, StoredTransfer]:

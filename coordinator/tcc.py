@@ -19,6 +19,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from coordinator import branches, fault_points
+from coordinator.branch_plan import BranchOp
 from coordinator.branch_protocol import BranchProtocol, Flow, Outcome
 
 
@@ -47,7 +48,7 @@ class TccCoordinator(BranchProtocol):
         finished = await self.per_shard(
             decided, lambda item: self.credit_shard(item[0].transfer),
             lambda shard, group: branches.run_branch_ops(
-                self.pools, shard, [branches.BranchOp(d.transfer, "credit", phase) for d, phase in group]),
+                self.pools, shard, [BranchOp(d.transfer, "credit", phase) for d, phase in group]),
         )
         fault_points.reach("tcc.after_confirm_credit")
         # A credit branch not finished now stays 'sent' in phase state: recovery repeats it.

@@ -48,7 +48,8 @@ log = logging.getLogger("wallet.two_phase")
 
 COMMIT_ATTEMPTS_MAX = 4
 
-FindElsewhere = Callable[[list[str], list[UUID]], Awaitable[dict[UUID, StoredTransfer]]]
+# (shards the batch involves, its transaction ids) -> records found on every other shard
+FindElsewhere = Callable[[set[str], list[UUID]], Awaitable[dict[UUID, StoredTransfer]]]
 
 
 class TwoPhaseCommit:
@@ -71,8 +72,7 @@ class TwoPhaseCommit:
                     accounts_on.setdefault(topology.shard_of(account_id), set()).add(account_id)
         involved = sorted(accounts_on)
         transaction_ids = [t.transaction_id for t in transfers]
-        others = [shard for shard in sorted(topology.shards) if shard not in accounts_on]
-        stored = await self.find_elsewhere(others, transaction_ids) if others else {}
+        stored = await self.find_elsewhere(set(accounts_on), transaction_ids)
 
         gids: dict[str, str] = {}
         async with AsyncExitStack() as stack:
