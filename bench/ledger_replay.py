@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -24,7 +22,7 @@ import asyncpg
 from ledger.chain import GENESIS, LedgerEvent, chain_hash
 from ledger.replay import replay_balances, take_snapshot
 from shards import migrate
-from shards.cluster import LocalCluster
+from shards.cluster import LocalCluster, temporary_home
 
 COPY_CHUNK = 200_000
 COLUMNS = ["stream", "position", "source_event_id", "transaction_id", "account_id", "version", "kind", "amount",
@@ -95,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     assert args.events >= args.accounts >= 10, "--events >= --accounts >= 10"
-    home = Path(tempfile.mkdtemp(prefix="wallet-bench-ledger-"))
-    os.chmod(home, 0o755)
+    home = temporary_home("bench-ledger")
     cluster = LocalCluster(home, shard_count=1)
     try:
         topology = cluster.start()

@@ -23,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from coordinator.config import Settings
 from coordinator.group_commit import BatchLimits
 from coordinator.service import WalletService
 from shards import migrate
-from shards.cluster import LocalCluster, free_port
+from shards.cluster import LocalCluster, free_port, temporary_home
 
 INITIAL_BALANCE = 1_000_000  # minor units per account: transfers of 0.01 never run dry
 TARGET_TRANSFERS_PER_S = 1_000_000
@@ -317,8 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     assert args.accounts >= 100, "--accounts must be at least 100"
-    home = Path(tempfile.mkdtemp(prefix="wallet-bench-"))
-    os.chmod(home, 0o755)
+    home = temporary_home("bench")
     cluster = LocalCluster(home, shard_count=4)
     results = Results(settings={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     try:

@@ -13,6 +13,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def postgres_bin() -> Path:
     if found:
         return Path(found).parent
     raise RuntimeError("PostgreSQL server binaries not found: install postgresql-15 or set WALLET_PG_BIN")
+
+
+def temporary_home(prefix: str) -> Path:
+    """A fresh directory for a throwaway cluster. Not under a 0700 parent (pytest's tmp_path is
+    one for root): the servers run as `postgres` and must reach their data through it."""
+    home = Path(tempfile.mkdtemp(prefix=f"wallet-{prefix}-"))
+    os.chmod(home, 0o755)
+    return home
 
 
 def free_port() -> int:

@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import tempfile
 import uuid
-from pathlib import Path
 from typing import AsyncIterator, Iterator
 
 import pytest
@@ -15,14 +12,7 @@ from coordinator.config import Settings
 from coordinator.service import WalletService
 from shard_router.topology import Topology
 from shards import migrate
-from shards.cluster import LocalCluster
-
-
-def make_home(prefix: str) -> Path:
-    # Not under pytest's tmp_path: that is 0700 for root, and the servers run as `postgres`.
-    home = Path(tempfile.mkdtemp(prefix=f"wallet-{prefix}-"))
-    os.chmod(home, 0o755)
-    return home
+from shards.cluster import LocalCluster, temporary_home as make_home
 
 
 @pytest.fixture(scope="session")
