@@ -4,7 +4,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import AsyncIterator
 
-
 import asyncpg
 
 from ledger.chain import GENESIS, LedgerEvent
