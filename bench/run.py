@@ -321,10 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     results = Results(settings={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     try:
         topology = cluster.start()
-        for dsn in topology.shards.values():
-            migrate.upgrade(dsn)
         assert topology.ledger
-        migrate.upgrade(topology.ledger, target="ledger")
+        migrate.upgrade_all(topology)
         print(f"cluster up in {home}; pgbench baseline ...", flush=True)
         results.pgbench_tps = pgbench(cluster, args.seconds, clients=16)
         print(f"  pgbench TPC-B 16 clients: {results.pgbench_tps:,.0f} tps", flush=True)

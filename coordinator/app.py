@@ -1,6 +1,7 @@
 """The REST API (starlette). JSON in, JSON out; every error is application/problem+json."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -13,13 +14,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from coordinator.config import Settings
+from coordinator.coordination import open_coordination
+from coordinator.zookeeper import TopologyFollower
 from coordinator.validation import check_moment
 from coordinator.money import format_amount
 from ledger.service import LedgerService
 from ledger.store import PAGE_SIZE_MAX
 from coordinator.errors import WalletError
 from coordinator.service import TRANSFERS_PER_REQUEST_MAX, WalletService
-from shard_router.file_store import FileTopologyStore
 from shards.errors import ShardError
 
 log = logging.getLogger("wallet.api")
@@ -250,13 +252,21 @@ def build_app(settings: Settings | None = None, service: WalletService | None = 
             app.state.service = service
             yield
             return
-        topology = FileTopologyStore(settings.topology_path).load()
-        opened = await WalletService(topology, settings).open(run_recovery=True, run_relay=True)
+        coordination = await open_coordination(settings)
         try:
-            app.state.service = opened
-            yield
+            topology = await asyncio.to_thread(coordination.store.load)
+            opened = await WalletService(topology, settings, coordination.store, coordination.is_leader).open(
+                run_recovery=True, run_relay=True)
+            follower = TopologyFollower(coordination.store, opened.switch_topology)
+            follower.start()
+            try:
+                app.state.service = opened
+                yield
+            finally:
+                await follower.stop()
+                await opened.close()
         finally:
-            await opened.close()
+            await coordination.close()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

@@ -12,9 +12,12 @@ class Periodic:
     """Runs `action` again at once while it reports more work (returns True), otherwise
     after `interval_s`. An action's failure is logged and never ends the task."""
 
-    def __init__(self, name: str, action: Callable[[], Awaitable[bool]], interval_s: float) -> None:
+    def __init__(self, name: str, action: Callable[[], Awaitable[bool]], interval_s: float,
+                 gate: Callable[[], bool] | None = None) -> None:
         assert interval_s > 0, "interval_s must be positive"
         self.name = name
+        # A singleton's gate: the action runs only while it is true (this process leads).
+        self.gate = gate
         self.action = action
         self.interval_s = interval_s
         self.task: asyncio.Task[None] | None = None
@@ -32,6 +35,9 @@ class Periodic:
 
     async def _run(self) -> None:
         while True:
+            if self.gate is not None and not self.gate():
+                await asyncio.sleep(self.interval_s)
+                continue
             try:
                 more = await self.action()
             except Exception:

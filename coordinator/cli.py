@@ -12,12 +12,13 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 
 from coordinator.config import Settings
+from coordinator.coordination import open_topology_store
+from coordinator.topology_cli import add_topology_commands
 from coordinator.validation import check_moment
 from coordinator.money import format_amount
 from ledger.service import LedgerService
 from coordinator.errors import WalletError
 from coordinator.service import WalletService
-from shard_router.file_store import FileTopologyStore
 from shard_router.topology import Topology, TopologyError
 from shards.errors import ShardError
 
@@ -29,26 +30,36 @@ def print_json(value: Any) -> None:
 
 
 def load_topology(settings: Settings) -> Topology:
-    return FileTopologyStore(settings.topology_path).load()
+    store = open_topology_store(settings)
+    try:
+        return store.load()
+    finally:
+        store.close()
 
 
 def with_service(settings: Settings, action: Callable[[WalletService], Awaitable[Any]]) -> Any:
     async def run() -> Any:
-        async with WalletService(load_topology(settings), settings) as service:
-            return await action(service)
+        store = await asyncio.to_thread(open_topology_store, settings)
+        try:
+            topology = await asyncio.to_thread(store.load)
+            async with WalletService(topology, settings, store) as service:
+                return await action(service)
+        finally:
+            await asyncio.to_thread(store.close)
 
     return asyncio.run(run())
 
 
 # -- dev ----------------------------------------------------------------------------------
 def start_local_cluster(settings: Settings, shards: int) -> Any:
+    from shards import migrate
     from shards.cluster import LocalCluster
 
     cluster = LocalCluster(settings.home, shard_count=shards)
     if cluster.topology_path.resolve() != settings.topology_path.resolve():
         raise SystemExit(f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} for a local cluster")
     topology = cluster.start()
-    upgrade_all(topology)
+    migrate.upgrade_all(topology)
     return cluster
 
 
@@ -87,15 +98,6 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- db -----------------------------------------------------------------------------------
-def upgrade_all(topology: Topology) -> None:
-    from shards import migrate
-
-    for shard in sorted(topology.shards):
-        migrate.upgrade(topology.shards[shard])
-    if topology.ledger:
-        migrate.upgrade(topology.ledger, target="ledger")
-
-
 def command_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from shards import migrate
 
@@ -109,7 +111,10 @@ def command_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     for name in names:
         if name not in databases:
             raise SystemExit(f"no shard {name!r} in the topology; it has {sorted(databases)}")
-        migrate.upgrade(databases[name], args.revision, target="ledger" if name == "ledger" else "shard")
+        if name == "ledger":
+            migrate.upgrade(databases[name], args.revision, target="ledger")
+        else:
+            migrate.upgrade_shard(topology, name, args.revision)
         print(f"{name}: upgraded to {args.revision}")
     return 0
 
@@ -341,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.set_defaults(handler=command_ledger_snapshot)
     ledger_commands.add_parser("audit", help="compare live balances with the ledger replay; exit 1 on any difference"
                                ).set_defaults(handler=command_ledger_audit)
+    add_topology_commands(commands)
     return parser
 
 

@@ -28,9 +28,15 @@ class Settings:
     default_mode: str = "2pc"
     pool_size_max: int = 16
     limits: BatchLimits = field(default_factory=BatchLimits)
+    # ZooKeeper: when hosts are set, the topology and leader election live there.
+    zk_hosts: str | None = None
+    zk_root: str = "/wallet"
+    zk_session_timeout_ms: int = 10_000
 
     def __post_init__(self) -> None:
         assert self.default_mode in MODES, f"WALLET_MODE must be one of {MODES}"
+        assert self.zk_root.startswith("/") and not self.zk_root.endswith("/"), "WALLET_ZK_ROOT must look like /wallet"
+        assert 2_000 <= self.zk_session_timeout_ms <= 60_000, "WALLET_ZK_SESSION_TIMEOUT_MS must be 2000..60000"
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -42,6 +48,9 @@ class Settings:
             port=_int("WALLET_PORT", 8000),
             default_mode=os.environ.get("WALLET_MODE", "2pc"),
             pool_size_max=_int("WALLET_POOL_SIZE_MAX", 16),
+            zk_hosts=os.environ.get("WALLET_ZK_HOSTS") or None,
+            zk_root=os.environ.get("WALLET_ZK_ROOT", "/wallet"),
+            zk_session_timeout_ms=_int("WALLET_ZK_SESSION_TIMEOUT_MS", 10_000),
             limits=BatchLimits(
                 batch_size_max=_int("WALLET_BATCH_SIZE_MAX", 1000),
                 batch_wait_ms=_int("WALLET_BATCH_WAIT_MS", 0),

@@ -95,11 +95,11 @@ async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int
 
 
 def recovery_worker(recover: Callable[[int], Awaitable[object]], interval_s: float = INTERVAL_S_DEFAULT,
-                    abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> Periodic:
+                    abort_after_ms: int = ABORT_AFTER_MS_DEFAULT, gate: Callable[[], bool] | None = None) -> Periodic:
     """One recovery pass every `interval_s` in the background."""
 
     async def one_pass() -> bool:
         await recover(abort_after_ms)
         return False
 
-    return Periodic("recovery-worker", one_pass, interval_s)
+    return Periodic("recovery-worker", one_pass, interval_s, gate)

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Awaitable, Callable, TypeVar
 from uuid import UUID
 
 from coordinator import validation
@@ -28,20 +30,35 @@ from shards import accounts as account_sql
 from shards import branches as branch_sql
 from shards import transfers as transfer_sql
 from shards.branches import PhaseRow
-from shards.errors import ShardError, ShardUnavailable
+from shard_router.stores import TopologyStore
+from shards.errors import AccountsMoved, ShardError, ShardUnavailable
 from shards.pool import ShardPools
+
+log = logging.getLogger("wallet.service")
+Outcome = TypeVar("Outcome")
 
 # A single process holds at most this many distinct transaction ids in flight.
 INFLIGHT_MAX = 100_000
 TRANSFERS_PER_REQUEST_MAX = 1000
 # Unfinished TC/C and Saga transfers one recovery pass drives forward, per shard.
 RESUME_PER_PASS_MAX = 1_000
+# A shard refuses accounts it no longer serves (a slot migration moved them): re-read the
+# topology and route again, at most this many times, waiting a little longer each time
+# (a migration's flip is short, but the new version reaches us after it).
+REROUTE_ATTEMPTS_MAX = 12
+REROUTE_WAIT_MS = 100
 
 
 class WalletService:
-    def __init__(self, topology: Topology, settings: Settings) -> None:
+    def __init__(self, topology: Topology, settings: Settings, store: TopologyStore | None = None,
+                 is_leader: Callable[[], bool] = lambda: True) -> None:
         self.topology = topology
         self.settings = settings
+        # Where a newer topology is read when a shard refuses a stale route (None: never).
+        self.store = store
+        # Whether this process runs the singletons (recovery worker, ledger relay) now.
+        self.is_leader = is_leader
+        self.switching = asyncio.Lock()
         self.pools = ShardPools(topology.shards, size_max=settings.pool_size_max)
         self.appliers: dict[str, BatchApplier[Transfer, TransferResult | str]] = {}
         self.inflight: dict[UUID, asyncio.Future[TransferResult]] = {}
@@ -57,19 +74,15 @@ class WalletService:
     async def open(self, run_recovery: bool = False, run_relay: bool = False) -> WalletService:
         await self.pools.open()
         if self.ledger is not None:
-            await self.ledger.open(run_relay=run_relay)
+            await self.ledger.open(run_relay=run_relay, gate=self.is_leader)
         for shard in sorted(self.topology.shards):
-            applier: BatchApplier[Transfer, TransferResult | str] = BatchApplier(
-                shard, lambda batch, shard=shard: self._apply_local(shard, batch), self.settings.limits
-            )
-            applier.start()
-            self.appliers[shard] = applier
+            self._start_applier(shard)
         for mode, apply in (("2pc", self.two_phase.apply_batch), ("tcc", self.tcc.apply_batch),
                             ("saga", self.saga.apply_batch)):
             self.cross_appliers[mode] = BatchApplier(mode, apply, self.settings.limits)
             self.cross_appliers[mode].start()
         if run_recovery:
-            self.recovery = recovery_worker(self.recover)
+            self.recovery = recovery_worker(self.recover, gate=self.is_leader)
             self.recovery.start()
         return self
 
@@ -83,6 +96,49 @@ class WalletService:
         if self.ledger is not None:
             await self.ledger.close()
         await self.pools.close()
+
+    def _start_applier(self, shard: str) -> None:
+        applier: BatchApplier[Transfer, TransferResult | str] = BatchApplier(
+            shard, lambda batch: self._apply_local(shard, batch), self.settings.limits
+        )
+        applier.start()
+        self.appliers[shard] = applier
+
+    async def switch_topology(self, topology: Topology) -> bool:
+        """Route by `topology` from now on, if it is newer: new shards get pools and
+        appliers, moved addresses new pools. Shards dropped from the topology keep their
+        pools until close (nothing routes to them). True if it switched."""
+        async with self.switching:
+            if topology.version <= self.topology.version:
+                return False
+            for shard, dsn in sorted(topology.shards.items()):
+                await self.pools.set_address(shard, dsn)
+                if shard not in self.appliers and self.cross_appliers:  # opened
+                    self._start_applier(shard)
+            if self.ledger is not None:
+                self.ledger.shards[:] = sorted(set(self.ledger.shards) | set(topology.shards))
+            log.info("topology version %s -> %s", self.topology.version, topology.version)
+            self.topology = topology
+            return True
+
+    async def refresh_topology(self) -> bool:
+        """Read the store now (not only wait for its watch). True if a newer version came."""
+        if self.store is None:
+            return False
+        store = self.store
+        return await self.switch_topology(await asyncio.to_thread(store.load))
+
+    async def _rerouting(self, action: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        """Run `action` (which routes by self.topology), routing again after a shard refused
+        accounts it does not serve. A refusal wrote nothing, so the retry is safe."""
+        for attempt in range(REROUTE_ATTEMPTS_MAX):
+            try:
+                return await action()
+            except AccountsMoved as moved:
+                log.info("rerouting after a refusal (topology %s): %s", self.topology.version, moved)
+                if not await self.refresh_topology():
+                    await asyncio.sleep(REROUTE_WAIT_MS * (attempt + 1) / 1000)
+        raise WalletError("shard_unavailable", "the account is moving between shards; retry with the same transaction_id")
 
     async def recover(self, abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> RecoveryReport:
         """One pass: finish two-phase batches left prepared, then drive unfinished TC/C and
@@ -113,22 +169,35 @@ class WalletService:
         account_id = validation.check_account_id(account_id)
         owner = validation.check_owner(owner)
         currency = check_currency(currency)
-        shard = self.topology.shard_of(account_id)
-        async with self.pools.connection(shard) as connection:
-            account = await account_sql.insert_account(connection, account_id, owner, currency)
-            if account is not None:
-                return account, True
-            existing = await account_sql.select_account(connection, account_id)
-        if existing is None:  # created and deleted in between: accounts are never deleted
-            raise WalletError("account_exists", f"account {account_id} could not be created; retry")
+
+        async def attempt() -> tuple[Account, bool] | Account:
+            shard = self.topology.shard_of(account_id)
+            pinned = account_id in self.topology.overrides
+            async with self.pools.connection(shard) as connection:
+                account = await account_sql.insert_account(connection, account_id, owner, currency, pinned)
+                if account is not None:
+                    return account, True
+                existing = await account_sql.select_account(connection, account_id)
+            if existing is None:  # accounts are never deleted: the shard does not own the slot
+                raise AccountsMoved([account_id])
+            return existing
+
+        created = await self._rerouting(attempt)
+        if isinstance(created, tuple):
+            return created
+        existing = created
         if existing.owner != owner or existing.currency != currency:
             raise WalletError("account_exists", f"account {account_id} already exists with other details")
         return existing, False
 
     async def get_account(self, account_id: object) -> Account:
         account_id = validation.check_account_id(account_id)
-        async with self.pools.connection(self.topology.shard_of(account_id)) as connection:
-            account = await account_sql.select_account(connection, account_id)
+
+        async def attempt() -> Account | None:
+            async with self.pools.connection(self.topology.shard_of(account_id)) as connection:
+                return await account_sql.select_account(connection, account_id)
+
+        account = await self._rerouting(attempt)
         if account is None:
             raise WalletError("account_not_found", f"account {account_id} does not exist")
         return account
@@ -136,8 +205,19 @@ class WalletService:
     async def set_account_status(self, account_id: object, status: str) -> Account:
         account_id = validation.check_account_id(account_id)
         assert status in ("active", "frozen"), "status is active or frozen"
-        async with self.pools.connection(self.topology.shard_of(account_id)) as connection:
-            account = await account_sql.update_account_status(connection, account_id, status)
+
+        async def attempt() -> Account | None:
+            async with self.pools.connection(self.topology.shard_of(account_id)) as connection:
+                updated = await account_sql.update_account_status(connection, account_id, status)
+                if updated is not None:
+                    return updated
+                # No such account (None), or not served here (select_account raises), or it
+                # became live here just now (route again).
+                if await account_sql.select_account(connection, account_id) is not None:
+                    raise AccountsMoved([account_id])
+                return None
+
+        account = await self._rerouting(attempt)
         if account is None:
             raise WalletError("account_not_found", f"account {account_id} does not exist")
         return account
@@ -253,7 +333,7 @@ class WalletService:
         future: asyncio.Future[TransferResult] = asyncio.get_running_loop().create_future()
         self.inflight[transfer.transaction_id] = future
         try:
-            result = await self._route(transfer)
+            result = await self._rerouting(lambda: self._route(transfer))
             future.set_result(result)
             return result
         except BaseException as error:

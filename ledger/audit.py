@@ -18,7 +18,7 @@ EXPLAINING_EVENTS_MAX = 20
 
 LIVE_PAGE = """
 SELECT account_id, currency, balance, reserved, version FROM accounts
-WHERE account_id > $1 ORDER BY account_id LIMIT $2
+WHERE account_id > $1 AND placement = 'live' ORDER BY account_id LIMIT $2
 """
 
 

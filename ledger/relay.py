@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 
 import asyncpg
 
@@ -87,10 +88,10 @@ class Relay:
         raise RuntimeError(f"outboxes not drained after {DRAIN_ROUNDS_MAX} rounds")
 
 
-def relay_worker(relay: Relay, interval_s: float = INTERVAL_S_DEFAULT) -> Periodic:
+def relay_worker(relay: Relay, interval_s: float = INTERVAL_S_DEFAULT, gate: Callable[[], bool] | None = None) -> Periodic:
     """Relays continuously while there is work, and polls every `interval_s` when there is none."""
 
     async def one_round() -> bool:
         return await relay.relay_once() > 0
 
-    return Periodic("ledger-relay", one_round, interval_s)
+    return Periodic("ledger-relay", one_round, interval_s, gate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, time, timedelta, timezone
+from typing import Callable
 
 import asyncpg
 
@@ -33,23 +34,25 @@ class LedgerService:
         self.worker: Periodic | None = None
         self.snapshots: asyncio.Task[None] | None = None
 
-    async def open(self, run_relay: bool = False) -> LedgerService:
+    async def open(self, run_relay: bool = False, gate: Callable[[], bool] | None = None) -> LedgerService:
         self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=POOL_SIZE_MAX, timeout=5,
                                               command_timeout=300, server_settings={**SERVER_SETTINGS,
                                                                                     "statement_timeout": "300s"})
         self.relay = Relay(self.pools, self.pool, self.shards)
         if run_relay:
-            self.worker = relay_worker(self.relay)
+            self.worker = relay_worker(self.relay, gate=gate)
             self.worker.start()
-            self.snapshots = asyncio.create_task(self._daily_snapshots(), name="ledger-daily-snapshot")
+            self.snapshots = asyncio.create_task(self._daily_snapshots(gate), name="ledger-daily-snapshot")
         return self
 
-    async def _daily_snapshots(self) -> None:
+    async def _daily_snapshots(self, gate: Callable[[], bool] | None) -> None:
         """A snapshot of 00:00 UTC, taken once the day has turned (and its events are relayed)."""
         while True:
             now = datetime.now(timezone.utc)
             midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=timezone.utc)
             await asyncio.sleep((midnight - now).total_seconds() + SNAPSHOT_SETTLE_S)
+            if gate is not None and not gate():
+                continue  # the leader takes it
             try:
                 await self.drain()
                 await self.snapshot(midnight)

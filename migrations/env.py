@@ -16,6 +16,8 @@ def shard_dsn() -> str:
     assert shard, "choose a shard: alembic -x shard=<name> upgrade head (or -x dsn=postgresql://...)"
     topology, path = topology_from(arguments)
     assert shard in topology.shards, f"shard {shard!r} is not in {path}; it has {sorted(topology.shards)}"
+    # Revision 0004 records the slots this shard owns (its fence).
+    context.config.attributes.setdefault("owned_slots", topology.slots_of(shard))
     return topology.shards[shard]
 
 

@@ -4,9 +4,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
+from typing import Callable
 
 from shard_router.topology import Topology, TopologyError
+
+
+# A file has no change notification we can rely on everywhere: watchers poll its stat.
+WATCH_POLL_MS = 250
 
 
 class FileTopologyStore:
@@ -46,3 +52,27 @@ class FileTopologyStore:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+    def watch(self, callback: Callable[[Topology], None]) -> Callable[[], None]:
+        """Calls `callback` (on a watcher thread) with the stored topology now and after
+        every change. Returns a function that stops the watch."""
+        stopped = threading.Event()
+
+        def poll() -> None:
+            seen: tuple[int, int] | None = None
+            while not stopped.is_set():
+                try:
+                    stat = self.path.stat()
+                    signature = (stat.st_mtime_ns, stat.st_size)
+                    if signature != seen:
+                        seen = signature
+                        callback(self.load())
+                except (OSError, TopologyError):
+                    pass  # missing or half-written elsewhere: keep the last good one
+                stopped.wait(WATCH_POLL_MS / 1000)
+
+        threading.Thread(target=poll, name=f"topology-watch:{self.path.name}", daemon=True).start()
+        return stopped.set
+
+    def close(self) -> None:
+        pass  # nothing held between calls

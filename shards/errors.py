@@ -15,3 +15,13 @@ class ShardUnavailable(ShardError):
 class ShardRetryable(ShardError):
     """A conflict that is safe to retry from scratch: the transaction was rolled back
     (serialization failure, deadlock, lock timeout, a racing idempotency insert)."""
+
+
+class AccountsMoved(Exception):
+    """The shard no longer serves (or does not yet serve) these accounts: a slot migration
+    moved them, or the caller routed with an old topology. Nothing was written; route
+    again with the current topology."""
+
+    def __init__(self, account_ids: list[str]) -> None:
+        super().__init__(f"accounts not served by this shard (moved or moving): {', '.join(account_ids[:5])}")
+        self.account_ids = account_ids

@@ -9,10 +9,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from shard_router.topology import Topology
+
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 
-def alembic_config(dsn: str, target: str = "shard") -> Config:
+def alembic_config(dsn: str, target: str = "shard", owned_slots: list[int] | None = None) -> Config:
     """target "shard" (a shard's schema) or "ledger" (the event ledger's database)."""
     assert target in ("shard", "ledger"), "target is shard or ledger"
     section = "alembic" if target == "shard" else "ledger"
@@ -20,6 +22,8 @@ def alembic_config(dsn: str, target: str = "shard") -> Config:
     location = REPOSITORY_ROOT / "migrations" if target == "shard" else REPOSITORY_ROOT / "migrations" / "ledger"
     config.set_main_option("script_location", str(location))
     config.attributes["dsn"] = dsn
+    if owned_slots is not None:
+        config.attributes["owned_slots"] = list(owned_slots)
     return config
 
 
@@ -29,9 +33,23 @@ def head_revision(target: str = "shard") -> str:
     return heads[0]
 
 
-def upgrade(dsn: str, revision: str = "head", target: str = "shard") -> None:
-    """Must not be called from a running event loop (env.py runs its own)."""
-    command.upgrade(alembic_config(dsn, target), revision)
+def upgrade(dsn: str, revision: str = "head", target: str = "shard", owned_slots: list[int] | None = None) -> None:
+    """Must not be called from a running event loop (env.py runs its own). A shard's
+    `owned_slots` (from the topology) seed its fence table in revision 0004."""
+    command.upgrade(alembic_config(dsn, target, owned_slots), revision)
+
+
+def upgrade_all(topology: Topology) -> None:
+    """Every shard, then the ledger's database, to head."""
+    for shard in sorted(topology.shards):
+        upgrade_shard(topology, shard)
+    if topology.ledger:
+        upgrade(topology.ledger, target="ledger")
+
+
+def upgrade_shard(topology: Topology, shard: str, revision: str = "head") -> None:
+    assert shard in topology.shards, f"shard {shard!r} is not in the topology; it has {sorted(topology.shards)}"
+    upgrade(topology.shards[shard], revision, owned_slots=topology.slots_of(shard))
 
 
 def downgrade(dsn: str, revision: str) -> None:

@@ -89,6 +89,20 @@ class ShardPools:
             connection_class=ShardConnection,
         )
 
+    async def set_address(self, name: str, dsn: str) -> None:
+        """A new shard, or a shard at a new address (a topology change): connect first,
+        then swap, then close the old pool once its connections are returned."""
+        if self.dsns.get(name) == dsn and name in self.pools:
+            return
+        self.dsns[name] = dsn
+        try:
+            pool = await self._create(name)
+        except Exception as error:
+            raise ShardUnavailable(name, f"cannot open pool: {error!r}") from error
+        old, self.pools[name] = self.pools.get(name), pool
+        if old is not None:
+            await old.close()
+
     async def close(self) -> None:
         pools, self.pools = self.pools, {}
         await asyncio.gather(*(pool.close() for pool in pools.values()), return_exceptions=True)

@@ -8,12 +8,14 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
     Identity,
     Index,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -37,11 +39,30 @@ accounts = Table(
     Column("version", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # The router's slot, computed by the database (wallet_slot is CRC32 mod 4096, as in
+    # shard_router/slots.py): a slot migration finds its accounts by it.
+    Column("slot", SmallInteger, Computed("wallet_slot(account_id)", persisted=True), nullable=False),
+    # live: this shard serves the account. incoming: copied here by a slot migration, not
+    # yet served. moved: served elsewhere now; every write here is refused.
+    Column("placement", Text, nullable=False, server_default=text("'live'")),
     CheckConstraint("balance >= 0", name="accounts_balance_not_negative"),
     CheckConstraint("reserved >= 0 AND reserved <= balance", name="accounts_reserved_within_balance"),
     CheckConstraint("status IN ('active', 'frozen')", name="accounts_status_known"),
     CheckConstraint("version >= 0", name="accounts_version_not_negative"),
     CheckConstraint("currency ~ '^[A-Z]{3}$'", name="accounts_currency_iso"),
+    CheckConstraint("placement IN ('live', 'incoming', 'moved')", name="accounts_placement_known"),
+    Index("accounts_slot", "slot"),
+)
+
+# The slots this shard owns: account creation checks it in the same statement, and a slot
+# migration moves a row from one shard to another. The fence that keeps a coordinator
+# routing with an old topology from creating an account on the wrong shard.
+shard_slots = Table(
+    "shard_slots",
+    metadata,
+    Column("slot", SmallInteger, primary_key=True, autoincrement=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("slot >= 0 AND slot < 4096", name="shard_slots_in_range"),
 )
 
 # One row per transaction id whose debit side (or deposit target) lives on this shard:

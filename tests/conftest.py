@@ -21,10 +21,8 @@ def cluster() -> Iterator[LocalCluster]:
     local = LocalCluster(home, shard_count=4)
     try:
         topology = local.start()
-        for dsn in topology.shards.values():
-            migrate.upgrade(dsn)
         assert topology.ledger
-        migrate.upgrade(topology.ledger, target="ledger")
+        migrate.upgrade_all(topology)
         yield local
     finally:
         local.stop()

@@ -1,0 +1,54 @@
+"""What a coordinator process shares with its peers: where the topology is stored (and
+the watch that follows it), and who runs the singletons (recovery worker, ledger relay).
+
+ZooKeeper when WALLET_ZK_HOSTS is set; else the topology file and a process that always
+leads (the embedded default: one machine).
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from coordinator.config import Settings
+from coordinator.zookeeper import AlwaysLeader, Leadership
+from shard_router.stores import TopologyStore, open_store
+from shard_router.topology import TopologyError
+
+LEADER_ROLE = "singletons"
+
+
+@dataclass
+class Coordination:
+    store: TopologyStore
+    leadership: Any  # Leadership or AlwaysLeader
+
+    def is_leader(self) -> bool:
+        return self.leadership.is_leader()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.leadership.stop)
+        await asyncio.to_thread(self.store.close)
+
+
+def open_topology_store(settings: Settings) -> TopologyStore:
+    return open_store(settings.topology_path, settings.zk_hosts, settings.zk_root, settings.zk_session_timeout_ms)
+
+
+async def open_coordination(settings: Settings, elect: bool = True) -> Coordination:
+    store = await asyncio.to_thread(open_topology_store, settings)
+    if not settings.zk_hosts or not elect:
+        return Coordination(store, AlwaysLeader() if elect else NeverLeader())
+    client = getattr(store, "client", None)
+    if client is None:
+        raise TopologyError("a ZooKeeper store is needed for leader election")
+    leadership = Leadership(client, f"{settings.zk_root}/leaders/{LEADER_ROLE}")
+    leadership.start()
+    return Coordination(store, leadership)
+
+
+class NeverLeader(AlwaysLeader):
+    """A one-shot command (CLI) that must not run the singletons."""
+
+    def is_leader(self) -> bool:
+        return False
