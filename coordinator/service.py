@@ -136,6 +136,8 @@ class WalletService:
                 return await action()
             except AccountsMoved as moved:
                 log.info("rerouting after a refusal (topology %s): %s", self.topology.version, moved)
+                if self.store is None:
+                    break  # nowhere to learn a newer topology from
                 if not await self.refresh_topology():
                     await asyncio.sleep(REROUTE_WAIT_MS * (attempt + 1) / 1000)
         raise WalletError("shard_unavailable", "the account is moving between shards; retry with the same transaction_id")

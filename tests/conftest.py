@@ -88,3 +88,21 @@ async def send_all(service: WalletService, requests: list[tuple[str, str, int]],
             expected[source] -= cents
             expected[target] += cents
     return outcomes, expected
+
+
+@pytest.fixture(scope="session")
+def zookeeper() -> Iterator[str]:
+    """A real standalone ZooKeeper server for the session: its hosts string."""
+    from shard_router.local_zookeeper import LocalZooKeeper
+
+    server = LocalZooKeeper(make_home("zookeeper"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def zk_root() -> str:
+    """A fresh root znode per test, so tests sharing the server do not see each other."""
+    return f"/wallet-test-{uuid.uuid4().hex[:12]}"

@@ -5,6 +5,12 @@ need=()
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+if [ ! -e /usr/share/java/zookeeper.jar ]; then
+  need+=(zookeeper)
+fi
+if ! command -v java >/dev/null 2>&1; then
+  need+=(default-jre-headless)
+fi
 if ! command -v runuser >/dev/null 2>&1; then
   need+=(util-linux)
 fi
