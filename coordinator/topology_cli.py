@@ -77,10 +77,9 @@ def command_set_shard(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def command_move_slot(args: argparse.Namespace, settings: Settings) -> int:
-    slots = slots_in(args.slots)
-    assert len(slots) <= MOVE_SLOTS_PER_CALL_MAX
-
     async def run() -> None:
+        slots = slots_in(args.slots)
+        assert len(slots) <= MOVE_SLOTS_PER_CALL_MAX
         store = await asyncio.to_thread(open_topology_store, settings)
         try:
             topology = await asyncio.to_thread(store.load)

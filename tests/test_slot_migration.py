@@ -280,3 +280,17 @@ async def test_flip_waits_for_an_open_hold(service: WalletService, store: ZooKee
     account, other = await service.get_account(source), await service.get_account(target)
     assert account.reserved == 0 and account.balance in (DEPOSIT_CENTS, DEPOSIT_CENTS - 500)
     assert account.balance + other.balance == 2 * DEPOSIT_CENTS
+
+
+async def test_watch_switches_the_coordinator_without_a_request(service: WalletService,
+                                                                store: ZooKeeperTopologyStore) -> None:
+    """Protects 'switch without restart': a version written to ZooKeeper reaches a running
+    coordinator by its watch alone, and it routes by it."""
+    current = service.topology
+    newcomer = f"pinned-{uuid.uuid4().hex[:8]}"
+    elsewhere = "shard2" if current.shard_of(newcomer) != "shard2" else "shard0"
+    store.save(Topology(current.version + 1, current.shards, current.slots, {newcomer: elsewhere}, current.ledger))
+    await wait_for_version(service, current.version + 1)
+    account, created = await service.create_account(newcomer, "owner", "USD")
+    assert created and service.topology.shard_of(newcomer) == elsewhere
+    assert await rows_everywhere(service.topology, newcomer) == {elsewhere: "live"}
