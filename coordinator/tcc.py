@@ -21,6 +21,7 @@ from uuid import UUID
 from coordinator import branches, fault_points
 from coordinator.branch_plan import BranchOp
 from coordinator.branch_protocol import BranchProtocol, Flow, Outcome
+from shards.errors import AccountsMoved
 
 
 class TccCoordinator(BranchProtocol):
@@ -28,8 +29,13 @@ class TccCoordinator(BranchProtocol):
 
     async def drive(self, flows: list[Flow]) -> dict[UUID, Outcome]:
         decisions = [branches.Decision(f.transfer, f.second_phase, f.error_code, False) for f in flows if f.second_phase]
+        rerouted: dict[UUID, Outcome] = {}
         for flow, tried in await self.try_credits([f for f in flows if not f.second_phase]):
-            if isinstance(tried, Exception):
+            if isinstance(tried, AccountsMoved):
+                # The receiver's slot moved: nothing was tried; the caller routes again and
+                # this flow resumes from its phase state (a refusal is not a failure).
+                rerouted[flow.transfer.transaction_id] = tried
+            elif isinstance(tried, Exception):
                 decisions.append(branches.Decision(flow.transfer, "cancel", "transfer_aborted", False))
             elif tried.ok:
                 decisions.append(branches.Decision(flow.transfer, "confirm", None, tried.out_of_order))
@@ -37,7 +43,7 @@ class TccCoordinator(BranchProtocol):
                 decisions.append(branches.Decision(flow.transfer, "cancel", tried.error_code, tried.out_of_order))
 
         fault_points.reach("tcc.after_try_credit")
-        outcomes: dict[UUID, Outcome] = {}
+        outcomes: dict[UUID, Outcome] = dict(rerouted)
         decided: list[tuple[branches.Decision, str]] = []
         for decision, result in await self.decide_debits(decisions, final_state="sent"):
             outcomes[decision.transfer.transaction_id] = result

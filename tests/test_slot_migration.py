@@ -163,7 +163,7 @@ async def test_slot_moves_while_transfers_run(service: WalletService, store: Zoo
             try:
                 result = await service.transfer(source, target, f"{cents // 100}.{cents % 100:02d}", "USD",
                                                 str(uuid.uuid4()), mode)
-                status = result.status
+                status = result.status if result.status == "success" else f"{result.status}:{result.error_code}:{mode}"
             except WalletError as error:
                 status = error.code
             outcomes[status] = outcomes.get(status, 0) + 1
@@ -179,7 +179,7 @@ async def test_slot_moves_while_transfers_run(service: WalletService, store: Zoo
     *_, report = await asyncio.gather(*(client(n) for n in range(6)), mover())
     assert report.moved == len(moving) and report.source == "shard0"
     assert outcomes.get("success", 0) > 100, outcomes
-    assert set(outcomes) <= {"success", "insufficient_funds"}, outcomes
+    assert set(outcomes) == {"success"}, outcomes
     await wait_for_version(service, report.version)
     assert service.topology.shard_of(moving[0]) == "shard2"
 

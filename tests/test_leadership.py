@@ -1,0 +1,71 @@
+"""The election bridge (coordinator/zookeeper.py) against a ZooKeeper of its own, which
+this test stops and starts: one leader at a time; a SUSPENDED session stops the leader at
+once; a LOST one hands the role to the other contender."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+import pytest
+
+from coordinator.zookeeper import Leadership
+from shard_router.local_zookeeper import LocalZooKeeper
+from shard_router.stores import connect_zookeeper
+from tests.conftest import make_home
+
+SESSION_TIMEOUT_MS = 6000
+WAIT_S = 20
+
+
+def eventually(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def own_zookeeper() -> Iterator[LocalZooKeeper]:
+    server = LocalZooKeeper(make_home("zk-election"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_one_leader_suspended_stops_lost_hands_over(own_zookeeper: LocalZooKeeper) -> None:
+    """Protects the singletons: never two acting leaders, and a leader cut off from ZooKeeper
+    stops acting before anyone else can take over."""
+    first_client = connect_zookeeper(own_zookeeper.hosts, SESSION_TIMEOUT_MS)
+    second_client = connect_zookeeper(own_zookeeper.hosts, SESSION_TIMEOUT_MS)
+    first = Leadership(first_client, "/wallet/leaders/singletons", "first")
+    second = Leadership(second_client, "/wallet/leaders/singletons", "second")
+    try:
+        first.start()
+        eventually(first.is_leader, "the first leader")
+        second.start()
+        time.sleep(1)
+        assert first.is_leader() and not second.is_leader()
+        assert first.leader() == "first"
+
+        # The server goes away: both sessions are SUSPENDED, and the leader stops at once.
+        own_zookeeper.stop()
+        eventually(lambda: not first.is_leader(), "the suspended leader to stop", timeout_s=5)
+        assert not second.is_leader()
+        # Back within the session timeout: the same session, the same leader.
+        own_zookeeper.start()
+        eventually(first.is_leader, "the leader to resume its session")
+        assert not second.is_leader()
+
+        # The leader's session ends (LOST): the other contender takes the role.
+        first_client.stop()
+        assert not first.is_leader()
+        eventually(second.is_leader, "the second contender to lead")
+        assert second.leader() == "second"
+    finally:
+        first.stop()
+        second.stop()
+        for client in (first_client, second_client):
+            client.stop()
+            client.close()
