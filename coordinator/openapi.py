@@ -43,12 +43,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "Deposit": {
         "type": "object", "additionalProperties": False, "required": ["amount", "transaction_id"],
-        "properties": {"amount": AMOUNT, "transaction_id": TRANSACTION_ID},
+        "properties": {"amount": AMOUNT,
+                       "transaction_id": {**TRANSACTION_ID, "example": "9d0c4f7e-2b1a-4e8d-8c3f-5a6b7c8d9e01"}},
     },
     "TransferRequest": {
         "type": "object", "additionalProperties": False,
         "required": ["from_account", "to_account", "amount", "currency", "transaction_id"],
-        "properties": {"from_account": ACCOUNT_ID, "to_account": ACCOUNT_ID, "amount": AMOUNT, "currency": CURRENCY,
+        "properties": {"from_account": ACCOUNT_ID, "to_account": {**ACCOUNT_ID, "example": "bob"}, "amount": AMOUNT,
+                       "currency": CURRENCY,
                        "transaction_id": TRANSACTION_ID, "mode": MODE},
     },
     "Transfer": {
@@ -101,6 +103,11 @@ SCHEMAS: dict[str, Any] = {
                                           "reserved_change": SIGNED_AMOUNT, "balance_after": SIGNED_AMOUNT,
                                           "at": {"type": "string"}}}}},
     },
+    "Event": {  # one server-sent event; `data` is JSON: Pending for phase, Transfer for final
+        "type": "object", "required": ["data"],
+        "properties": {"event": {"type": "string", "enum": ["phase", "final", "timeout", "error"]},
+                       "data": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer"}},
+    },
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
     "Ready": {
         "type": "object", "required": ["status", "checks"],
@@ -110,8 +117,15 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
+def json_body(schema: dict[str, Any], example: dict[str, Any] | None = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"required": True, "content": {"application/json": media}}
+
+
+TRANSFER_EXAMPLE = {"from_account": "alice", "to_account": "bob", "amount": "12.50", "currency": "USD",
+                    "transaction_id": "6f1d3c2b-8a4e-4f0b-b7d5-1e9c0a2f3b44", "mode": "2pc"}
 
 
 def ok(description: str, schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
@@ -183,11 +197,14 @@ def document() -> dict[str, Any]:
                 "responses": {"200": ok("a page", ref("History")), **problems(404, 422, *SECURED)}}},
             "/v1/wallet/balance_transfer": {"post": {
                 "summary": "move money out of an account you own; idempotent on transaction_id",
-                "requestBody": json_body(ref("TransferRequest")),
+                "requestBody": json_body(ref("TransferRequest"), TRANSFER_EXAMPLE),
                 "responses": {"200": ok("moved", ref("Transfer")), **problems(400, 404, 409, 422, *SECURED)}}},
             "/v1/transfers:batch": {"post": {
                 "summary": "up to 1,000 transfers; one result each, in order",
-                "requestBody": json_body(ref("BatchRequest")),
+                "requestBody": json_body(ref("BatchRequest"), {"transfers": [
+                    {**TRANSFER_EXAMPLE, "transaction_id": "0b9c2a1e-5f7d-4c1a-9e3b-6d2f8a7c4e10", "mode": "tcc"},
+                    {**TRANSFER_EXAMPLE, "from_account": "bob", "to_account": "alice", "mode": "saga",
+                     "transaction_id": "3f2b8c1e-0d4a-4b7e-9a51-2c7d9e0f1a23"}]}),
                 "responses": {"200": ok("one result per item", ref("BatchResults")),
                               **problems(400, 422, *SECURED)}}},
             "/v1/transfers/{transaction_id}": {"get": {
@@ -199,7 +216,7 @@ def document() -> dict[str, Any]:
             "/v1/transfers/{transaction_id}/events": {"get": {
                 "summary": "server-sent events: `phase` while pending, then `final`",
                 "parameters": [TRANSACTION_PATH],
-                "responses": {"200": ok("an event stream", {"type": "string"}, "text/event-stream"),
+                "responses": {"200": ok("an event stream", ref("Event"), "text/event-stream"),
                               **problems(404, 422, *SECURED)}}},
             "/metrics": {"get": {
                 "summary": "Prometheus metrics (admin)",
