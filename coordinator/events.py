@@ -37,7 +37,9 @@ async def transfer_state(service: WalletService, transaction_id: str) -> tuple[i
         if phase is None and await service.in_doubt(transaction_id):
             phase = "in-doubt"  # prepared, outcome not yet applied: recovery will finish it
         if phase is None:
-            raise
+            # It may have been recorded while we looked elsewhere (its batch committed and left
+            # this process between our reads): one more look before calling it unknown.
+            return 200, (await service.get_transfer(transaction_id)).to_json()
         return 202, {"transaction_id": transaction_id, "status": "pending", "phase": phase}
     return 200, result.to_json()
 
