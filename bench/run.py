@@ -139,7 +139,8 @@ request = function()
   local pair = pairs[(counter %% #pairs) + 1]
   local body = '{"from_account":"' .. pair[1] .. '","to_account":"' .. pair[2] ..
     '","amount":"0.01","currency":"USD","transaction_id":"' .. uuid() .. '","mode":"%(mode)s"}'
-  return wrk.format("POST", "/v1/wallet/balance_transfer", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/v1/wallet/balance_transfer",
+    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %(token)s"}, body)
 end
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %%d %%d %%d %%f %%f %%f\\n", summary.requests,
@@ -153,8 +154,16 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
                workdir: Path) -> Point | None:
     if shutil.which("wrk") is None:
         return None
+    from coordinator.auth import issue_token, load_secret
+    from coordinator.config import Settings
+
     port = free_port()
-    environment = {**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_PORT": str(port)}
+    # An admin token (its own, higher rate limit); per-transfer logs off: they would cost the point.
+    secret = load_secret(Settings(home=cluster.home, topology_path=cluster.topology_path), create=True)
+    token = issue_token(secret or "", "bench", "admin")
+    environment = {**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_PORT": str(port),
+                   "WALLET_LOG_LEVEL": "warning"}
+    environment.pop("WALLET_AUTH_SECRET", None)
     server = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "serve"], env=environment,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -171,7 +180,7 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
             time.sleep(0.2)
         pairs = ",".join(f'{{"{a}","{b}"}}' for a, b in (workload.pair() for _ in range(20_000)))
         script = workdir / "transfer.lua"
-        script.write_text(WRK_SCRIPT % {"pairs": pairs, "mode": mode})
+        script.write_text(WRK_SCRIPT % {"pairs": pairs, "mode": mode, "token": token})
         completed = subprocess.run(
             ["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, int(seconds))}s", "--timeout", "10s",
              "-s", str(script), f"http://127.0.0.1:{port}"], capture_output=True, text=True, timeout=seconds + 120)

@@ -11,10 +11,11 @@ from typing import Any, Awaitable, Callable
 
 import asyncpg
 
+from coordinator.auth import SCOPES, TOKEN_TTL_S_DEFAULT, TOKEN_TTL_S_MAX, issue_token, load_secret, secret_path
 from coordinator.config import Settings
 from coordinator.coordination import open_topology_store
 from coordinator.topology_cli import add_topology_commands
-from coordinator.validation import check_moment
+from coordinator.validation import check_moment, check_owner
 from coordinator.money import format_amount
 from ledger.service import LedgerService
 from coordinator.errors import WalletError
@@ -60,6 +61,7 @@ def start_local_cluster(settings: Settings, shards: int) -> Any:
         raise SystemExit(f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} for a local cluster")
     topology = cluster.start()
     migrate.upgrade_all(topology)
+    load_secret(settings, create=True)  # kept in the home: restarts keep issued tokens valid
     return cluster
 
 
@@ -85,15 +87,43 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from coordinator.app import build_app
 
+    from coordinator.logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
     cluster = start_local_cluster(settings, args.shards) if args.local else None
     try:
         host, port = args.host or settings.host, args.port or settings.port
         print(f"serving the wallet API on http://{host}:{port} (Ctrl-C stops)", flush=True)
+        if args.local:
+            token = issue_token(load_secret(settings, create=True) or "", "admin", "admin")
+            print(f"admin token (valid {TOKEN_TTL_S_DEFAULT // 86400} days): {token}\n"
+                  f"  curl -H 'Authorization: Bearer {token}' http://{host}:{port}/v1/accounts/alice", flush=True)
         uvicorn.run(build_app(settings), host=host, port=port, log_level="warning", lifespan="on")
     finally:
         if cluster is not None:
             cluster.stop()
             print("local cluster stopped", flush=True)
+    return 0
+
+
+# -- tokens -------------------------------------------------------------------------------
+def command_token_issue(args: argparse.Namespace, settings: Settings) -> int:
+    """HS256 with the deployment's secret, or, given --private-key, an asymmetric token."""
+    scope = "admin" if args.admin else "user"
+    check_owner(args.owner)
+    ttl_s = int(args.ttl_hours * 3600)
+    if not 0 < ttl_s <= TOKEN_TTL_S_MAX:
+        raise SystemExit(f"--ttl-hours must be in (0, {TOKEN_TTL_S_MAX // 3600}]")
+    if args.private_key:
+        key = open(args.private_key).read()
+        token = issue_token(key, args.owner, scope, ttl_s, algorithm=args.algorithm)
+    else:
+        secret = load_secret(settings)
+        if secret is None:
+            raise SystemExit(f"no token secret: set WALLET_AUTH_SECRET or run `wallet dev up` "
+                             f"(it keeps one in {secret_path(settings.home)})")
+        token = issue_token(secret, args.owner, scope, ttl_s)
+    print(token)
     return 0
 
 
@@ -204,8 +234,35 @@ def ledger_of(service: WalletService) -> LedgerService:
 
 
 def command_ledger_relay(args: argparse.Namespace, settings: Settings) -> int:
+    if args.follow:
+        return follow_relay(settings)
     moved = with_service(settings, lambda s: ledger_of(s).drain())
     print(f"relayed {moved} outbox rows into the ledger")
+    return 0
+
+
+def follow_relay(settings: Settings) -> int:
+    """The relay as its own process (coordinators then run with WALLET_RELAY=off)."""
+    from coordinator.logs import configure_logging
+    from ledger.relay import relay_worker
+
+    configure_logging(settings.log_format, settings.log_level)
+
+    async def run() -> None:
+        async with WalletService(load_topology(settings), settings) as service:
+            ledger = ledger_of(service)
+            assert ledger.relay is not None, "the ledger service opens its relay"
+            worker = relay_worker(ledger.relay)
+            worker.start()
+            try:
+                await asyncio.Event().wait()  # until Ctrl-C or SIGTERM
+            finally:
+                await worker.stop()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -279,6 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default WALLET_PORT or 8000)")
     serve.set_defaults(handler=command_serve)
 
+    token = commands.add_parser("token", help="bearer tokens for the API")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    issue = token_commands.add_parser("issue", help="print a signed token for an owner (scope user, or --admin)")
+    issue.add_argument("--owner", required=True, help="the owner the token acts for (as on its accounts)")
+    issue.add_argument("--admin", action="store_true", help=f"scope admin (default user); scopes: {', '.join(SCOPES)}")
+    issue.add_argument("--ttl-hours", type=float, default=TOKEN_TTL_S_DEFAULT / 3600, help="lifetime (default 30 days)")
+    issue.add_argument("--private-key", help="sign with this PEM private key (asymmetric; the API then needs "
+                       "WALLET_AUTH_PUBLIC_KEY_FILE)")
+    issue.add_argument("--algorithm", default="RS256", choices=["RS256", "ES256", "EdDSA"],
+                       help="with --private-key (default RS256)")
+    issue.set_defaults(handler=command_token_issue)
+
     db = commands.add_parser("db", help="per-shard schema migrations (alembic)")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     upgrade = db_commands.add_parser(
@@ -333,8 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "`wallet bench --help` for its options", add_help=False)
     ledger = commands.add_parser("ledger", help="the hash-chained event ledger: relay, verify, replay, snapshot, audit")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
-    ledger_commands.add_parser("relay", help="copy every outbox row into the ledger now (serve does it continuously)"
-                               ).set_defaults(handler=command_ledger_relay)
+    relay = ledger_commands.add_parser("relay", help="copy every outbox row into the ledger now "
+                                       "(serve does it continuously, unless WALLET_RELAY=off)")
+    relay.add_argument("--follow", action="store_true", help="keep relaying until stopped (a relay process)")
+    relay.set_defaults(handler=command_ledger_relay)
     ledger_commands.add_parser("verify", help="check every stream's hash chain; name any edited, removed or reordered event"
                                ).set_defaults(handler=command_ledger_verify)
     replay = ledger_commands.add_parser("replay", help="rebuild balances from the ledger at a moment")

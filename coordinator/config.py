@@ -9,6 +9,9 @@ from coordinator.domain import MODES
 from coordinator.group_commit import BatchLimits
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None:
@@ -17,6 +20,16 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _file_text(name: str) -> str | None:
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    try:
+        return Path(raw).read_text()
+    except OSError as error:
+        raise SystemExit(f"{name}: cannot read {raw}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -32,11 +45,27 @@ class Settings:
     zk_hosts: str | None = None
     zk_root: str = "/wallet"
     zk_session_timeout_ms: int = 10_000
+    # Bearer tokens: HS256 with this secret (None: $WALLET_HOME/auth-secret), or, with a
+    # public key (PEM), asymmetric tokens (RS256, ES256, EdDSA) checked against it.
+    auth_secret: str | None = None
+    auth_public_key: str | None = None
+    # Requests per second per token, with a burst; admin tokens (operators, benchmarks) get more.
+    rate_per_s: float = 50.0
+    rate_burst: int = 100
+    admin_rate_per_s: float = 20_000.0
+    admin_rate_burst: int = 40_000
+    log_format: str = "json"
+    log_level: str = "info"
+    run_relay: bool = True  # relay outboxes to the ledger inside `wallet serve` (off: a separate relay)
 
     def __post_init__(self) -> None:
         assert self.default_mode in MODES, f"WALLET_MODE must be one of {MODES}"
         assert self.zk_root.startswith("/") and not self.zk_root.endswith("/"), "WALLET_ZK_ROOT must look like /wallet"
         assert 2_000 <= self.zk_session_timeout_ms <= 60_000, "WALLET_ZK_SESSION_TIMEOUT_MS must be 2000..60000"
+        assert self.rate_per_s > 0 and self.rate_burst >= 1, "WALLET_RATE_PER_S must be > 0 and WALLET_RATE_BURST >= 1"
+        assert self.admin_rate_per_s > 0 and self.admin_rate_burst >= 1, "admin rates must be positive"
+        assert self.log_format in ("json", "text"), "WALLET_LOG_FORMAT must be json or text"
+        assert self.log_level in LOG_LEVELS, f"WALLET_LOG_LEVEL must be one of {LOG_LEVELS}"
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -51,6 +80,15 @@ class Settings:
             zk_hosts=os.environ.get("WALLET_ZK_HOSTS") or None,
             zk_root=os.environ.get("WALLET_ZK_ROOT", "/wallet"),
             zk_session_timeout_ms=_int("WALLET_ZK_SESSION_TIMEOUT_MS", 10_000),
+            auth_secret=os.environ.get("WALLET_AUTH_SECRET") or None,
+            auth_public_key=_file_text("WALLET_AUTH_PUBLIC_KEY_FILE"),
+            rate_per_s=_int("WALLET_RATE_PER_S", 50),
+            rate_burst=_int("WALLET_RATE_BURST", 100),
+            admin_rate_per_s=_int("WALLET_ADMIN_RATE_PER_S", 20_000),
+            admin_rate_burst=_int("WALLET_ADMIN_RATE_BURST", 40_000),
+            log_format=os.environ.get("WALLET_LOG_FORMAT", "json"),
+            log_level=os.environ.get("WALLET_LOG_LEVEL", "info"),
+            run_relay=os.environ.get("WALLET_RELAY", "on") != "off",
             limits=BatchLimits(
                 batch_size_max=_int("WALLET_BATCH_SIZE_MAX", 1000),
                 batch_wait_ms=_int("WALLET_BATCH_WAIT_MS", 0),

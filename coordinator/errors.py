@@ -17,6 +17,9 @@ ERROR_STATUS: dict[str, int] = {
     "idempotency_conflict": 409,
     "transfer_aborted": 409,
     "shard_unavailable": 503,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "rate_limited": 429,
 }
 
 # Business outcomes that are recorded against the transaction id: a retry gets the same answer.

@@ -34,9 +34,20 @@ def topology(cluster: LocalCluster) -> Topology:
     return cluster.topology
 
 
+# The API's token secret in tests (HS256 needs at least 32 bytes).
+TEST_SECRET = "wallet-tests-secret-0123456789abcdef-0123456789"
+
+
+def bearer(owner: str = "admin", admin: bool = True) -> dict[str, str]:
+    """Authorization headers for a token signed with the tests' secret."""
+    from coordinator.auth import issue_token
+
+    return {"Authorization": f"Bearer {issue_token(TEST_SECRET, owner, 'admin' if admin else 'user')}"}
+
+
 @pytest.fixture
 def settings(cluster: LocalCluster) -> Settings:
-    return Settings(home=cluster.home, topology_path=cluster.topology_path)
+    return Settings(home=cluster.home, topology_path=cluster.topology_path, auth_secret=TEST_SECRET)
 
 
 @pytest.fixture

@@ -10,14 +10,15 @@ import pytest
 from coordinator.app import BODY_BYTES_MAX, build_app
 from coordinator.service import WalletService
 from shard_router.topology import Topology
-from tests.conftest import accounts_on
+from tests.conftest import accounts_on, bearer
 
 
 @pytest.fixture
 async def client(service: WalletService, settings) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    """An admin's client (authorization has its own tests in test_security.py)."""
     app = build_app(settings, service=service)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://wallet.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://wallet.test", headers=bearer()) as http:
         yield http
 
 

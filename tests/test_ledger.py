@@ -20,7 +20,7 @@ from coordinator.service import WalletService
 from ledger.replay import END_OF_TIME
 from shard_router.topology import Topology
 from shards.cluster import LocalCluster
-from tests.conftest import accounts_on, open_accounts
+from tests.conftest import accounts_on, bearer, open_accounts
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SHARDS = ("shard0", "shard1", "shard2", "shard3")
@@ -231,7 +231,8 @@ async def test_history_and_balance_at_over_http(service: WalletService, topology
     await service.transfer(alice, bob, "2.00", "USD", str(uuid.uuid4()))
     await service.ledger.drain()
     app = build_app(settings, service=service)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test",
+                                 headers=bearer()) as client:
         first = (await client.get(f"/v1/accounts/{alice}/transactions", params={"limit": 4})).json()
         assert [i["version"] for i in first["items"]] == [1, 2, 3, 4] and first["next_after_version"] == 4
         assert first["items"][0]["kind"] == "deposit" and first["items"][1]["amount"] == "-1.00"

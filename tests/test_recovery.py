@@ -15,7 +15,7 @@ from coordinator.app import build_app
 from coordinator.service import WalletService
 from shard_router.topology import Topology
 from shards.cluster import LocalCluster
-from tests.conftest import accounts_on, open_accounts
+from tests.conftest import accounts_on, bearer, open_accounts
 from tests.test_two_phase import balances, prepared_count
 from tests.victim import kill_at
 
@@ -42,7 +42,8 @@ async def test_two_workers_at_once_and_young_batches(
     doubtful = [t["id"] for t in transfers if await service.in_doubt(t["id"])]
     assert doubtful, "a prepared branch holds some transfer records"
     app = build_app(service.settings, service=service)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test",
+                                 headers=bearer()) as client:
         shown = await client.get(f"/v1/transfers/{doubtful[0]}")
         assert shown.status_code == 202 and shown.json()["phase"] == "in-doubt"
 

@@ -26,13 +26,21 @@ def start(home: Path, port: int) -> subprocess.Popen[str]:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def wait_ready(process: subprocess.Popen[str], url: str) -> None:
+def wait_ready(process: subprocess.Popen[str], url: str) -> dict[str, str]:
+    """Waits for /readyz; returns admin headers from the token `serve --local` prints."""
     deadline = time.monotonic() + START_TIMEOUT_S
+    token = None
+    assert process.stdout is not None
+    while token is None:
+        line = process.stdout.readline()
+        assert line, "serve exited before printing its admin token"
+        if line.startswith("admin token"):
+            token = line.rsplit(": ", 1)[1].strip()
     while time.monotonic() < deadline:
         assert process.poll() is None, f"serve exited early:\n{process.stdout.read() if process.stdout else ''}"
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return {"Authorization": f"Bearer {token}"}
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -57,12 +65,21 @@ def test_serve_local_round_trip() -> None:
     url = f"http://127.0.0.1:{port}"
     process = start(home, port)
     try:
-        wait_ready(process, url)
+        admin = wait_ready(process, url)
         assert len(servers_running(home)) == 5  # 4 shards and the ledger
-        response = httpx.post(f"{url}/v1/accounts", json={"account_id": "alice", "owner": "alice", "currency": "EUR"})
+        assert httpx.get(f"{url}/v1/accounts/alice").status_code == 401
+        response = httpx.post(f"{url}/v1/accounts", json={"account_id": "alice", "owner": "alice", "currency": "EUR"},
+                              headers=admin)
         assert response.status_code == 201, response.text
-        response = httpx.post(f"{url}/v1/accounts/alice/deposits", json={"amount": "42.00", "transaction_id": str(uuid.uuid4())})
+        response = httpx.post(f"{url}/v1/accounts/alice/deposits", json={"amount": "42.00", "transaction_id": str(uuid.uuid4())},
+                              headers=admin)
         assert response.status_code == 200, response.text
+        # `wallet token issue` signs with the secret `serve --local` keeps in the home.
+        issued = subprocess.run([WALLET, "token", "issue", "--owner", "alice"], env={**os.environ, "WALLET_HOME": str(home)},
+                                capture_output=True, text=True, timeout=60)
+        assert issued.returncode == 0, issued.stderr
+        alice = {"Authorization": f"Bearer {issued.stdout.strip()}"}
+        assert httpx.get(f"{url}/v1/accounts/alice", headers=alice).json()["balance"] == "42.00"
 
         # Take alice's shard away: a clear 503, and service resumes once it is back.
         from shard_router.file_store import FileTopologyStore
@@ -72,11 +89,12 @@ def test_serve_local_round_trip() -> None:
         cluster.servers = cluster._known_servers()
         shard = FileTopologyStore(home / "topology.json").load().shard_of("alice")
         cluster.stop_shard(shard)
-        down = httpx.get(f"{url}/v1/accounts/alice")
+        down = httpx.get(f"{url}/v1/accounts/alice", headers=admin)
         assert down.status_code == 503 and down.json()["code"] == "shard_unavailable"
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
         cluster.start_shard(shard)
         deadline = time.monotonic() + 30
-        while httpx.get(f"{url}/v1/accounts/alice").status_code != 200:
+        while httpx.get(f"{url}/v1/accounts/alice", headers=admin).status_code != 200:
             assert time.monotonic() < deadline, "the shard's pool did not reconnect"
             time.sleep(0.2)
 
@@ -86,7 +104,7 @@ def test_serve_local_round_trip() -> None:
 
         process = start(home, port)
         wait_ready(process, url)
-        again = httpx.get(f"{url}/v1/accounts/alice")
+        again = httpx.get(f"{url}/v1/accounts/alice", headers=alice)  # the old token still works
         assert again.status_code == 200 and again.json()["balance"] == "42.00"
         interrupt(process)
     finally:

@@ -14,7 +14,7 @@ from coordinator.domain import Transfer
 from coordinator.errors import WalletError
 from coordinator.service import WalletService
 from shard_router.topology import Topology
-from tests.conftest import accounts_on, open_accounts, send_all
+from tests.conftest import accounts_on, bearer, open_accounts, send_all
 from tests.outbox_check import assert_outbox_explains
 from tests.test_two_phase import balances
 
@@ -184,7 +184,8 @@ async def test_unfinished_transfer_shows_its_phase(service: WalletService, topol
     (start,) = await branches.try_debits(service.pools, "shard0", [transfer], {})
     assert start.kind == "held"
     app = build_app(settings, service=service)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test",
+                                 headers=bearer()) as client:
         pending = await client.get(f"/v1/transfers/{transfer.transaction_id}")
         assert pending.status_code == 202 and pending.json()["phase"] == "trying"
         await service.recover(abort_after_ms=0)

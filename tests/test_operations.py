@@ -1,0 +1,165 @@
+"""Operations over the real app on real shards: readiness, metrics that move with
+transfers, push status (server-sent events, long poll), JSON logs with the transaction id."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+import uuid
+from typing import AsyncIterator
+
+import httpx
+import pytest
+
+from coordinator.app import build_app
+from coordinator.config import Settings
+from coordinator.logs import JsonFormatter
+from coordinator.service import WalletService
+from shard_router.topology import Topology
+from tests.conftest import accounts_on, bearer
+
+
+@pytest.fixture
+async def http(service: WalletService, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = build_app(settings, service=service)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test",
+                                 headers=bearer()) as client:
+        yield client
+
+
+async def open_pair(http: httpx.AsyncClient, topology: Topology, shards: tuple[str, str]) -> tuple[str, str]:
+    source, = accounts_on(topology, shards[0], 1)
+    target, = accounts_on(topology, shards[1], 1)
+    for account in (source, target):
+        response = await http.post("/v1/accounts", json={"account_id": account, "owner": "o", "currency": "USD"})
+        assert response.status_code == 201, response.text
+    deposit = await http.post(f"/v1/accounts/{source}/deposits", json={"amount": "50.00",
+                                                                       "transaction_id": str(uuid.uuid4())})
+    assert deposit.status_code == 200
+    return source, target
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value from the Prometheus text format (0 when absent)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    pattern = re.compile(rf"^{re.escape(name)}(\{{{re.escape(wanted)}\}})? ([0-9.e+-]+)$" if labels
+                         else rf"^{re.escape(name)} ([0-9.e+-]+)$", re.M)
+    found = pattern.search(text)
+    return float(found.groups()[-1]) if found else 0.0
+
+
+async def test_health_and_readiness(http: httpx.AsyncClient, topology: Topology) -> None:
+    """/healthz says the process is up; /readyz checks every shard and the ledger at head."""
+    assert (await http.get("/healthz", headers={})).json() == {"status": "ok"}
+    ready = await http.get("/readyz", headers={})
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {**{shard: "ok" for shard in topology.shards}, "ledger": "ok"}
+    assert ready.json()["topology_version"] == topology.version
+
+
+async def test_metrics_move_with_transfers(http: httpx.AsyncClient, topology: Topology) -> None:
+    """Transfers by mode and outcome, latency, batch sizes and pool usage show in /metrics."""
+    source, target = await open_pair(http, topology, ("shard0", "shard1"))
+    before = (await http.get("/metrics")).text
+    for mode in ("2pc", "tcc", "saga"):
+        body = {"from_account": source, "to_account": target, "amount": "1.00", "currency": "USD",
+                "transaction_id": str(uuid.uuid4()), "mode": mode}
+        assert (await http.post("/v1/wallet/balance_transfer", json=body)).status_code == 200
+    poor = {"from_account": source, "to_account": target, "amount": "999.00", "currency": "USD",
+            "transaction_id": str(uuid.uuid4())}
+    assert (await http.post("/v1/wallet/balance_transfer", json=poor)).status_code == 409
+    after = (await http.get("/metrics")).text
+    for mode in ("2pc", "tcc", "saga"):
+        labels = {"kind": "transfer", "mode": mode, "outcome": "success"}
+        assert sample(after, "wallet_transfers_total", **labels) == sample(before, "wallet_transfers_total", **labels) + 1
+    labels = {"kind": "transfer", "mode": "2pc", "outcome": "insufficient_funds"}
+    assert sample(after, "wallet_transfers_total", **labels) == sample(before, "wallet_transfers_total", **labels) + 1
+    assert sample(after, "wallet_transfer_seconds_count", kind="transfer", mode="tcc") >= 1
+    assert sample(after, "wallet_batch_size_count", applier="2pc") >= 2
+    assert sample(after, "wallet_transfers_total", kind="deposit", mode="local", outcome="success") >= 1
+    for shard in topology.shards:
+        assert sample(after, "wallet_shard_up", shard=shard) == 1
+        assert sample(after, "wallet_pool_connections_max", shard=shard) > 0
+        assert sample(after, "wallet_in_doubt_branches", shard=shard) == 0
+    for name in ("wallet_open_holds", "wallet_outbox_events", "wallet_outbox_lag_seconds", "wallet_http_requests_total"):
+        assert name in after
+
+
+async def test_events_stream_phases_until_final(http: httpx.AsyncClient, service: WalletService,
+                                                topology: Topology) -> None:
+    """GET /v1/transfers/{id}/events pushes `phase` while the batch is open, then `final`;
+    ?wait= answers once final; an unknown id is a 404 at once, never a hanging stream."""
+    source, target = await open_pair(http, topology, ("shard2", "shard2"))
+    key = str(uuid.uuid4())
+    release = asyncio.Event()
+    applier = service.appliers["shard2"]
+    original = applier.apply_batch
+
+    async def slow(batch):  # type: ignore[no-untyped-def]
+        await release.wait()
+        return await original(batch)
+
+    applier.apply_batch = slow
+    try:
+        body = {"from_account": source, "to_account": target, "amount": "2.00", "currency": "USD",
+                "transaction_id": key}
+        sending = asyncio.create_task(http.post("/v1/wallet/balance_transfer", json=body))
+        while not service.in_flight(key):
+            await asyncio.sleep(0.01)
+        streaming = asyncio.create_task(http.get(f"/v1/transfers/{key}/events"))
+        waiting = asyncio.create_task(http.get(f"/v1/transfers/{key}?wait=10"))
+        short = await http.get(f"/v1/transfers/{key}?wait=0")
+        assert short.status_code == 202 and short.json()["phase"] == "preparing"
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        release.set()
+        assert (await sending).status_code == 200
+    finally:
+        applier.apply_batch = original
+    waited = await waiting
+    assert waited.status_code == 200 and waited.json()["phase"] == "committed"
+    stream = await streaming
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    events = [(block.split("\n")[0], json.loads(block.split("data: ", 1)[1]))
+              for block in stream.text.strip().split("\n\n") if block.startswith("event:")]
+    assert events[0] == ("event: phase", {"transaction_id": key, "status": "pending", "phase": "preparing"})
+    assert events[-1][0] == "event: final" and events[-1][1]["phase"] == "committed"
+    missing = await http.get(f"/v1/transfers/{uuid.uuid4()}/events")
+    assert missing.status_code == 404 and missing.json()["code"] == "transfer_not_found"
+    assert (await http.get(f"/v1/transfers/{key}?wait=31")).status_code == 422
+
+
+async def test_logs_are_json_with_the_transaction_id(http: httpx.AsyncClient, topology: Topology) -> None:
+    """Each log line is one JSON object and carries the request's transaction id."""
+    source, target = await open_pair(http, topology, ("shard3", "shard0"))
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("wallet")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        key = str(uuid.uuid4())
+        body = {"from_account": source, "to_account": target, "amount": "1.00", "currency": "USD",
+                "transaction_id": key, "mode": "tcc"}
+        assert (await http.post("/v1/wallet/balance_transfer", json=body)).status_code == 200
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    answered = [line for line in lines if line["message"] == "transfer answered"]
+    assert answered and answered[-1]["transaction_id"] == key
+    assert answered[-1]["mode"] == "tcc" and answered[-1]["phase"] == "confirmed" and answered[-1]["request_id"]
+
+
+async def test_openapi_document_is_served(http: httpx.AsyncClient, service: WalletService, settings: Settings) -> None:
+    """/openapi.json describes every route the app serves, with its methods."""
+    document = (await http.get("/openapi.json")).json()
+    assert document["openapi"].startswith("3.")
+    served = {(route.path, method.lower()) for route in build_app(settings, service=service).routes
+              for method in route.methods - {"HEAD"}}  # type: ignore[attr-defined]
+    described = {(path, method) for path, operations in document["paths"].items() for method in operations}
+    assert served - {("/openapi.json", "get")} == described
