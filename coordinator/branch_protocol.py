@@ -8,12 +8,14 @@ concurrently across shards; no lock is held between steps.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable, TypeVar
 from uuid import UUID
 
 from coordinator import branches, fault_points
+from coordinator.logs import log_phase
 from coordinator.branch_plan import BranchOp, BranchOutcome
 from coordinator.domain import Transfer, TransferResult
 from coordinator.local import CONFLICT
@@ -21,6 +23,7 @@ from coordinator.two_phase import FindElsewhere
 from shard_router.topology import Topology
 from shards.branches import PhaseRow
 from shards.pool import ShardPools
+log = logging.getLogger("wallet.branches")
 Outcome = TransferResult | str | Exception
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
@@ -78,6 +81,7 @@ class BranchProtocol:
             transfers, self.debit_shard,
             lambda shard, group: branches.try_debits(self.pools, shard, group, elsewhere),
         )
+        log_phase(log, f"{self.mode}.started_debit", [t.transaction_id for t in transfers])
         fault_points.reach(f"{self.mode}.after_try_debit" if self.mode == "tcc" else "saga.after_debit")
         outcomes: dict[UUID, Outcome] = {}
         flows: list[Flow] = []

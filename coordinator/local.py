@@ -6,6 +6,7 @@ statement for every balance and record), COMMIT, whatever the batch size.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import datetime
 from typing import Callable
@@ -13,11 +14,13 @@ from uuid import UUID
 
 from coordinator.batch_plan import BatchPlan, StoredTransfer, plan_local_batch
 from coordinator.domain import Transfer, TransferResult
+from coordinator.logs import log_phase
 from coordinator.retries import retry_conflicts
 from shards import accounts as account_sql
 from shards import transfers as transfer_sql
 from shards.pool import ShardPools
 
+log = logging.getLogger("wallet.local")
 CONFLICT = "conflict"  # outcome for a reused transaction id with a different body
 
 
@@ -46,6 +49,7 @@ async def apply_local_batch(
         return plan, created_at
 
     plan, created_at = await retry_conflicts(attempt)
+    log_phase(log, "local.committed", [t.transaction_id for t in transfers], shard=shard)
     return outcomes_of(plan, lambda transfer: created_at)
 
 

@@ -14,8 +14,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import logging
+
 from coordinator import branches, fault_points
+from coordinator.logs import log_phase
 from coordinator.branch_protocol import BranchProtocol, Flow, Outcome
+
+log = logging.getLogger("wallet.saga")
 
 
 class SagaCoordinator(BranchProtocol):
@@ -31,7 +36,10 @@ class SagaCoordinator(BranchProtocol):
                 decisions.append(branches.Decision(flow.transfer, "confirm", None, credited.out_of_order))
             else:
                 decisions.append(branches.Decision(flow.transfer, "cancel", credited.error_code, credited.out_of_order))
+        log_phase(log, "saga.credited", [d.transfer.transaction_id for d in decisions])
         fault_points.reach("saga.after_credit")
         for decision, result in await self.decide_debits(decisions, final_state="done"):
             outcomes[decision.transfer.transaction_id] = result
+        log_phase(log, "saga.finished", [d.transfer.transaction_id for d in decisions],
+                  compensated=sum(1 for d in decisions if d.wanted == "cancel"))
         return outcomes

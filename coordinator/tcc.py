@@ -18,10 +18,15 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import logging
+
 from coordinator import branches, fault_points
+from coordinator.logs import log_phase
 from coordinator.branch_plan import BranchOp
 from coordinator.branch_protocol import BranchProtocol, Flow, Outcome
 from shards.errors import AccountsMoved
+
+log = logging.getLogger("wallet.tcc")
 
 
 class TccCoordinator(BranchProtocol):
@@ -42,6 +47,7 @@ class TccCoordinator(BranchProtocol):
             else:
                 decisions.append(branches.Decision(flow.transfer, "cancel", tried.error_code, tried.out_of_order))
 
+        log_phase(log, "tcc.tried_credit", [d.transfer.transaction_id for d in decisions])
         fault_points.reach("tcc.after_try_credit")
         outcomes: dict[UUID, Outcome] = dict(rerouted)
         decided: list[tuple[branches.Decision, str]] = []
@@ -50,12 +56,15 @@ class TccCoordinator(BranchProtocol):
             if not isinstance(result, Exception):
                 decided.append((decision, "confirm" if result.status == "success" else "cancel"))
 
+        log_phase(log, "tcc.decided", [d.transfer.transaction_id for d, _ in decided],
+                  confirmed=sum(1 for _, phase in decided if phase == "confirm"))
         fault_points.reach("tcc.after_decision")
         finished = await self.per_shard(
             decided, lambda item: self.credit_shard(item[0].transfer),
             lambda shard, group: branches.run_branch_ops(
                 self.pools, shard, [BranchOp(d.transfer, "credit", phase) for d, phase in group]),
         )
+        log_phase(log, "tcc.finished_credit", [item[0].transfer.transaction_id for item, _ in finished])
         fault_points.reach("tcc.after_confirm_credit")
         # A credit branch not finished now stays 'sent' in phase state: recovery repeats it.
         done = [item[0].transfer for item, answer in finished if not isinstance(answer, Exception)]

@@ -32,6 +32,7 @@ import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from coordinator import fault_points
+from coordinator.logs import log_phase
 from coordinator.batch_plan import StoredTransfer, plan_local_batch
 from coordinator.domain import Transfer, TransferResult
 from coordinator.postings import AccountChange, BalanceEvent
@@ -125,6 +126,7 @@ class TwoPhaseCommit:
                     for shard in writers if shard != decision_shard
                 }
                 await self._prepare_all(connections, gids)
+                log_phase(log, "2pc.prepared", transaction_ids, batch_id=str(batch_id), shards=writers)
                 fault_points.reach("2pc.after_all_prepares")
 
                 # 4. The commit point.
@@ -132,6 +134,7 @@ class TwoPhaseCommit:
                 if not decided:
                     await self._roll_back_prepared(gids)
                     raise ShardRetryable(decision_shard, f"batch {batch_id} was aborted by recovery; retrying")
+                log_phase(log, "2pc.decided_commit", transaction_ids, batch_id=str(batch_id), decision_shard=decision_shard)
                 fault_points.reach("2pc.after_decision")
             except BaseException:
                 if not decided:
@@ -145,6 +148,7 @@ class TwoPhaseCommit:
 
         # 5. Phase two, outside the locks' connections.
         await self._commit_prepared(gids)
+        log_phase(log, "2pc.committed", transaction_ids, batch_id=str(batch_id))
         return outcomes_of(plan, created_at)
 
     async def _write(self, shard: str, connection: asyncpg.Connection, changes: dict[str, AccountChange],

@@ -155,6 +155,35 @@ async def test_logs_are_json_with_the_transaction_id(http: httpx.AsyncClient, to
     assert answered[-1]["mode"] == "tcc" and answered[-1]["phase"] == "confirmed" and answered[-1]["request_id"]
 
 
+@pytest.mark.parametrize("mode, phases", [
+    ("2pc", ["2pc.prepared", "2pc.decided_commit", "2pc.committed"]),
+    ("tcc", ["tcc.started_debit", "tcc.tried_credit", "tcc.decided", "tcc.finished_credit"]),
+    ("saga", ["saga.started_debit", "saga.credited", "saga.finished"]),
+])
+async def test_debug_logs_follow_the_transaction_through_every_phase(
+        http: httpx.AsyncClient, topology: Topology, mode: str, phases: list[str]) -> None:
+    """At DEBUG, each protocol step logs one JSON line per batch naming its transaction ids."""
+    source, target = await open_pair(http, topology, ("shard1", "shard2"))
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("wallet")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        key = str(uuid.uuid4())
+        body = {"from_account": source, "to_account": target, "amount": "1.00", "currency": "USD",
+                "transaction_id": key, "mode": mode}
+        assert (await http.post("/v1/wallet/balance_transfer", json=body)).status_code == 200
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    seen = [line["phase"] for line in lines if key in line.get("transaction_ids", [])]
+    assert seen == phases
+
+
 async def test_openapi_document_is_served(http: httpx.AsyncClient, service: WalletService, settings: Settings) -> None:
     """/openapi.json describes every route the app serves, with its methods."""
     document = (await http.get("/openapi.json")).json()
