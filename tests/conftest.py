@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import logging
 import shutil
 import uuid
 from typing import AsyncIterator, Iterator
@@ -117,3 +120,41 @@ def zookeeper() -> Iterator[str]:
 def zk_root() -> str:
     """A fresh root znode per test, so tests sharing the server do not see each other."""
     return f"/wallet-test-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.contextmanager
+def batches_held(service: WalletService, shard: str) -> Iterator[asyncio.Event]:
+    """Hold every batch of `shard`'s one-shard applier until the yielded event is set, so a
+    test can look at transfers while they are in flight."""
+    release = asyncio.Event()
+    applier = service.appliers[shard]
+    original = applier.apply_batch
+
+    async def held(batch):  # type: ignore[no-untyped-def]
+        await release.wait()
+        return await original(batch)
+
+    applier.apply_batch = held
+    try:
+        yield release
+    finally:
+        applier.apply_batch = original
+
+
+@contextlib.contextmanager
+def captured_logs(level: int) -> Iterator[io.StringIO]:
+    """The `wallet` loggers' lines, as JSON, at `level`, for the duration of the block."""
+    from coordinator.logs import JsonFormatter
+
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("wallet")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield captured
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)

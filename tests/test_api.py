@@ -10,7 +10,7 @@ import pytest
 from coordinator.app import BODY_BYTES_MAX, build_app
 from coordinator.service import WalletService
 from shard_router.topology import Topology
-from tests.conftest import accounts_on, bearer
+from tests.conftest import accounts_on, batches_held, bearer
 
 
 @pytest.fixture
@@ -144,24 +144,15 @@ async def test_pending_transfer_shows_preparing(client: httpx.AsyncClient, servi
     await create(client, alice, deposit="5.00")
     await create(client, bob)
     key = str(uuid.uuid4())
-    release = asyncio.Event()
-    applier = service.appliers["shard0"]
-    original = applier.apply_batch
-
-    async def slow(batch):  # type: ignore[no-untyped-def]
-        await release.wait()
-        return await original(batch)
-
-    applier.apply_batch = slow
-    body = {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD", "transaction_id": key}
-    sending = asyncio.create_task(client.post("/v1/wallet/balance_transfer", json=body))
-    while not service.in_flight(key):
-        await asyncio.sleep(0.01)
-    pending = await client.get(f"/v1/transfers/{key}")
-    assert pending.status_code == 202 and pending.json()["phase"] == "preparing"
-    release.set()
-    assert (await sending).status_code == 200
-    applier.apply_batch = original
+    with batches_held(service, "shard0") as release:
+        body = {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD", "transaction_id": key}
+        sending = asyncio.create_task(client.post("/v1/wallet/balance_transfer", json=body))
+        while not service.in_flight(key):
+            await asyncio.sleep(0.01)
+        pending = await client.get(f"/v1/transfers/{key}")
+        assert pending.status_code == 202 and pending.json()["phase"] == "preparing"
+        release.set()
+        assert (await sending).status_code == 200
     assert (await client.get(f"/v1/transfers/{key}")).json()["phase"] == "committed"
 
 

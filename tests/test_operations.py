@@ -3,7 +3,6 @@ transfers, push status (server-sent events, long poll), JSON logs with the trans
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import re
@@ -15,10 +14,9 @@ import pytest
 
 from coordinator.app import build_app
 from coordinator.config import Settings
-from coordinator.logs import JsonFormatter
 from coordinator.service import WalletService
 from shard_router.topology import Topology
-from tests.conftest import accounts_on, bearer
+from tests.conftest import accounts_on, batches_held, bearer, captured_logs
 
 
 @pytest.fixture
@@ -93,16 +91,7 @@ async def test_events_stream_phases_until_final(http: httpx.AsyncClient, service
     ?wait= answers once final; an unknown id is a 404 at once, never a hanging stream."""
     source, target = await open_pair(http, topology, ("shard2", "shard2"))
     key = str(uuid.uuid4())
-    release = asyncio.Event()
-    applier = service.appliers["shard2"]
-    original = applier.apply_batch
-
-    async def slow(batch):  # type: ignore[no-untyped-def]
-        await release.wait()
-        return await original(batch)
-
-    applier.apply_batch = slow
-    try:
+    with batches_held(service, "shard2") as release:
         body = {"from_account": source, "to_account": target, "amount": "2.00", "currency": "USD",
                 "transaction_id": key}
         sending = asyncio.create_task(http.post("/v1/wallet/balance_transfer", json=body))
@@ -116,8 +105,6 @@ async def test_events_stream_phases_until_final(http: httpx.AsyncClient, service
         assert not waiting.done()
         release.set()
         assert (await sending).status_code == 200
-    finally:
-        applier.apply_batch = original
     waited = await waiting
     assert waited.status_code == 200 and waited.json()["phase"] == "committed"
     stream = await streaming
@@ -134,21 +121,11 @@ async def test_events_stream_phases_until_final(http: httpx.AsyncClient, service
 async def test_logs_are_json_with_the_transaction_id(http: httpx.AsyncClient, topology: Topology) -> None:
     """Each log line is one JSON object and carries the request's transaction id."""
     source, target = await open_pair(http, topology, ("shard3", "shard0"))
-    captured = io.StringIO()
-    handler = logging.StreamHandler(captured)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("wallet")
-    logger.addHandler(handler)
-    previous = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        key = str(uuid.uuid4())
+    key = str(uuid.uuid4())
+    with captured_logs(logging.INFO) as captured:
         body = {"from_account": source, "to_account": target, "amount": "1.00", "currency": "USD",
                 "transaction_id": key, "mode": "tcc"}
         assert (await http.post("/v1/wallet/balance_transfer", json=body)).status_code == 200
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
     lines = [json.loads(line) for line in captured.getvalue().splitlines()]
     answered = [line for line in lines if line["message"] == "transfer answered"]
     assert answered and answered[-1]["transaction_id"] == key
@@ -164,21 +141,11 @@ async def test_debug_logs_follow_the_transaction_through_every_phase(
         http: httpx.AsyncClient, topology: Topology, mode: str, phases: list[str]) -> None:
     """At DEBUG, each protocol step logs one JSON line per batch naming its transaction ids."""
     source, target = await open_pair(http, topology, ("shard1", "shard2"))
-    captured = io.StringIO()
-    handler = logging.StreamHandler(captured)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("wallet")
-    logger.addHandler(handler)
-    previous = logger.level
-    logger.setLevel(logging.DEBUG)
-    try:
-        key = str(uuid.uuid4())
+    key = str(uuid.uuid4())
+    with captured_logs(logging.DEBUG) as captured:
         body = {"from_account": source, "to_account": target, "amount": "1.00", "currency": "USD",
                 "transaction_id": key, "mode": mode}
         assert (await http.post("/v1/wallet/balance_transfer", json=body)).status_code == 200
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
     lines = [json.loads(line) for line in captured.getvalue().splitlines()]
     seen = [line["phase"] for line in lines if key in line.get("transaction_ids", [])]
     assert seen == phases
