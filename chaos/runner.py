@@ -181,6 +181,11 @@ class Run:
                 self.transport = RestClient([c.url for c in self.coordinators], self.config.headers, self.config.seed)
             self.started = time.monotonic()
             await self.run_workload()
+            if not self.config.naive:
+                # Recovery first: a retry of a transfer whose 2PC branch is still prepared
+                # waits on its row locks; once recovery has finished it, the retry answers
+                # at once. The retries may apply transfers, so the relay converges again.
+                await self.converge()
             await self.resolve_unknowns()
             if not self.config.naive:
                 await self.converge()
