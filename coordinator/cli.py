@@ -400,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("bench", help="the benchmark with its baselines (pgbench, unbatched), measured in one run; "
                         "`wallet bench --help` for its options", add_help=False)
+    commands.add_parser("chaos", help="the bank workload under faults (kills, pauses, a faulty proxy) and its "
+                        "checker; `wallet chaos --minutes N --seed S`, `wallet chaos --help`", add_help=False)
     ledger = commands.add_parser("ledger", help="the hash-chained event ledger: relay, verify, replay, snapshot, audit")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
     relay = ledger_commands.add_parser("relay", help="copy every outbox row into the ledger now "
@@ -431,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.run import main as bench
 
         return bench(argv[1:])
+    if argv[:1] == ["chaos"]:  # its own parser and its own throwaway cluster
+        from chaos.runner import main as chaos
+
+        return chaos(argv[1:])
     args = build_parser().parse_args(argv)
     if getattr(args, "transaction_id", "unset") is None:
         args.transaction_id = str(uuid.uuid4())

@@ -1,0 +1,533 @@
+"""`wallet chaos`: a Jepsen-style bank workload against real processes under faults.
+
+One run: the shards (and the ledger server) of a local cluster, coordinators as
+`wallet serve` subprocesses whose topology sends one shard through a faulty TCP proxy,
+concurrent random transfers over REST in every mode, periodic reads, and a seeded fault
+schedule (schedule.py). Then the faults stop, every transfer with an unknown outcome is
+retried until the service says what happened, recovery and the relay converge, and the
+checker (checker.py) judges the databases against what the client saw.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import asyncpg
+
+from chaos import schedule as faults
+from chaos.checker import LIVE, Anomaly, CheckReport, check_run, leftovers
+from chaos.client import Headers, RestClient
+from chaos.history import Answer, Read, TransferRecord, format_minor
+from chaos.naive import NaiveTransfers
+from chaos.processes import Coordinator, pause_shard, resume_shard
+from chaos.proxy import FaultyProxy
+from coordinator.config import Settings
+from coordinator.fault_points import FAULT_POINTS
+from coordinator.service import WalletService
+from shard_router.file_store import FileTopologyStore
+from shard_router.topology import Topology
+from shards.cluster import LocalCluster, free_port, temporary_home
+
+log = logging.getLogger("wallet.chaos")
+
+CURRENCY = "USD"
+MODES = ("2pc", "tcc", "saga", "local")
+DEPOSIT_MINOR = 100_000  # 1,000.00 per account
+TRANSFER_MINOR_MAX = 40_000  # some transfers are refused for funds
+RETRIES_DURING_RUN = 2  # a worker's retries of an unknown outcome before it moves on
+RETRY_PAUSE_S = 0.5
+RESOLVE_ATTEMPTS_MAX = 120  # after the faults: retries of each still-unknown transfer
+RESOLVE_PAUSE_S = 1.0
+RESOLVE_CONCURRENCY = 16
+CONVERGE_TIMEOUT_S = 180.0  # recovery aborts undecided batches after 10 s, resumes TC/C after 10 s
+CONVERGE_POLL_S = 1.0
+READ_INTERVAL_S = 0.5
+READ_TIMEOUT_S = 2.0
+FAULT_POINT_WAIT_S = 30.0  # an armed coordinator must reach its step within this
+SUPERVISE_INTERVAL_S = 0.5
+WORKERS_MAX = 256
+
+
+@dataclass
+class ChaosConfig:
+    seconds: float = 60.0  # the workload's length; a cover-only run lasts as long as its schedule
+    seed: int = 1
+    coordinators: int = 2
+    workers: int = 8
+    accounts_per_shard: int = 6
+    proxied_shard: str = "shard1"
+    fault_points: tuple[str, ...] = tuple(sorted(FAULT_POINTS))
+    cover_only: bool = False  # one cycle: every fault kind and every fault point once
+    hold_scale: float = 1.0
+    naive: bool = False  # the broken two-update transfer (naive.py), no coordinator, no faults
+    headers: Headers | None = None  # called per request, e.g. to mint a bearer token
+    coordinator_env: dict[str, str] = field(default_factory=dict)  # e.g. the API's auth settings
+    say: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.workers <= WORKERS_MAX, f"workers must be in 1..{WORKERS_MAX}"
+        assert self.seconds > 0, "seconds must be positive"
+
+
+@dataclass
+class ChaosReport:
+    config: ChaosConfig
+    seconds: float
+    tried: Counter[str] = field(default_factory=Counter)
+    succeeded: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    unknown: Counter[str] = field(default_factory=Counter)  # never resolved (each is an anomaly)
+    timed_out: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    points_reached: list[str] = field(default_factory=list)
+    points_missed: list[str] = field(default_factory=list)
+    reads: int = 0
+    check: CheckReport = field(default_factory=CheckReport)
+
+    @property
+    def anomalies(self) -> list[Anomaly]:
+        return self.check.anomalies
+
+    def table(self) -> str:
+        c = self.config
+        lines = [f"wallet chaos: seed {c.seed}, {self.seconds:.0f} s, "
+                 + ("NAIVE two-update transfers" if c.naive else
+                    f"{c.coordinators} coordinators, {c.workers} clients, {c.proxied_shard} behind the proxy"),
+                 "",
+                 "| mode | tried | succeeded | failed | timed out, then resolved | unresolved |",
+                 "|---|---:|---:|---:|---:|---:|"]
+        for mode in (*MODES, "total"):
+            pick = (lambda counter: sum(counter.values())) if mode == "total" else (lambda counter: counter[mode])
+            lines.append(f"| {mode} | {pick(self.tried):,} | {pick(self.succeeded):,} | {pick(self.failed):,} | "
+                         f"{pick(self.timed_out) - pick(self.unknown):,} | {pick(self.unknown):,} |")
+        lines += ["", "| fault | injected |", "|---|---:|"]
+        lines += [f"| {kind} | {self.faults[kind]} |" for kind in faults.KINDS]
+        points = len(self.points_reached) + len(self.points_missed)
+        lines += ["", f"fault points reached: {len(set(self.points_reached))} distinct of {len(c.fault_points)}, "
+                      f"{len(self.points_reached)}/{points} armings"
+                      + (f" (missed: {', '.join(self.points_missed)})" if self.points_missed else ""),
+                  f"periodic reads: {self.check.reads_checked} checked; largest cross-shard excess over deposits "
+                  f"{self.check.read_excess_max} minor units, every one explained by transfers caught half-seen",
+                  f"timed-out transfers (first answer unknown): {self.check.timed_out}; {self.check.timed_out_applied} "
+                  "applied exactly once, the rest not at all, each as its retry reported",
+                  f"anomalies: {len(self.anomalies)}"]
+        for kind, count in sorted(self.check.by_kind.items()):
+            lines.append(f"  {kind}: {count}")
+        for anomaly in self.check.examples():
+            lines.append(f"    {anomaly.kind}: {anomaly.detail}")
+        return "\n".join(lines)
+
+
+def accounts_on(topology: Topology, shard: str, count: int, prefix: str) -> list[str]:
+    found, index = [], 0
+    while len(found) < count:
+        candidate = f"{prefix}-{index}"
+        if topology.shard_of(candidate) == shard:
+            found.append(candidate)
+        index += 1
+        assert index < 100_000, "could not find account ids for the shard"
+    return found
+
+
+class Run:
+    def __init__(self, config: ChaosConfig, cluster: LocalCluster, workdir: Path) -> None:
+        self.config = config
+        self.cluster = cluster
+        self.workdir = workdir
+        self.topology = cluster.topology  # direct addresses: the checker and the reads use these
+        self.shards = sorted(self.topology.shards)
+        prefix = f"chaos{config.seed}x{uuid.uuid4().hex[:6]}"
+        self.by_shard = {s: accounts_on(self.topology, s, config.accounts_per_shard, prefix) for s in self.shards}
+        self.accounts = [a for s in self.shards for a in self.by_shard[s]]
+        self.deposits: dict[uuid.UUID, tuple[str, int]] = {}
+        self.history: list[TransferRecord] = []
+        self.reads: list[Read] = []
+        self.read_anomalies: list[Anomaly] = []
+        self.report = ChaosReport(config, 0.0)
+        self.coordinators: list[Coordinator] = []
+        self.held: set[int] = set()  # coordinators the fault driver is keeping down
+        self.proxy: FaultyProxy | None = None
+        self.paused: list[int] = []
+        self.stopped_shards: set[str] = set()
+        self.stopping = asyncio.Event()
+        self.started = time.monotonic()
+        self.transport: RestClient | NaiveTransfers | None = None
+
+    def now_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def say(self, text: str) -> None:
+        self.config.say(f"[{self.now_s():6.1f}s] {text}")
+
+    # -- the run ------------------------------------------------------------------------------
+    async def execute(self) -> ChaosReport:
+        await self.open_accounts()
+        try:
+            if self.config.naive:
+                self.transport = await NaiveTransfers(self.topology, self.config.seed).open()
+            else:
+                await self.start_processes()
+                self.transport = RestClient([c.url for c in self.coordinators], self.config.headers, self.config.seed)
+            self.started = time.monotonic()
+            await self.run_workload()
+            if not self.config.naive:
+                # Recovery first: a retry of a transfer whose 2PC branch is still prepared
+                # waits on its row locks; once recovery has finished it, the retry answers
+                # at once. The retries may apply transfers, so the relay converges again.
+                await self.converge()
+            await self.resolve_unknowns()
+            if not self.config.naive:
+                await self.converge()
+        finally:
+            await self.shutdown()
+        self.report.seconds = self.now_s()
+        self.report.check = await check_run(self.topology, self.accounts, self.deposits, self.history, self.reads,
+                                            self.read_anomalies)
+        self.tally()
+        return self.report
+
+    async def open_accounts(self) -> None:
+        """Accounts and deposits, in-process: setting up is not what the run tests."""
+        settings = Settings(home=self.workdir, topology_path=self.cluster.topology_path)
+        async with WalletService(self.topology, settings) as service:
+            for account in self.accounts:
+                await service.create_account(account, account, CURRENCY)
+                transaction_id = uuid.uuid4()
+                result = await service.deposit(account, format_minor(DEPOSIT_MINOR), str(transaction_id))
+                assert result.status == "success", f"deposit to {account} failed: {result}"
+                self.deposits[transaction_id] = (account, DEPOSIT_MINOR)
+            assert service.ledger is not None, "a chaos run needs the ledger"
+            await service.ledger.drain()
+
+    async def start_processes(self) -> None:
+        real = self.cluster.server(self.config.proxied_shard)
+        self.proxy = FaultyProxy("127.0.0.1", real.port)
+        port = await self.proxy.start()
+        addresses = dict(self.topology.shards)
+        addresses[self.config.proxied_shard] = real.dsn.replace(f":{real.port}/", f":{port}/")
+        proxied = self.workdir / "topology.json"
+        FileTopologyStore(proxied).save(self.topology.with_shards(addresses, self.topology.ledger))
+        for index in range(self.config.coordinators):
+            coordinator = Coordinator(index, free_port(), proxied, self.workdir, self.config.coordinator_env)
+            coordinator.start()
+            self.coordinators.append(coordinator)
+        for coordinator in self.coordinators:
+            ready = await asyncio.to_thread(coordinator.wait_ready)
+            assert ready, f"coordinator {coordinator.index} did not start: see {coordinator.log_path}"
+        self.say(f"{len(self.coordinators)} coordinators up; {self.config.proxied_shard} behind proxy port {port}")
+
+    async def run_workload(self) -> None:
+        tasks = [asyncio.create_task(self.worker(i)) for i in range(self.config.workers)]
+        tasks.append(asyncio.create_task(self.reader()))
+        if not self.config.naive:
+            tasks.append(asyncio.create_task(self.supervise()))
+        try:
+            if self.config.naive:
+                await asyncio.sleep(self.config.seconds)
+            else:
+                await self.drive_faults()
+        finally:
+            self.stopping.set()
+            await self.heal()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.say(f"workload stopped: {len(self.history)} transfers tried")
+
+    # -- the clients ----------------------------------------------------------------------------
+    async def worker(self, index: int) -> None:
+        rng = random.Random(f"{self.config.seed}-{index}")
+        while not self.stopping.is_set():
+            mode = rng.choice(MODES)
+            if mode == "local":
+                source, target = rng.sample(self.by_shard[rng.choice(self.shards)], 2)
+            else:
+                debit_shard, credit_shard = rng.sample(self.shards, 2)
+                source, target = rng.choice(self.by_shard[debit_shard]), rng.choice(self.by_shard[credit_shard])
+            record = TransferRecord(str(uuid.UUID(int=rng.getrandbits(128), version=4)), source, target,
+                                    rng.randint(1, TRANSFER_MINOR_MAX), mode, self.now_s())
+            self.history.append(record)
+            for _ in range(1 + RETRIES_DURING_RUN):
+                answer = await self.send(record)
+                if answer.definite or self.stopping.is_set():
+                    break
+                await asyncio.sleep(RETRY_PAUSE_S)
+
+    async def send(self, record: TransferRecord) -> Answer:
+        assert self.transport is not None
+        answer = await self.transport.transfer(record.request_body(CURRENCY))
+        record.answers.append(answer)
+        return answer
+
+    async def resolve_unknowns(self) -> None:
+        """After the faults: what a client does with an unknown outcome, retry with the same
+        transaction id until the service says what happened."""
+        pending = [r for r in self.history if r.final is None]
+        self.say(f"resolving {len(pending)} transfers with unknown outcomes")
+        gate = asyncio.Semaphore(RESOLVE_CONCURRENCY)
+
+        async def resolve(record: TransferRecord) -> None:
+            async with gate:
+                for _ in range(RESOLVE_ATTEMPTS_MAX):
+                    if (await self.send(record)).definite:
+                        return
+                    await asyncio.sleep(RESOLVE_PAUSE_S)
+
+        await asyncio.gather(*(resolve(r) for r in pending))
+
+    async def converge(self) -> None:
+        """Until recovery has finished every prepared branch and unfinished phase and the
+        relay has drained the run's outbox rows (bounded)."""
+        transaction_ids = [uuid.UUID(r.transaction_id) for r in self.history]
+        deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            left = await leftovers(self.topology, self.accounts, transaction_ids)
+            if left == (0, 0, 0):
+                self.say("converged: nothing prepared, every phase done, outbox relayed")
+                return
+            await asyncio.sleep(CONVERGE_POLL_S)
+        self.say(f"did not converge within {CONVERGE_TIMEOUT_S:.0f} s (prepared, unfinished, outbox) = {left}")
+
+    # -- periodic reads -------------------------------------------------------------------------
+    async def reader(self) -> None:
+        deposited = len(self.accounts) * DEPOSIT_MINOR
+        while not self.stopping.is_set():
+            read = await self.read_once(deposited)
+            if read is not None:
+                self.reads.append(read)
+            await asyncio.sleep(READ_INTERVAL_S)
+
+    async def read_once(self, deposited: int) -> Read | None:
+        """Every shard's run accounts, one statement per shard; None if a shard is down."""
+        at_s = self.now_s()
+
+        async def one(shard: str) -> list[asyncpg.Record]:
+            connection = await asyncpg.connect(self.topology.shards[shard], timeout=READ_TIMEOUT_S)
+            try:
+                return await connection.fetch(LIVE, self.by_shard[shard], timeout=READ_TIMEOUT_S)
+            finally:
+                connection.terminate()
+
+        try:
+            parts = await asyncio.wait_for(asyncio.gather(*(one(s) for s in self.shards)), READ_TIMEOUT_S * 2)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return None
+        accounts: dict[str, tuple[int, int, int]] = {}
+        for shard, rows in zip(self.shards, parts):
+            # Sound on each shard alone: one statement is one snapshot.
+            for row in rows:
+                accounts[row["account_id"]] = (row["balance"], row["reserved"], row["version"])
+                if row["balance"] < 0 or not 0 <= row["reserved"] <= row["balance"]:
+                    self.read_anomalies.append(Anomaly("read_invariant", f"read at {at_s:.1f}s: {row['account_id']} "
+                                                       f"balance {row['balance']} reserved {row['reserved']}"))
+            if sum(row["balance"] for row in rows) > deposited:
+                self.read_anomalies.append(Anomaly("read_saw_money_created",
+                                                   f"read at {at_s:.1f}s: {shard} alone holds more than every deposit"))
+        return Read(at_s, accounts)
+
+    # -- faults ---------------------------------------------------------------------------------
+    def build_schedule(self) -> list[faults.Fault]:
+        c = self.config
+        return faults.build_schedule(c.seed, self.shards, c.proxied_shard, c.coordinators, list(c.fault_points),
+                                     None if c.cover_only else c.seconds, c.hold_scale)
+
+    async def drive_faults(self) -> None:
+        plan = self.build_schedule()
+        deadline = None if self.config.cover_only else self.config.seconds
+        await asyncio.sleep(faults.GAP_S[0])
+        for fault in plan:
+            if deadline is not None and self.now_s() >= deadline:
+                break
+            self.say(fault.describe())
+            await self.inject(fault)
+            self.report.faults[fault.kind] += 1
+            await self.heal()
+            await asyncio.sleep(fault.gap_s)
+        if deadline is not None and self.now_s() < deadline:
+            await asyncio.sleep(deadline - self.now_s())
+
+    async def inject(self, fault: faults.Fault) -> None:
+        assert self.proxy is not None
+        if fault.kind == faults.COORDINATOR_KILL:
+            coordinator = self.coordinators[fault.coordinator]
+            self.held.add(coordinator.index)
+            coordinator.kill()
+            await asyncio.sleep(fault.hold_s)
+            self.held.discard(coordinator.index)
+            await self.restart(coordinator)
+        elif fault.kind == faults.FAULT_POINT:
+            await self.kill_at_fault_point(self.coordinators[fault.coordinator], fault.target)
+        elif fault.kind == faults.SHARD_KILL:
+            self.stopped_shards.add(fault.target)
+            await asyncio.to_thread(self.cluster.stop_shard, fault.target, "immediate")
+            await asyncio.sleep(fault.hold_s)
+            await asyncio.to_thread(self.cluster.start_shard, fault.target)
+            self.stopped_shards.discard(fault.target)
+        elif fault.kind == faults.SHARD_PAUSE:
+            self.paused = pause_shard(self.cluster, fault.target)
+            await asyncio.sleep(fault.hold_s)
+            resume_shard(self.paused)
+            self.paused = []
+        elif fault.kind == faults.PROXY_DELAY:
+            self.proxy.delay(fault.delay_ms)
+            await asyncio.sleep(fault.hold_s)
+        elif fault.kind == faults.PROXY_DROP:
+            self.proxy.drop()
+            await asyncio.sleep(fault.hold_s)
+        elif fault.kind == faults.PROXY_CUT:
+            await self.proxy.cut()
+            await asyncio.sleep(fault.hold_s)
+        else:
+            raise AssertionError(f"no injector for {fault.kind}")
+
+    async def kill_at_fault_point(self, coordinator: Coordinator, point: str) -> None:
+        """Restart the coordinator armed at `point`; it SIGKILLs itself when a request (or its
+        relay) reaches that step under the ordinary load."""
+        self.held.add(coordinator.index)
+        try:
+            coordinator.kill()
+            coordinator.start(fault_point=point)
+            deadline = time.monotonic() + FAULT_POINT_WAIT_S
+            while coordinator.alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            if coordinator.killed_itself():
+                self.report.points_reached.append(point)
+            else:
+                self.report.points_missed.append(point)
+                self.say(f"fault point {point} not reached within {FAULT_POINT_WAIT_S:.0f} s")
+                coordinator.kill()
+        finally:
+            self.held.discard(coordinator.index)
+        await self.restart(coordinator)
+
+    async def restart(self, coordinator: Coordinator) -> None:
+        if not coordinator.alive():
+            coordinator.start()
+        await asyncio.to_thread(coordinator.wait_ready)
+
+    async def supervise(self) -> None:
+        """A coordinator that died outside a fault (it could not open a pool while a shard
+        was down, say) is started again, as a process manager would."""
+        while not self.stopping.is_set():
+            for coordinator in self.coordinators:
+                if coordinator.index not in self.held and not coordinator.alive():
+                    coordinator.start()
+            await asyncio.sleep(SUPERVISE_INTERVAL_S)
+
+    async def heal(self) -> None:
+        """Undo every fault still in place (idempotent)."""
+        if self.paused:
+            resume_shard(self.paused)
+            self.paused = []
+        for shard in sorted(self.stopped_shards):
+            await asyncio.to_thread(self.cluster.start_shard, shard)
+        self.stopped_shards.clear()
+        if self.proxy is not None:
+            self.proxy.heal()
+        for coordinator in self.coordinators:
+            if coordinator.index not in self.held and not coordinator.alive():
+                await self.restart(coordinator)
+
+    async def shutdown(self) -> None:
+        await self.heal()
+        if self.transport is not None:
+            await self.transport.close()
+        for coordinator in self.coordinators:
+            await asyncio.to_thread(coordinator.stop)
+        if self.proxy is not None:
+            await self.proxy.stop()
+
+    def tally(self) -> None:
+        for record in self.history:
+            self.report.tried[record.mode] += 1
+            final = record.final
+            if final is None:
+                self.report.unknown[record.mode] += 1
+            elif final.outcome == "success":
+                self.report.succeeded[record.mode] += 1
+            else:
+                self.report.failed[record.mode] += 1
+            if record.timed_out:
+                self.report.timed_out[record.mode] += 1
+        self.report.reads = len(self.reads)
+
+
+async def run_chaos(config: ChaosConfig, cluster: LocalCluster, keep_workdir: bool = False) -> ChaosReport:
+    """One run on a started, migrated cluster (its shards are killed and paused on the way
+    and are all running again at the end)."""
+    workdir = Path(tempfile.mkdtemp(prefix="wallet-chaos-run-"))
+    try:
+        return await Run(config, cluster, workdir).execute()
+    finally:
+        if keep_workdir:
+            config.say(f"coordinator logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_cluster(home: Path, shards: int) -> LocalCluster:
+    from shards import migrate
+
+    cluster = LocalCluster(home, shard_count=shards)
+    topology = cluster.start()
+    for dsn in topology.shards.values():
+        migrate.upgrade(dsn)
+    assert topology.ledger
+    migrate.upgrade(topology.ledger, target="ledger")
+    return cluster
+
+
+def parse_pairs(items: list[str], separator: str, what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, found, value = item.partition(separator)
+        if not found or not key.strip():
+            raise SystemExit(f"{what} must look like KEY{separator}VALUE, got {item!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="wallet chaos",
+        description="Jepsen-style bank workload: concurrent transfers in every mode over REST while coordinators "
+                    "and shards are killed, paused and cut off; then a check of the bank invariant.")
+    parser.add_argument("--minutes", type=float, default=1.0, help="length of the workload (default 1)")
+    parser.add_argument("--seed", type=int, default=1, help="seeds the workload and the fault schedule (default 1)")
+    parser.add_argument("--coordinators", type=int, default=2, help="coordinator processes (default 2)")
+    parser.add_argument("--workers", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument("--shards", type=int, default=4, help="shards of the throwaway cluster (default 4)")
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="an HTTP header on every request, e.g. 'Authorization: Bearer TOKEN' (repeatable)")
+    parser.add_argument("--coordinator-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="an environment variable for the coordinator processes (repeatable)")
+    parser.add_argument("--naive", action="store_true",
+                        help="use the deliberately broken two-update transfer instead of the service, "
+                             "to see the checker fail (exit 1 expected)")
+    parser.add_argument("--keep", action="store_true", help="keep the coordinators' logs")
+    args = parser.parse_args(argv)
+    headers = parse_pairs(args.header, ":", "--header")
+    config = ChaosConfig(seconds=args.minutes * 60, seed=args.seed, coordinators=args.coordinators,
+                         workers=args.workers, naive=args.naive, coordinator_env=parse_pairs(args.coordinator_env, "=",
+                                                                                            "--coordinator-env"),
+                         headers=(lambda: dict(headers)) if headers else None)
+    logging.basicConfig(level=logging.WARNING)
+    home = temporary_home("chaos")
+    cluster = start_cluster(home, args.shards)
+    try:
+        report = asyncio.run(run_chaos(config, cluster, keep_workdir=args.keep))
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    print(report.table())
+    return 1 if report.anomalies else 0
