@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import shutil
 import tempfile
 import time
@@ -32,6 +33,7 @@ from chaos.history import Answer, Read, TransferRecord, format_minor
 from chaos.naive import NaiveTransfers
 from chaos.processes import Coordinator, pause_shard, resume_shard
 from chaos.proxy import FaultyProxy
+from coordinator.auth import issue_token
 from coordinator.config import Settings
 from coordinator.fault_points import FAULT_POINTS
 from coordinator.service import WalletService
@@ -143,6 +145,7 @@ def accounts_on(topology: Topology, shard: str, count: int, prefix: str) -> list
 class Run:
     def __init__(self, config: ChaosConfig, cluster: LocalCluster, workdir: Path) -> None:
         self.config = config
+        self.headers: Headers | None = config.headers  # set to a bearer token of the run if not given
         self.cluster = cluster
         self.workdir = workdir
         self.topology = cluster.topology  # direct addresses: the checker and the reads use these
@@ -178,7 +181,7 @@ class Run:
                 self.transport = await NaiveTransfers(self.topology, self.config.seed).open()
             else:
                 await self.start_processes()
-                self.transport = RestClient([c.url for c in self.coordinators], self.config.headers, self.config.seed)
+                self.transport = RestClient([c.url for c in self.coordinators], self.headers, self.config.seed)
             self.started = time.monotonic()
             await self.run_workload()
             if not self.config.naive:
@@ -218,8 +221,14 @@ class Run:
         addresses[self.config.proxied_shard] = real.dsn.replace(f":{real.port}/", f":{port}/")
         proxied = self.workdir / "topology.json"
         FileTopologyStore(proxied).save(self.topology.with_shards(addresses, self.topology.ledger))
+        environment = dict(self.config.coordinator_env)
+        if "WALLET_AUTH_SECRET" not in environment:  # the API needs tokens: a secret of this run's own
+            environment["WALLET_AUTH_SECRET"] = secrets.token_urlsafe(48)
+        if self.headers is None:
+            token = issue_token(environment["WALLET_AUTH_SECRET"], "chaos", "admin")
+            self.headers = lambda: {"Authorization": f"Bearer {token}"}
         for index in range(self.config.coordinators):
-            coordinator = Coordinator(index, free_port(), proxied, self.workdir, self.config.coordinator_env)
+            coordinator = Coordinator(index, free_port(), proxied, self.workdir, environment)
             coordinator.start()
             self.coordinators.append(coordinator)
         for coordinator in self.coordinators:
