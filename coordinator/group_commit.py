@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Generic, TypeVar
 
@@ -32,7 +33,11 @@ class BatchLimits:
 
 
 class BatchApplier(Generic[Item, Outcome]):
-    """Feeds batches of items to `apply_batch`, which returns one outcome per item, in order."""
+    """Feeds batches of items to `apply_batch`, which returns one outcome per item, in order.
+
+    The queue is a deque of (item, future) bounded by `queue_size_max`: a caller with many
+    items (the batch API) enqueues them in one step, with no task or queue operation per
+    item; submitters wait for room beyond the bound (backpressure)."""
 
     def __init__(
         self,
@@ -43,7 +48,10 @@ class BatchApplier(Generic[Item, Outcome]):
         self.name = name
         self.apply_batch = apply_batch
         self.limits = limits
-        self.queue: asyncio.Queue[tuple[Item, asyncio.Future[Outcome]]] = asyncio.Queue(limits.queue_size_max)
+        self.pending: deque[tuple[Item, asyncio.Future[Outcome]]] = deque()
+        self.arrived = asyncio.Event()  # set while items are pending
+        self.room = asyncio.Event()  # set while the queue is below its bound
+        self.room.set()
         self.tasks: list[asyncio.Task[None]] = []
         self.batches_applied = 0
         self.items_applied = 0
@@ -60,21 +68,56 @@ class BatchApplier(Generic[Item, Outcome]):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks = []
-        while not self.queue.empty():
-            _, future = self.queue.get_nowait()
+        while self.pending:
+            _, future = self.pending.popleft()
             if not future.done():
                 future.set_exception(RuntimeError("service is shutting down"))
 
-    async def submit(self, item: Item) -> Outcome:
+    async def enqueue(self, items: list[Item]) -> list[asyncio.Future[Outcome]]:
+        """Queue every item at once; one future per item, in order."""
         assert self.tasks, f"applier {self.name} is not running"
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self.queue.put((item, future))
+        assert len(items) <= self.limits.queue_size_max, "more items than the queue holds"
+        while len(self.pending) + len(items) > self.limits.queue_size_max:
+            self.room.clear()
+            await self.room.wait()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Outcome]] = [loop.create_future() for _ in items]
+        self.pending.extend(zip(items, futures))
+        self.arrived.set()
+        return futures
+
+    async def submit(self, item: Item) -> Outcome:
+        [future] = await self.enqueue([item])
         return await future
+
+    async def _take(self) -> list[tuple[Item, asyncio.Future[Outcome]]]:
+        """The next batch: at least one item, at most batch_size_max, waiting up to
+        batch_wait_ms after the first for more."""
+        limits = self.limits
+        while not self.pending:
+            self.arrived.clear()
+            await self.arrived.wait()
+        if limits.batch_wait_ms > 0 and len(self.pending) < limits.batch_size_max:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + limits.batch_wait_ms / 1000
+            while len(self.pending) < limits.batch_size_max and (remaining := deadline - loop.time()) > 0:
+                self.arrived.clear()
+                try:
+                    await asyncio.wait_for(self.arrived.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+        count = min(len(self.pending), limits.batch_size_max)
+        batch = [self.pending.popleft() for _ in range(count)]
+        if self.pending:
+            self.arrived.set()  # another worker may start the next batch now
+        self.room.set()
+        return batch
 
     async def _work(self) -> None:
         while True:
-            batch = [await self.queue.get()]
-            await self._gather(batch)
+            batch = await self._take()
+            if not batch:
+                continue  # another worker took them first
             items = [item for item, _ in batch]
             try:
                 outcomes = await self.apply_batch(items)
@@ -94,19 +137,3 @@ class BatchApplier(Generic[Item, Outcome]):
             for (_, future), outcome in zip(batch, outcomes):
                 if not future.done():
                     future.set_result(outcome)
-
-    async def _gather(self, batch: list[tuple[Item, asyncio.Future[Outcome]]]) -> None:
-        limits = self.limits
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limits.batch_wait_ms / 1000
-        while len(batch) < limits.batch_size_max:
-            if not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            try:
-                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
-            except asyncio.TimeoutError:
-                return

@@ -1,8 +1,8 @@
 """Money: integer minor units inside, decimal strings at the edge. Never floats."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
 from coordinator.errors import WalletError
 
@@ -17,6 +17,8 @@ CURRENCY_DECIMALS: dict[str, int] = {
 # Upper bound on one amount in minor units: far below bigint, far above any real payment.
 AMOUNT_MINOR_MAX = 10**15
 AMOUNT_TEXT_LENGTH_MAX = 32
+# ASCII digits only ([0-9], not \\d), one optional point with digits on both sides.
+AMOUNT_PATTERN = re.compile(r"([0-9]+)(?:\.([0-9]+))?\Z")
 
 
 def check_currency(currency: object) -> str:
@@ -30,18 +32,14 @@ def parse_amount(text: object, currency: str) -> int:
     decimals = CURRENCY_DECIMALS[check_currency(currency)]
     if not isinstance(text, str):
         raise WalletError("invalid_amount", "amount must be a decimal string such as \"12.34\", not a number")
-    if not text or len(text) > AMOUNT_TEXT_LENGTH_MAX or not all(c.isdigit() or c == "." for c in text):
+    parts = AMOUNT_PATTERN.match(text) if len(text) <= AMOUNT_TEXT_LENGTH_MAX else None
+    if parts is None:
         raise WalletError("invalid_amount", "amount must be a positive decimal string such as \"12.34\"")
-    if not text.isascii() or text.count(".") > 1 or text.startswith(".") or text.endswith("."):
-        raise WalletError("invalid_amount", "amount must be a positive decimal string such as \"12.34\"")
-    try:
-        value = Decimal(text)
-    except InvalidOperation as error:
-        raise WalletError("invalid_amount", "amount is not a decimal number") from error
-    fraction = text.partition(".")[2]
+    whole, fraction = parts.group(1), parts.group(2) or ""
     if len(fraction) > decimals:
         raise WalletError("invalid_amount", f"{currency} amounts have at most {decimals} decimal places")
-    minor = int(value.scaleb(decimals))
+    # Exact integer arithmetic: the digits, with the fraction padded to the currency's places.
+    minor = int(whole + fraction.ljust(decimals, "0"))
     if minor <= 0:
         raise WalletError("invalid_amount", "amount must be greater than zero")
     if minor > AMOUNT_MINOR_MAX:

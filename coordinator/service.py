@@ -248,6 +248,10 @@ class WalletService:
         transaction_id: object,
         mode: object = None,
     ) -> TransferResult:
+        return await self._submit(self._transfer_of(from_account, to_account, amount, currency, transaction_id, mode))
+
+    def _transfer_of(self, from_account: object, to_account: object, amount: object, currency: object,
+                     transaction_id: object, mode: object) -> Transfer:
         from_account = validation.check_account_id(from_account, "from_account")
         to_account = validation.check_account_id(to_account, "to_account")
         currency = check_currency(currency)
@@ -256,21 +260,67 @@ class WalletService:
         chosen_mode = validation.check_mode(mode, self.settings.default_mode)
         if from_account == to_account:
             raise WalletError("same_account", "from_account and to_account must differ")
-        transfer = Transfer(transaction, "transfer", from_account, to_account, minor, currency, chosen_mode)
-        return await self._submit(transfer)
+        return Transfer(transaction, "transfer", from_account, to_account, minor, currency, chosen_mode)
 
     async def transfer_many(self, items: list[dict[str, object]]) -> list[TransferResult | WalletError]:
-        """Many transfers at once, each with its own outcome: a bad item fails alone."""
+        """Many transfers at once, each with its own outcome: a bad item fails alone.
+
+        The whole call is validated first, then enqueued on the appliers in one step per
+        applier (no task per item). An id repeated in the call, or already in flight, takes
+        the one-at-a-time path, which waits for the first."""
         assert len(items) <= TRANSFERS_PER_REQUEST_MAX, f"at most {TRANSFERS_PER_REQUEST_MAX} transfers per call"
-
-        async def one(item: dict[str, object]) -> TransferResult | WalletError:
+        answers: list[TransferResult | WalletError | None] = [None] * len(items)
+        grouped: dict[BatchApplier[Transfer, TransferResult | str], list[tuple[int, Transfer]]] = {}
+        later: list[tuple[int, Transfer]] = []
+        for index, item in enumerate(items):
             try:
-                return await self.transfer(item.get("from_account"), item.get("to_account"), item.get("amount"),
-                                           item.get("currency"), item.get("transaction_id"), item.get("mode"))
+                transfer = self._transfer_of(item.get("from_account"), item.get("to_account"), item.get("amount"),
+                                             item.get("currency"), item.get("transaction_id"), item.get("mode"))
             except WalletError as error:
-                return error
+                answers[index] = error
+                continue
+            if transfer.transaction_id in self.inflight or len(self.inflight) >= INFLIGHT_MAX:
+                later.append((index, transfer))
+                continue
+            self.inflight[transfer.transaction_id] = asyncio.get_running_loop().create_future()
+            grouped.setdefault(self._applier_for(transfer), []).append((index, transfer))
 
-        return list(await asyncio.gather(*(one(item) for item in items)))
+        def settle(index: int, transfer: Transfer, outcome: TransferResult | str | BaseException) -> None:
+            future = self.inflight.pop(transfer.transaction_id)
+            try:
+                result = self._settle(transfer, outcome)
+                future.set_result(result)
+                answers[index] = result
+            except WalletError as error:
+                future.set_exception(error)
+                future.exception()  # waiters, if any, re-raise it themselves
+                answers[index] = error
+            except BaseException as error:  # not a transfer's answer: the call fails
+                future.set_exception(error)
+                future.exception()
+                raise
+
+        async def one_at_a_time(index: int, transfer: Transfer) -> None:
+            try:
+                answers[index] = await self._submit(transfer)
+            except WalletError as error:
+                answers[index] = error
+
+        placed: list[tuple[int, Transfer]] = []
+        futures: list[asyncio.Future[TransferResult | str]] = []
+        for applier, members in grouped.items():
+            futures.extend(await applier.enqueue([transfer for _, transfer in members]))
+            placed.extend(members)
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        for (index, transfer), outcome in zip(placed, outcomes):
+            if isinstance(outcome, AccountsMoved):  # a slot moved under it: route it again, alone
+                del self.inflight[transfer.transaction_id]
+                later.append((index, transfer))
+            else:
+                settle(index, transfer, outcome)
+        await asyncio.gather(*(one_at_a_time(index, transfer) for index, transfer in later))
+        assert all(answer is not None for answer in answers), "every item has an answer"
+        return answers  # type: ignore[return-value]
 
     async def get_transfer(self, transaction_id: object) -> TransferResult:
         transaction = validation.check_transaction_id(transaction_id)
@@ -354,16 +404,24 @@ class WalletService:
             )
         return result
 
-    async def _route(self, transfer: Transfer) -> TransferResult:
+    def _applier_for(self, transfer: Transfer) -> BatchApplier[Transfer, TransferResult | str]:
         credit_shard = self.topology.shard_of(transfer.to_account)
         debit_shard = self.topology.shard_of(transfer.from_account) if transfer.from_account else credit_shard
         if debit_shard == credit_shard:
-            applier = self.appliers[debit_shard]
-        else:
-            applier = self.cross_appliers[transfer.mode]
+            return self.appliers[debit_shard]
+        return self.cross_appliers[transfer.mode]
+
+    async def _route(self, transfer: Transfer) -> TransferResult:
         try:
-            outcome = await applier.submit(transfer)
-            if isinstance(outcome, Exception):  # one transfer's step failed, not its batch
+            outcome: TransferResult | str | BaseException = await self._applier_for(transfer).submit(transfer)
+        except (ShardError, AccountsMoved) as error:
+            outcome = error
+        return self._settle(transfer, outcome)
+
+    def _settle(self, transfer: Transfer, outcome: TransferResult | str | BaseException) -> TransferResult:
+        """The answer for one transfer from its batch's outcome (raises what the caller sees)."""
+        try:
+            if isinstance(outcome, BaseException):  # its batch failed, or one step of it
                 raise outcome
         except ShardError as error:
             raise WalletError(

@@ -8,7 +8,7 @@ from uuid import UUID
 from coordinator.domain import MODES
 from coordinator.errors import WalletError
 
-ACCOUNT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+ACCOUNT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: "$" would let a trailing newline in
 OWNER_LENGTH_MAX = 128
 
 

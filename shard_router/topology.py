@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from shard_router.slots import SLOT_COUNT, slot_of
 
-SHARD_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+SHARD_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}\Z")  # match() anchors the start; \Z the end
 
 
 class TopologyError(ValueError):

@@ -225,3 +225,14 @@ def test_money_str_formats_and_refuses_floats() -> None:
         Money(12.34, "USD")  # type: ignore[arg-type]
     with pytest.raises(AssertionError):
         Money(1, "XXX")
+
+
+@pytest.mark.parametrize("account_id", ["abc\n", "abc\r\n", "-lead", "", "a" * 65, "sp ace", "ünï", "a\x1fb"])
+def test_account_ids_are_refused_whole(account_id: str) -> None:
+    """Protects ids end to end: a trailing newline (which `$` would let through) or any other
+    character outside the documented set is refused, not stored."""
+    from coordinator.validation import check_account_id
+
+    with pytest.raises(WalletError) as refused:
+        check_account_id(account_id)
+    assert refused.value.code == "validation_error"
