@@ -1,15 +1,18 @@
 """The one-shard path: both accounts (or a deposit's one account) on one shard,
 so a batch of transfers is a single local transaction.
 
-Round trips per batch: BEGIN, lock accounts, read prior records, write (one
-statement for every balance and record), COMMIT, whatever the batch size.
+Round trips per batch, whatever its size: read prior records of its ids (every shard
+at once, before the transaction), BEGIN, lock accounts, write (one statement for every
+balance, record and outbox row), COMMIT. Reading records without the locks is safe: a
+record committed after the read collides on the transfers primary key when the batch
+writes its own (a retryable conflict), and the retry sees it.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
 from datetime import datetime
-from typing import Callable
+from typing import Awaitable, Callable
 from uuid import UUID
 
 from coordinator.batch_plan import BatchPlan, StoredTransfer, plan_local_batch
@@ -22,25 +25,24 @@ from shards.pool import ShardPools
 
 log = logging.getLogger("wallet.local")
 CONFLICT = "conflict"  # outcome for a reused transaction id with a different body
+FindRecords = Callable[[list[UUID]], Awaitable[dict[UUID, StoredTransfer]]]
 
 
 async def apply_local_batch(
     pools: ShardPools,
     shard: str,
     transfers: list[Transfer],
-    stored_elsewhere: dict[UUID, StoredTransfer] | None = None,
+    find_records: FindRecords,
 ) -> list[TransferResult | str]:
-    """One outcome per transfer: its result (new or replayed) or CONFLICT."""
-    elsewhere = stored_elsewhere or {}
+    """One outcome per transfer: its result (new or replayed) or CONFLICT. `find_records`
+    reads prior records of the ids on every shard."""
 
     async def attempt() -> tuple[BatchPlan, datetime | None]:
+        stored = await find_records([t.transaction_id for t in transfers])  # again on each retry
         async with pools.transaction(shard) as connection:
             account_ids = [t.to_account for t in transfers] + [t.from_account for t in transfers if t.from_account]
-            # Lock first, then read records: a racing batch for the same accounts has
-            # committed its records by the time we hold the locks.
             accounts = await account_sql.lock_accounts(connection, account_ids)
-            stored = await transfer_sql.select_transfers(connection, [t.transaction_id for t in transfers])
-            plan = plan_local_batch(transfers, accounts, {**elsewhere, **stored})
+            plan = plan_local_batch(transfers, accounts, stored)
             created_at = None
             if plan.new_results:
                 created_at = await transfer_sql.write_batch(

@@ -437,8 +437,7 @@ class WalletService:
         return self._check_same(transfer, outcome)
 
     async def _apply_local(self, shard: str, batch: list[Transfer]) -> list[TransferResult | str]:
-        elsewhere = await self._find_elsewhere({shard}, [t.transaction_id for t in batch])
-        return await apply_local_batch(self.pools, shard, batch, elsewhere)
+        return await apply_local_batch(self.pools, shard, batch, lambda ids: self._find_elsewhere(set(), ids))
 
     async def _find_elsewhere(self, involved: set[str], transaction_ids: list[UUID]) -> dict[UUID, StoredTransfer]:
         """A transaction id's record lives on its debit shard. One reused with another source

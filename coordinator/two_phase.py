@@ -2,10 +2,13 @@
 
 For one batch of transfers whose accounts span several shards:
 
+  0. Read prior records of the batch's ids on every shard at once (no lock held: a
+     record committed after this read collides on the transfers primary key when this
+     batch writes its own, and the batch is retried and then sees it).
   1. Lock, shard by shard in name order (then account-id order inside each shard):
-     BEGIN; lock the batch's accounts there; read prior records of its ids. A total
-     order over (shard, account) means batches in flight together cannot deadlock
-     across servers, which PostgreSQL could not detect.
+     BEGIN; lock the batch's accounts there. A total order over (shard, account) means
+     batches in flight together cannot deadlock across servers, which PostgreSQL could
+     not detect.
   2. Plan: the same pure planner as the one-shard path, over every locked row.
   3. Phase one: write each shard's part; PREPARE TRANSACTION on every writing shard
      but the decision shard (a debit-side shard of the batch).
@@ -73,7 +76,7 @@ class TwoPhaseCommit:
                     accounts_on.setdefault(topology.shard_of(account_id), set()).add(account_id)
         involved = sorted(accounts_on)
         transaction_ids = [t.transaction_id for t in transfers]
-        stored = await self.find_elsewhere(set(accounts_on), transaction_ids)
+        stored = await self.find_elsewhere(set(), transaction_ids)  # every shard, at once
 
         gids: dict[str, str] = {}
         async with AsyncExitStack() as stack:
@@ -88,7 +91,6 @@ class TwoPhaseCommit:
                     with errors_of(shard):
                         await two_phase_sql.begin(connection)
                         locked.update(await account_sql.lock_accounts(connection, sorted(accounts_on[shard])))
-                        stored.update(await transfer_sql.select_transfers(connection, transaction_ids))
 
                 # 2. Plan over every locked row.
                 plan = plan_local_batch(transfers, locked, stored, protocol="2pc")
