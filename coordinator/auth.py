@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ TOKEN_TTL_S_DEFAULT = 30 * 24 * 3600
 TOKEN_TTL_S_MAX = 366 * 24 * 3600
 TOKEN_LENGTH_MAX = 4096
 CLOCK_LEEWAY_S = 30
+# Verified tokens remembered per process (the oldest forgotten first beyond this).
+VERIFIED_TOKENS_MAX = 10_000
 ASYMMETRIC_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
 # Owners of accounts this process has looked up; owners never change, accounts are never deleted.
 OWNER_CACHE_SIZE_MAX = 100_000
@@ -78,6 +81,9 @@ class TokenVerifier:
         else:
             assert secret is not None
             self.key, self.algorithms = secret, ["HS256"]
+        # Tokens already verified, with their expiry: a client sends the same token on every
+        # request, and checking its signature each time costs more than the request's routing.
+        self.verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
@@ -94,6 +100,20 @@ class TokenVerifier:
         token = token.strip()
         if kind.lower() != "bearer" or not token or len(token) > TOKEN_LENGTH_MAX:
             raise WalletError("unauthorized", "the Authorization header must be `Bearer <token>`")
+        known = self.verified.get(token)
+        if known is not None:
+            principal, expires_at = known
+            if time.time() < expires_at + CLOCK_LEEWAY_S:
+                return principal
+            del self.verified[token]
+            raise WalletError("unauthorized", "the token has expired; issue a new one")
+        principal, expires_at = self._verify(token)
+        self.verified[token] = (principal, expires_at)
+        if len(self.verified) > VERIFIED_TOKENS_MAX:
+            self.verified.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(token, self.key, algorithms=self.algorithms, issuer=ISSUER, leeway=CLOCK_LEEWAY_S,
                                 options={"require": ["sub", "scope", "exp", "iat", "iss"]})
@@ -104,7 +124,7 @@ class TokenVerifier:
         owner, scope = claims.get("sub"), claims.get("scope")
         if not isinstance(owner, str) or not 0 < len(owner) <= OWNER_LENGTH_MAX or scope not in SCOPES:
             raise WalletError("unauthorized", "the token's subject or scope is not valid")
-        return Principal(owner=owner, scope=scope, token_id=token.rsplit(".", 1)[-1])
+        return Principal(owner=owner, scope=scope, token_id=token.rsplit(".", 1)[-1]), float(claims["exp"])
 
 
 def issue_token(key: str, owner: str, scope: str = "user", ttl_s: int = TOKEN_TTL_S_DEFAULT,

@@ -31,7 +31,8 @@ class LedgerEvent:
 
 def canonical(event: LedgerEvent) -> bytes:
     """Every field the hash protects, in a fixed order and format (UTC, microseconds)."""
-    moment = event.created_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The same text as strftime("%Y-%m-%dT%H:%M:%S.%fZ"), at a fraction of its cost.
+    moment = event.created_at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     fields = (
         event.stream, event.position, event.source_event_id, event.transaction_id, event.account_id,
         event.version, event.kind, event.amount, event.reserved_delta, event.balance_after,

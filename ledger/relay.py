@@ -26,6 +26,9 @@ from shards.pool import ShardPools
 log = logging.getLogger("wallet.relay")
 
 RELAY_BATCH_MAX = 5000
+# The relay shares its process (and event loop) with the API: it yields after this many
+# events so a round of hashing never holds requests back for long.
+RELAY_YIELD_EVERY = 200
 DRAIN_ROUNDS_MAX = 10_000
 INTERVAL_S_DEFAULT = 0.2
 
@@ -48,7 +51,9 @@ class Relay:
             position, head = await store.lock_head(ledger, shard)
             present = await store.existing_versions(ledger, [(r["account_id"], r["version"]) for r in rows])
             events = []
-            for row in rows:
+            for index, row in enumerate(rows):
+                if index % RELAY_YIELD_EVERY == RELAY_YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # hashing is CPU: let requests in between chunks
                 if (row["account_id"], row["version"]) in present:
                     self.duplicates_dropped += 1
                     continue

@@ -198,3 +198,22 @@ async def test_asymmetric_tokens(service: WalletService, settings: Settings) -> 
         confused = jwt.encode({"sub": "admin", "scope": "admin", "iat": int(time.time()),
                                "exp": int(time.time()) + 60, "iss": ISSUER}, "x" * 64, algorithm="HS256")
         assert (await http.get(path, headers={"Authorization": f"Bearer {confused}"})).status_code == 401
+
+
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects expiry under the verified-token cache: a token accepted once is refused once
+    its expiry (plus the clock leeway) has passed, without a new signature check."""
+    import time as clock
+
+    from coordinator.auth import CLOCK_LEEWAY_S, TokenVerifier, issue_token
+    from coordinator.errors import WalletError
+
+    verifier = TokenVerifier(TEST_SECRET)
+    token = issue_token(TEST_SECRET, "alice", "user", ttl_s=60)
+    assert verifier.verify(f"Bearer {token}").owner == "alice"
+    assert verifier.verify(f"Bearer {token}").owner == "alice"  # from the cache
+    later = clock.time() + 60 + CLOCK_LEEWAY_S + 1
+    monkeypatch.setattr(clock, "time", lambda: later)
+    with pytest.raises(WalletError) as refused:
+        verifier.verify(f"Bearer {token}")
+    assert refused.value.code == "unauthorized"
