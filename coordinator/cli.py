@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
 from datetime import datetime, timezone
@@ -98,7 +99,13 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> int:
             token = issue_token(load_secret(settings, create=True) or "", "admin", "admin")
             print(f"admin token (valid {TOKEN_TTL_S_DEFAULT // 86400} days): {token}\n"
                   f"  curl -H 'Authorization: Bearer {token}' http://{host}:{port}/v1/accounts/alice", flush=True)
-        uvicorn.run(build_app(settings), host=host, port=port, log_level="warning", lifespan="on")
+        workers = args.workers or settings.workers
+        if workers == 1:
+            uvicorn.run(build_app(settings), host=host, port=port, log_level="warning", lifespan="on")
+        else:  # processes sharing the port; each builds its app (and settings) from the environment
+            os.environ["WALLET_WORKERS"] = str(workers)
+            uvicorn.run("coordinator.app:build_app", factory=True, workers=workers, host=host, port=port,
+                        log_level="warning", lifespan="on")
     finally:
         if cluster is not None:
             cluster.stop()
@@ -334,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--shards", type=int, default=DEFAULT_SHARD_COUNT, help="shards for --local (default 4)")
     serve.add_argument("--host", help="listen address (default WALLET_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default WALLET_PORT or 8000)")
+    serve.add_argument("--workers", type=int, help="coordinator processes sharing the port (default WALLET_WORKERS or 1); "
+                       "one of them runs recovery and the relay")
     serve.set_defaults(handler=command_serve)
 
     token = commands.add_parser("token", help="bearer tokens for the API")

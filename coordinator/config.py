@@ -12,6 +12,9 @@ from coordinator.group_commit import BatchLimits
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+WORKERS_MAX = 32
+
+
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None:
@@ -45,6 +48,7 @@ class Settings:
     zk_hosts: str | None = None
     zk_root: str = "/wallet"
     zk_session_timeout_ms: int = 10_000
+    workers: int = 1  # `wallet serve` processes sharing the port
     # Bearer tokens: HS256 with this secret (None: $WALLET_HOME/auth-secret), or, with a
     # public key (PEM), asymmetric tokens (RS256, ES256, EdDSA) checked against it.
     auth_secret: str | None = None
@@ -62,6 +66,7 @@ class Settings:
         assert self.default_mode in MODES, f"WALLET_MODE must be one of {MODES}"
         assert self.zk_root.startswith("/") and not self.zk_root.endswith("/"), "WALLET_ZK_ROOT must look like /wallet"
         assert 2_000 <= self.zk_session_timeout_ms <= 60_000, "WALLET_ZK_SESSION_TIMEOUT_MS must be 2000..60000"
+        assert 1 <= self.workers <= WORKERS_MAX, f"WALLET_WORKERS must be 1..{WORKERS_MAX}"
         assert self.rate_per_s > 0 and self.rate_burst >= 1, "WALLET_RATE_PER_S must be > 0 and WALLET_RATE_BURST >= 1"
         assert self.admin_rate_per_s > 0 and self.admin_rate_burst >= 1, "admin rates must be positive"
         assert self.log_format in ("json", "text"), "WALLET_LOG_FORMAT must be json or text"
@@ -80,6 +85,7 @@ class Settings:
             zk_hosts=os.environ.get("WALLET_ZK_HOSTS") or None,
             zk_root=os.environ.get("WALLET_ZK_ROOT", "/wallet"),
             zk_session_timeout_ms=_int("WALLET_ZK_SESSION_TIMEOUT_MS", 10_000),
+            workers=_int("WALLET_WORKERS", 1),
             auth_secret=os.environ.get("WALLET_AUTH_SECRET") or None,
             auth_public_key=_file_text("WALLET_AUTH_PUBLIC_KEY_FILE"),
             rate_per_s=_int("WALLET_RATE_PER_S", 50),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coordinator.config import Settings
-from coordinator.zookeeper import AlwaysLeader, Leadership
+from coordinator.zookeeper import AlwaysLeader, Leadership, LocalLeader
 from shard_router.stores import TopologyStore, open_store
 from shard_router.topology import TopologyError
 
@@ -37,8 +37,14 @@ def open_topology_store(settings: Settings) -> TopologyStore:
 
 async def open_coordination(settings: Settings, elect: bool = True) -> Coordination:
     store = await asyncio.to_thread(open_topology_store, settings)
-    if not settings.zk_hosts or not elect:
-        return Coordination(store, AlwaysLeader() if elect else NeverLeader())
+    if not elect:
+        return Coordination(store, NeverLeader())
+    if not settings.zk_hosts:
+        # One machine. `serve --workers N`: its processes elect by a file lock in the home.
+        # A single process leads alone (separate `wallet serve` processes on one home each
+        # run the singletons, which is safe, only wasteful).
+        leader = LocalLeader(settings.home / "leader.lock") if settings.workers > 1 else AlwaysLeader()
+        return Coordination(store, leader)
     client = getattr(store, "client", None)
     if client is None:
         raise TopologyError("a ZooKeeper store is needed for leader election")

@@ -4,15 +4,19 @@ the coordinator's asyncio loop:
   TopologyFollower  a store's watch -> the newest topology, handed to the loop
   Leadership        a kazoo lock that elects one process for the singletons (recovery
                     worker, ledger relay); SUSPENDED or LOST stops the leader at once
-  AlwaysLeader      the embedded default (one machine, one coordinator)
+  LocalLeader       `serve --workers N` without ZooKeeper: the processes elect by an
+                    exclusive file lock in their home
+  AlwaysLeader      the embedded default (one coordinator process)
 """
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import socket
 import threading
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from shard_router.stores import TopologyStore
@@ -69,6 +73,39 @@ class TopologyFollower:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
             self.task = None
+
+
+class LocalLeader:
+    """Several coordinator processes on one machine without ZooKeeper (`wallet serve
+    --workers N`): the one holding an exclusive lock on a file in the home leads. The kernel
+    drops the lock when its process dies, so another takes over at its next check."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.identifier = f"{socket.gethostname()}:{os.getpid()}"
+        self.handle: int | None = None
+
+    def is_leader(self) -> bool:
+        if self.handle is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(handle)
+            return False
+        self.handle = handle
+        log.info("%s leads (lock %s)", self.identifier, self.path)
+        return True
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            os.close(self.handle)  # closing releases the lock
+            self.handle = None
 
 
 class AlwaysLeader:

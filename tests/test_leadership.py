@@ -69,3 +69,18 @@ def test_one_leader_suspended_stops_lost_hands_over(own_zookeeper: LocalZooKeepe
         for client in (first_client, second_client):
             client.stop()
             client.close()
+
+
+def test_local_leader_is_one_process_at_a_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Protects the embedded default with several processes on one home (`serve --workers`):
+    one file lock, one leader; when it goes, the next check of another takes over."""
+    from coordinator.zookeeper import LocalLeader
+
+    first, second = LocalLeader(tmp_path / "leader.lock"), LocalLeader(tmp_path / "leader.lock")
+    assert first.is_leader()
+    assert not second.is_leader()
+    assert first.is_leader(), "a leader stays the leader"
+    first.stop()  # the process exits: the kernel drops its lock
+    assert second.is_leader()
+    assert not first.is_leader()
+    second.stop()
