@@ -28,6 +28,14 @@ ABORT_AFTER_MS_DEFAULT = 10_000  # liveness only: correctness never depends on i
 FINISH_AFTER_MS = 2_000
 INTERVAL_S_DEFAULT = 2.0
 BRANCHES_PER_PASS_MAX = 10_000
+# Commit decisions are kept this long, then deleted once no prepared branch of their batch
+# is left on any shard. It must exceed by far how long a coordinator can still be about
+# to record a decision (its decision-shard transaction dies after the sessions'
+# idle_in_transaction and statement timeouts: 90 s): an 'abort' written by recovery fences
+# a slow coordinator only while it exists.
+DECISION_RETENTION_S_DEFAULT = 24 * 3600
+DECISION_RETENTION_S_MIN = 3600
+DECISIONS_PRUNED_PER_PASS_MAX = 10_000
 
 
 @dataclass
@@ -36,6 +44,7 @@ class RecoveryReport:
     rolled_back: int = 0
     waiting: int = 0  # undecided and young: their coordinator may still be working
     resumed: int = 0  # unfinished TC/C and Saga transfers driven forward
+    decisions_pruned: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -43,9 +52,12 @@ class RecoveryReport:
         return self.waiting == 0 and not self.errors
 
 
-async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> RecoveryReport:
+async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int = ABORT_AFTER_MS_DEFAULT,
+                       decision_retention_s: int = DECISION_RETENTION_S_DEFAULT) -> RecoveryReport:
     assert abort_after_ms >= 0, "abort_after_ms must not be negative"
+    assert decision_retention_s >= DECISION_RETENTION_S_MIN, f"keep decisions at least {DECISION_RETENTION_S_MIN} s"
     report = RecoveryReport()
+    unlisted: list[str] = []
 
     async def list_prepared(shard: str) -> list[two_phase_sql.PreparedBranch]:
         try:
@@ -53,6 +65,7 @@ async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int
                 return await two_phase_sql.select_prepared(connection)
         except ShardError as error:
             report.errors.append(f"{shard}: cannot list prepared transactions: {error}")
+            unlisted.append(shard)
             return []
 
     branches = [b for part in await asyncio.gather(*(list_prepared(s) for s in shards)) for b in part]
@@ -89,9 +102,26 @@ async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int
                 report.errors.append(f"{member.gid}: {error}")
 
     await asyncio.gather(*(resolve(batch_id, members) for batch_id, members in by_batch.items()))
-    if report.committed or report.rolled_back or report.errors:
+    if not unlisted and len(branches) < BRANCHES_PER_PASS_MAX:
+        # Every batch with a branch still prepared was listed above (a batch decided earlier
+        # cannot prepare a new branch), so the other old decisions are no longer needed.
+        report.decisions_pruned = await prune_decisions(pools, shards, sorted(by_batch), decision_retention_s, report)
+    if report.committed or report.rolled_back or report.errors or report.decisions_pruned:
         log.info("recovery: %s", report)
     return report
+
+
+async def prune_decisions(pools: ShardPools, shards: list[str], keep: list[UUID], retention_s: int,
+                          report: RecoveryReport) -> int:
+    async def one(shard: str) -> int:
+        try:
+            async with pools.connection(shard) as connection:
+                return await two_phase_sql.prune_decisions(connection, retention_s, keep, DECISIONS_PRUNED_PER_PASS_MAX)
+        except ShardError as error:
+            report.errors.append(f"{shard}: cannot prune commit decisions: {error}")
+            return 0
+
+    return sum(await asyncio.gather(*(one(shard) for shard in shards)))
 
 
 def recovery_worker(recover: Callable[[int], Awaitable[object]], interval_s: float = INTERVAL_S_DEFAULT,

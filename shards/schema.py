@@ -101,6 +101,7 @@ commit_decisions = Table(
     Column("outcome", Text, nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     CheckConstraint("outcome IN ('commit', 'abort')", name="commit_decisions_outcome_known"),
+    Index("commit_decisions_decided_at", "decided_at"),  # the retention job's scan
 )
 
 # Every balance change, written in the same local transaction as the change; the ledger

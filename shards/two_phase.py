@@ -25,6 +25,15 @@ INSERT INTO commit_decisions (batch_id, outcome) VALUES ($1, $2)
 ON CONFLICT (batch_id) DO NOTHING
 """
 SELECT_DECISIONS = "SELECT batch_id, outcome FROM commit_decisions WHERE batch_id = ANY($1::uuid[])"
+# Decisions older than the retention whose batch has no prepared branch anywhere ($2: the
+# batches that still have one), a bounded number per call.
+PRUNE_DECISIONS = """
+DELETE FROM commit_decisions WHERE batch_id IN (
+    SELECT batch_id FROM commit_decisions
+    WHERE decided_at < now() - make_interval(secs => $1) AND NOT (batch_id = ANY($2::uuid[]))
+    ORDER BY decided_at LIMIT $3
+)
+"""
 SELECT_PREPARED = """
 SELECT gid, prepared, (extract(epoch FROM now() - prepared) * 1000)::bigint AS age_ms
 FROM pg_prepared_xacts
@@ -112,6 +121,11 @@ async def decide_unless_decided(connection: asyncpg.Connection, batch_id: UUID, 
 async def select_decisions(connection: asyncpg.Connection, batch_ids: list[UUID]) -> dict[UUID, str]:
     rows = await connection.fetch(SELECT_DECISIONS, batch_ids)
     return {row["batch_id"]: row["outcome"] for row in rows}
+
+
+async def prune_decisions(connection: asyncpg.Connection, older_than_s: int, keep: list[UUID], limit: int) -> int:
+    status = await connection.execute(PRUNE_DECISIONS, older_than_s, keep, limit)
+    return int(status.split()[-1])
 
 
 async def select_prepared(connection: asyncpg.Connection) -> list[PreparedBranch]:

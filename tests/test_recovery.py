@@ -63,3 +63,36 @@ def test_wallet_recover_command(cluster: LocalCluster) -> None:
                                capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("committed ")
+
+
+async def test_old_commit_decisions_are_pruned_unless_a_branch_needs_them(service: WalletService,
+                                                                          topology: Topology) -> None:
+    """Protects commit_decisions from growing forever, and 2PC from losing a decision it still
+    needs: an old decision goes; one whose batch still has a prepared branch, or a recent one, stays."""
+    import asyncpg
+
+    from coordinator.recovery import DECISION_RETENTION_S_MIN, recover_once
+    from shards import two_phase as two_phase_sql
+
+    gone, needed, recent = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    decision_shard = await asyncpg.connect(topology.shards["shard0"])
+    branch_shard = await asyncpg.connect(topology.shards["shard1"])
+    gid = two_phase_sql.make_gid(needed, "shard0", "shard1")
+    try:
+        for batch_id in (gone, needed, recent):
+            await two_phase_sql.insert_decision(decision_shard, batch_id, "commit")
+        await decision_shard.execute("UPDATE commit_decisions SET decided_at = now() - interval '2 days' "
+                                     "WHERE batch_id = ANY($1::uuid[])", [gone, needed])
+        await two_phase_sql.begin(branch_shard)
+        await two_phase_sql.prepare(branch_shard, gid)  # a branch of `needed`, still in doubt
+
+        report = await recover_once(service.pools, sorted(topology.shards), decision_retention_s=DECISION_RETENTION_S_MIN)
+        assert report.decisions_pruned == 1 and report.waiting == 1
+        left = await two_phase_sql.select_decisions(decision_shard, [gone, needed, recent])
+        assert set(left) == {needed, recent}
+    finally:
+        await two_phase_sql.rollback_prepared(branch_shard, gid)
+        await decision_shard.execute("DELETE FROM commit_decisions WHERE batch_id = ANY($1::uuid[])",
+                                     [gone, needed, recent])
+        await decision_shard.close()
+        await branch_shard.close()
