@@ -38,7 +38,6 @@ from coordinator.config import Settings
 from coordinator.fault_points import FAULT_POINTS
 from coordinator.service import WalletService
 from shard_router.file_store import FileTopologyStore
-from shard_router.topology import Topology
 from shards.cluster import LocalCluster, free_port, temporary_home
 
 log = logging.getLogger("wallet.chaos")
@@ -131,17 +130,6 @@ class ChaosReport:
         return "\n".join(lines)
 
 
-def accounts_on(topology: Topology, shard: str, count: int, prefix: str) -> list[str]:
-    found, index = [], 0
-    while len(found) < count:
-        candidate = f"{prefix}-{index}"
-        if topology.shard_of(candidate) == shard:
-            found.append(candidate)
-        index += 1
-        assert index < 100_000, "could not find account ids for the shard"
-    return found
-
-
 class Run:
     def __init__(self, config: ChaosConfig, cluster: LocalCluster, workdir: Path) -> None:
         self.config = config
@@ -151,7 +139,7 @@ class Run:
         self.topology = cluster.topology  # direct addresses: the checker and the reads use these
         self.shards = sorted(self.topology.shards)
         prefix = f"chaos{config.seed}x{uuid.uuid4().hex[:6]}"
-        self.by_shard = {s: accounts_on(self.topology, s, config.accounts_per_shard, prefix) for s in self.shards}
+        self.by_shard = {s: self.topology.ids_on(s, config.accounts_per_shard, prefix) for s in self.shards}
         self.accounts = [a for s in self.shards for a in self.by_shard[s]]
         self.deposits: dict[uuid.UUID, tuple[str, int]] = {}
         self.history: list[TransferRecord] = []

@@ -10,6 +10,9 @@ from shard_router.slots import SLOT_COUNT, slot_of
 SHARD_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}\Z")  # match() anchors the start; \Z the end
 
 
+IDS_SEARCHED_MAX = 100_000
+
+
 class TopologyError(ValueError):
     """A topology document that cannot be used for routing."""
 
@@ -66,6 +69,20 @@ class Topology:
         if pinned is not None:
             return pinned
         return self.slots[slot_of(account_id)]
+
+    def ids_on(self, shard: str, count: int, prefix: str) -> list[str]:
+        """`count` account ids `<prefix>-<n>` that route to `shard` (tests, benchmarks, chaos)."""
+        assert shard in self.shards, f"no shard {shard!r}"
+        found: list[str] = []
+        if count <= 0:
+            return found
+        for index in range(IDS_SEARCHED_MAX):
+            candidate = f"{prefix}-{index}"
+            if self.shard_of(candidate) == shard:
+                found.append(candidate)
+                if len(found) == count:
+                    return found
+        raise AssertionError(f"fewer than {count} of {IDS_SEARCHED_MAX} ids route to {shard}")
 
     def slots_of(self, shard: str) -> list[int]:
         return [slot for slot, owner in enumerate(self.slots) if owner == shard]

@@ -61,16 +61,7 @@ async def service(topology: Topology, settings: Settings) -> AsyncIterator[Walle
 
 def accounts_on(topology: Topology, shard: str, count: int, prefix: str | None = None) -> list[str]:
     """`count` fresh account ids that route to `shard`."""
-    prefix = prefix or uuid.uuid4().hex[:8]
-    found: list[str] = []
-    index = 0
-    while len(found) < count:
-        candidate = f"{prefix}-{index}"
-        if topology.shard_of(candidate) == shard:
-            found.append(candidate)
-        index += 1
-        assert index < 100_000, "could not find account ids for the shard"
-    return found
+    return topology.ids_on(shard, count, prefix or uuid.uuid4().hex[:8])
 
 
 async def open_accounts(service: WalletService, ids: list[str], currency: str = "USD", deposit: str | None = None) -> None:
