@@ -38,6 +38,9 @@ from coordinator.config import Settings
 from coordinator.fault_points import FAULT_POINTS
 from coordinator.service import WalletService
 from shard_router.file_store import FileTopologyStore
+from shard_router.stores import connect_zookeeper
+from shard_router.zookeeper_store import ZooKeeperTopologyStore
+from shard_router.local_zookeeper import LocalZooKeeper
 from shards.cluster import LocalCluster, free_port, temporary_home
 
 log = logging.getLogger("wallet.chaos")
@@ -58,6 +61,7 @@ READ_TIMEOUT_S = 2.0
 FAULT_POINT_WAIT_S = 30.0  # an armed coordinator must reach its step within this
 SUPERVISE_INTERVAL_S = 0.5
 WORKERS_MAX = 256
+ZK_SESSION_TIMEOUT_MS = 4000  # a killed leader's role passes on after this
 
 
 @dataclass
@@ -74,6 +78,9 @@ class ChaosConfig:
     naive: bool = False  # the broken two-update transfer (naive.py), no coordinator, no faults
     headers: Headers | None = None  # called per request, e.g. to mint a bearer token
     coordinator_env: dict[str, str] = field(default_factory=dict)  # e.g. the API's auth settings
+    # ZooKeeper hosts: the coordinators take the topology from there and elect the one that
+    # runs recovery and the relay (a killed leader hands over after its session expires).
+    zookeeper: str | None = None
     say: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
@@ -104,7 +111,8 @@ class ChaosReport:
         c = self.config
         lines = [f"wallet chaos: seed {c.seed}, {self.seconds:.0f} s, "
                  + ("NAIVE two-update transfers" if c.naive else
-                    f"{c.coordinators} coordinators, {c.workers} clients, {c.proxied_shard} behind the proxy"),
+                    f"{c.coordinators} coordinators, {c.workers} clients, {c.proxied_shard} behind the proxy"
+                    + (", topology and leader election in ZooKeeper" if c.zookeeper else "")),
                  "",
                  "| mode | tried | succeeded | failed | timed out, then resolved | unresolved |",
                  "|---|---:|---:|---:|---:|---:|"]
@@ -210,6 +218,16 @@ class Run:
         proxied = self.workdir / "topology.json"
         FileTopologyStore(proxied).save(self.topology.with_shards(addresses, self.topology.ledger))
         environment = dict(self.config.coordinator_env)
+        if self.config.zookeeper:
+            root = f"/wallet-chaos-{uuid.uuid4().hex[:12]}"
+            store = ZooKeeperTopologyStore(connect_zookeeper(self.config.zookeeper, ZK_SESSION_TIMEOUT_MS), root,
+                                           owns_client=True)
+            try:
+                await asyncio.to_thread(store.save, FileTopologyStore(proxied).load())
+            finally:
+                await asyncio.to_thread(store.close)
+            environment.update({"WALLET_ZK_HOSTS": self.config.zookeeper, "WALLET_ZK_ROOT": root,
+                                "WALLET_ZK_SESSION_TIMEOUT_MS": str(ZK_SESSION_TIMEOUT_MS)})
         if "WALLET_AUTH_SECRET" not in environment:  # the API needs tokens: a secret of this run's own
             environment["WALLET_AUTH_SECRET"] = secrets.token_urlsafe(48)
         if self.headers is None:
@@ -476,10 +494,8 @@ def start_cluster(home: Path, shards: int) -> LocalCluster:
 
     cluster = LocalCluster(home, shard_count=shards)
     topology = cluster.start()
-    for dsn in topology.shards.values():
-        migrate.upgrade(dsn)
     assert topology.ledger
-    migrate.upgrade(topology.ledger, target="ledger")
+    migrate.upgrade_all(topology)
     return cluster
 
 
@@ -511,6 +527,8 @@ def main(argv: list[str]) -> int:
                         help="use the deliberately broken two-update transfer instead of the service, "
                              "to see the checker fail (exit 1 expected)")
     parser.add_argument("--keep", action="store_true", help="keep the coordinators' logs")
+    parser.add_argument("--zookeeper", action="store_true",
+                        help="start a ZooKeeper for the run: topology and leader election through it")
     args = parser.parse_args(argv)
     headers = parse_pairs(args.header, ":", "--header")
     config = ChaosConfig(seconds=args.minutes * 60, seed=args.seed, coordinators=args.coordinators,
@@ -519,12 +537,17 @@ def main(argv: list[str]) -> int:
                          headers=(lambda: dict(headers)) if headers else None)
     logging.basicConfig(level=logging.WARNING)
     home = temporary_home("chaos")
+    zookeeper = LocalZooKeeper(home / "zookeeper") if args.zookeeper else None
     cluster = start_cluster(home, args.shards)
     try:
+        if zookeeper is not None:
+            config.zookeeper = zookeeper.start()
         report = asyncio.run(run_chaos(config, cluster, keep_workdir=args.keep))
     finally:
         with contextlib.suppress(Exception):
             cluster.stop()
+        if zookeeper is not None:
+            zookeeper.stop()
         shutil.rmtree(home, ignore_errors=True)
     print(report.table())
     return 1 if report.anomalies else 0
