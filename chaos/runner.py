@@ -407,8 +407,14 @@ class Run:
     async def kill_at_fault_point(self, coordinator: Coordinator, point: str) -> None:
         """Restart the coordinator armed at `point`; it SIGKILLs itself when a request (or its
         relay) reaches that step under the ordinary load."""
-        self.held.add(coordinator.index)
+        # With leader election only the leader relays: a relay step is reached by arming a
+        # coordinator while the others are down (it leads once their sessions expire).
+        others = [c for c in self.coordinators if c is not coordinator] \
+            if self.config.zookeeper and point.startswith("relay.") else []
+        self.held.update(c.index for c in [coordinator, *others])
         try:
+            for other in others:
+                other.kill()
             coordinator.kill()
             coordinator.start(fault_point=point)
             deadline = time.monotonic() + FAULT_POINT_WAIT_S
@@ -421,8 +427,9 @@ class Run:
                 self.say(f"fault point {point} not reached within {FAULT_POINT_WAIT_S:.0f} s")
                 coordinator.kill()
         finally:
-            self.held.discard(coordinator.index)
-        await self.restart(coordinator)
+            self.held.difference_update(c.index for c in [coordinator, *others])
+        for restarted in [coordinator, *others]:
+            await self.restart(restarted)
 
     async def restart(self, coordinator: Coordinator) -> None:
         if not coordinator.alive():
