@@ -272,6 +272,7 @@ class WalletService:
         answers: list[TransferResult | WalletError | None] = [None] * len(items)
         grouped: dict[BatchApplier[Transfer, TransferResult | str], list[tuple[int, Transfer]]] = {}
         later: list[tuple[int, Transfer]] = []
+        mine: dict[UUID, asyncio.Future[TransferResult]] = {}  # this call's in-flight registrations
         for index, item in enumerate(items):
             try:
                 transfer = self._transfer_of(item.get("from_account"), item.get("to_account"), item.get("amount"),
@@ -282,7 +283,8 @@ class WalletService:
             if transfer.transaction_id in self.inflight or len(self.inflight) >= INFLIGHT_MAX:
                 later.append((index, transfer))
                 continue
-            self.inflight[transfer.transaction_id] = asyncio.get_running_loop().create_future()
+            mine[transfer.transaction_id] = self.inflight[transfer.transaction_id] = \
+                asyncio.get_running_loop().create_future()
             grouped.setdefault(self._applier_for(transfer), []).append((index, transfer))
 
         def settle(index: int, transfer: Transfer, outcome: TransferResult | str | BaseException) -> None:
@@ -300,6 +302,14 @@ class WalletService:
                 future.exception()
                 raise
 
+        async def route_again(index: int, transfer: Transfer) -> None:
+            """A slot moved under it: route it alone, still registered as in flight."""
+            try:
+                outcome: TransferResult | BaseException = await self._rerouting(lambda: self._route(transfer))
+            except WalletError as error:
+                outcome = error
+            settle(index, transfer, outcome)
+
         async def one_at_a_time(index: int, transfer: Transfer) -> None:
             try:
                 answers[index] = await self._submit(transfer)
@@ -307,18 +317,31 @@ class WalletService:
                 answers[index] = error
 
         placed: list[tuple[int, Transfer]] = []
-        futures: list[asyncio.Future[TransferResult | str]] = []
-        for applier, members in grouped.items():
-            futures.extend(await applier.enqueue([transfer for _, transfer in members]))
-            placed.extend(members)
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
-        for (index, transfer), outcome in zip(placed, outcomes):
-            if isinstance(outcome, AccountsMoved):  # a slot moved under it: route it again, alone
-                del self.inflight[transfer.transaction_id]
-                later.append((index, transfer))
-            else:
-                settle(index, transfer, outcome)
-        await asyncio.gather(*(one_at_a_time(index, transfer) for index, transfer in later))
+        try:
+            futures: list[asyncio.Future[TransferResult | str]] = []
+            for applier, members in grouped.items():
+                futures.extend(await applier.enqueue([transfer for _, transfer in members]))
+                placed.extend(members)
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            moved: list[tuple[int, Transfer]] = []
+            for (index, transfer), outcome in zip(placed, outcomes):
+                if isinstance(outcome, AccountsMoved):
+                    moved.append((index, transfer))
+                else:
+                    settle(index, transfer, outcome)
+            await asyncio.gather(*(route_again(index, transfer) for index, transfer in moved),
+                                 *(one_at_a_time(index, transfer) for index, transfer in later))
+        finally:
+            # Cancelled or failed half-way: no id of this call stays registered, and no
+            # waiter on one is left hanging.
+            for transaction_id, future in mine.items():
+                if self.inflight.get(transaction_id) is future:
+                    del self.inflight[transaction_id]
+                if not future.done():
+                    future.set_exception(WalletError(
+                        "shard_unavailable", "the batch call ended before this transfer's outcome was known; "
+                                             "retry with the same transaction_id"))
+                    future.exception()
         assert all(answer is not None for answer in answers), "every item has an answer"
         return answers  # type: ignore[return-value]
 

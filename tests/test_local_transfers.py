@@ -7,10 +7,11 @@ import uuid
 
 import pytest
 
+from coordinator.domain import TransferResult
 from coordinator.errors import WalletError
 from coordinator.service import WalletService
 from shard_router.topology import Topology
-from tests.conftest import accounts_on, open_accounts, send_all
+from tests.conftest import accounts_on, batches_held, open_accounts, send_all
 from tests.outbox_check import assert_outbox_explains
 
 SHARDS = ("shard0", "shard1", "shard2", "shard3")
@@ -212,3 +213,48 @@ async def test_account_creation_is_idempotent_and_conflicts_otherwise(service: W
     with pytest.raises(WalletError) as missing:
         await service.get_account(f"nobody-{uuid.uuid4().hex[:8]}")
     assert missing.value.code == "account_not_found"
+
+
+async def test_batch_call_answers_each_item_once(service: WalletService, topology: Topology) -> None:
+    """Protects the batch path (transfer_many): bad items fail alone, an id repeated inside the
+    call is applied once and both items get its answer, and nothing stays in flight."""
+    alice, bob = accounts_on(topology, "shard0", 2)
+    (carol,) = accounts_on(topology, "shard1", 1)
+    await open_accounts(service, [alice, bob, carol], deposit="10.00")
+    repeated = str(uuid.uuid4())
+    items: list[dict[str, object]] = [
+        {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD", "transaction_id": repeated},
+        {"from_account": alice, "to_account": carol, "amount": "2.00", "currency": "USD",
+         "transaction_id": str(uuid.uuid4()), "mode": "2pc"},
+        {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD", "transaction_id": repeated},
+        {"from_account": alice, "to_account": bob, "amount": "-1", "currency": "USD", "transaction_id": str(uuid.uuid4())},
+        {"from_account": bob, "to_account": carol, "amount": "99.00", "currency": "USD", "transaction_id": str(uuid.uuid4())},
+    ]
+    first, cross, again, bad, poor = await service.transfer_many(items)
+    assert isinstance(first, TransferResult) and first.status == "success"
+    assert isinstance(again, TransferResult) and again.transfer.transaction_id == first.transfer.transaction_id
+    assert isinstance(cross, TransferResult) and cross.status == "success" and cross.protocol == "2pc"
+    assert isinstance(bad, WalletError) and bad.code == "invalid_amount"
+    assert isinstance(poor, TransferResult) and poor.error_code == "insufficient_funds"
+    assert (await service.get_account(alice)).balance == 700  # 1.00 once, 2.00 once
+    assert not service.inflight
+
+
+async def test_cancelled_batch_call_leaves_nothing_in_flight(service: WalletService, topology: Topology) -> None:
+    """Protects ids of a batch call whose caller went away (a client disconnect cancels it):
+    they do not stay registered, and a retry with the same id gets the true outcome."""
+    alice, bob = accounts_on(topology, "shard2", 2)
+    await open_accounts(service, [alice, bob], deposit="10.00")
+    key = str(uuid.uuid4())
+    item = {"from_account": alice, "to_account": bob, "amount": "3.00", "currency": "USD", "transaction_id": key}
+    with batches_held(service, "shard2") as release:
+        call = asyncio.create_task(service.transfer_many([item]))
+        while not service.in_flight(key):
+            await asyncio.sleep(0.01)
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
+        assert not service.in_flight(key)
+        release.set()
+    retried = await service.transfer(alice, bob, "3.00", "USD", key)
+    assert retried.status == "success"
+    assert (await service.get_account(alice)).balance == 700  # applied once, by the batch or the retry
