@@ -61,6 +61,7 @@ READ_TIMEOUT_S = 2.0
 FAULT_POINT_WAIT_S = 30.0  # an armed coordinator must reach its step within this
 SUPERVISE_INTERVAL_S = 0.5
 WORKERS_MAX = 256
+SCHEDULE_SLACK = 2.0
 ZK_SESSION_TIMEOUT_MS = 4000  # a killed leader's role passes on after this
 
 
@@ -352,8 +353,10 @@ class Run:
     # -- faults ---------------------------------------------------------------------------------
     def build_schedule(self) -> list[faults.Fault]:
         c = self.config
+        # Sized for more than the run (the cost of a fault is only estimated); the deadline
+        # cuts it, so faults keep coming until the workload stops.
         return faults.build_schedule(c.seed, self.shards, c.proxied_shard, c.coordinators, list(c.fault_points),
-                                     None if c.cover_only else c.seconds, c.hold_scale)
+                                     None if c.cover_only else c.seconds * SCHEDULE_SLACK, c.hold_scale)
 
     async def drive_faults(self) -> None:
         plan = self.build_schedule()
