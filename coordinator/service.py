@@ -463,8 +463,11 @@ class WalletService:
         return await apply_local_batch(self.pools, shard, batch, lambda ids: self._find_elsewhere(set(), ids))
 
     async def _find_elsewhere(self, involved: set[str], transaction_ids: list[UUID]) -> dict[UUID, StoredTransfer]:
-        """A transaction id's record lives on its debit shard. One reused with another source
-        account would sit on a shard this batch does not touch: look there, one query each."""
+        """Prior records of the ids on every shard not in `involved` (an empty set: every
+        shard), one query each, all at once. A record lives on its debit shard; one reused
+        with another source account sits elsewhere. The one-shard and 2PC paths read every
+        shard this way before their transaction; TC/C and Saga read their debit shards under
+        the locks themselves."""
         others = [shard for shard in sorted(self.topology.shards) if shard not in involved]
         return await self._find_transfers(others, transaction_ids) if others else {}
 

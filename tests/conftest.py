@@ -6,8 +6,9 @@ import contextlib
 import io
 import logging
 import shutil
+import time
 import uuid
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -149,3 +150,11 @@ def captured_logs(level: int) -> Iterator[io.StringIO]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
+
+
+def eventually(condition: Callable[[], bool], what: str, timeout_s: float, poll_s: float = 0.05) -> None:
+    """Wait (blocking) until `condition()` holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll_s)

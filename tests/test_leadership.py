@@ -4,24 +4,17 @@ once; a LOST one hands the role to the other contender."""
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
 from coordinator.zookeeper import Leadership
 from shard_router.local_zookeeper import LocalZooKeeper
 from shard_router.stores import connect_zookeeper
-from tests.conftest import make_home
+from tests.conftest import eventually, make_home
 
 SESSION_TIMEOUT_MS = 6000
 WAIT_S = 40
-
-
-def eventually(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -43,7 +36,7 @@ def test_one_leader_suspended_stops_lost_hands_over(own_zookeeper: LocalZooKeepe
     second = Leadership(second_client, "/wallet/leaders/singletons", "second")
     try:
         first.start()
-        eventually(first.is_leader, "the first leader")
+        eventually(first.is_leader, "the first leader", WAIT_S)
         second.start()
         time.sleep(1)
         assert first.is_leader() and not second.is_leader()
@@ -51,12 +44,12 @@ def test_one_leader_suspended_stops_lost_hands_over(own_zookeeper: LocalZooKeepe
 
         # The server goes away: both sessions are SUSPENDED, and the leader stops at once.
         own_zookeeper.stop()
-        eventually(lambda: not first.is_leader(), "the suspended leader to stop", timeout_s=5)
+        eventually(lambda: not first.is_leader(), "the suspended leader to stop", 5)
         assert not second.is_leader()
         # Back: the sessions resume (or, on a slow machine, expire and are contended again);
         # either way one leader, never two.
         own_zookeeper.start()
-        eventually(lambda: first.is_leader() or second.is_leader(), "a leader once the server is back")
+        eventually(lambda: first.is_leader() or second.is_leader(), "a leader once the server is back", WAIT_S)
         assert not (first.is_leader() and second.is_leader())
 
         # The leader's session ends (LOST): the other contender takes the role.
@@ -64,7 +57,7 @@ def test_one_leader_suspended_stops_lost_hands_over(own_zookeeper: LocalZooKeepe
             (second, first, second_client)
         leader_client.stop()
         assert not leader.is_leader()
-        eventually(other.is_leader, "the other contender to lead")
+        eventually(other.is_leader, "the other contender to lead", WAIT_S)
         assert other.leader() == other.identifier
     finally:
         first.stop()
