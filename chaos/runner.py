@@ -59,6 +59,9 @@ CONVERGE_POLL_S = 1.0
 READ_INTERVAL_S = 0.5
 READ_TIMEOUT_S = 2.0
 FAULT_POINT_WAIT_S = 30.0  # an armed coordinator must reach its step within this
+# A short covering run arms a point missed under a bad moment (locks held by another
+# fault's in-doubt branches, say) this many times more, after the rest of its schedule.
+COVER_REARMS_MAX = 2
 SUPERVISE_INTERVAL_S = 0.5
 WORKERS_MAX = 256
 SCHEDULE_SLACK = 2.0
@@ -370,8 +373,24 @@ class Run:
             self.report.faults[fault.kind] += 1
             await self.heal()
             await asyncio.sleep(fault.gap_s)
+        if self.config.cover_only:
+            await self.rearm_missed()
         if deadline is not None and self.now_s() < deadline:
             await asyncio.sleep(deadline - self.now_s())
+
+    async def rearm_missed(self) -> None:
+        """Arm again, a bounded number of times, each point no arming has reached yet."""
+        for attempt in range(COVER_REARMS_MAX):
+            missed = sorted(set(self.config.fault_points) - set(self.report.points_reached))
+            if not missed:
+                return
+            for number, point in enumerate(missed):
+                coordinator = self.coordinators[(attempt + number) % len(self.coordinators)]
+                self.say(f"fault_point {point} armed again on coordinator {coordinator.index}")
+                await self.kill_at_fault_point(coordinator, point)
+                self.report.faults[faults.FAULT_POINT] += 1
+                await self.heal()
+                await asyncio.sleep(faults.GAP_S[0])
 
     async def inject(self, fault: faults.Fault) -> None:
         assert self.proxy is not None
@@ -425,6 +444,7 @@ class Run:
                 await asyncio.sleep(0.1)
             if coordinator.killed_itself():
                 self.report.points_reached.append(point)
+                self.say(f"fault point {point} reached after {FAULT_POINT_WAIT_S - (deadline - time.monotonic()):.1f} s")
             else:
                 self.report.points_missed.append(point)
                 self.say(f"fault point {point} not reached within {FAULT_POINT_WAIT_S:.0f} s")
