@@ -29,6 +29,7 @@ from pathlib import Path
 
 from bench.accounts import account_ids, create_accounts
 from bench.workload import Workload
+from coordinator import event_loop
 from coordinator.config import Settings
 from coordinator.group_commit import BatchLimits
 from coordinator.service import WalletService
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cluster up in {home}; pgbench baseline ...", flush=True)
         results.pgbench_tps = pgbench(cluster, args.seconds, clients=16)
         print(f"  pgbench TPC-B 16 clients: {results.pgbench_tps:,.0f} tps", flush=True)
-        asyncio.run(measure(cluster, args, results, home))
+        event_loop.run(measure(cluster, args, results, home))
     finally:
         cluster.stop()
         shutil.rmtree(home, ignore_errors=True)

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 
 from coordinator.auth import SCOPES, TOKEN_TTL_S_DEFAULT, TOKEN_TTL_S_MAX, issue_token, load_secret, secret_path
+from coordinator import event_loop
 from coordinator.config import Settings
 from coordinator.coordination import open_topology_store
 from coordinator.topology_cli import add_topology_commands
@@ -49,7 +50,7 @@ def with_service(settings: Settings, action: Callable[[WalletService], Awaitable
         finally:
             await asyncio.to_thread(store.close)
 
-    return asyncio.run(run())
+    return event_loop.run(run())
 
 
 # -- dev ----------------------------------------------------------------------------------
@@ -267,7 +268,7 @@ def follow_relay(settings: Settings) -> int:
                 await worker.stop()
 
     try:
-        asyncio.run(run())
+        event_loop.run(run())
     except KeyboardInterrupt:
         pass
     return 0

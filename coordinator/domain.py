@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from datetime import datetime
@@ -36,12 +37,21 @@ class Transfer:
 
     @cached_property
     def request_hash(self) -> bytes:
-        """What the idempotency key promises: the money movement, not the protocol used for it."""
-        canonical = json.dumps(
-            [self.kind, self.from_account, self.to_account, self.amount, self.currency],
-            separators=(",", ":"),
-        )
+        """What the idempotency key promises: the money movement, not the protocol used for it.
+        SHA-256 of the compact JSON list [kind, from, to, amount, currency]; stored with every
+        record, so this form must never change."""
+        texts = (self.kind, self.from_account or "", self.to_account, self.currency)
+        if all(_JSON_PLAIN.match(text) for text in texts):  # validated ids: JSON needs no escapes
+            sender = "null" if self.from_account is None else f'"{self.from_account}"'
+            canonical = f'["{self.kind}",{sender},"{self.to_account}",{self.amount},"{self.currency}"]'
+        else:
+            canonical = json.dumps([self.kind, self.from_account, self.to_account, self.amount, self.currency],
+                                   separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()
+
+
+# Text that json.dumps writes as itself between quotes: printable ASCII but " and \.
+_JSON_PLAIN = re.compile(r'[ !#-\[\]-~]*\Z')
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ writes its own (a retryable conflict), and the retry sees it.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from datetime import datetime
 from typing import Awaitable, Callable
 from uuid import UUID
@@ -64,5 +63,6 @@ def outcomes_of(plan: BatchPlan, stamp: Callable[[Transfer], datetime | None]) -
         else:
             assert result is not None
             # New records (and in-batch replays of them) carry the stamp the shard stored.
-            outcomes.append(replace(result, created_at=stamp(result.transfer)) if result.created_at is None else result)
+            outcomes.append(result if result.created_at is not None else TransferResult(
+                result.transfer, result.status, result.error_code, result.protocol, result.phase, stamp(result.transfer)))
     return outcomes

@@ -19,6 +19,7 @@ from coordinator.group_commit import BatchApplier
 from coordinator.local import CONFLICT, apply_local_batch
 from coordinator.money import check_currency, parse_amount
 from coordinator.background import Periodic
+from coordinator.record_lookup import RecordLookup, record_lookup
 from coordinator.recovery import ABORT_AFTER_MS_DEFAULT, RecoveryReport, recover_once, recovery_worker
 from coordinator.saga import SagaCoordinator
 from coordinator.tcc import TccCoordinator
@@ -61,6 +62,7 @@ class WalletService:
         self.switching = asyncio.Lock()
         self.pools = ShardPools(topology.shards, size_max=settings.pool_size_max)
         self.appliers: dict[str, BatchApplier[Transfer, TransferResult | str]] = {}
+        self.lookups: dict[str, RecordLookup] = {}  # per shard, started with its applier
         self.inflight: dict[UUID, asyncio.Future[TransferResult]] = {}
         self.two_phase = TwoPhaseCommit(self.pools, lambda: self.topology, self._find_elsewhere)
         self.tcc = TccCoordinator(self.pools, lambda: self.topology, self._find_elsewhere)
@@ -92,7 +94,8 @@ class WalletService:
             self.recovery = None
         everyone = [*self.appliers.values(), *self.cross_appliers.values()]
         await asyncio.gather(*(applier.stop() for applier in everyone))
-        self.appliers, self.cross_appliers = {}, {}
+        await asyncio.gather(*(lookup.stop() for lookup in self.lookups.values()))
+        self.appliers, self.cross_appliers, self.lookups = {}, {}, {}
         if self.ledger is not None:
             await self.ledger.close()
         await self.pools.close()
@@ -103,6 +106,9 @@ class WalletService:
         )
         applier.start()
         self.appliers[shard] = applier
+        lookup = record_lookup(self.pools, shard)
+        lookup.start()
+        self.lookups[shard] = lookup
 
     async def switch_topology(self, topology: Topology) -> bool:
         """Route by `topology` from now on, if it is newer: new shards get pools and
@@ -473,6 +479,9 @@ class WalletService:
 
     async def _find_transfers(self, shards: list[str], transaction_ids: list[UUID]) -> dict[UUID, StoredTransfer]:
         async def one(shard: str) -> dict[UUID, StoredTransfer]:
+            lookup = self.lookups.get(shard)
+            if lookup is not None:  # shared with the other batches asking now
+                return await lookup.submit(transaction_ids)
             async with self.pools.connection(shard) as connection:
                 return await transfer_sql.select_transfers(connection, transaction_ids)
 

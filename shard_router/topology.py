@@ -11,6 +11,9 @@ SHARD_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}\Z")  # match() anchors th
 
 
 IDS_SEARCHED_MAX = 100_000
+# Routes remembered per Topology (it never changes, so they never go stale); emptied when
+# full. A batch routes each account several times: CRC32 once is enough.
+ROUTES_CACHED_MAX = 1 << 20
 
 
 class TopologyError(ValueError):
@@ -55,6 +58,7 @@ class Topology:
         # Freeze the mappings so a shared Topology cannot change under a router.
         object.__setattr__(self, "shards", MappingProxyType(dict(self.shards)))
         object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
+        object.__setattr__(self, "_routes", {})  # not a field: equality and documents ignore it
 
     @classmethod
     def even(cls, shards: Mapping[str, str], version: int = 1, ledger: str | None = None) -> Topology:
@@ -65,10 +69,16 @@ class Topology:
         return cls(version=version, shards=shards, slots=slots, ledger=ledger)
 
     def shard_of(self, account_id: str) -> str:
-        pinned = self.overrides.get(account_id)
-        if pinned is not None:
-            return pinned
-        return self.slots[slot_of(account_id)]
+        routes: dict[str, str] = self._routes  # type: ignore[attr-defined]
+        shard = routes.get(account_id)
+        if shard is None:
+            shard = self.overrides.get(account_id)
+            if shard is None:
+                shard = self.slots[slot_of(account_id)]
+            if len(routes) >= ROUTES_CACHED_MAX:
+                routes.clear()
+            routes[account_id] = shard
+        return shard
 
     def ids_on(self, shard: str, count: int, prefix: str) -> list[str]:
         """`count` account ids `<prefix>-<n>` that route to `shard` (tests, benchmarks, chaos)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncpg
 
 from coordinator.domain import Account
+from shards.arrays import text_array
 from shards.errors import AccountsMoved
 
 ACCOUNT_COLUMNS = "account_id, owner, currency, balance, reserved, status, version"
@@ -27,7 +28,7 @@ SELECT_ACCOUNT = f"SELECT {ACCOUNT_COLUMNS}, placement FROM accounts WHERE accou
 # row version once the lock is granted, so it cannot act on a row that left.
 LOCK_ACCOUNTS = f"""
 SELECT {ACCOUNT_COLUMNS}, placement FROM accounts
-WHERE account_id = ANY($1::text[])
+WHERE account_id = ANY(($1::text)::text[])  -- one literal: shards/arrays.py
 ORDER BY account_id
 FOR UPDATE
 """
@@ -83,7 +84,7 @@ async def account_exists(connection: asyncpg.Connection, account_id: str) -> boo
 
 
 async def lock_accounts(connection: asyncpg.Connection, account_ids: list[str]) -> dict[str, Account]:
-    rows = await connection.fetch(LOCK_ACCOUNTS, sorted(set(account_ids)))
+    rows = await connection.fetch(LOCK_ACCOUNTS, text_array(sorted(set(account_ids))))
     gone = [row["account_id"] for row in rows if row["placement"] != "live"]
     if gone:
         raise AccountsMoved(gone)

@@ -9,6 +9,7 @@ import asyncpg
 from coordinator.batch_plan import StoredTransfer
 from coordinator.domain import Transfer, TransferResult
 from coordinator.postings import AccountChange, BalanceEvent
+from shards.arrays import int_array, nullable_text_array, text_array
 
 TRANSFER_COLUMNS = (
     "transaction_id, kind, from_account, to_account, amount, currency, mode, "
@@ -20,26 +21,29 @@ SELECT_TRANSFERS = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transaction_
 # The whole write side of a batch on one shard in one round trip: folded account
 # changes (one row update per account, however many transfers touch it), one record
 # per new transfer, one outbox row per balance change. The counts come back so the
-# caller can assert all three landed whole.
+# caller can assert all three landed whole. Text and integer columns travel as one
+# literal each (shards/arrays.py).
 WRITE_BATCH = """
 WITH moved AS (
     UPDATE accounts AS a
     SET balance = a.balance + d.delta, reserved = a.reserved + d.reserved_delta,
         version = a.version + d.versions, updated_at = now()
-    FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS d(account_id, delta, reserved_delta, versions)
+    FROM unnest(($1::text)::text[], ($2::text)::bigint[], ($3::text)::bigint[], ($4::text)::bigint[]) AS d(account_id, delta, reserved_delta, versions)
     WHERE a.account_id = d.account_id
     RETURNING 1
 ), recorded AS (
     INSERT INTO transfers (transaction_id, kind, from_account, to_account, amount, currency,
                            mode, protocol, status, phase, error_code, request_hash)
-    SELECT * FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[],
-                         $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bytea[])
+    SELECT * FROM unnest($5::uuid[], ($6::text)::text[], ($7::text)::text[], ($8::text)::text[],
+                         ($9::text)::bigint[], ($10::text)::text[], ($11::text)::text[], ($12::text)::text[],
+                         ($13::text)::text[], ($14::text)::text[], ($15::text)::text[], $16::bytea[])
     RETURNING 1
 ), evented AS (
     INSERT INTO outbox (transaction_id, account_id, version, kind, amount, reserved_delta,
                         balance_after, reserved_after, currency)
-    SELECT * FROM unnest($17::uuid[], $18::text[], $19::bigint[], $20::text[], $21::bigint[], $22::bigint[],
-                         $23::bigint[], $24::bigint[], $25::text[])
+    SELECT * FROM unnest($17::uuid[], ($18::text)::text[], ($19::text)::bigint[], ($20::text)::text[],
+                         ($21::text)::bigint[], ($22::text)::bigint[], ($23::text)::bigint[], ($24::text)::bigint[],
+                         ($25::text)::text[])
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM recorded) AS recorded,
@@ -86,31 +90,31 @@ async def write_batch(
     transfers = [result.transfer for result in results]
     moved, recorded, evented, created_at = await connection.fetchrow(
         WRITE_BATCH,
-        account_ids,
-        [changes[a].balance_delta for a in account_ids],
-        [changes[a].reserved_delta for a in account_ids],
-        [changes[a].versions for a in account_ids],
+        text_array(account_ids),
+        int_array([changes[a].balance_delta for a in account_ids]),
+        int_array([changes[a].reserved_delta for a in account_ids]),
+        int_array([changes[a].versions for a in account_ids]),
         [t.transaction_id for t in transfers],
-        [t.kind for t in transfers],
-        [t.from_account for t in transfers],
-        [t.to_account for t in transfers],
-        [t.amount for t in transfers],
-        [t.currency for t in transfers],
-        [t.mode for t in transfers],
-        [r.protocol for r in results],
-        [r.status for r in results],
-        [r.phase for r in results],
-        [r.error_code for r in results],
+        text_array([t.kind for t in transfers]),
+        nullable_text_array([t.from_account for t in transfers]),
+        text_array([t.to_account for t in transfers]),
+        int_array([t.amount for t in transfers]),
+        text_array([t.currency for t in transfers]),
+        text_array([t.mode for t in transfers]),
+        text_array([r.protocol for r in results]),
+        text_array([r.status for r in results]),
+        text_array([r.phase for r in results]),
+        nullable_text_array([r.error_code for r in results]),
         [t.request_hash for t in transfers],
         [e.transaction_id for e in events],
-        [e.account_id for e in events],
-        [e.version for e in events],
-        [e.kind for e in events],
-        [e.amount for e in events],
-        [e.reserved_delta for e in events],
-        [e.balance_after for e in events],
-        [e.reserved_after for e in events],
-        [e.currency for e in events],
+        text_array([e.account_id for e in events]),
+        int_array([e.version for e in events]),
+        text_array([e.kind for e in events]),
+        int_array([e.amount for e in events]),
+        int_array([e.reserved_delta for e in events]),
+        int_array([e.balance_after for e in events]),
+        int_array([e.reserved_after for e in events]),
+        text_array([e.currency for e in events]),
     )
     assert moved == len(account_ids), f"batch moved {moved} accounts, planned {len(account_ids)}"
     assert recorded == len(results), f"batch recorded {recorded} transfers, planned {len(results)}"

@@ -1,0 +1,28 @@
+"""The event loop every long-running wallet process runs on: uvloop where it is installed.
+
+asyncpg is built for uvloop; on the batch path the stdlib loop cost about a fifth of the
+coordinator's CPU per transfer (bench/README.md). uvicorn picks uvloop by itself for
+`wallet serve`; this is the same choice for the commands that run a service directly
+(`wallet bench`, `wallet relay`, the one-shot admin commands).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Coroutine, TypeVar
+
+Result = TypeVar("Result")
+
+try:
+    import uvloop
+except ImportError:  # not on this platform: the stdlib loop is correct, only slower
+    uvloop = None  # type: ignore[assignment]
+
+
+def run(main: Coroutine[Any, Any, Result]) -> Result:
+    if uvloop is not None:
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def name() -> str:
+    return "uvloop" if uvloop is not None else "asyncio"

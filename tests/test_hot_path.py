@@ -1,0 +1,118 @@
+"""The batch path's encodings and shortcuts say exactly what the slow forms said.
+
+Array literals (shards/arrays.py), the remembered routes (Topology.shard_of), the
+request hash without json.dumps (Transfer.request_hash) and the coalesced idempotency
+lookups (coordinator/record_lookup.py): each is checked against the form it replaced,
+the last one against real shards.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import uuid
+
+import asyncpg
+import pytest
+
+from coordinator.domain import Transfer
+from coordinator.errors import WalletError
+from coordinator.service import WalletService
+from shard_router.slots import slot_of
+from shard_router.topology import Topology
+from shards.arrays import int_array, nullable_text_array, text_array
+from tests.conftest import accounts_on, open_accounts
+
+
+def test_array_literals_and_their_refusals() -> None:
+    assert text_array(["a", "b-1:x.y_z"]) == '{"a","b-1:x.y_z"}'
+    assert text_array([]) == "{}"
+    assert nullable_text_array([None, "NULL", "x"]) == '{NULL,"NULL","x"}'
+    assert int_array([0, -2, 10**15]) == "{0,-2,1000000000000000}"
+    for bad in (['a"b'], ["a\\b"], ["a\x1fb"]):
+        with pytest.raises(AssertionError):
+            text_array(bad)
+    with pytest.raises(AssertionError):
+        nullable_text_array(['a"', None])
+    with pytest.raises(TypeError):
+        int_array([1.5])  # type: ignore[list-item]
+
+
+async def test_array_literals_round_trip_through_postgres(topology: Topology) -> None:
+    """The server reads back exactly the values, in order: 'NULL' the word stays a word."""
+    texts = ["NULL", "null", "a", "Z-9", "x.y:z_w", "0"]
+    nullable = [None, "NULL", "b", None]
+    ints = [0, -1, 2**62, -(2**62)]
+    connection = await asyncpg.connect(topology.shards["shard0"])
+    try:
+        got_texts, got_nullable, got_ints = await connection.fetchrow(
+            "SELECT ($1::text)::text[], ($2::text)::text[], ($3::text)::bigint[]",
+            text_array(texts), nullable_text_array(nullable), int_array(ints))
+    finally:
+        await connection.close()
+    assert (got_texts, got_nullable, got_ints) == (texts, nullable, ints)
+
+
+def test_remembered_routes_match_the_hash_and_the_pins() -> None:
+    shards = {f"shard{i}": f"postgresql://h/{i}" for i in range(4)}
+    topology = Topology.even(shards)
+    pinned = Topology(2, shards, topology.slots, {"acct-7": "shard3"})
+    ids = [f"acct-{i}" for i in range(2000)]
+    for _ in range(2):  # the second pass is answered from memory
+        assert [topology.shard_of(a) for a in ids] == [topology.slots[slot_of(a)] for a in ids]
+        assert pinned.shard_of("acct-7") == "shard3"
+    assert topology == Topology.even(shards)  # the memory is not part of the value
+
+
+def test_request_hash_is_the_compact_json_hash_for_any_text() -> None:
+    """Stored with every record, so it must never change: the fast form equals
+    SHA-256(json.dumps([...], separators=(",", ":"))) for plain and escaped text alike."""
+    rng = random.Random(3)
+    alphabet = [chr(c) for c in range(0, 160)] + ["é", "中", "\u2028", '"', "\\"]
+    checked = 0
+    while checked < 5000:
+        def text() -> str:
+            return "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
+        deposit = rng.random() < 0.2
+        sender, receiver = (None if deposit else text()), text()
+        if sender == receiver:
+            continue
+        transfer = Transfer(uuid.uuid4(), "deposit" if deposit else "transfer", sender, receiver,
+                            rng.randint(1, 10**15), text(), "2pc")
+        canonical = json.dumps([transfer.kind, sender, receiver, transfer.amount, transfer.currency],
+                               separators=(",", ":"))
+        assert transfer.request_hash == hashlib.sha256(canonical.encode()).digest(), canonical
+        checked += 1
+
+
+async def test_concurrent_lookups_share_statements_and_each_gets_its_own(service: WalletService,
+                                                                          topology: Topology) -> None:
+    ids = accounts_on(topology, "shard1", 2, "look") + accounts_on(topology, "shard2", 1, "look")
+    await open_accounts(service, ids, deposit="10.00")
+    done = []
+    for index in range(30):
+        transaction_id = uuid.uuid4()
+        await service.transfer(ids[index % 2], ids[2], "0.01", "USD", str(transaction_id))
+        done.append(transaction_id)
+    lookup = service.lookups["shard1"]
+    before = lookup.batches_applied
+    fresh = [[uuid.uuid4(), done[index]] for index in range(30)]
+    answers = await asyncio.gather(*(service._find_transfers(["shard1", "shard2"], request) for request in fresh))
+    for request, answer in zip(fresh, answers):
+        assert set(answer) == {request[1]}, "each caller sees its own ids' records, and only those"
+        assert answer[request[1]].result.transfer.transaction_id == request[1]
+    assert lookup.batches_applied - before < 30, "concurrent lookups on one shard share statements"
+
+
+async def test_a_lookup_on_a_shard_that_is_down_fails_every_caller(service: WalletService, cluster) -> None:
+    lookup = service.lookups["shard3"]
+    await asyncio.to_thread(cluster.stop_shard, "shard3", "immediate")
+    try:
+        results = await asyncio.gather(*(service._find_transfers(["shard3"], [uuid.uuid4()]) for _ in range(5)),
+                                       return_exceptions=True)
+    finally:
+        await asyncio.to_thread(cluster.start_shard, "shard3")
+    assert all(isinstance(r, WalletError) and r.code == "shard_unavailable" for r in results), results
+    assert lookup.tasks and not any(task.done() for task in lookup.tasks), "the lookup worker survives"
+    assert await service._find_transfers(["shard3"], [uuid.uuid4()]) == {}, "and answers once the shard is back"
