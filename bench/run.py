@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.accounts import account_ids, create_accounts
+from bench.cpu import CpuMeter, statement_cost_us
 from bench.workload import Workload
 from coordinator import event_loop
 from coordinator.config import Settings
@@ -53,12 +54,23 @@ class Point:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     p999_ms: float = 0.0
+    # CPU per successful transfer (bench/cpu.py): the coordinator's process (for in-process
+    # points that includes the benchmark's own clients) and all PostgreSQL servers.
+    coordinator_cpu_us: float | None = None
+    postgres_cpu_us: float | None = None
+
+    def cpu(self, meter: CpuMeter) -> None:
+        self.coordinator_cpu_us, self.postgres_cpu_us = meter.per_transfer_us(self.transfers)
 
 
 @dataclass
 class Results:
     settings: dict[str, object]
     pgbench_tps: float = 0.0
+    # CPU of one SELECT 1 round trip here: (client µs, server µs), the floor under every statement.
+    statement_cpu_us: tuple[float | None, float | None] = (None, None)
+    # The relay copying the outboxes of every point before it into the ledger (its own step).
+    relay: Point | None = None
     points: list[Point] = field(default_factory=list)
     conserved: bool = False
     notes: list[str] = field(default_factory=list)
@@ -71,8 +83,9 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 async def engine_point(service: WalletService, workload: Workload, name: str, mode: str, concurrency: int,
-                       per_call: int, seconds: float) -> Point:
+                       per_call: int, seconds: float, cluster: LocalCluster | None = None) -> Point:
     point = Point(name, mode, concurrency, per_call)
+    meter = CpuMeter(cluster).start() if cluster is not None else None
     latencies: list[float] = []
     deadline = time.monotonic() + seconds
 
@@ -96,6 +109,8 @@ async def engine_point(service: WalletService, workload: Workload, name: str, mo
     started = time.monotonic()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     point.seconds = time.monotonic() - started
+    if meter is not None:
+        point.cpu(meter.stop())
     point.per_s = point.transfers / point.seconds
     latencies.sort()
     point.p50_ms, point.p99_ms, point.p999_ms = (percentile(latencies, f) * 1000 for f in (0.5, 0.99, 0.999))
@@ -159,11 +174,12 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
     from coordinator.config import Settings
 
     port = free_port()
-    # An admin token (its own, higher rate limit); per-transfer logs off: they would cost the point.
+    # An admin token (its own, higher rate limit); per-transfer logs off: they would cost the point;
+    # the relay runs as its own process (as in docker/), measured on its own before this point.
     secret = load_secret(Settings(home=cluster.home, topology_path=cluster.topology_path), create=True)
     token = issue_token(secret or "", "bench", "admin")
     environment = {**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_PORT": str(port),
-                   "WALLET_LOG_LEVEL": "warning"}
+                   "WALLET_LOG_LEVEL": "warning", "WALLET_RELAY": "off"}
     environment.pop("WALLET_AUTH_SECRET", None)
     server = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "serve"], env=environment,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -182,6 +198,7 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
         pairs = ",".join(f'{{"{a}","{b}"}}' for a, b in (workload.pair() for _ in range(20_000)))
         script = workdir / "transfer.lua"
         script.write_text(WRK_SCRIPT % {"pairs": pairs, "mode": mode, "token": token})
+        meter = CpuMeter(cluster, server.pid).start()
         completed = subprocess.run(
             ["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, int(seconds))}s", "--timeout", "10s",
              "-s", str(script), f"http://127.0.0.1:{port}"], capture_output=True, text=True, timeout=seconds + 120)
@@ -190,6 +207,7 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
         requests, errors, duration_us = int(match.group(1)), int(match.group(2)), int(match.group(3))
         point = Point("REST, one transfer per request (wrk)", mode, connections, 1)
         point.transfers, point.failed, point.seconds = requests - errors, errors, duration_us / 1e6
+        point.cpu(meter.stop())
         point.per_s = point.transfers / point.seconds
         point.p50_ms, point.p99_ms, point.p999_ms = (float(match.group(i)) for i in (4, 5, 6))
         return point
@@ -244,27 +262,34 @@ async def measure(cluster: LocalCluster, args: argparse.Namespace, results: Resu
     ids = account_ids(args.accounts)
     await create_accounts(topology, ids, INITIAL_BALANCE)
     workload = Workload(topology, ids, args.cross, args.zipf, args.seed)
+    results.statement_cpu_us = await statement_cost_us(cluster, topology.shards["shard0"])
     batched = Settings(home=cluster.home, topology_path=cluster.topology_path, pool_size_max=16)
     unbatched = Settings(home=cluster.home, topology_path=cluster.topology_path, pool_size_max=16,
                          limits=BatchLimits(batch_size_max=1, workers=16))
     async with WalletService(topology, batched) as service:
         for concurrency in args.concurrency:
             results.points.append(await engine_point(service, workload, "engine, one transfer per call", "2pc",
-                                                     concurrency, 1, args.seconds))
+                                                     concurrency, 1, args.seconds, cluster))
             report(results.points[-1])
         for mode in args.modes:
             results.points.append(await engine_point(service, workload, "batch API (in-process)", mode,
-                                                     args.batch_clients, args.batch, args.seconds))
+                                                     args.batch_clients, args.batch, args.seconds, cluster))
             report(results.points[-1])
     async with WalletService(topology, unbatched) as service:
         for concurrency in args.concurrency:
             results.points.append(await engine_point(service, workload, "unbatched, one transfer per call", "2pc",
-                                                     concurrency, 1, args.seconds))
+                                                     concurrency, 1, args.seconds, cluster))
             report(results.points[-1])
+    async with WalletService(topology, batched) as service:  # a serving process starts with no backlog
+        assert service.ledger is not None
+        meter, started = CpuMeter(cluster).start(), time.monotonic()
+        relay = Point("relay, outbox to ledger (events)", "-", 1, 1, transfers=await service.ledger.drain())
+        relay.seconds = time.monotonic() - started
+        relay.per_s = relay.transfers / relay.seconds if relay.seconds else 0.0
+        relay.cpu(meter.stop())
+        results.relay = relay
+        print(f"  {relay.name:<40} {relay.transfers:,} events in {relay.seconds:.1f} s{cpu_text(relay, 'event')}", flush=True)
     if args.rest:
-        async with WalletService(topology, batched) as service:  # a serving process starts with no backlog
-            assert service.ledger is not None
-            await service.ledger.drain()
         point = await asyncio.to_thread(rest_point, cluster, workload, "2pc", args.rest_connections, args.seconds, workdir)
         if point is None:
             results.notes.append("REST point skipped: wrk is not installed (apt-get install wrk)")
@@ -278,7 +303,13 @@ async def measure(cluster: LocalCluster, args: argparse.Namespace, results: Resu
 def report(point: Point) -> None:
     print(f"  {point.name:<40} {point.mode:<5} clients {point.concurrency:>5} x{point.per_call:<5} "
           f"{point.per_s:>10,.0f}/s  p50 {point.p50_ms:7.1f} ms  p99 {point.p99_ms:7.1f} ms  "
-          f"p999 {point.p999_ms:7.1f} ms  failed {point.failed}", flush=True)
+          f"p999 {point.p999_ms:7.1f} ms  failed {point.failed}{cpu_text(point)}", flush=True)
+
+
+def cpu_text(point: Point, unit: str = "transfer") -> str:
+    if point.coordinator_cpu_us is None or point.postgres_cpu_us is None:
+        return ""
+    return f"  cpu/{unit}: coordinator {point.coordinator_cpu_us:,.0f} us, postgres {point.postgres_cpu_us:,.0f} us"
 
 
 def summarize(results: Results) -> None:
@@ -301,6 +332,20 @@ def summarize(results: Results) -> None:
         point = best("batch API (in-process)", mode)
         if point and batch:
             print(f"batch API {mode:<5}            {point.per_s:>10,.0f}/s = {point.per_s / batch.per_s:4.2f}x 2PC")
+    client_us, server_us = results.statement_cpu_us
+    if client_us is not None and server_us is not None:
+        print(f"\nCPU of one SELECT 1 round trip here: client {client_us:,.0f} us + server {server_us:,.0f} us")
+    cores = os.cpu_count() or 1
+    for label, point in (("batch API 2PC", batch), ("engine 2PC, one per call", engine),
+                         ("REST 2PC", best("REST, one transfer per request (wrk)"))):
+        if point is None or point.coordinator_cpu_us is None or point.postgres_cpu_us is None:
+            continue
+        per_transfer = point.coordinator_cpu_us + point.postgres_cpu_us
+        print(f"{label:<26} CPU per transfer: coordinator {point.coordinator_cpu_us:,.0f} us + postgres "
+              f"{point.postgres_cpu_us:,.0f} us = {per_transfer:,.0f} us; {cores} cores fit "
+              f"{cores / per_transfer * 1e6:,.0f}/s at most")
+    if results.relay is not None:
+        print(f"relay, outbox to ledger: {results.relay.per_s:,.0f} events/s (2 per transfer){cpu_text(results.relay, 'event')}")
     print(f"money conserved: {'yes' if results.conserved else 'NO'}")
     for note in results.notes:
         print(f"note: {note}")

@@ -41,3 +41,9 @@ def nullable_text_array(values: Sequence[str | None]) -> str:
 def int_array(values: Sequence[int]) -> str:
     """`{1,-2,3}` for Python ints (a float or a bool fails here or on the server, loudly)."""
     return "{" + ",".join(map(int.__repr__, values)) + "}"
+
+
+def bool_array(values: Sequence[bool]) -> str:
+    """`{t,f}`; anything but a bool is refused."""
+    assert all(value is True or value is False for value in values), "bool_array takes bools only"
+    return "{" + ",".join(["t" if value else "f" for value in values]) + "}"

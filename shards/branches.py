@@ -7,6 +7,7 @@ from uuid import UUID
 import asyncpg
 
 from coordinator.domain import Transfer
+from shards.arrays import bool_array, int_array, nullable_text_array, text_array
 
 PHASE_COLUMNS = (
     "transaction_id, mode, from_account, to_account, amount, currency, request_hash, debit_try, credit_try, "
@@ -19,7 +20,7 @@ SELECT transaction_id, branch, operation, origin FROM barrier WHERE transaction_
 # No ON CONFLICT: a duplicate racing us makes this fail, the batch retries, and sees the row.
 INSERT_BARRIER = """
 INSERT INTO barrier (transaction_id, branch, operation, origin)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+SELECT * FROM unnest($1::uuid[], ($2::text)::text[], ($3::text)::text[], ($4::text)::text[])
 """
 LOCK_PHASES = f"""
 SELECT {PHASE_COLUMNS} FROM phase_state WHERE transaction_id = ANY($1::uuid[])
@@ -29,13 +30,14 @@ INSERT_PHASES = """
 INSERT INTO phase_state (transaction_id, mode, from_account, to_account, amount, currency, request_hash,
                          debit_try, credit_try)
 SELECT t.*, 'received', 'sent'
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[]) AS t
+FROM unnest($1::uuid[], ($2::text)::text[], ($3::text)::text[], ($4::text)::text[], ($5::text)::bigint[],
+            ($6::text)::text[], $7::bytea[]) AS t
 """
 UPDATE_PHASES = """
 UPDATE phase_state AS p
 SET second_phase = d.second_phase, second_state = d.second_state, error_code = d.error_code,
     out_of_order = p.out_of_order OR d.out_of_order, updated_at = now()
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::boolean[])
+FROM unnest($1::uuid[], ($2::text)::text[], ($3::text)::text[], ($4::text)::text[], ($5::text)::boolean[])
      AS d(transaction_id, second_phase, second_state, error_code, out_of_order)
 WHERE p.transaction_id = d.transaction_id
 """
@@ -88,7 +90,9 @@ async def select_barrier(connection: asyncpg.Connection, transaction_ids: list[U
 
 async def insert_barrier(connection: asyncpg.Connection, rows: list[tuple[UUID, str, str, str]]) -> None:
     if rows:
-        await connection.execute(INSERT_BARRIER, *(list(column) for column in zip(*rows)))
+        ids, branches, operations, origins = zip(*rows)
+        await connection.execute(INSERT_BARRIER, list(ids), text_array(branches), text_array(operations),
+                                 text_array(origins))
 
 
 async def lock_phases(connection: asyncpg.Connection, transaction_ids: list[UUID]) -> dict[UUID, PhaseRow]:
@@ -105,9 +109,10 @@ async def insert_phases(connection: asyncpg.Connection, transfers: list[Transfer
     if transfers:
         await connection.execute(
             INSERT_PHASES,
-            [t.transaction_id for t in transfers], [t.mode for t in transfers], [t.from_account for t in transfers],
-            [t.to_account for t in transfers], [t.amount for t in transfers], [t.currency for t in transfers],
-            [t.request_hash for t in transfers],
+            [t.transaction_id for t in transfers], text_array([t.mode for t in transfers]),
+            text_array([t.from_account for t in transfers]),  # type: ignore[misc]  # TC/C and Saga: never a deposit
+            text_array([t.to_account for t in transfers]), int_array([t.amount for t in transfers]),
+            text_array([t.currency for t in transfers]), [t.request_hash for t in transfers],
         )
 
 
@@ -115,8 +120,9 @@ async def update_phases(connection: asyncpg.Connection, updates: list[PhaseUpdat
     if updates:
         status = await connection.execute(
             UPDATE_PHASES,
-            [u.transaction_id for u in updates], [u.second_phase for u in updates], [u.second_state for u in updates],
-            [u.error_code for u in updates], [u.out_of_order for u in updates],
+            [u.transaction_id for u in updates], text_array([u.second_phase for u in updates]),
+            text_array([u.second_state for u in updates]), nullable_text_array([u.error_code for u in updates]),
+            bool_array([u.out_of_order for u in updates]),
         )
         assert status == f"UPDATE {len(updates)}", f"phase update touched {status}, expected {len(updates)} rows"
 

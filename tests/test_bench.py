@@ -22,6 +22,10 @@ def test_transfer_bench_runs_and_conserves(tmp_path: Path) -> None:
     assert names == {"engine, one transfer per call", "batch API (in-process)", "unbatched, one transfer per call"}
     assert all(point["transfers"] > 0 for point in results["points"])
     assert "x pgbench" in completed.stdout and "machines" in completed.stdout
+    # Where the CPU went, per point, and the floor under every statement (bench/cpu.py).
+    assert all(point["coordinator_cpu_us"] > 0 and point["postgres_cpu_us"] > 0 for point in results["points"])
+    assert all(figure > 0 for figure in results["statement_cpu_us"])
+    assert "CPU per transfer" in completed.stdout and "SELECT 1 round trip" in completed.stdout
 
 
 def test_ledger_bench_runs(tmp_path: Path) -> None:

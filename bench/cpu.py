@@ -1,0 +1,99 @@
+"""Where a point's CPU went: the coordinator process and the cluster's PostgreSQL servers.
+
+On a machine where the coordinator and four shard servers share two cores, transfers/s
+is CPU divided by CPU per transfer; these counters say which side to make cheaper. Read
+from /proc (Linux); elsewhere every figure is None and the report leaves it out.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import asyncpg
+
+from shards.cluster import LocalCluster
+
+_PROC = Path("/proc")
+STATEMENTS_MEASURED = 2000
+
+
+def _ticks() -> float:
+    return float(os.sysconf("SC_CLK_TCK"))
+
+
+def process_cpu_s(pid: int, children: bool = False) -> float | None:
+    """User+system CPU seconds of `pid` (plus its reaped children's, if asked)."""
+    try:
+        fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    used = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if children else 0)
+    return used / _ticks()
+
+
+def postgres_cpu_s(cluster: LocalCluster) -> float | None:
+    """CPU seconds of every server of the cluster: postmasters (with their reaped backends)
+    and the live processes they forked."""
+    if not _PROC.exists():
+        return None
+    postmasters: set[int] = set()
+    for server in cluster.servers:
+        try:
+            postmasters.add(int((server.data_dir / "postmaster.pid").read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    total = 0.0
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        pid, parent = int(entry.name), int(fields[1])
+        if pid in postmasters:
+            total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / _ticks()
+        elif parent in postmasters:
+            total += (int(fields[11]) + int(fields[12])) / _ticks()
+    return total
+
+
+class CpuMeter:
+    """CPU used between start() and stop() by one process (default: this one) and by the cluster."""
+
+    def __init__(self, cluster: LocalCluster, pid: int | None = None) -> None:
+        self.cluster, self.pid = cluster, pid or os.getpid()
+        self.process_s: float | None = None
+        self.postgres_s: float | None = None
+
+    def start(self) -> CpuMeter:
+        self._process0, self._postgres0 = process_cpu_s(self.pid), postgres_cpu_s(self.cluster)
+        return self
+
+    def stop(self) -> CpuMeter:
+        process, postgres = process_cpu_s(self.pid), postgres_cpu_s(self.cluster)
+        if process is not None and self._process0 is not None:
+            self.process_s = process - self._process0
+        if postgres is not None and self._postgres0 is not None:
+            self.postgres_s = postgres - self._postgres0
+        return self
+
+    def per_transfer_us(self, transfers: int) -> tuple[float | None, float | None]:
+        if transfers <= 0:
+            return None, None
+        return tuple(None if s is None else s / transfers * 1e6 for s in (self.process_s, self.postgres_s))  # type: ignore[return-value]
+
+
+async def statement_cost_us(cluster: LocalCluster, dsn: str) -> tuple[float | None, float | None]:
+    """CPU of one `SELECT 1` round trip on this machine: (client µs, all servers µs). The
+    floor under every statement a batch sends."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.fetchval("SELECT 1")
+        meter = CpuMeter(cluster).start()
+        for _ in range(STATEMENTS_MEASURED):
+            await connection.fetchval("SELECT 1")
+        meter.stop()
+    finally:
+        await connection.close()
+    return meter.per_transfer_us(STATEMENTS_MEASURED)
