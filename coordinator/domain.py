@@ -40,8 +40,8 @@ class Transfer:
         """What the idempotency key promises: the money movement, not the protocol used for it.
         SHA-256 of the compact JSON list [kind, from, to, amount, currency]; stored with every
         record, so this form must never change."""
-        texts = (self.kind, self.from_account or "", self.to_account, self.currency)
-        if all(_JSON_PLAIN.match(text) for text in texts):  # validated ids: JSON needs no escapes
+        if _JSON_PLAIN.match(f"{self.kind}{self.from_account or ''}{self.to_account}{self.currency}"):
+            # Validated ids and words: JSON writes them as they are, between quotes.
             sender = "null" if self.from_account is None else f'"{self.from_account}"'
             canonical = f'["{self.kind}",{sender},"{self.to_account}",{self.amount},"{self.currency}"]'
         else:
