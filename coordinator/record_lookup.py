@@ -3,9 +3,10 @@
 Every one-shard and 2PC batch reads the records of its transaction ids on every shard
 before its transaction (an id used before with another debit account sits on that
 account's shard). With many small batches in flight (one transfer per REST request) those
-reads were half of each shard's statements and most of its time (bench/README.md). Here
-the reads that arrive while one is in flight share the next statement: a group commit
-for reads, built on the same bounded BatchApplier.
+reads were half of each shard's statements and the largest share of its time. Here the
+reads that arrive while one is in flight share the next statement, a group commit for
+reads on the same bounded BatchApplier: one transfer per call went 34% faster, with 23%
+less PostgreSQL CPU per transfer (README.md, "Measured figures").
 """
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Array parameters as one text literal each: the hot batch statements' encoding.
 
 asyncpg encodes a list parameter element by element and asks several abstract base
-classes about every element; for a batch of a thousand transfers that was a fifth of the
-coordinator's CPU. A text literal (`{"a","b"}`, `{1,2}`) built with str.join costs a tenth
-of that for text and a third for integers (bench/README.md, "where the time goes"), and
-the server casts it back (`($1::text)::bigint[]`). It is still one bind parameter: no value
-is ever spliced into SQL.
+classes about every element: about 0.32 µs of CPU per element here, some 40 elements per
+transfer. A text literal (`{"a","b"}`, `{1,2}`) built with str.join costs 0.04 µs per text
+element and 0.12 µs per integer, and the server casts it back (`($1::text)::bigint[]`):
+about 10% of the coordinator's CPU per transfer on the batch path. It is still one bind
+parameter: no value is ever spliced into SQL.
 
 Only for values the coordinator itself validated: account ids (coordinator/validation.py),
 currencies and its own vocabulary words. A double quote or backslash would change the
