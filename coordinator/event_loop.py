@@ -22,7 +22,3 @@ def run(main: Coroutine[Any, Any, Result]) -> Result:
     if uvloop is not None:
         return uvloop.run(main)
     return asyncio.run(main)
-
-
-def name() -> str:
-    return "uvloop" if uvloop is not None else "asyncio"

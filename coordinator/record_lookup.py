@@ -6,7 +6,8 @@ account's shard). With many small batches in flight (one transfer per REST reque
 reads were half of each shard's statements and the largest share of its time. Here the
 reads that arrive while one is in flight share the next statement, a group commit for
 reads on the same bounded BatchApplier: one transfer per call went 34% faster, with 23%
-less PostgreSQL CPU per transfer (README.md, "Measured figures").
+less PostgreSQL CPU per transfer (README.md, "Measured figures"). A shared read starts
+after every request in it was made, so no caller gets an answer older than its question.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ RecordLookup = BatchApplier[list[UUID], dict[UUID, StoredTransfer]]
 
 
 def record_lookup(pools: ShardPools, shard: str) -> RecordLookup:
-    """A started-on-demand applier answering 'which of these ids have records on `shard`'."""
+    """An applier (the service starts one per shard) answering 'which of these ids have
+    records on `shard`', one SELECT for the requests that are waiting together."""
 
     async def lookup(requests: list[list[UUID]]) -> list[dict[UUID, StoredTransfer]]:
         wanted = requests[0] if len(requests) == 1 else list({i for ids in requests for i in ids})
