@@ -469,7 +469,9 @@ def build_app(settings: Settings | None = None, service: WalletService | None = 
               admin: bool = False, public: bool = False) -> Route:
         return Route(path, guarded(handler, path, admin=admin, public=public), methods=[method])
 
-    routes = [
+    routes = [  # matched in order: the money routes, the busiest by far, first
+        route("/v1/wallet/balance_transfer", balance_transfer, "POST"),
+        route("/v1/transfers:batch", batch_transfer, "POST"),
         route("/healthz", healthz, public=True),
         route("/readyz", readyz, public=True),
         route("/metrics", metrics_endpoint, admin=True),
@@ -479,8 +481,6 @@ def build_app(settings: Settings | None = None, service: WalletService | None = 
         route("/v1/accounts/{account_id}/deposits", deposit, "POST", admin=True),
         route("/v1/accounts/{account_id}/balance", balance_at),
         route("/v1/accounts/{account_id}/transactions", account_transactions),
-        route("/v1/wallet/balance_transfer", balance_transfer, "POST"),
-        route("/v1/transfers:batch", batch_transfer, "POST"),
         route("/v1/transfers/{transaction_id}", show_transfer),
         route("/v1/transfers/{transaction_id}/events", transfer_events),
     ]
