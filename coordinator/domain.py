@@ -5,7 +5,6 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import datetime
 from uuid import UUID
 
@@ -35,11 +34,18 @@ class Transfer:
         assert self.from_account != self.to_account, "same_account is refused before a Transfer is built"
         assert self.mode in MODES or self.mode == "local", f"unknown mode {self.mode!r}"
 
-    @cached_property
+    @property
     def request_hash(self) -> bytes:
         """What the idempotency key promises: the money movement, not the protocol used for it.
         SHA-256 of the compact JSON list [kind, from, to, amount, currency]; stored with every
-        record, so this form must never change."""
+        record, so this form must never change. Computed once per Transfer (not with
+        functools.cached_property: before Python 3.12 it takes a lock on every first read)."""
+        cached = self.__dict__.get("_request_hash")
+        if cached is None:
+            cached = self.__dict__["_request_hash"] = self._hash_request()
+        return cached
+
+    def _hash_request(self) -> bytes:
         if _JSON_PLAIN.match(f"{self.kind}{self.from_account or ''}{self.to_account}{self.currency}"):
             # Validated ids and words: JSON writes them as they are, between quotes.
             sender = "null" if self.from_account is None else f'"{self.from_account}"'

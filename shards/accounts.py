@@ -7,7 +7,7 @@ from coordinator.domain import Account
 from shards.arrays import text_array
 from shards.errors import AccountsMoved
 
-ACCOUNT_COLUMNS = "account_id, owner, currency, balance, reserved, status, version"
+ACCOUNT_COLUMNS = "account_id, owner, currency, balance, reserved, status, version"  # Account's field order
 
 # The fence on creation: only a shard that owns the account's slot (or the shard the
 # directory pins it to, $4) creates it. FOR SHARE makes a slot migration, which deletes the
@@ -48,15 +48,8 @@ FROM accounts WHERE placement = 'live'
 
 
 def account_from_row(row: asyncpg.Record) -> Account:
-    return Account(
-        account_id=row["account_id"],
-        owner=row["owner"],
-        currency=row["currency"],
-        balance=row["balance"],
-        reserved=row["reserved"],
-        status=row["status"],
-        version=row["version"],
-    )
+    """From a row whose first columns are ACCOUNT_COLUMNS, in that order (every query here)."""
+    return Account(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
 
 async def insert_account(
@@ -88,7 +81,7 @@ async def lock_accounts(connection: asyncpg.Connection, account_ids: list[str]) 
     gone = [row["account_id"] for row in rows if row["placement"] != "live"]
     if gone:
         raise AccountsMoved(gone)
-    return {row["account_id"]: account_from_row(row) for row in rows}
+    return {row[0]: account_from_row(row) for row in rows}
 
 
 async def update_account_status(connection: asyncpg.Connection, account_id: str, status: str) -> Account | None:

@@ -36,3 +36,17 @@ def test_ledger_bench_runs(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     figures = json.loads((tmp_path / "ledger.json").read_text())
     assert figures["events"] == 3000 and figures["accounts"] == 200
+
+
+def test_workload_transaction_ids_are_unique_version_4_uuids() -> None:
+    import uuid
+
+    from bench.workload import Workload
+    from shard_router.topology import Topology
+
+    topology = Topology.even({"shard0": "postgresql://h/0", "shard1": "postgresql://h/1"})
+    workload = Workload(topology, [f"acct-{i}" for i in range(50)], 0.5, 0, 1)
+    ids = [workload.transaction_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == i for u, i in zip(parsed, ids))

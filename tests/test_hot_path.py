@@ -116,3 +116,20 @@ async def test_a_lookup_on_a_shard_that_is_down_fails_every_caller(service: Wall
     assert all(isinstance(r, WalletError) and r.code == "shard_unavailable" for r in results), results
     assert lookup.tasks and not any(task.done() for task in lookup.tasks), "the lookup worker survives"
     assert await service._find_transfers(["shard3"], [uuid.uuid4()]) == {}, "and answers once the shard is back"
+
+
+def test_account_rows_are_read_by_position_in_the_accounts_field_order() -> None:
+    import dataclasses
+
+    from coordinator.domain import Account
+    from shards.accounts import ACCOUNT_COLUMNS
+
+    columns = [name.strip() for name in ACCOUNT_COLUMNS.split("#")[0].split(",")]
+    assert columns == [field.name for field in dataclasses.fields(Account)]
+
+
+def test_request_hash_is_computed_once_and_is_not_part_of_the_value() -> None:
+    transfer = Transfer(uuid.uuid4(), "transfer", "a", "b", 5, "USD", "2pc")
+    twin = Transfer(transfer.transaction_id, "transfer", "a", "b", 5, "USD", "2pc")
+    first = transfer.request_hash
+    assert transfer.request_hash is first and transfer == twin and hash(transfer) == hash(twin)
