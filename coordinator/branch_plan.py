@@ -70,6 +70,14 @@ class BranchOutcome:
         return self.note in ("null_compensation", "late_try_refused")
 
 
+# The outcomes that carry no error code, shared (they are frozen): one per branch op otherwise.
+APPLIED = BranchOutcome(True, "applied")
+REPEAT = BranchOutcome(True, "repeat")
+LATE_TRY_REFUSED = BranchOutcome(False, "late_try_refused", "transfer_aborted")
+NULL_COMPENSATION = BranchOutcome(True, "null_compensation")
+NOTHING_TO_UNDO = BranchOutcome(True, "nothing_to_undo")
+
+
 @dataclass
 class BranchPlan:
     postings: Postings
@@ -98,41 +106,41 @@ def plan_branch_batch(
         tried = rows.get((transfer.transaction_id, op.branch, "try"))
         if op.operation == "try":
             if tried == "try":
-                outcome = BranchOutcome(True, "repeat")
+                outcome = REPEAT
             elif tried == "cancel":
-                outcome = BranchOutcome(False, "late_try_refused", "transfer_aborted")
+                outcome = LATE_TRY_REFUSED
             else:
                 code = _check(check, op, accounts, plan.postings)
                 if code is None:
                     insert(op, "try", "try")
                     _post(plan.postings, op, posting)
-                    outcome = BranchOutcome(True, "applied")
+                    outcome = APPLIED
                 else:
                     insert(op, "try", "cancel")  # closes the branch
                     outcome = BranchOutcome(False, "refused", code)
         elif op.operation == "confirm":
             assert (transfer.transaction_id, op.branch, "cancel") not in rows, f"confirm after cancel of {transfer.transaction_id}"
             if (transfer.transaction_id, op.branch, "confirm") in rows:
-                outcome = BranchOutcome(True, "repeat")
+                outcome = REPEAT
             else:
                 assert tried == "try", f"confirm of {transfer.transaction_id}/{op.branch} without a successful try"
                 insert(op, "confirm", "confirm")
                 _post(plan.postings, op, posting)
-                outcome = BranchOutcome(True, "applied")
+                outcome = APPLIED
         else:
             assert (transfer.transaction_id, op.branch, "confirm") not in rows, f"cancel after confirm of {transfer.transaction_id}"
             if (transfer.transaction_id, op.branch, "cancel") in rows:
-                outcome = BranchOutcome(True, "repeat")
+                outcome = REPEAT
             else:
                 insert(op, "cancel", "cancel")
                 if tried is None:
                     insert(op, "try", "cancel")
-                    outcome = BranchOutcome(True, "null_compensation")
+                    outcome = NULL_COMPENSATION
                 elif tried == "try":
                     _post(plan.postings, op, posting)
-                    outcome = BranchOutcome(True, "applied")
+                    outcome = APPLIED
                 else:
-                    outcome = BranchOutcome(True, "nothing_to_undo")
+                    outcome = NOTHING_TO_UNDO
         plan.outcomes.append(outcome)
     assert len(plan.outcomes) == len(ops)
     return plan

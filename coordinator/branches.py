@@ -4,7 +4,7 @@ tcc.py and saga.py orchestrate these steps; no lock is held between them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from uuid import UUID
 
 from coordinator.batch_plan import StoredTransfer
@@ -81,7 +81,7 @@ async def try_debits(
             elif outcome_of[transfer.transaction_id].ok:
                 results.append(DebitStart("held"))
             else:
-                results.append(DebitStart("final", replace(refused_by_id[transfer.transaction_id], created_at=created_at)))
+                results.append(DebitStart("final", refused_by_id[transfer.transaction_id].stamped(created_at)))
         return results
 
     return await retry_conflicts(step)
@@ -145,7 +145,7 @@ async def second_phase_debits(
             await branch_sql.insert_barrier(connection, plan.barrier_inserts)
             await branch_sql.update_phases(connection, updates)
             created_at = await transfer_sql.write_batch(connection, plan.postings.changes, new_records, plan.postings.events)
-        fresh = {r.transfer.transaction_id: replace(r, created_at=created_at) for r in new_records}
+        fresh = {r.transfer.transaction_id: r.stamped(created_at) for r in new_records}
         return [fresh.get(i) or stored[i].result for i in ids]
 
     return await retry_conflicts(step)

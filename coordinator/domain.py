@@ -105,6 +105,10 @@ class TransferResult:
         assert self.status in ("success", "failed"), f"unknown status {self.status!r}"
         assert (self.error_code is None) == (self.status == "success"), "a failure carries its code"
 
+    def stamped(self, created_at: datetime | None) -> TransferResult:
+        """This result with the moment its record was stored (dataclasses.replace, minus its cost)."""
+        return TransferResult(self.transfer, self.status, self.error_code, self.protocol, self.phase, created_at)
+
     def to_json(self) -> dict[str, object]:
         transfer = self.transfer
         body: dict[str, object] = {

@@ -63,6 +63,5 @@ def outcomes_of(plan: BatchPlan, stamp: Callable[[Transfer], datetime | None]) -
         else:
             assert result is not None
             # New records (and in-batch replays of them) carry the stamp the shard stored.
-            outcomes.append(result if result.created_at is not None else TransferResult(
-                result.transfer, result.status, result.error_code, result.protocol, result.phase, stamp(result.transfer)))
+            outcomes.append(result if result.created_at is not None else result.stamped(stamp(result.transfer)))
     return outcomes
