@@ -21,14 +21,13 @@ def _ticks() -> float:
     return float(os.sysconf("SC_CLK_TCK"))
 
 
-def process_cpu_s(pid: int, children: bool = False) -> float | None:
-    """User+system CPU seconds of `pid` (plus its reaped children's, if asked)."""
+def process_cpu_s(pid: int) -> float | None:
+    """User+system CPU seconds of `pid` so far."""
     try:
         fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    used = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if children else 0)
-    return used / _ticks()
+    return (int(fields[11]) + int(fields[12])) / _ticks()
 
 
 def postgres_cpu_s(cluster: LocalCluster) -> float | None:
