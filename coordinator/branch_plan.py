@@ -15,6 +15,7 @@ safe against repeats and reordering:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from uuid import UUID
 
 from coordinator.domain import Account, Transfer
@@ -41,16 +42,13 @@ BUSINESS: dict[tuple[str, str, str], tuple[str | None, tuple[str, int, int] | No
 }
 
 
-@dataclass(frozen=True)
-class BranchOp:
+class BranchOp(NamedTuple):
+    """One branch operation of one transfer. A tuple (four per TC/C transfer); which
+    (mode, branch, operation) exist is BUSINESS, checked where a plan looks it up."""
+
     transfer: Transfer
     branch: str
     operation: str
-
-    def __post_init__(self) -> None:
-        assert (self.transfer.mode, self.branch, self.operation) in BUSINESS, (
-            f"no branch operation {self.transfer.mode}/{self.branch}/{self.operation}"
-        )
 
     @property
     def account_id(self) -> str:
@@ -102,7 +100,9 @@ def plan_branch_batch(
 
     for op in ops:
         transfer = op.transfer
-        check, posting = BUSINESS[(transfer.mode, op.branch, op.operation)]
+        rule = BUSINESS.get((transfer.mode, op.branch, op.operation))
+        assert rule is not None, f"no branch operation {transfer.mode}/{op.branch}/{op.operation}"
+        check, posting = rule
         tried = rows.get((transfer.transaction_id, op.branch, "try"))
         if op.operation == "try":
             if tried == "try":
