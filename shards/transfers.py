@@ -88,6 +88,9 @@ async def write_batch(
     one value per batch)."""
     account_ids = sorted(changes)
     transfers = [result.transfer for result in results]
+    # Events are tuples in the outbox's column order ($17..$25): one transpose gives the columns.
+    (event_ids, event_accounts, versions, kinds, amounts, reserved_deltas, balances_after, reserved_after,
+     currencies) = zip(*events) if events else ((),) * len(BalanceEvent._fields)
     moved, recorded, evented, created_at = await connection.fetchrow(
         WRITE_BATCH,
         text_array(account_ids),
@@ -106,15 +109,15 @@ async def write_batch(
         text_array([r.phase for r in results]),
         nullable_text_array([r.error_code for r in results]),
         [t.request_hash for t in transfers],
-        [e.transaction_id for e in events],
-        text_array([e.account_id for e in events]),
-        int_array([e.version for e in events]),
-        text_array([e.kind for e in events]),
-        int_array([e.amount for e in events]),
-        int_array([e.reserved_delta for e in events]),
-        int_array([e.balance_after for e in events]),
-        int_array([e.reserved_after for e in events]),
-        text_array([e.currency for e in events]),
+        list(event_ids),
+        text_array(event_accounts),
+        int_array(versions),
+        text_array(kinds),
+        int_array(amounts),
+        int_array(reserved_deltas),
+        int_array(balances_after),
+        int_array(reserved_after),
+        text_array(currencies),
     )
     assert moved == len(account_ids), f"batch moved {moved} accounts, planned {len(account_ids)}"
     assert recorded == len(results), f"batch recorded {recorded} transfers, planned {len(results)}"

@@ -139,3 +139,14 @@ def test_request_hash_is_computed_once_and_is_not_part_of_the_value() -> None:
     twin = Transfer(transfer.transaction_id, "transfer", "a", "b", 5, "USD", "2pc")
     first = transfer.request_hash
     assert transfer.request_hash is first and transfer == twin and hash(transfer) == hash(twin)
+
+
+def test_balance_events_are_in_the_outboxs_column_order() -> None:
+    """write_batch transposes the event tuples straight into the outbox's columns."""
+    import re
+
+    from coordinator.postings import BalanceEvent
+    from shards.transfers import WRITE_BATCH
+
+    columns = re.search(r"INSERT INTO outbox \(([^)]*)\)", WRITE_BATCH).group(1)  # type: ignore[union-attr]
+    assert [c.strip() for c in columns.split(",")] == list(BalanceEvent._fields)
