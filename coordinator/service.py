@@ -479,11 +479,9 @@ class WalletService:
 
     async def _find_transfers(self, shards: list[str], transaction_ids: list[UUID]) -> dict[UUID, StoredTransfer]:
         async def one(shard: str) -> dict[UUID, StoredTransfer]:
-            lookup = self.lookups.get(shard)
-            if lookup is not None:  # shared with the other batches asking now
-                return await lookup.submit(transaction_ids)
-            async with self.pools.connection(shard) as connection:
-                return await transfer_sql.select_transfers(connection, transaction_ids)
+            lookup = self.lookups.get(shard)  # every shard of an open service has one
+            assert lookup is not None, f"no record lookup for {shard}: the service is not open"
+            return await lookup.submit(transaction_ids)  # shared with the other batches asking now
 
         found: dict[UUID, StoredTransfer] = {}
         try:
