@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shards.cluster import LocalCluster
+from launchers.postgres import LocalCluster
 
 _PROC = Path("/proc")
 STATEMENTS_MEASURED = 2000

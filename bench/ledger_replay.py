@@ -22,7 +22,7 @@ import asyncpg
 from ledger.chain import GENESIS, LedgerEvent, chain_hash
 from ledger.replay import replay_balances, take_snapshot
 from shards import migrate
-from shards.cluster import LocalCluster, temporary_home
+from launchers.postgres import LocalCluster, temporary_home
 
 COPY_CHUNK = 200_000
 COLUMNS = ["stream", "position", "source_event_id", "transaction_id", "account_id", "version", "kind", "amount",

@@ -30,12 +30,12 @@ from pathlib import Path
 from bench.accounts import account_ids, create_accounts
 from bench.cpu import CpuMeter, statement_cost_us
 from bench.workload import Workload
-from coordinator import event_loop
-from coordinator.config import Settings
-from coordinator.group_commit import BatchLimits
-from coordinator.service import WalletService
+from coordinator.runtime import event_loop
+from coordinator.runtime.settings import Settings
+from coordinator.runtime.settings import BatchLimits
+from coordinator.service.wallet import WalletService
 from shards import migrate
-from shards.cluster import LocalCluster, free_port, temporary_home
+from launchers.postgres import LocalCluster, free_port, temporary_home
 
 INITIAL_BALANCE = 1_000_000  # minor units per account: transfers of 0.01 never run dry
 TARGET_TRANSFERS_PER_S = 1_000_000
@@ -170,8 +170,8 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
                workdir: Path) -> Point | None:
     if shutil.which("wrk") is None:
         return None
-    from coordinator.auth import issue_token, load_secret
-    from coordinator.config import Settings
+    from coordinator.api.auth import issue_token, load_secret
+    from coordinator.runtime.settings import Settings
 
     port = free_port()
     # An admin token (its own, higher rate limit); per-transfer logs off: they would cost the point;
@@ -181,7 +181,7 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
     environment = {**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_PORT": str(port),
                    "WALLET_LOG_LEVEL": "warning", "WALLET_RELAY": "off"}
     environment.pop("WALLET_AUTH_SECRET", None)
-    server = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "serve"], env=environment,
+    server = subprocess.Popen([sys.executable, "-m", "coordinator.cli.main", "serve"], env=environment,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         import httpx

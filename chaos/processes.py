@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from shards.cluster import LocalCluster
+from launchers.postgres import LocalCluster
 
 READY_TIMEOUT_S = 30.0
 READY_POLL_S = 0.1

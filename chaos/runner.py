@@ -33,15 +33,16 @@ from chaos.history import Answer, Read, TransferRecord, format_minor
 from chaos.naive import NaiveTransfers
 from chaos.processes import Coordinator, pause_shard, resume_shard
 from chaos.proxy import FaultyProxy
-from coordinator.auth import issue_token
-from coordinator.config import Settings
-from coordinator.fault_points import FAULT_POINTS
-from coordinator.service import WalletService
+from coordinator.api.auth import issue_token
+from coordinator.runtime.settings import Settings
+from coordinator.runtime.fan_out import fan_out
+from coordinator.runtime.fault_points import FAULT_POINTS
+from coordinator.service.wallet import WalletService
 from shard_router.file_store import FileTopologyStore
 from shard_router.stores import connect_zookeeper
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
-from shard_router.local_zookeeper import LocalZooKeeper
-from shards.cluster import LocalCluster, free_port, temporary_home
+from launchers.zookeeper import LocalZooKeeper
+from launchers.postgres import LocalCluster, free_port, temporary_home
 
 log = logging.getLogger("wallet.chaos")
 
@@ -337,11 +338,13 @@ class Run:
                 connection.terminate()
 
         try:
-            parts = await asyncio.wait_for(asyncio.gather(*(one(s) for s in self.shards)), READ_TIMEOUT_S * 2)
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            read = await asyncio.wait_for(fan_out(self.shards, one), READ_TIMEOUT_S * 2)
+        except asyncio.TimeoutError:
+            return None
+        if read.errors:  # a shard down or paused: this read sees nothing
             return None
         accounts: dict[str, tuple[int, int, int]] = {}
-        for shard, rows in zip(self.shards, parts):
+        for shard, rows in read.results.items():
             # Sound on each shard alone: one statement is one snapshot.
             for row in rows:
                 accounts[row["account_id"]] = (row["balance"], row["reserved"], row["version"])

@@ -1,12 +1,12 @@
 """Verification of the hash chain, and the audit of live balances against the ledger."""
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from uuid import UUID
 
 import asyncpg
 
+from coordinator.runtime.fan_out import fan_out
 from ledger import store
 from ledger.chain import Break, StreamVerifier
 from ledger.replay import END_OF_TIME, ReplayedBalance, replay_balances
@@ -72,7 +72,9 @@ async def audit(pools: ShardPools, shards: list[str], ledger: asyncpg.Connection
     report = AuditReport()
     report.breaks = await verify_chain(ledger)
     replayed = (await replay_balances(ledger, END_OF_TIME)).balances
-    lives = await asyncio.gather(*(live_balances(pools, shard) for shard in shards))
+    read = await fan_out(shards, lambda shard: live_balances(pools, shard))
+    read.raise_first()
+    lives = [read.results[shard] for shard in shards]
     for shard, live in zip(shards, lives):
         async with pools.connection(shard) as connection:
             report.outbox_lag[shard] = await outbox_sql.outbox_lag(connection)

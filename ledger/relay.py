@@ -15,8 +15,9 @@ from typing import Callable
 
 import asyncpg
 
-from coordinator import fault_points
-from coordinator.background import Periodic
+from coordinator.runtime import fault_points
+from coordinator.runtime.background import Periodic
+from coordinator.runtime.fan_out import fan_out
 from ledger import store
 from ledger.chain import LedgerEvent, chain_hash
 from shards import outbox as outbox_sql
@@ -74,13 +75,12 @@ class Relay:
         return len(rows)
 
     async def relay_once(self) -> int:
-        counts = await asyncio.gather(*(self.relay_shard(shard) for shard in self.shards), return_exceptions=True)
-        for shard, count in zip(self.shards, counts):
-            if isinstance(count, BaseException):
-                if not isinstance(count, (ShardError, asyncpg.PostgresError, OSError)):
-                    raise count
-                log.warning("relay of %s failed: %r; next round retries", shard, count)
-        return sum(c for c in counts if isinstance(c, int))
+        rounds = await fan_out(list(self.shards), self.relay_shard)
+        for shard, error in rounds.errors.items():
+            if not isinstance(error, (ShardError, asyncpg.PostgresError, OSError)):
+                raise error
+            log.warning("relay of %s failed: %r; next round retries", shard, error)
+        return sum(rounds.results.values())
 
     async def drain(self) -> int:
         """Relay until every outbox is empty (as of the last round)."""

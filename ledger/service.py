@@ -12,7 +12,7 @@ import asyncpg
 from ledger import store
 from ledger.audit import AuditReport, audit, verify_chain
 from ledger.chain import Break, LedgerEvent
-from coordinator.background import Periodic
+from coordinator.runtime.background import Periodic
 from ledger.relay import Relay, relay_worker
 from ledger.replay import Replay, replay_balances, take_snapshot
 from shards.pool import SERVER_SETTINGS, ShardPools

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from migrations.environment import run, topology_from
+from migrations.environment import refuse, run, topology_from
 from shards.schema import metadata
 
 
@@ -13,9 +13,12 @@ def shard_dsn() -> str:
     if dsn:
         return dsn
     shard = arguments.get("shard")
-    assert shard, "choose a shard: alembic -x shard=<name> upgrade head (or -x dsn=postgresql://...)"
-    topology, path = topology_from(arguments)
-    assert shard in topology.shards, f"shard {shard!r} is not in {path}; it has {sorted(topology.shards)}"
+    if not shard:
+        refuse("choose a shard: alembic -x shard=<name> upgrade head (or -x dsn=postgresql://...); "
+               "`wallet db upgrade --all` migrates every shard")
+    topology, where = topology_from(arguments)
+    if shard not in topology.shards:
+        refuse(f"shard {shard!r} is not in the topology ({where}); it has {', '.join(sorted(topology.shards))}")
     # Revision 0004 records the slots this shard owns (its fence).
     context.config.attributes.setdefault("owned_slots", topology.slots_of(shard))
     return topology.shards[shard]

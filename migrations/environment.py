@@ -1,24 +1,50 @@
-"""What both alembic environments (shards, ledger) share: the topology named by -x or the
-environment, the asyncpg URL, and running the migrations online or offline."""
+"""What both alembic environments (shards, ledger) share: the topology (-x topology=FILE, or
+the store the settings name: ZooKeeper when WALLET_ZK_HOSTS is set, else the file), the
+asyncpg URL, running the migrations online or offline, and refusing bad input in one line."""
 from __future__ import annotations
 
 import asyncio
-import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from coordinator.domain.errors import ConfigurationError
+from coordinator.runtime.settings import Settings
 from shard_router.file_store import FileTopologyStore
-from shard_router.topology import Topology
+from shard_router.stores import TopologyStore, open_store
+from shard_router.topology import Topology, TopologyError
+
+EXIT_USAGE = 2
 
 
-def topology_from(arguments: dict[str, str]) -> tuple[Topology, Path]:
-    home = Path(os.environ.get("WALLET_HOME", ".wallet"))
-    path = Path(arguments.get("topology") or os.environ.get("WALLET_TOPOLOGY") or home / "topology.json")
-    return FileTopologyStore(path).load(), path
+def refuse(message: str) -> NoReturn:
+    """An operator's mistake: one line and exit status 2 (SystemExit passes through alembic's
+    own error handling, which would print a traceback for an exception)."""
+    print(f"alembic: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def topology_from(arguments: dict[str, str]) -> tuple[Topology, str]:
+    """(the topology, where it was read)."""
+    try:
+        if arguments.get("topology"):
+            store: TopologyStore = FileTopologyStore(Path(arguments["topology"]))
+            where = arguments["topology"]
+        else:
+            settings = Settings.from_environment()
+            store = open_store(settings.topology_path, settings.zk_hosts, settings.zk_root,
+                               settings.zk_session_timeout_ms)
+            where = f"zookeeper {settings.zk_hosts}{settings.zk_root}" if settings.zk_hosts else str(settings.topology_path)
+        try:
+            return store.load(), where
+        finally:
+            store.close()
+    except (ConfigurationError, TopologyError) as error:
+        refuse(str(error))
 
 
 def async_url(dsn: str) -> str:

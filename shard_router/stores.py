@@ -6,7 +6,6 @@ JSON file (the embedded default for one machine). Both keep one contract:
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -51,8 +50,3 @@ def open_store(topology_path: Path, zk_hosts: str | None = None, zk_root: str = 
     from shard_router.zookeeper_store import ZooKeeperTopologyStore
 
     return ZooKeeperTopologyStore(connect_zookeeper(zk_hosts, session_timeout_ms), zk_root, owns_client=True)
-
-
-def open_store_from_environment(topology_path: Path) -> TopologyStore:
-    """For tools without Settings (alembic's env.py): the same variables the service reads."""
-    return open_store(topology_path, os.environ.get("WALLET_ZK_HOSTS"), os.environ.get("WALLET_ZK_ROOT", "/wallet"))

@@ -6,9 +6,9 @@ from uuid import UUID
 
 import asyncpg
 
-from coordinator.batch_plan import StoredTransfer
-from coordinator.domain import Transfer, TransferResult
-from coordinator.postings import AccountChange, BalanceEvent
+from coordinator.domain.batch_plan import StoredTransfer
+from coordinator.domain.transfers import Transfer, TransferResult
+from coordinator.domain.postings import AccountChange, BalanceEvent
 from shards.arrays import int_array, nullable_text_array, text_array
 
 TRANSFER_COLUMNS = (

@@ -12,11 +12,11 @@ from typing import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from coordinator.config import Settings
-from coordinator.service import WalletService
+from coordinator.runtime.settings import Settings
+from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from shards import migrate
-from shards.cluster import LocalCluster, temporary_home as make_home
+from launchers.postgres import LocalCluster, temporary_home as make_home
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +44,7 @@ TEST_SECRET = "wallet-tests-secret-0123456789abcdef-0123456789"
 
 def bearer(owner: str = "admin", admin: bool = True) -> dict[str, str]:
     """Authorization headers for a token signed with the tests' secret."""
-    from coordinator.auth import issue_token
+    from coordinator.api.auth import issue_token
 
     return {"Authorization": f"Bearer {issue_token(TEST_SECRET, owner, 'admin' if admin else 'user')}"}
 
@@ -77,7 +77,7 @@ async def send_all(service: WalletService, requests: list[tuple[str, str, int]],
                    mode: str | None = None) -> tuple[list[str], dict[str, int]]:
     """Send every (source, target, cents) USD transfer at once. Returns each outcome (status or
     error code) and the balances implied by applying each reported success exactly once."""
-    from coordinator.errors import WalletError
+    from coordinator.domain.errors import WalletError
 
     async def send(source: str, target: str, cents: int) -> str:
         try:
@@ -99,7 +99,7 @@ async def send_all(service: WalletService, requests: list[tuple[str, str, int]],
 @pytest.fixture(scope="session")
 def zookeeper() -> Iterator[str]:
     """A real standalone ZooKeeper server for the session: its hosts string."""
-    from shard_router.local_zookeeper import LocalZooKeeper
+    from launchers.zookeeper import LocalZooKeeper
 
     server = LocalZooKeeper(make_home("zookeeper"))
     try:
@@ -119,7 +119,7 @@ def batches_held(service: WalletService, shard: str) -> Iterator[asyncio.Event]:
     """Hold every batch of `shard`'s one-shard applier until the yielded event is set, so a
     test can look at transfers while they are in flight."""
     release = asyncio.Event()
-    applier = service.appliers[shard]
+    applier = service.appliers.local[shard]
     original = applier.apply_batch
 
     async def held(batch):  # type: ignore[no-untyped-def]
@@ -136,7 +136,7 @@ def batches_held(service: WalletService, shard: str) -> Iterator[asyncio.Event]:
 @contextlib.contextmanager
 def captured_logs(level: int) -> Iterator[io.StringIO]:
     """The `wallet` loggers' lines, as JSON, at `level`, for the duration of the block."""
-    from coordinator.logs import JsonFormatter
+    from coordinator.runtime.logs import JsonFormatter
 
     captured = io.StringIO()
     handler = logging.StreamHandler(captured)

@@ -7,8 +7,9 @@ from typing import AsyncIterator
 import httpx
 import pytest
 
-from coordinator.app import BODY_BYTES_MAX, build_app
-from coordinator.service import WalletService
+from coordinator.api.app import build_app
+from coordinator.api.bodies import BODY_BYTES_MAX
+from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.conftest import accounts_on, batches_held, bearer
 

@@ -5,8 +5,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from coordinator.batch_plan import BatchPlan, StoredTransfer, plan_local_batch
-from coordinator.domain import Account, Transfer, TransferResult
+from coordinator.domain.batch_plan import BatchPlan, StoredTransfer, plan_local_batch
+from coordinator.domain.accounts import Account
+from coordinator.domain.transfers import Transfer, TransferResult
 
 
 def account(

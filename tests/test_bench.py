@@ -12,7 +12,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 def test_transfer_bench_runs_and_conserves(tmp_path: Path) -> None:
     """`wallet bench` measures every point, its baselines, and checks conservation."""
     completed = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "bench", "--accounts", "400", "--seconds", "0.5",
+        [sys.executable, "-m", "coordinator.cli.main", "bench", "--accounts", "400", "--seconds", "0.5",
          "--concurrency", "4", "--batch", "20", "--batch-clients", "2", "--no-rest", "--out", str(tmp_path)],
         cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -31,7 +31,7 @@ def test_transfer_bench_runs_and_conserves(tmp_path: Path) -> None:
 def test_ledger_bench_runs(tmp_path: Path) -> None:
     """`wallet bench ledger` builds a chained ledger and replays it both ways, equal results."""
     completed = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "bench", "ledger", "--events", "3000", "--accounts", "200",
+        [sys.executable, "-m", "coordinator.cli.main", "bench", "ledger", "--events", "3000", "--accounts", "200",
          "--out", str(tmp_path)], cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     figures = json.loads((tmp_path / "ledger.json").read_text())

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.service import WalletService
+from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from shards.cluster import LocalCluster
+from launchers.postgres import LocalCluster
 from tests.conftest import accounts_on, open_accounts
 from tests.outbox_check import assert_outbox_explains
 from tests.test_tcc_saga import reserved_of, unfinished_phases

@@ -8,14 +8,14 @@ import sys
 import uuid
 from pathlib import Path
 
-from shards.cluster import LocalCluster
+from launchers.postgres import LocalCluster
 from tests.conftest import accounts_on
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def wallet(cluster: LocalCluster, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coordinator.cli", *arguments], cwd=REPOSITORY,
+    return subprocess.run([sys.executable, "-m", "coordinator.cli.main", *arguments], cwd=REPOSITORY,
                           env={**os.environ, "WALLET_HOME": str(cluster.home)}, capture_output=True, text=True, timeout=60)
 
 

@@ -15,10 +15,10 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
                                                response_schema_conformance, status_code_conformance)
 
-from coordinator.app import build_app
-from coordinator.config import Settings
-from coordinator.money import parse_amount
-from coordinator.service import WalletService
+from coordinator.api.app import build_app
+from coordinator.runtime.settings import Settings
+from coordinator.domain.money import parse_amount
+from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from shards import two_phase as two_phase_sql
 from tests.conftest import bearer

@@ -2,7 +2,7 @@
 
 Array literals (shards/arrays.py), the remembered routes (Topology.shard_of), the
 request hash without json.dumps (Transfer.request_hash) and the coalesced idempotency
-lookups (coordinator/record_lookup.py): each is checked against the form it replaced,
+lookups (coordinator/service/record_lookup.py): each is checked against the form it replaced,
 the last one against real shards.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ import uuid
 import asyncpg
 import pytest
 
-from coordinator.domain import Transfer
-from coordinator.errors import WalletError
-from coordinator.service import WalletService
+from coordinator.domain.transfers import Transfer
+from coordinator.service.wallet import WalletService
 from shard_router.slots import slot_of
 from shard_router.topology import Topology
+from shards.errors import ShardUnavailable
 from shards.arrays import int_array, nullable_text_array, text_array
 from tests.conftest import accounts_on, open_accounts
 
@@ -95,10 +95,10 @@ async def test_concurrent_lookups_share_statements_and_each_gets_its_own(service
         transaction_id = uuid.uuid4()
         await service.transfer(ids[index % 2], ids[2], "0.01", "USD", str(transaction_id))
         done.append(transaction_id)
-    lookup = service.lookups["shard1"]
+    lookup = service.records.lookups["shard1"]
     before = lookup.batches_applied
     fresh = [[uuid.uuid4(), done[index]] for index in range(30)]
-    answers = await asyncio.gather(*(service._find_transfers(["shard1", "shard2"], request) for request in fresh))
+    answers = await asyncio.gather(*(service.records.find_on(["shard1", "shard2"], request) for request in fresh))
     for request, answer in zip(fresh, answers):
         assert set(answer) == {request[1]}, "each caller sees its own ids' records, and only those"
         assert answer[request[1]].result.transfer.transaction_id == request[1]
@@ -106,20 +106,20 @@ async def test_concurrent_lookups_share_statements_and_each_gets_its_own(service
 
 
 async def test_a_lookup_on_a_shard_that_is_down_fails_every_caller(service: WalletService, cluster) -> None:
-    lookup = service.lookups["shard3"]
+    lookup = service.records.lookups["shard3"]
     await asyncio.to_thread(cluster.stop_shard, "shard3", "immediate")
     try:
-        results = await asyncio.gather(*(service._find_transfers(["shard3"], [uuid.uuid4()]) for _ in range(5)),
+        results = await asyncio.gather(*(service.records.find_on(["shard3"], [uuid.uuid4()]) for _ in range(5)),
                                        return_exceptions=True)
     finally:
         await asyncio.to_thread(cluster.start_shard, "shard3")
-    assert all(isinstance(r, WalletError) and r.code == "shard_unavailable" for r in results), results
+    assert all(isinstance(r, ShardUnavailable) and r.shard == "shard3" for r in results), results
     assert lookup.tasks and not any(task.done() for task in lookup.tasks), "the lookup worker survives"
     for attempt in range(50):  # the pool replaces connections the restart cut, as it meets them
         try:
-            assert await service._find_transfers(["shard3"], [uuid.uuid4()]) == {}, "and answers once the shard is back"
+            assert await service.records.find_on(["shard3"], [uuid.uuid4()]) == {}, "and answers once the shard is back"
             break
-        except WalletError:
+        except ShardUnavailable:
             assert attempt < 49, "the lookup never answered after the shard came back"
             await asyncio.sleep(0.2)
 
@@ -127,7 +127,7 @@ async def test_a_lookup_on_a_shard_that_is_down_fails_every_caller(service: Wall
 def test_account_rows_are_read_by_position_in_the_accounts_field_order() -> None:
     import dataclasses
 
-    from coordinator.domain import Account
+    from coordinator.domain.accounts import Account
     from shards.accounts import ACCOUNT_COLUMNS
 
     columns = [name.strip() for name in ACCOUNT_COLUMNS.split("#")[0].split(",")]
@@ -145,7 +145,7 @@ def test_balance_events_are_in_the_outboxs_column_order() -> None:
     """write_batch transposes the event tuples straight into the outbox's columns."""
     import re
 
-    from coordinator.postings import BalanceEvent
+    from coordinator.domain.postings import BalanceEvent
     from shards.transfers import WRITE_BATCH
 
     columns = re.search(r"INSERT INTO outbox \(([^)]*)\)", WRITE_BATCH).group(1)  # type: ignore[union-attr]

@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from chaos.processes import Coordinator
-from coordinator.coordination import LEADER_ROLE
-from coordinator.service import WalletService
+from coordinator.cluster.coordination import LEADER_ROLE
+from coordinator.service.wallet import WalletService
 from shard_router.stores import connect_zookeeper
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
-from shards.cluster import LocalCluster, free_port
+from launchers.postgres import LocalCluster, free_port
 from tests.conftest import TEST_SECRET, accounts_on, bearer, eventually, make_home, open_accounts
 from tests.test_two_phase import prepared_count
 SESSION_TIMEOUT_MS = 4000

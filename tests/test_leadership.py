@@ -8,8 +8,8 @@ from typing import Iterator
 
 import pytest
 
-from coordinator.zookeeper import Leadership
-from shard_router.local_zookeeper import LocalZooKeeper
+from coordinator.cluster.leadership import Leadership
+from launchers.zookeeper import LocalZooKeeper
 from shard_router.stores import connect_zookeeper
 from tests.conftest import eventually, make_home
 
@@ -70,7 +70,7 @@ def test_one_leader_suspended_stops_lost_hands_over(own_zookeeper: LocalZooKeepe
 def test_local_leader_is_one_process_at_a_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Protects the embedded default with several processes on one home (`serve --workers`):
     one file lock, one leader; when it goes, the next check of another takes over."""
-    from coordinator.zookeeper import LocalLeader
+    from coordinator.cluster.leadership import LocalLeader
 
     first, second = LocalLeader(tmp_path / "leader.lock"), LocalLeader(tmp_path / "leader.lock")
     assert first.is_leader()

@@ -15,11 +15,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from coordinator.errors import WalletError
-from coordinator.service import WalletService
+from coordinator.domain.errors import WalletError
+from coordinator.service.wallet import WalletService
 from ledger.replay import END_OF_TIME
 from shard_router.topology import Topology
-from shards.cluster import LocalCluster
+from launchers.postgres import LocalCluster
 from tests.conftest import accounts_on, bearer, open_accounts
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ async def test_relay_killed_between_ledger_and_outbox(service: WalletService, to
     await open_accounts(service, ids, deposit="10.00")
     await mixed_load(service, ids, 200, seed=4)
     victim = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "ledger", "relay"], cwd=REPOSITORY,
+        [sys.executable, "-m", "coordinator.cli.main", "ledger", "relay"], cwd=REPOSITORY,
         env={**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_FAULT_POINT": "relay.after_ledger_commit"},
         capture_output=True, text=True, timeout=60,
     )
@@ -218,7 +218,7 @@ async def test_history_and_balance_at_over_http(service: WalletService, topology
     """GET .../transactions pages an account's history; GET .../balance?at= replays it."""
     import httpx
 
-    from coordinator.app import build_app
+    from coordinator.api.app import build_app
 
     assert service.ledger is not None
     alice, bob = accounts_on(topology, "shard1", 2)
@@ -256,7 +256,7 @@ def test_ledger_cli(cluster: LocalCluster) -> None:
     environment = {**os.environ, "WALLET_HOME": str(cluster.home)}
 
     def wallet(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "coordinator.cli", *arguments], cwd=REPOSITORY, env=environment,
+        return subprocess.run([sys.executable, "-m", "coordinator.cli.main", *arguments], cwd=REPOSITORY, env=environment,
                               capture_output=True, text=True, timeout=120)
 
     assert wallet("ledger", "relay").returncode == 0

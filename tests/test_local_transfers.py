@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from coordinator.domain import TransferResult
-from coordinator.errors import WalletError
-from coordinator.service import WalletService
+from coordinator.domain.transfers import TransferResult
+from coordinator.domain.errors import WalletError
+from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.conftest import accounts_on, batches_held, open_accounts, send_all
 from tests.outbox_check import assert_outbox_explains
@@ -40,7 +40,7 @@ async def test_concurrent_random_transfers_conserve_money(service: WalletService
     assert sum(actual.values()) == 10_000 * len(everyone)
     assert min(actual.values()) >= 0
     assert "failed" in outcomes, "the workload should hit insufficient funds"
-    applier = service.appliers["shard0"]
+    applier = service.appliers.local["shard0"]
     assert applier.batches_applied < applier.items_applied, "concurrent requests should share batches"
     await assert_outbox_explains(service.topology, everyone)
 

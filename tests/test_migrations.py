@@ -15,7 +15,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shards import migrate
-from shards.cluster import LocalCluster
+from launchers.postgres import LocalCluster
 from shards.schema import metadata
 from tests.conftest import make_home
 

@@ -12,9 +12,9 @@ from typing import AsyncIterator
 import httpx
 import pytest
 
-from coordinator.app import build_app
-from coordinator.config import Settings
-from coordinator.service import WalletService
+from coordinator.api.app import build_app
+from coordinator.runtime.settings import Settings
+from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.conftest import accounts_on, batches_held, bearer, captured_logs
 

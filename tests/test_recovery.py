@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 
-from coordinator.app import build_app
-from coordinator.service import WalletService
+from coordinator.api.app import build_app
+from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from shards.cluster import LocalCluster
+from launchers.postgres import LocalCluster
 from tests.conftest import accounts_on, bearer, open_accounts
 from tests.test_two_phase import balances, prepared_count
 from tests.victim import kill_at
@@ -71,7 +71,7 @@ async def test_old_commit_decisions_are_pruned_unless_a_branch_needs_them(servic
     needs: an old decision goes; one whose batch still has a prepared branch, or a recent one, stays."""
     import asyncpg
 
-    from coordinator.recovery import DECISION_RETENTION_S_MIN, recover_once
+    from coordinator.protocols.recovery import DECISION_RETENTION_S_MIN, recover_once
     from shards import two_phase as two_phase_sql
 
     gone, needed, recent = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()

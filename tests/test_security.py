@@ -11,10 +11,10 @@ import httpx
 import jwt
 import pytest
 
-from coordinator.app import build_app
-from coordinator.auth import ISSUER, issue_token
-from coordinator.config import Settings
-from coordinator.service import WalletService
+from coordinator.api.app import build_app
+from coordinator.api.auth import ISSUER, issue_token
+from coordinator.runtime.settings import Settings
+from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.conftest import TEST_SECRET, accounts_on, bearer
 from tests.test_api import assert_problem
@@ -205,8 +205,8 @@ def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> No
     its expiry (plus the clock leeway) has passed, without a new signature check."""
     import time as clock
 
-    from coordinator.auth import CLOCK_LEEWAY_S, TokenVerifier, issue_token
-    from coordinator.errors import WalletError
+    from coordinator.api.auth import CLOCK_LEEWAY_S, TokenVerifier, issue_token
+    from coordinator.domain.errors import WalletError
 
     verifier = TokenVerifier(TEST_SECRET)
     token = issue_token(TEST_SECRET, "alice", "user", ttl_s=60)

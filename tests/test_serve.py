@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from shards.cluster import free_port
+from launchers.postgres import free_port
 from tests.conftest import make_home
 
 WALLET = str(Path(sys.executable).parent / "wallet")
@@ -83,7 +83,7 @@ def test_serve_local_round_trip() -> None:
 
         # Take alice's shard away: a clear 503, and service resumes once it is back.
         from shard_router.file_store import FileTopologyStore
-        from shards.cluster import LocalCluster
+        from launchers.postgres import LocalCluster
 
         cluster = LocalCluster(home, shard_count=4)
         cluster.servers = cluster._known_servers()
@@ -111,7 +111,7 @@ def test_serve_local_round_trip() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
-        from shards.cluster import LocalCluster
+        from launchers.postgres import LocalCluster
 
         leftover = LocalCluster(home, shard_count=4)
         leftover.stop()

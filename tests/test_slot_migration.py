@@ -10,19 +10,19 @@ from typing import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from coordinator import branches
-from coordinator import slot_migration
-from coordinator.config import Settings
-from coordinator.domain import Transfer
-from coordinator.errors import WalletError
-from coordinator.service import WalletService
-from coordinator.zookeeper import TopologyFollower
+from coordinator.protocols import branch_steps as branches
+from coordinator.cluster import slot_migration
+from coordinator.runtime.settings import Settings
+from coordinator.domain.transfers import Transfer
+from coordinator.domain.errors import WalletError
+from coordinator.service.wallet import WalletService
+from coordinator.cluster.topology_follower import TopologyFollower
 from shard_router.slots import SLOT_COUNT, slot_of
 from shard_router.stores import connect_zookeeper
 from shard_router.topology import Topology
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from shards import migrate
-from shards.cluster import LocalCluster
+from launchers.postgres import LocalCluster
 from tests.conftest import make_home
 from tests.outbox_check import assert_outbox_explains
 

@@ -8,11 +8,11 @@ import uuid
 import asyncpg
 import pytest
 
-from coordinator import branches
-from coordinator.branch_plan import BranchOp
-from coordinator.domain import Transfer
-from coordinator.errors import WalletError
-from coordinator.service import WalletService
+from coordinator.protocols import branch_steps as branches
+from coordinator.domain.branch_plan import BranchOp
+from coordinator.domain.transfers import Transfer
+from coordinator.domain.errors import WalletError
+from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.conftest import accounts_on, bearer, open_accounts, send_all
 from tests.outbox_check import assert_outbox_explains
@@ -176,7 +176,7 @@ async def test_unfinished_transfer_shows_its_phase(service: WalletService, topol
     confirmed once recovery has finished it."""
     import httpx
 
-    from coordinator.app import build_app
+    from coordinator.api.app import build_app
 
     (alice,), (bob,) = accounts_on(topology, "shard0", 1), accounts_on(topology, "shard2", 1)
     await open_accounts(service, [alice, bob], deposit="5.00")

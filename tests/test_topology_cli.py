@@ -13,7 +13,7 @@ import pytest
 
 from shard_router.slots import slot_of
 from shard_router.topology import Topology
-from shards.cluster import LocalCluster
+from launchers.postgres import LocalCluster
 from tests.conftest import make_home
 
 WALLET = str(Path(sys.executable).parent / "wallet")

@@ -8,8 +8,8 @@ import uuid
 import asyncpg
 import pytest
 
-from coordinator.errors import WalletError
-from coordinator.service import WalletService
+from coordinator.domain.errors import WalletError
+from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.conftest import accounts_on, open_accounts, send_all
 from tests.outbox_check import assert_outbox_explains
@@ -44,7 +44,7 @@ async def test_concurrent_random_cross_shard_transfers(service: WalletService, t
     assert set(outcomes) <= {"success", "failed"}, set(outcomes)
     assert await balances(service, everyone) == expected
     assert "failed" in outcomes and "success" in outcomes
-    assert service.cross_appliers["2pc"].batches_applied < service.cross_appliers["2pc"].items_applied
+    assert service.appliers.cross["2pc"].batches_applied < service.appliers.cross["2pc"].items_applied
     assert await prepared_count(topology) == 0
     await assert_outbox_explains(topology, everyone)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.errors import WalletError
-from coordinator.service import WalletService
+from coordinator.domain.errors import WalletError
+from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from shards.cluster import LocalCluster
+from launchers.postgres import LocalCluster
 from tests.conftest import accounts_on, open_accounts
 from tests.outbox_check import assert_outbox_explains
 from tests.victim import cross_shard_transfers, kill_at

@@ -7,10 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from coordinator.config import Settings
-from coordinator.errors import WalletError
-from coordinator.group_commit import BatchLimits
-from coordinator.service import WalletService
+from coordinator.runtime import fault_points
+from coordinator.runtime.settings import Settings
+from coordinator.domain.errors import WalletError
+from coordinator.runtime.settings import BatchLimits
+from coordinator.service.wallet import WalletService
 from shard_router.file_store import FileTopologyStore
 
 
@@ -20,6 +21,7 @@ async def main(topology_path: str, transfers_path: str, mode: str) -> None:
     # One batch for the whole load, so it spans every shard: after the first COMMIT
     # PREPARED, other branches are still prepared when the process dies.
     settings = Settings(limits=BatchLimits(batch_wait_ms=50))
+    fault_points.arm(Settings.from_environment().fault_point)
     async with WalletService(topology, settings) as service:
         async def send(t: dict[str, str]) -> None:
             try:

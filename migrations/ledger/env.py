@@ -4,7 +4,7 @@ from __future__ import annotations
 from alembic import context
 
 from ledger.schema import metadata
-from migrations.environment import run, topology_from
+from migrations.environment import refuse, run, topology_from
 
 
 def ledger_dsn() -> str:
@@ -12,8 +12,9 @@ def ledger_dsn() -> str:
     dsn = arguments.get("dsn") or context.config.attributes.get("dsn")
     if dsn:
         return dsn
-    topology, path = topology_from(arguments)
-    assert topology.ledger, f"{path} names no ledger database; pass -x dsn=postgresql://..."
+    topology, where = topology_from(arguments)
+    if not topology.ledger:
+        refuse(f"the topology ({where}) names no ledger database; pass -x dsn=postgresql://...")
     return topology.ledger
 
 

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 from chaos.runner import MODES, ChaosConfig, run_chaos
-from coordinator.fault_points import FAULT_POINTS
+from coordinator.runtime.fault_points import FAULT_POINTS
 from chaos.schedule import KINDS
-from shards.cluster import LocalCluster
+from launchers.postgres import LocalCluster
 
 SEED = 7
 WALLET = str(Path(sys.executable).parent / "wallet")

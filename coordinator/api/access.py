@@ -1,0 +1,99 @@
+"""Who may do what: the bearer token checked (401), its rate limit spent (429), its scope and
+owner checked (403), every request counted. Someone else's account and no account get the
+same answer, so nothing tells whether another person's account exists."""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coordinator.api.auth import OwnerCache, Principal
+from coordinator.api.metrics import Metrics
+from coordinator.api.problems import shard_error_response, wallet_error_response
+from coordinator.domain.errors import WalletError
+from coordinator.domain.validation import check_account_id
+from coordinator.runtime import logs
+from coordinator.service.wallet import WalletService
+from shards.errors import ShardError
+
+
+def service_of(request: Request) -> WalletService:
+    return request.app.state.service
+
+def principal_of(request: Request) -> Principal:
+    return request.state.principal
+
+async def owner_of(request: Request, account_id: str) -> str | None:
+    """The account's owner (cached: owners never change), or None if there is no such account."""
+    owners: OwnerCache = request.app.state.owners
+    owner = owners.get(account_id)
+    if owner is None:
+        try:
+            owner = (await service_of(request).get_account(account_id)).owner
+        except WalletError as error:
+            if error.code != "account_not_found":
+                raise
+            return None
+        owners.put(account_id, owner)
+    return owner
+
+async def require_owner(request: Request, account_id: object, action: str, field: str = "account_id") -> None:
+    """A user token acts only on its own accounts. Someone else's account and no account
+    get the same answer, so nothing tells whether another person's account exists."""
+    principal = principal_of(request)
+    if principal.is_admin:
+        return
+    checked = check_account_id(account_id, field)
+    if await owner_of(request, checked) != principal.owner:
+        raise WalletError("forbidden", f"this token may not {action} account {checked}")
+
+async def may_see_transfer(request: Request, body: dict[str, object]) -> bool:
+    principal = principal_of(request)
+    if principal.is_admin or body.get("status") == "pending":
+        return True  # pending shows no accounts or amounts, only that the id is in use
+    for account in (body.get("from_account"), body.get("to_account")):
+        if isinstance(account, str) and await owner_of(request, account) == principal.owner:
+            return True
+    return False
+
+async def owned_item(request: Request, item: dict[str, Any] | WalletError) -> dict[str, Any] | WalletError:
+    """A user's batch item moving money out of an account it does not own fails alone."""
+    if isinstance(item, WalletError):
+        return item
+    try:
+        await require_owner(request, item.get("from_account"), "move money out of", "from_account")
+    except WalletError as error:
+        if error.code == "forbidden":
+            return error
+    return item  # other bad input is the service's to name
+
+def guarded(request_handler: Callable[[Request], Awaitable[Response]], route: str,
+            admin: bool = False, public: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    """Authenticate (401), rate-limit per token (429), check the scope (403), count, log."""
+
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        logs.transaction_id_var.set(None)
+        logs.request_id_var.set(request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex)
+        try:
+            if not public:
+                state = request.app.state
+                principal = state.verifier.verify(request.headers.get("authorization"))
+                request.state.principal = principal
+                (state.admin_limiter if principal.is_admin else state.limiter).take(principal.token_id)
+                if admin and not principal.is_admin:
+                    raise WalletError("forbidden", "this needs an admin token")
+            response = await request_handler(request)
+        except WalletError as error:
+            response = wallet_error_response(error)
+        except ShardError as error:
+            response = shard_error_response(request, error)
+        metrics: Metrics = request.app.state.metrics
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    return endpoint

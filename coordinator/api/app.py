@@ -1,0 +1,96 @@
+"""The REST API (starlette): the routes, and the service's lifecycle inside the app's."""
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from coordinator.api import accounts, openapi, probes, transfers
+from coordinator.api.access import guarded
+from coordinator.api.auth import OwnerCache, TokenVerifier
+from coordinator.api.metrics import Metrics
+from coordinator.api.problems import on_http_error, on_unexpected
+from coordinator.api.rate_limits import RateLimiter
+from coordinator.cluster.coordination import open_coordination
+from coordinator.cluster.topology_follower import TopologyFollower
+from coordinator.runtime import fault_points
+from coordinator.runtime.settings import Settings
+from coordinator.service.wallet import WalletService
+from shards import migrate
+
+
+def build_app(settings: Settings | None = None, service: WalletService | None = None) -> Starlette:
+    """With `service`, the caller owns its lifecycle (tests); otherwise the app opens one."""
+    if settings is None:  # this process's own app (`wallet serve --workers N` builds one per process)
+        settings = Settings.from_environment()
+        fault_points.arm(settings.fault_point)
+    verifier = TokenVerifier.from_settings(settings)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if service is not None:
+            app.state.service = service
+            yield
+            return
+        coordination = await open_coordination(settings)
+        try:
+            topology = await asyncio.to_thread(coordination.store.load)
+            opened = await WalletService(topology, settings, coordination.store, coordination.is_leader).open(
+                run_recovery=True, run_relay=settings.run_relay)
+            opened.observe_batches(metrics.observe_batch)
+            follower = TopologyFollower(coordination.store, opened.switch_topology)
+            follower.start()
+            try:
+                app.state.service = opened
+                yield
+            finally:
+                await follower.stop()
+                await opened.close()
+        finally:
+            await coordination.close()
+
+    def route(path: str, handler: Callable[[Request], Awaitable[Response]], method: str = "GET",
+              admin: bool = False, public: bool = False) -> Route:
+        return Route(path, guarded(handler, path, admin=admin, public=public), methods=[method])
+
+    routes = [  # matched in order: the money routes, the busiest by far, first
+        route("/v1/wallet/balance_transfer", transfers.balance_transfer, "POST"),
+        route("/v1/transfers:batch", transfers.batch_transfer, "POST"),
+        route("/healthz", probes.healthz, public=True),
+        route("/readyz", probes.readyz, public=True),
+        route("/metrics", probes.metrics_endpoint, admin=True),
+        route("/openapi.json", probes.openapi_endpoint),
+        route("/v1/accounts", accounts.create_account, "POST", admin=True),
+        route("/v1/accounts/{account_id}", accounts.show_account),
+        route("/v1/accounts/{account_id}/deposits", transfers.deposit, "POST", admin=True),
+        route("/v1/accounts/{account_id}/balance", accounts.balance_at),
+        route("/v1/accounts/{account_id}/transactions", accounts.account_transactions),
+        route("/v1/transfers/{transaction_id}", transfers.show_transfer),
+        route("/v1/transfers/{transaction_id}/events", transfers.transfer_events),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: on_http_error,
+            Exception: on_unexpected,
+        },
+    )
+    app.state.verifier = verifier
+    app.state.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
+    app.state.admin_limiter = RateLimiter(settings.admin_rate_per_s, settings.admin_rate_burst)
+    app.state.owners = OwnerCache()
+    app.state.metrics = metrics
+    app.state.openapi = openapi.document()
+    app.state.heads = {"shard": migrate.head_revision(), "ledger": migrate.head_revision("ledger")}
+    if service is not None:
+        app.state.service = service
+        service.observe_batches(metrics.observe_batch)
+    return app

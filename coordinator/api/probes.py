@@ -1,0 +1,60 @@
+"""What operators and load balancers ask: up, ready (every shard and the ledger at the
+migration head), metrics, and the OpenAPI document."""
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from coordinator.api.access import service_of
+from coordinator.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from coordinator.api.problems import problem
+from coordinator.runtime.fan_out import fan_out
+from coordinator.service.wallet import WalletService
+from shards import migrate
+
+READY_CHECK_TIMEOUT_S = 5.0
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+async def readyz(request: Request) -> Response:
+    """Ready when the topology is loaded and every shard (and the ledger) answers at the
+    migration head."""
+    service: WalletService | None = getattr(request.app.state, "service", None)
+    if service is None:
+        return problem(503, "shard_unavailable", "the topology is not loaded yet")
+    heads = request.app.state.heads
+    databases = [(name, dsn, "shard") for name, dsn in sorted(service.topology.shards.items())]
+    if service.topology.ledger:
+        databases.append(("ledger", service.topology.ledger, "ledger"))
+
+    async def one(name: str, dsn: str, target: str) -> str:
+        try:
+            async with asyncio.timeout(READY_CHECK_TIMEOUT_S):
+                found = await migrate.read_revision(name, dsn, target)
+        except TimeoutError:
+            return "unreachable: no answer"
+        if found.error:
+            return found.error
+        return "ok" if found.revision == heads[target] else f"at {found.revision}, head is {heads[target]}"
+
+    answers = await fan_out(databases, lambda database: one(*database))
+    checks = {name: answers.results.get(database) or f"failed: {answers.errors[database]!r}"
+              for database in databases for name in database[:1]}
+    if any(answer != "ok" for answer in checks.values()):
+        response = problem(503, "shard_unavailable", "not ready: " + "; ".join(
+            f"{name}: {answer}" for name, answer in checks.items() if answer != "ok"))
+        return response
+    return JSONResponse({"status": "ready", "checks": checks, "topology_version": service.topology.version})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    await metrics.refresh(service_of(request))
+    return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+async def openapi_endpoint(request: Request) -> Response:
+    return JSONResponse(request.app.state.openapi)

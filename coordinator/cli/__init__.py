@@ -1,0 +1,1 @@
+"""`wallet`: the command line, one module per command group."""

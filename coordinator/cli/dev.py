@@ -1,0 +1,57 @@
+"""`wallet dev up|down`: the local cluster of PostgreSQL shards (and the ledger's server)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from coordinator.api.auth import load_secret
+from coordinator.domain.errors import ConfigurationError
+from coordinator.runtime.settings import Settings
+from launchers.postgres import SHARD_COUNT_MAX, LocalCluster
+
+DEFAULT_SHARD_COUNT = 4
+
+
+def shard_count(text: str) -> int:
+    """--shards: 1..SHARD_COUNT_MAX."""
+    if not text.isdigit() or not 1 <= int(text) <= SHARD_COUNT_MAX:
+        raise argparse.ArgumentTypeError(f"must be a whole number in 1..{SHARD_COUNT_MAX}, got {text!r}")
+    return int(text)
+
+
+def start_local_cluster(settings: Settings, shards: int) -> LocalCluster:
+    from shards import migrate
+
+    cluster = LocalCluster(settings.home, shard_count=shards)
+    if cluster.topology_path.resolve() != settings.topology_path.resolve():
+        raise ConfigurationError(f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} "
+                                 "for a local cluster (or unset it)")
+    topology = cluster.start()
+    migrate.upgrade_all(topology)
+    load_secret(settings, create=True)  # kept in the home: restarts keep issued tokens valid
+    return cluster
+
+
+def command_dev_up(args: argparse.Namespace, settings: Settings) -> int:
+    cluster = start_local_cluster(settings, args.shards)
+    print(f"local cluster running: {len(cluster.servers)} shards, topology {cluster.topology_path}")
+    for server in cluster.servers:
+        print(f"  {server.name}: {server.dsn}")
+    return 0
+
+
+def command_dev_down(args: argparse.Namespace, settings: Settings) -> int:
+    LocalCluster(settings.home, shard_count=args.shards).stop()
+    print("local cluster stopped")
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    dev = commands.add_parser("dev", help="a local cluster of PostgreSQL shards for development")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
+    up = dev_commands.add_parser("up", help="start (or restart) the local shards under WALLET_HOME and migrate them")
+    up.add_argument("--shards", type=shard_count, default=DEFAULT_SHARD_COUNT, help="number of shards (default 4)")
+    up.set_defaults(handler=command_dev_up)
+    down = dev_commands.add_parser("down", help="stop the local shards (data is kept)")
+    down.add_argument("--shards", type=shard_count, default=DEFAULT_SHARD_COUNT, help=argparse.SUPPRESS)
+    down.set_defaults(handler=command_dev_down)

@@ -1,0 +1,2 @@
+"""What coordinator processes share: the topology they follow, the leader they elect, and
+moving slots between shards."""

@@ -1,0 +1,38 @@
+"""Accounts as the coordinator sees them: balance and reserved in integer minor units."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coordinator.domain.money import format_amount
+
+ACCOUNT_STATUSES = ("active", "frozen")
+
+
+@dataclass(frozen=True)
+class Account:
+    account_id: str
+    owner: str
+    currency: str
+    balance: int  # minor units; includes reserved
+    reserved: int  # held by unfinished transfers; not spendable
+    status: str
+    version: int
+
+    def __post_init__(self) -> None:
+        assert 0 <= self.reserved <= self.balance, f"account {self.account_id}: 0 <= reserved <= balance broken"
+        assert self.status in ACCOUNT_STATUSES, f"unknown account status {self.status!r}"
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "account_id": self.account_id,
+            "owner": self.owner,
+            "currency": self.currency,
+            "balance": format_amount(self.balance, self.currency),
+            "available": format_amount(self.available, self.currency),
+            "reserved": format_amount(self.reserved, self.currency),
+            "status": self.status,
+        }

@@ -1,0 +1,138 @@
+"""What TC/C and Saga share: step one on the debit shards, then a protocol-specific drive.
+
+A flow is one transfer after its debit-side Try. `drive` moves flows forward; the
+recovery worker calls `resume` with the flows it finds unfinished in phase state, and
+the same code finishes them. Steps run one local transaction per shard per batch,
+concurrently across shards; no lock is held between steps.
+
+A shard that fails a step fails it for its own transfers only: their outcome is a
+refusal (shard_unavailable: unknown until retried, and recovery finishes what was
+started) or a reroute (the shard does not serve the account); the other shards go on.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Iterable, TypeVar
+from uuid import UUID
+
+from coordinator.domain.branch_plan import BranchOp, BranchOutcome
+from coordinator.domain.outcomes import Outcome, Refused, Reroute, conflict, unavailable
+from coordinator.domain.transfers import Transfer, TransferResult
+from coordinator.protocols import branch_steps
+from coordinator.protocols.prior_records import PriorRecords
+from coordinator.runtime import fault_points
+from coordinator.runtime.fan_out import fan_out_groups
+from coordinator.runtime.logs import log_phase
+from shard_router.topology import Topology
+from shards.errors import AccountsMoved, ShardError
+from shards.phase_state import PhaseRow
+from shards.pool import ShardPools
+
+log = logging.getLogger("wallet.branches")
+Item = TypeVar("Item")
+Answer = TypeVar("Answer")
+# A step's answer for one item, or why its shard could not give one.
+Failure = Refused | Reroute
+
+
+@dataclass(frozen=True)
+class Flow:
+    transfer: Transfer
+    second_phase: str | None = None  # already decided (a resumed flow)
+    error_code: str | None = None
+
+
+def failure_of(error: Exception) -> Failure:
+    """The typed answer for a shard's expected failure; anything else is a bug and is raised."""
+    if isinstance(error, AccountsMoved):
+        return Reroute(tuple(error.account_ids))
+    if isinstance(error, ShardError):
+        return unavailable(error.shard)
+    raise error
+
+
+class BranchFlow:
+    mode = ""
+
+    def __init__(self, pools: ShardPools, topology: Callable[[], Topology], records: PriorRecords) -> None:
+        assert self.mode in ("tcc", "saga"), "subclasses set mode"
+        self.pools = pools
+        self.topology = topology
+        self.records = records
+
+    def debit_shard(self, transfer: Transfer) -> str:
+        assert transfer.from_account is not None
+        return self.topology().shard_of(transfer.from_account)
+
+    def credit_shard(self, transfer: Transfer) -> str:
+        return self.topology().shard_of(transfer.to_account)
+
+    async def per_shard(
+        self, items: Iterable[Item], shard_of: Callable[[Item], str],
+        step: Callable[[str, list[Item]], Awaitable[list[Answer]]],
+    ) -> list[tuple[Item, Answer | Failure]]:
+        """Run `step` once per shard over that shard's items, all shards at once. A shard's
+        failure becomes each of its items' answer; the other shards carry on."""
+        answered, failed = await fan_out_groups(items, shard_of, step)
+        paired: list[tuple[Item, Answer | Failure]] = list(answered)
+        for shard, (members, error) in failed.items():
+            failure = failure_of(error)
+            log.warning("%s step on %s failed for %s transfers: %r", self.mode, shard, len(members), error)
+            paired.extend((item, failure) for item in members)
+        return paired
+
+    async def apply_batch(self, transfers: list[Transfer]) -> list[Outcome]:
+        debit_shards = {self.debit_shard(t) for t in transfers}
+        try:
+            elsewhere = await self.records.find([t.transaction_id for t in transfers], skip=debit_shards)
+        except ShardError as error:
+            return [unavailable(error.shard)] * len(transfers)
+        starts = await self.per_shard(
+            transfers, self.debit_shard,
+            lambda shard, group: branch_steps.try_debits(self.pools, shard, group, elsewhere),
+        )
+        log_phase(log, f"{self.mode}.started_debit", [t.transaction_id for t in transfers])
+        fault_points.reach(f"{self.mode}.after_try_debit" if self.mode == "tcc" else "saga.after_debit")
+        outcomes: dict[UUID, Outcome] = {}
+        flows: list[Flow] = []
+        for transfer, start in starts:
+            if isinstance(start, (Refused, Reroute)):
+                outcomes[transfer.transaction_id] = start
+            elif start.kind == "final":
+                assert start.result is not None
+                outcomes[transfer.transaction_id] = start.result
+            elif start.kind == "conflict":
+                outcomes[transfer.transaction_id] = conflict(transfer.transaction_id)
+            elif start.kind == "held":
+                flows.append(Flow(transfer))
+            else:
+                assert start.phase is not None
+                flows.append(flow_of(start.phase))
+        outcomes.update(await self.drive(flows))
+        return [outcomes[t.transaction_id] for t in transfers]
+
+    async def resume(self, phases: list[PhaseRow]) -> dict[UUID, Outcome]:
+        return await self.drive([flow_of(phase) for phase in phases if phase.transfer.mode == self.mode])
+
+    async def drive(self, flows: list[Flow]) -> dict[UUID, Outcome]:
+        raise NotImplementedError
+
+    async def try_credits(self, flows: list[Flow]) -> list[tuple[Flow, BranchOutcome | Failure]]:
+        return await self.per_shard(
+            flows, lambda f: self.credit_shard(f.transfer),
+            lambda shard, group: branch_steps.run_branch_ops(
+                self.pools, shard, [BranchOp(f.transfer, "credit", "try") for f in group]),
+        )
+
+    async def decide_debits(self, decisions: list[branch_steps.Decision],
+                            final_state: str) -> list[tuple[branch_steps.Decision, TransferResult | Failure]]:
+        return await self.per_shard(
+            decisions, lambda d: self.debit_shard(d.transfer),
+            lambda shard, group: branch_steps.second_phase_debits(self.pools, shard, group, final_state),
+        )
+
+
+def flow_of(phase: PhaseRow) -> Flow:
+    return Flow(phase.transfer, phase.second_phase, phase.error_code)
+

@@ -1,0 +1,172 @@
+"""The local transactions TC/C and Saga run on one shard, each over a batch: Try on the debit
+shard, a branch operation on the credit shard, the decision with Confirm or Cancel of the
+debit branch, done. branch_flow.py, tcc.py and saga.py put them in order; no lock is held
+between them. What each operation does to the rows is decided by domain/branch_plan.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from uuid import UUID
+
+from coordinator.domain.branch_plan import BranchOp, BranchOutcome, plan_branch_batch
+from coordinator.domain.transfers import StoredTransfer, Transfer, TransferResult
+from coordinator.protocols.retries import retry_conflicts
+from shards import accounts as account_sql
+from shards import barrier as barrier_sql
+from shards import phase_state as phase_sql
+from shards import transfers as transfer_sql
+from shards.phase_state import PhaseRow, PhaseUpdate
+from shards.pool import ShardPools
+
+# The record's phase for each protocol's two endings.
+FINAL_PHASES = {("tcc", "confirm"): "confirmed", ("tcc", "cancel"): "cancelled",
+                ("saga", "confirm"): "completed", ("saga", "cancel"): "compensated"}
+
+
+@dataclass(frozen=True)
+class DebitStart:
+    """What the first step made of one transfer."""
+
+    # held: Try applied; final: recorded before, or refused now; conflict: the id belongs to
+    # another request; resume: started before, not finished (its phase row says where).
+    kind: Literal["held", "final", "conflict", "resume"]
+    result: TransferResult | None = None
+    phase: PhaseRow | None = None
+
+
+def record(transfer: Transfer, second_phase: str, error_code: str | None) -> TransferResult:
+    return TransferResult(
+        transfer=transfer, status="success" if second_phase == "confirm" else "failed",
+        error_code=error_code if second_phase == "cancel" else None, protocol=transfer.mode,
+        phase=FINAL_PHASES[(transfer.mode, second_phase)],
+    )
+
+
+async def try_debits(
+    pools: ShardPools, shard: str, transfers: list[Transfer], elsewhere: dict[UUID, StoredTransfer]
+) -> list[DebitStart]:
+    """Step one on the debit shard: Try (hold for TC/C, debit for Saga) and the phase-state row,
+    or the replay of what is already recorded."""
+    assert len({t.transaction_id for t in transfers}) == len(transfers), "one transaction id once per batch"
+
+    async def step() -> list[DebitStart]:
+        async with pools.transaction(shard) as connection:
+            ids = [t.transaction_id for t in transfers]
+            accounts = await account_sql.lock_accounts(connection, [t.from_account for t in transfers if t.from_account])
+            phases = await phase_sql.lock_phases(connection, ids)
+            stored = {**elsewhere, **await transfer_sql.select_transfers(connection, ids)}
+            barrier = await barrier_sql.select_barrier(connection, ids)
+            starts: list[DebitStart | None] = []
+            fresh: list[Transfer] = []
+            for transfer in transfers:
+                earlier = stored.get(transfer.transaction_id)
+                phase = phases.get(transfer.transaction_id)
+                if earlier is not None:
+                    same = earlier.request_hash == transfer.request_hash
+                    starts.append(DebitStart("final", earlier.result) if same else DebitStart("conflict"))
+                elif phase is not None:
+                    same = phase.request_hash == transfer.request_hash
+                    starts.append(DebitStart("resume", phase=phase) if same else DebitStart("conflict"))
+                else:
+                    starts.append(None)
+                    fresh.append(transfer)
+            plan = plan_branch_batch([BranchOp(t, "debit", "try") for t in fresh], accounts, barrier)
+            held = [t for t, o in zip(fresh, plan.outcomes) if o.ok]
+            refused = [record(t, "cancel", o.error_code) for t, o in zip(fresh, plan.outcomes) if not o.ok]
+            await barrier_sql.insert_barrier(connection, plan.barrier_inserts)
+            await phase_sql.insert_phases(connection, held)
+            created_at = await transfer_sql.write_batch(connection, plan.postings.changes, refused, plan.postings.events)
+        outcome_of = dict(zip([t.transaction_id for t in fresh], plan.outcomes))
+        refused_by_id = {r.transfer.transaction_id: r for r in refused}
+        results: list[DebitStart] = []
+        for transfer, start in zip(transfers, starts):
+            if start is not None:
+                results.append(start)
+            elif outcome_of[transfer.transaction_id].ok:
+                results.append(DebitStart("held"))
+            else:
+                results.append(DebitStart("final", refused_by_id[transfer.transaction_id].stamped(created_at)))
+        return results
+
+    return await retry_conflicts(step)
+
+
+async def run_branch_ops(pools: ShardPools, shard: str, ops: list[BranchOp]) -> list[BranchOutcome]:
+    """Branch operations that touch no phase state (the credit side), in one local transaction."""
+
+    async def step() -> list[BranchOutcome]:
+        async with pools.transaction(shard) as connection:
+            accounts = await account_sql.lock_accounts(connection, [op.account_id for op in ops])
+            barrier = await barrier_sql.select_barrier(connection, [op.transfer.transaction_id for op in ops])
+            plan = plan_branch_batch(ops, accounts, barrier)
+            await barrier_sql.insert_barrier(connection, plan.barrier_inserts)
+            if plan.postings.changes:
+                await transfer_sql.write_batch(connection, plan.postings.changes, [], plan.postings.events)
+        return plan.outcomes
+
+    return await retry_conflicts(step)
+
+
+@dataclass(frozen=True)
+class Decision:
+    transfer: Transfer
+    wanted: str  # confirm | cancel
+    error_code: str | None  # why, for cancel
+    out_of_order: bool
+
+
+async def second_phase_debits(
+    pools: ShardPools, shard: str, decisions: list[Decision], final_state: str
+) -> list[TransferResult]:
+    """On the debit shard, under the phase-state row lock: the first writer of second_phase
+    decides (coordinator or recovery); then Confirm or Cancel of the debit branch, the
+    phase-state update and the transfer's record, all in one local transaction."""
+    assert final_state in ("sent", "done")
+
+    async def step() -> list[TransferResult]:
+        async with pools.transaction(shard) as connection:
+            ids = [d.transfer.transaction_id for d in decisions]
+            accounts = await account_sql.lock_accounts(connection, [d.transfer.from_account for d in decisions if d.transfer.from_account])
+            phases = await phase_sql.lock_phases(connection, ids)
+            stored = await transfer_sql.select_transfers(connection, ids)
+            barrier = await barrier_sql.select_barrier(connection, ids)
+            ops, updates, new_records = [], [], []
+            for decision in decisions:
+                phase = phases.get(decision.transfer.transaction_id)
+                assert phase is not None, f"no phase state for {decision.transfer.transaction_id} on {shard}"
+                actual = phase.second_phase or decision.wanted
+                code = phase.error_code if phase.second_phase else decision.error_code
+                if actual == "cancel" and code is None:
+                    code = "transfer_aborted"
+                ops.append(BranchOp(phase.transfer, "debit", actual))
+                if phase.second_state != "done":
+                    state = "done" if final_state == "done" or phase.second_state == "done" else final_state
+                    updates.append(PhaseUpdate(phase.transfer.transaction_id, actual, state,
+                                               code if actual == "cancel" else None, decision.out_of_order))
+                if phase.transfer.transaction_id not in stored:
+                    new_records.append(record(phase.transfer, actual, code))
+            plan = plan_branch_batch(ops, accounts, barrier)
+            await barrier_sql.insert_barrier(connection, plan.barrier_inserts)
+            await phase_sql.update_phases(connection, updates)
+            created_at = await transfer_sql.write_batch(connection, plan.postings.changes, new_records, plan.postings.events)
+        fresh = {r.transfer.transaction_id: r.stamped(created_at) for r in new_records}
+        return [fresh.get(i) or stored[i].result for i in ids]
+
+    return await retry_conflicts(step)
+
+
+async def mark_done(pools: ShardPools, shard: str, transfers: list[Transfer]) -> list[Transfer]:
+    """Phase state done for these transfers (their every branch has finished)."""
+    async def step() -> list[Transfer]:
+        async with pools.transaction(shard) as connection:
+            await phase_sql.mark_done(connection, [t.transaction_id for t in transfers])
+        return transfers
+
+    return await retry_conflicts(step)
+
+
+async def unfinished(pools: ShardPools, shard: str, older_than_ms: int, limit: int) -> list[PhaseRow]:
+    async with pools.connection(shard) as connection:
+        return await phase_sql.select_unfinished(connection, older_than_ms, limit)
+

@@ -1,0 +1,73 @@
+"""The one-shard path: both accounts (or a deposit's one account) on one shard,
+so a batch of transfers is a single local transaction.
+
+Round trips per batch, whatever its size: read prior records of its ids (every shard
+at once, before the transaction), BEGIN, lock accounts, write (one statement for every
+balance, record and outbox row), COMMIT. Reading records without the locks is safe: a
+record committed after the read collides on the transfers primary key when the batch
+writes its own (a retryable conflict), and the retry sees it.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Callable
+
+from coordinator.domain.batch_plan import BatchPlan, plan_local_batch
+from coordinator.domain.outcomes import Outcome, Reroute, conflict, unavailable
+from coordinator.domain.transfers import Transfer
+from coordinator.protocols.prior_records import PriorRecords
+from coordinator.protocols.retries import retry_conflicts
+from coordinator.runtime.logs import log_phase
+from shards import accounts as account_sql
+from shards import transfers as transfer_sql
+from shards.errors import AccountsMoved, ShardError
+from shards.pool import ShardPools
+
+log = logging.getLogger("wallet.local")
+
+
+class OneShard:
+    """Applies batches of transfers whose accounts all live on one shard."""
+
+    def __init__(self, pools: ShardPools, records: PriorRecords) -> None:
+        self.pools = pools
+        self.records = records
+
+    async def apply_batch(self, shard: str, transfers: list[Transfer]) -> list[Outcome]:
+        """One outcome per transfer: its result (new or replayed), a refusal, or a reroute."""
+
+        async def attempt() -> tuple[BatchPlan, datetime | None]:
+            stored = await self.records.find([t.transaction_id for t in transfers])  # again on each retry
+            async with self.pools.transaction(shard) as connection:
+                account_ids = [t.to_account for t in transfers] + [t.from_account for t in transfers if t.from_account]
+                accounts = await account_sql.lock_accounts(connection, account_ids)
+                plan = plan_local_batch(transfers, accounts, stored)
+                created_at = None
+                if plan.new_results:
+                    created_at = await transfer_sql.write_batch(
+                        connection, plan.postings.changes, plan.new_results, plan.postings.events
+                    )
+            return plan, created_at
+
+        try:
+            plan, created_at = await retry_conflicts(attempt)
+        except AccountsMoved as moved:
+            return [Reroute(tuple(moved.account_ids))] * len(transfers)
+        except ShardError as error:
+            return [unavailable(error.shard)] * len(transfers)
+        log_phase(log, "local.committed", [t.transaction_id for t in transfers], shard=shard)
+        return outcomes_of(transfers, plan, lambda transfer: created_at)
+
+
+def outcomes_of(transfers: list[Transfer], plan: BatchPlan, stamp: Callable[[Transfer], datetime | None]) -> list[Outcome]:
+    """One outcome per planned transfer: its result (new or replayed) or a conflict."""
+    outcomes: list[Outcome] = []
+    for transfer, result, disposition in zip(transfers, plan.results, plan.dispositions, strict=True):
+        if disposition == "conflict":
+            outcomes.append(conflict(transfer.transaction_id))
+        else:
+            assert result is not None
+            # New records (and in-batch replays of them) carry the stamp the shard stored.
+            outcomes.append(result if result.created_at is not None else result.stamped(stamp(result.transfer)))
+    return outcomes

@@ -1,0 +1,125 @@
+"""Submission: a validated transfer is registered in flight, handed to its applier (group
+commit), and its batch's outcome becomes the caller's answer; a transfer whose shard
+refused its accounts (a slot moved) is routed again under the same registration."""
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+from coordinator.domain.errors import WalletError
+from coordinator.domain.outcomes import Outcome, Refused, Reroute, conflict
+from coordinator.domain.transfers import Transfer, TransferResult
+from coordinator.service.appliers import Appliers, TransferApplier
+from coordinator.service.inflight import InFlight
+from coordinator.service.routing import Router
+
+TRANSFERS_PER_REQUEST_MAX = 1000
+
+
+def answer_of(transfer: Transfer, outcome: Outcome) -> TransferResult:
+    """The caller's answer from one outcome; raises the WalletError the caller sees."""
+    if isinstance(outcome, Refused):
+        raise outcome.error()
+    assert not isinstance(outcome, Reroute), "a reroute is routed again before it is answered"
+    return same_request(transfer, outcome)
+
+
+def same_request(transfer: Transfer, result: TransferResult) -> TransferResult:
+    if result.transfer.request_hash != transfer.request_hash:
+        raise conflict(transfer.transaction_id).error()
+    return result
+
+
+class Submission:
+    def __init__(self, router: Router, appliers: Appliers, inflight: InFlight) -> None:
+        self.router = router
+        self.appliers = appliers
+        self.inflight = inflight
+
+    async def submit(self, transfer: Transfer) -> TransferResult:
+        running = self.inflight.running(transfer.transaction_id)
+        if running is not None:  # a concurrent retry waits for the first
+            return same_request(transfer, await asyncio.shield(running))
+        future = self.inflight.register(transfer.transaction_id)
+        try:
+            result = answer_of(transfer, await self.routed(transfer))
+        except BaseException as error:
+            self.inflight.finish(transfer.transaction_id, future, error)
+            raise
+        self.inflight.finish(transfer.transaction_id, future, result)
+        return result
+
+    async def routed(self, transfer: Transfer) -> Outcome:
+        """The transfer's outcome, routed again (bounded) while a shard refuses its accounts."""
+        return await self.router.rerouting(lambda: self.applier_for(transfer).submit(transfer),
+                                           moved=lambda outcome: isinstance(outcome, Reroute))
+
+    def applier_for(self, transfer: Transfer) -> TransferApplier:
+        return self.appliers.for_transfer(transfer, self.router.topology)
+
+    async def submit_many(self, transfers: list[Transfer]) -> list[TransferResult | WalletError]:
+        """Many transfers at once, each with its own answer. They are enqueued on their
+        appliers in one step per applier (no task per item). An id repeated in the call, or
+        already in flight, takes the one-at-a-time path, which waits for the first."""
+        assert len(transfers) <= TRANSFERS_PER_REQUEST_MAX, f"at most {TRANSFERS_PER_REQUEST_MAX} transfers per call"
+        answers: list[TransferResult | WalletError | None] = [None] * len(transfers)
+        grouped: dict[TransferApplier, list[int]] = {}
+        later: list[int] = []
+        mine: dict[UUID, asyncio.Future[TransferResult]] = {}  # this call's in-flight registrations
+        for index, transfer in enumerate(transfers):
+            if transfer.transaction_id in self.inflight or self.inflight.full:
+                later.append(index)
+                continue
+            mine[transfer.transaction_id] = self.inflight.register(transfer.transaction_id)
+            grouped.setdefault(self.applier_for(transfer), []).append(index)
+
+        def settle(index: int, outcome: Outcome | BaseException) -> None:
+            transfer = transfers[index]
+            future = mine[transfer.transaction_id]
+            if isinstance(outcome, BaseException):  # not a transfer's answer: the call fails
+                self.inflight.finish(transfer.transaction_id, future, outcome)
+                raise outcome
+            try:
+                result = answer_of(transfer, outcome)
+            except WalletError as error:
+                self.inflight.finish(transfer.transaction_id, future, error)
+                answers[index] = error
+                return
+            self.inflight.finish(transfer.transaction_id, future, result)
+            answers[index] = result
+
+        async def route_again(index: int) -> None:
+            """A slot moved under it: route it alone, still registered as in flight."""
+            try:
+                outcome: Outcome = await self.routed(transfers[index])
+            except WalletError as error:
+                outcome = Refused("shard_unavailable", error.detail)
+            settle(index, outcome)
+
+        async def one_at_a_time(index: int) -> None:
+            try:
+                answers[index] = await self.submit(transfers[index])
+            except WalletError as error:
+                answers[index] = error
+
+        try:
+            placed: list[int] = []
+            futures: list[asyncio.Future[Outcome]] = []
+            for applier, members in grouped.items():
+                futures.extend(await applier.enqueue([transfers[index] for index in members]))
+                placed.extend(members)
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            moved = [index for index, outcome in zip(placed, outcomes) if isinstance(outcome, Reroute)]
+            for index, outcome in zip(placed, outcomes):
+                if not isinstance(outcome, Reroute):
+                    settle(index, outcome)
+            await asyncio.gather(*(route_again(index) for index in moved), *(one_at_a_time(index) for index in later))
+        finally:
+            # Cancelled or failed half-way: no id of this call stays registered, and no
+            # waiter on one is left hanging.
+            for transaction_id, future in mine.items():
+                self.inflight.finish(transaction_id, future, WalletError(
+                    "shard_unavailable", "the batch call ended before this transfer's outcome was known; "
+                                         "retry with the same transaction_id"))
+        assert all(answer is not None for answer in answers), "every item has an answer"
+        return [answer for answer in answers if answer is not None]

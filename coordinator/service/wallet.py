@@ -1,0 +1,179 @@
+"""WalletService: where a request becomes a routed, batched, recorded transfer.
+
+  validate (domain/validation.py) -> submission.py: in flight once, to its applier
+    -> appliers.py: one shard?    group commit per shard -> protocols/one_shard.py
+                    two shards?   group commit per protocol -> protocols/two_phase.py,
+                                  tcc.py or saga.py, by the request's mode
+  outcome (domain/outcomes.py) -> the caller's answer
+
+This module puts the parts together and owns their lifecycle; each part is its own module.
+"""
+from __future__ import annotations
+
+from typing import Callable
+from uuid import UUID
+
+from coordinator.domain import validation
+from coordinator.domain.accounts import Account
+from coordinator.domain.errors import WalletError
+from coordinator.domain.money import check_currency
+from coordinator.domain.transfers import TransferResult
+from coordinator.protocols.one_shard import OneShard
+from coordinator.protocols.recovery import ABORT_AFTER_MS_DEFAULT, Recovery, RecoveryReport, recovery_worker
+from coordinator.protocols.saga import SagaCoordinator
+from coordinator.protocols.tcc import TccCoordinator
+from coordinator.protocols.two_phase import TwoPhaseCommit
+from coordinator.runtime.background import Periodic
+from coordinator.runtime.settings import Settings
+from coordinator.service.accounts import Accounts
+from coordinator.service.appliers import Appliers
+from coordinator.service.group_commit import BatchObserver
+from coordinator.service.inflight import InFlight
+from coordinator.service.record_lookup import RecordLookups
+from coordinator.service.routing import Router
+from coordinator.service.status import TransferStatus
+from coordinator.service.submission import TRANSFERS_PER_REQUEST_MAX, Submission
+from ledger.service import LedgerService
+from shard_router.stores import TopologyStore
+from shard_router.topology import Topology
+from shards.pool import ShardPools
+
+
+class WalletService:
+    def __init__(self, topology: Topology, settings: Settings, store: TopologyStore | None = None,
+                 is_leader: Callable[[], bool] = lambda: True) -> None:
+        self.settings = settings
+        # Whether this process runs the singletons (recovery worker, ledger relay) now.
+        self.is_leader = is_leader
+        self.pools = ShardPools(topology.shards, size_max=settings.pool_size_max)
+        self.router = Router(topology, self.pools, store)
+        self.records = RecordLookups(self.pools, lambda: self.router.topology.shards)
+        current = lambda: self.router.topology  # noqa: E731: the protocols route by the newest
+        self.one_shard = OneShard(self.pools, self.records)
+        self.two_phase = TwoPhaseCommit(self.pools, current, self.records)
+        self.tcc = TccCoordinator(self.pools, current, self.records)
+        self.saga = SagaCoordinator(self.pools, current, self.records)
+        self.appliers = Appliers(settings.limits, self.one_shard.apply_batch, {
+            "2pc": self.two_phase.apply_batch, "tcc": self.tcc.apply_batch, "saga": self.saga.apply_batch})
+        self.inflight = InFlight()
+        self.submission = Submission(self.router, self.appliers, self.inflight)
+        self.accounts = Accounts(self.router, self.pools)
+        self.status = TransferStatus(self.router, self.pools, self.records, self.inflight)
+        self.recovery = Recovery(self.pools, self.router.shards, [self.tcc, self.saga])
+        self.recovery_worker: Periodic | None = None
+        self.ledger = LedgerService(topology.ledger, self.pools, sorted(topology.shards)) if topology.ledger else None
+        self.router.on_shard_added.extend([self.records.add_shard, self.appliers.add_shard, self._ledger_follows])
+
+    @property
+    def topology(self) -> Topology:
+        return self.router.topology
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def open(self, run_recovery: bool = False, run_relay: bool = False) -> WalletService:
+        await self.pools.open()
+        if self.ledger is not None:
+            await self.ledger.open(run_relay=run_relay, gate=self.is_leader)
+        for shard in self.router.shards():
+            self.records.add_shard(shard)
+        self.appliers.start(self.router.shards())
+        if run_recovery:
+            self.recovery_worker = recovery_worker(self.recover, gate=self.is_leader)
+            self.recovery_worker.start()
+        return self
+
+    async def close(self) -> None:
+        if self.recovery_worker is not None:
+            await self.recovery_worker.stop()
+            self.recovery_worker = None
+        await self.appliers.stop()
+        await self.records.stop()
+        if self.ledger is not None:
+            await self.ledger.close()
+        await self.pools.close()
+
+    async def __aenter__(self) -> WalletService:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def observe_batches(self, observer: BatchObserver) -> None:
+        """`observer(applier, size)` for every batch, on every applier (later ones too)."""
+        self.appliers.observe(observer)
+
+    # -- topology ----------------------------------------------------------------------------
+    async def switch_topology(self, topology: Topology) -> bool:
+        return await self.router.switch(topology)
+
+    async def refresh_topology(self) -> bool:
+        return await self.router.refresh()
+
+    def _ledger_follows(self, shard: str) -> None:
+        if self.ledger is not None and shard not in self.ledger.shards:
+            self.ledger.shards[:] = sorted({*self.ledger.shards, shard})
+
+    async def recover(self, abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> RecoveryReport:
+        """One pass: finish two-phase batches left prepared, then drive unfinished TC/C and
+        Saga transfers (untouched for `abort_after_ms`) to their end."""
+        return await self.recovery.run_once(abort_after_ms)
+
+    # -- accounts --------------------------------------------------------------------------
+    async def create_account(self, account_id: object, owner: object, currency: object) -> tuple[Account, bool]:
+        """(account, created). Creating the same account twice is a no-op; a different one is a conflict."""
+        return await self.accounts.create(validation.check_account_id(account_id), validation.check_owner(owner),
+                                          check_currency(currency))
+
+    async def get_account(self, account_id: object) -> Account:
+        return await self.accounts.get(validation.check_account_id(account_id))
+
+    async def set_account_status(self, account_id: object, status: str) -> Account:
+        return await self.accounts.set_status(validation.check_account_id(account_id), status)
+
+    async def totals(self) -> tuple[int, int, int]:
+        return await self.accounts.totals()
+
+    # -- money movement ----------------------------------------------------------------------
+    async def deposit(self, account_id: object, amount: object, transaction_id: object) -> TransferResult:
+        """Money enters from outside. Idempotent on transaction_id."""
+        account = await self.get_account(account_id)
+        return await self.submission.submit(validation.deposit_request(account, amount, transaction_id))
+
+    async def transfer(self, from_account: object, to_account: object, amount: object, currency: object,
+                       transaction_id: object, mode: object = None) -> TransferResult:
+        return await self.submission.submit(validation.transfer_request(
+            from_account, to_account, amount, currency, transaction_id, mode, self.settings.default_mode))
+
+    async def transfer_many(self, items: list[dict[str, object]]) -> list[TransferResult | WalletError]:
+        """Many transfers at once, each with its own outcome: a bad item fails alone."""
+        assert len(items) <= TRANSFERS_PER_REQUEST_MAX, f"at most {TRANSFERS_PER_REQUEST_MAX} transfers per call"
+        answers: list[TransferResult | WalletError | None] = [None] * len(items)
+        valid = []
+        for index, item in enumerate(items):
+            try:
+                valid.append((index, validation.transfer_request(
+                    item.get("from_account"), item.get("to_account"), item.get("amount"), item.get("currency"),
+                    item.get("transaction_id"), item.get("mode"), self.settings.default_mode)))
+            except WalletError as error:
+                answers[index] = error
+        for (index, _), answer in zip(valid, await self.submission.submit_many([t for _, t in valid])):
+            answers[index] = answer
+        assert all(answer is not None for answer in answers), "every item has an answer"
+        return [answer for answer in answers if answer is not None]
+
+    # -- where a transfer stands -------------------------------------------------------------
+    async def get_transfer(self, transaction_id: object) -> TransferResult:
+        return await self.status.recorded(validation.check_transaction_id(transaction_id))
+
+    async def find_progress(self, transaction_id: object) -> str | None:
+        """The phase of a TC/C or Saga transfer that has started but has no record yet."""
+        return await self.status.progress(validation.check_transaction_id(transaction_id))
+
+    async def in_doubt(self, transaction_id: object) -> bool:
+        return await self.status.in_doubt(validation.check_transaction_id(transaction_id))
+
+    def in_flight(self, transaction_id: object) -> bool:
+        try:
+            transaction: UUID = validation.check_transaction_id(transaction_id)
+        except WalletError:
+            return False
+        return self.status.in_flight(transaction)

@@ -1,0 +1,121 @@
+"""SQL for the phase-state table: one row per unfinished or finished TC/C or Saga transfer, on
+its debit shard; the decision (second_phase) is taken under its row lock."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+
+from coordinator.domain.transfers import Transfer
+from shards.arrays import bool_array, int_array, nullable_text_array, text_array
+
+PHASE_COLUMNS = (
+    "transaction_id, mode, from_account, to_account, amount, currency, request_hash, debit_try, credit_try, "
+    "second_phase, second_state, error_code, out_of_order"
+)
+
+LOCK_PHASES = f"""
+SELECT {PHASE_COLUMNS} FROM phase_state WHERE transaction_id = ANY($1::uuid[])
+ORDER BY transaction_id FOR UPDATE
+"""
+INSERT_PHASES = """
+INSERT INTO phase_state (transaction_id, mode, from_account, to_account, amount, currency, request_hash,
+                         debit_try, credit_try)
+SELECT t.*, 'received', 'sent'
+FROM unnest($1::uuid[], ($2::text)::text[], ($3::text)::text[], ($4::text)::text[], ($5::text)::bigint[],
+            ($6::text)::text[], $7::bytea[]) AS t
+"""
+UPDATE_PHASES = """
+UPDATE phase_state AS p
+SET second_phase = d.second_phase, second_state = d.second_state, error_code = d.error_code,
+    out_of_order = p.out_of_order OR d.out_of_order, updated_at = now()
+FROM unnest($1::uuid[], ($2::text)::text[], ($3::text)::text[], ($4::text)::text[], ($5::text)::boolean[])
+     AS d(transaction_id, second_phase, second_state, error_code, out_of_order)
+WHERE p.transaction_id = d.transaction_id
+"""
+SELECT_UNFINISHED = f"""
+SELECT {PHASE_COLUMNS} FROM phase_state
+WHERE second_state <> 'done' AND updated_at < now() - make_interval(secs => $1::double precision / 1000)
+ORDER BY updated_at
+LIMIT $2
+"""
+SELECT_PHASES = f"SELECT {PHASE_COLUMNS} FROM phase_state WHERE transaction_id = ANY($1::uuid[])"
+MARK_DONE = """
+UPDATE phase_state SET second_state = 'done', updated_at = now()
+WHERE transaction_id = ANY($1::uuid[]) AND second_phase IS NOT NULL AND second_state <> 'done'
+"""
+
+
+@dataclass(frozen=True)
+class PhaseRow:
+    transfer: Transfer
+    request_hash: bytes
+    debit_try: str
+    credit_try: str
+    second_phase: str | None
+    second_state: str
+    error_code: str | None
+    out_of_order: bool
+
+
+@dataclass(frozen=True)
+class PhaseUpdate:
+    transaction_id: UUID
+    second_phase: str
+    second_state: str
+    error_code: str | None
+    out_of_order: bool
+
+
+def phase_from_row(row: asyncpg.Record) -> PhaseRow:
+    transfer = Transfer(
+        transaction_id=row["transaction_id"], kind="transfer", from_account=row["from_account"],
+        to_account=row["to_account"], amount=row["amount"], currency=row["currency"], mode=row["mode"],
+    )
+    return PhaseRow(
+        transfer=transfer, request_hash=bytes(row["request_hash"]), debit_try=row["debit_try"],
+        credit_try=row["credit_try"], second_phase=row["second_phase"], second_state=row["second_state"],
+        error_code=row["error_code"], out_of_order=row["out_of_order"],
+    )
+
+
+async def lock_phases(connection: asyncpg.Connection, transaction_ids: list[UUID]) -> dict[UUID, PhaseRow]:
+    rows = await connection.fetch(LOCK_PHASES, sorted(set(transaction_ids)))
+    return {row["transaction_id"]: phase_from_row(row) for row in rows}
+
+
+async def select_phases(connection: asyncpg.Connection, transaction_ids: list[UUID]) -> dict[UUID, PhaseRow]:
+    rows = await connection.fetch(SELECT_PHASES, transaction_ids)
+    return {row["transaction_id"]: phase_from_row(row) for row in rows}
+
+
+async def insert_phases(connection: asyncpg.Connection, transfers: list[Transfer]) -> None:
+    if transfers:
+        await connection.execute(
+            INSERT_PHASES,
+            [t.transaction_id for t in transfers], text_array([t.mode for t in transfers]),
+            text_array([t.from_account for t in transfers]),  # type: ignore[misc]  # TC/C and Saga: never a deposit
+            text_array([t.to_account for t in transfers]), int_array([t.amount for t in transfers]),
+            text_array([t.currency for t in transfers]), [t.request_hash for t in transfers],
+        )
+
+
+async def update_phases(connection: asyncpg.Connection, updates: list[PhaseUpdate]) -> None:
+    if updates:
+        status = await connection.execute(
+            UPDATE_PHASES,
+            [u.transaction_id for u in updates], text_array([u.second_phase for u in updates]),
+            text_array([u.second_state for u in updates]), nullable_text_array([u.error_code for u in updates]),
+            bool_array([u.out_of_order for u in updates]),
+        )
+        assert status == f"UPDATE {len(updates)}", f"phase update touched {status}, expected {len(updates)} rows"
+
+
+async def select_unfinished(connection: asyncpg.Connection, older_than_ms: int, limit: int) -> list[PhaseRow]:
+    rows = await connection.fetch(SELECT_UNFINISHED, older_than_ms, limit)
+    return [phase_from_row(row) for row in rows]
+
+
+async def mark_done(connection: asyncpg.Connection, transaction_ids: list[UUID]) -> None:
+    await connection.execute(MARK_DONE, transaction_ids)
