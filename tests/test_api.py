@@ -11,7 +11,7 @@ from coordinator.api.app import build_app
 from coordinator.api.bodies import BODY_BYTES_MAX
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from tests.conftest import accounts_on, batches_held, bearer
+from tests.helpers import accounts_on, assert_problem, batches_held, bearer
 
 
 @pytest.fixture
@@ -21,14 +21,6 @@ async def client(service: WalletService, settings) -> AsyncIterator[httpx.AsyncC
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://wallet.test", headers=bearer()) as http:
         yield http
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["code"] == code and body["status"] == status and body["detail"]
-    assert "Traceback" not in response.text
 
 
 async def create(client: httpx.AsyncClient, account_id: str, currency: str = "USD", deposit: str | None = None) -> None:

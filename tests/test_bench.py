@@ -1,6 +1,8 @@
 """The benchmarks still run end to end (tiny sizes: this checks they work, not how fast)."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -9,6 +11,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.cluster
 def test_transfer_bench_runs_and_conserves(tmp_path: Path) -> None:
     """`wallet bench` measures every point, its baselines, and checks conservation."""
     completed = subprocess.run(
@@ -28,6 +31,7 @@ def test_transfer_bench_runs_and_conserves(tmp_path: Path) -> None:
     assert "CPU per transfer" in completed.stdout and "SELECT 1 round trip" in completed.stdout
 
 
+@pytest.mark.cluster
 def test_ledger_bench_runs(tmp_path: Path) -> None:
     """`wallet bench ledger` builds a chained ledger and replays it both ways, equal results."""
     completed = subprocess.run(

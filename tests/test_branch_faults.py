@@ -11,12 +11,7 @@ import pytest
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from launchers.postgres import LocalCluster
-from tests.conftest import accounts_on, open_accounts
-from tests.outbox_check import assert_outbox_explains
-from tests.test_tcc_saga import reserved_of, unfinished_phases
-from tests.test_two_phase import balances
-from tests.test_two_phase_faults import expected_after_all_once, retry_until_known
-from tests.victim import cross_shard_transfers, kill_at
+from tests.helpers import accounts_on, assert_outbox_explains, balances, cross_shard_transfers, expected_after_all_once, kill_at, open_accounts, reserved_of, retry_until_known, unfinished_phases
 
 SHARDS = ("shard0", "shard1", "shard2", "shard3")
 

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from launchers.postgres import LocalCluster
-from tests.conftest import accounts_on
+from tests.helpers import accounts_on
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ from coordinator.domain.money import parse_amount
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from shards import two_phase as two_phase_sql
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 # Bounded: the whole run stays well under a minute.
 EXAMPLES_PER_OPERATION = 25

@@ -22,7 +22,7 @@ from shard_router.slots import slot_of
 from shard_router.topology import Topology
 from shards.errors import ShardUnavailable
 from shards.arrays import int_array, nullable_text_array, text_array
-from tests.conftest import accounts_on, open_accounts
+from tests.helpers import accounts_on, open_accounts
 
 
 def test_array_literals_and_their_refusals() -> None:

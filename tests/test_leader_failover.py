@@ -18,8 +18,7 @@ from coordinator.service.wallet import WalletService
 from shard_router.stores import connect_zookeeper
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from launchers.postgres import LocalCluster, free_port
-from tests.conftest import TEST_SECRET, accounts_on, bearer, eventually, make_home, open_accounts
-from tests.test_two_phase import prepared_count
+from tests.helpers import TEST_SECRET, accounts_on, bearer, eventually, make_home, open_accounts, prepared_count
 SESSION_TIMEOUT_MS = 4000
 START_TIMEOUT_S = 60
 TAKEOVER_TIMEOUT_S = 40

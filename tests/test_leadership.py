@@ -11,7 +11,7 @@ import pytest
 from coordinator.cluster.leadership import Leadership
 from launchers.zookeeper import LocalZooKeeper
 from shard_router.stores import connect_zookeeper
-from tests.conftest import eventually, make_home
+from tests.helpers import eventually, make_home
 
 SESSION_TIMEOUT_MS = 6000
 WAIT_S = 40

@@ -20,7 +20,7 @@ from coordinator.service.wallet import WalletService
 from ledger.replay import END_OF_TIME
 from shard_router.topology import Topology
 from launchers.postgres import LocalCluster
-from tests.conftest import accounts_on, bearer, open_accounts
+from tests.helpers import accounts_on, bearer, open_accounts
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SHARDS = ("shard0", "shard1", "shard2", "shard3")

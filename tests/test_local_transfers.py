@@ -11,8 +11,7 @@ from coordinator.domain.transfers import TransferResult
 from coordinator.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from tests.conftest import accounts_on, batches_held, open_accounts, send_all
-from tests.outbox_check import assert_outbox_explains
+from tests.helpers import accounts_on, assert_outbox_explains, batches_held, open_accounts, send_all
 
 SHARDS = ("shard0", "shard1", "shard2", "shard3")
 

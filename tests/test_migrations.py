@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from shards import migrate
 from launchers.postgres import LocalCluster
 from shards.schema import metadata
-from tests.conftest import make_home
+from tests.helpers import make_home
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 WALLET = str(Path(sys.executable).parent / "wallet")

@@ -16,7 +16,7 @@ from coordinator.api.app import build_app
 from coordinator.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from tests.conftest import accounts_on, batches_held, bearer, captured_logs
+from tests.helpers import accounts_on, batches_held, bearer, captured_logs
 
 
 @pytest.fixture

@@ -15,9 +15,7 @@ from coordinator.api.app import build_app
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from launchers.postgres import LocalCluster
-from tests.conftest import accounts_on, bearer, open_accounts
-from tests.test_two_phase import balances, prepared_count
-from tests.victim import kill_at
+from tests.helpers import accounts_on, balances, bearer, kill_at, open_accounts, prepared_count
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 WALLET = str(Path(sys.executable).parent / "wallet")

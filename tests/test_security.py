@@ -16,8 +16,7 @@ from coordinator.api.auth import ISSUER, issue_token
 from coordinator.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from tests.conftest import TEST_SECRET, accounts_on, bearer
-from tests.test_api import assert_problem
+from tests.helpers import TEST_SECRET, accounts_on, assert_problem, bearer
 
 PROTECTED = [  # (method, path template, body or None): every route but health
     ("GET", "/v1/accounts/{a}", None),

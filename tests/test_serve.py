@@ -2,6 +2,8 @@
 shard outage with clear 503s, stops everything on Ctrl-C, and reuses its data."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import shutil
 import signal
@@ -14,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from launchers.postgres import free_port
-from tests.conftest import make_home
+from tests.helpers import make_home
 
 WALLET = str(Path(sys.executable).parent / "wallet")
 START_TIMEOUT_S = 120
@@ -58,6 +60,7 @@ def servers_running(home: Path) -> list[Path]:
     return sorted(home.glob("shards/*/postmaster.pid"))
 
 
+@pytest.mark.cluster
 def test_serve_local_round_trip() -> None:
     """Serve, move money, lose a shard (503, then recovery), Ctrl-C, serve again on the same data."""
     home = make_home("serve")

@@ -23,8 +23,7 @@ from shard_router.topology import Topology
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from shards import migrate
 from launchers.postgres import LocalCluster
-from tests.conftest import make_home
-from tests.outbox_check import assert_outbox_explains
+from tests.helpers import assert_outbox_explains, make_home
 
 DEPOSIT_CENTS = 100_000
 SWITCH_WAIT_S = 10
@@ -294,3 +293,31 @@ async def test_watch_switches_the_coordinator_without_a_request(service: WalletS
     account, created = await service.create_account(newcomer, "owner", "USD")
     assert created and service.topology.shard_of(newcomer) == elsewhere
     assert await rows_everywhere(service.topology, newcomer) == {elsewhere: "live"}
+
+
+async def test_a_shard_added_at_runtime_has_its_batches_observed(three_shards: tuple[LocalCluster, Topology]) -> None:
+    """Protects batch metrics on appliers that a topology switch starts: observers are handed
+    to every applier, not wrapped around those that existed when they were added."""
+    from coordinator.api.metrics import Metrics
+
+    cluster, topology = three_shards
+    owner = {slot: shard for shard in ("shard0", "shard1", "shard2") for slot in await owned(topology, shard)}
+    # Version 1 knows two shards (the slots shard2 owns map to shard1: nothing here touches
+    # their accounts); version 2 adds shard2 and pins this test's accounts to it.
+    before = tuple("shard0" if owner[slot] == "shard0" else "shard1" for slot in range(SLOT_COUNT))
+    slots = tuple(owner[slot] for slot in range(SLOT_COUNT))
+    two = {name: topology.shards[name] for name in ("shard0", "shard1")}
+    metrics = Metrics()
+    settings = Settings(home=cluster.home, topology_path=cluster.topology_path)
+    async with WalletService(Topology(1, two, before, {}, topology.ledger), settings) as service:
+        service.observe_batches(metrics.observe_batch)
+        pinned = [f"added-{uuid.uuid4().hex[:8]}-{index}" for index in range(2)]
+        grown = Topology(2, topology.shards, slots, {account: "shard2" for account in pinned}, topology.ledger)
+        assert await service.switch_topology(grown)
+        await open_funded(service, pinned)
+        result = await service.transfer(pinned[0], pinned[1], "1.00", "USD", str(uuid.uuid4()))
+        assert result.status == "success" and result.protocol == "local"
+    rendered = metrics.render().decode()
+    assert 'wallet_batch_size_count{applier="shard2"}' in rendered, "the new shard's applier is observed"
+    count = next(line for line in rendered.splitlines() if line.startswith('wallet_batch_size_count{applier="shard2"}'))
+    assert float(count.split()[-1]) >= 3, "two deposits and a transfer, in at least three batches"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import uuid
 
-import asyncpg
 import pytest
 
 from coordinator.protocols import branch_steps as branches
@@ -14,30 +13,9 @@ from coordinator.domain.transfers import Transfer
 from coordinator.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from tests.conftest import accounts_on, bearer, open_accounts, send_all
-from tests.outbox_check import assert_outbox_explains
-from tests.test_two_phase import balances
-
-SHARDS = ("shard0", "shard1", "shard2", "shard3")
+from tests.helpers import SHARDS, accounts_on, assert_outbox_explains, balances, bearer, fetch, open_accounts, reserved_of, send_all, unfinished_phases
 
 
-async def fetch(topology: Topology, shard: str, query: str, *arguments: object) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(topology.shards[shard])
-    try:
-        return await connection.fetch(query, *arguments)
-    finally:
-        await connection.close()
-
-
-async def reserved_of(service: WalletService, ids: list[str]) -> int:
-    return sum([(await service.get_account(a)).reserved for a in ids])
-
-
-async def unfinished_phases(topology: Topology) -> int:
-    total = 0
-    for shard in SHARDS:
-        total += len(await fetch(topology, shard, "SELECT 1 FROM phase_state WHERE second_state <> 'done'"))
-    return total
 
 
 @pytest.mark.parametrize("mode", ["tcc", "saga"])

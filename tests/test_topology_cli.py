@@ -14,7 +14,7 @@ import pytest
 from shard_router.slots import slot_of
 from shard_router.topology import Topology
 from launchers.postgres import LocalCluster
-from tests.conftest import make_home
+from tests.helpers import make_home
 
 WALLET = str(Path(sys.executable).parent / "wallet")
 MOVED = range(0, 16)

@@ -24,7 +24,7 @@ def topology_at(version: int, overrides: dict[str, str] | None = None) -> Topolo
     return Topology(version, SHARDS, Topology.even(SHARDS).slots, overrides or {})
 
 
-@pytest.fixture(params=["file", "zookeeper"])
+@pytest.fixture(params=["file", pytest.param("zookeeper", marks=pytest.mark.cluster)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TopologyStore]:
     if request.param == "file":
         yield FileTopologyStore(tmp_path / "topology.json")

@@ -5,31 +5,14 @@ import asyncio
 import random
 import uuid
 
-import asyncpg
 import pytest
 
 from coordinator.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from tests.conftest import accounts_on, open_accounts, send_all
-from tests.outbox_check import assert_outbox_explains
+from tests.helpers import accounts_on, assert_outbox_explains, balances, open_accounts, prepared_count, send_all
 
 SHARDS = ("shard0", "shard1", "shard2", "shard3")
-
-
-async def prepared_count(topology: Topology) -> int:
-    total = 0
-    for dsn in topology.shards.values():
-        connection = await asyncpg.connect(dsn)
-        try:
-            total += await connection.fetchval("SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'wallet:%'")
-        finally:
-            await connection.close()
-    return total
-
-
-async def balances(service: WalletService, ids: list[str]) -> dict[str, int]:
-    return {account_id: (await service.get_account(account_id)).balance for account_id in ids}
 
 
 async def test_concurrent_random_cross_shard_transfers(service: WalletService, topology: Topology) -> None:

@@ -14,36 +14,10 @@ from coordinator.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from launchers.postgres import LocalCluster
-from tests.conftest import accounts_on, open_accounts
-from tests.outbox_check import assert_outbox_explains
-from tests.victim import cross_shard_transfers, kill_at
-from tests.test_two_phase import balances, prepared_count
+from tests.helpers import accounts_on, assert_outbox_explains, balances, cross_shard_transfers, expected_after_all_once, kill_at, open_accounts, prepared_count, retry_until_known
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SHARDS = ("shard0", "shard1", "shard2", "shard3")
-
-
-async def retry_until_known(service: WalletService, transfer: dict[str, str], attempts: int = 60) -> str:
-    """What a client does with an unknown outcome: retry with the same transaction id."""
-    for _ in range(attempts):
-        try:
-            result = await service.transfer(transfer["from"], transfer["to"], transfer["amount"], "USD", transfer["id"],
-                                            transfer.get("mode"))
-            return result.status
-        except WalletError as error:
-            if error.code != "shard_unavailable":
-                return error.code
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"transfer {transfer['id']} never got a definite answer")
-
-
-def expected_after_all_once(start: dict[str, int], transfers: list[dict[str, str]]) -> dict[str, int]:
-    expected = dict(start)
-    for transfer in transfers:
-        cents = int(transfer["amount"].replace(".", ""))
-        expected[transfer["from"]] -= cents
-        expected[transfer["to"]] += cents
-    return expected
 
 
 @pytest.mark.parametrize(

@@ -37,32 +37,3 @@ if __name__ == "__main__":
     sys.exit(3)  # reaching here means the fault point was never hit
 
 
-def kill_at(topology_path: Path, transfers: list[dict[str, str]], fault_point: str, mode: str, workdir: Path) -> None:
-    """Run a coordinator subprocess over `transfers` until it SIGKILLs itself at `fault_point`."""
-    import os
-    import signal
-    import subprocess
-
-    plan = workdir / f"transfers-{fault_point}.json"
-    plan.write_text(json.dumps(transfers))
-    victim = subprocess.run(
-        [sys.executable, "-m", "tests.victim", str(topology_path), str(plan), mode],
-        cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "WALLET_FAULT_POINT": fault_point},
-        capture_output=True, text=True, timeout=120,
-    )
-    assert victim.returncode == -signal.SIGKILL, f"the victim was not killed at {fault_point}: {victim.stderr}"
-
-
-def cross_shard_transfers(topology, accounts: list[str], count: int, seed: object) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
-    """`count` random transfers between accounts on different shards, each with a fresh id."""
-    import random
-    import uuid
-
-    rng = random.Random(seed)
-    transfers = []
-    for _ in range(count):
-        source, target = rng.sample(accounts, 2)
-        while topology.shard_of(source) == topology.shard_of(target):
-            source, target = rng.sample(accounts, 2)
-        transfers.append({"from": source, "to": target, "amount": f"{rng.randint(1, 500) / 100:.2f}", "id": str(uuid.uuid4())})
-    return transfers

@@ -12,6 +12,8 @@ Longer runs: `wallet chaos --minutes N --seed S`.
 """
 from __future__ import annotations
 
+import pytest
+
 import re
 import subprocess
 import sys
@@ -40,6 +42,7 @@ async def test_bank_invariant_holds_under_faults(cluster: LocalCluster) -> None:
     assert report.check.reads_checked > 0
 
 
+@pytest.mark.cluster
 def test_checker_catches_the_naive_two_update_transfer() -> None:
     """The design the seeds reject (debit, then credit, two autocommit updates, a crash
     between, no idempotency) must fail the same checker: it can fail. Run as `wallet chaos

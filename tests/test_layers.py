@@ -1,0 +1,135 @@
+"""The architecture as a table: which layer may import which. Every import of every product
+module (top-level, inside functions, under TYPE_CHECKING) is read from its source and checked
+against the table; a violation names the file, the line and the rule."""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from tests.helpers import REPOSITORY
+
+# Bottom to top. A module may import its own layer and the layers its row names, nothing else
+# of this repository. The coordinator's layers are its folders; shard_router, shards, ledger
+# and migrations sit between the coordinator's runtime and its protocols; launchers are
+# development tooling beside the product; the CLI is the top and reaches bench and chaos.
+DOMAIN = "coordinator.domain"
+RUNTIME = "coordinator.runtime"
+PROTOCOLS = "coordinator.protocols"
+CLUSTER = "coordinator.cluster"
+SERVICE = "coordinator.service"
+API = "coordinator.api"
+CLI = "coordinator.cli"
+CLIENT = "client"
+STORAGE = {"shard_router", "shards", "ledger", "migrations"}
+BELOW_PROTOCOLS = {DOMAIN, RUNTIME, *STORAGE}
+PRODUCT = {*BELOW_PROTOCOLS, PROTOCOLS, CLUSTER, SERVICE, API}
+MAY_IMPORT: dict[str, set[str]] = {
+    "coordinator": set(),  # the package's face: no imports
+    DOMAIN: set(),
+    RUNTIME: {DOMAIN},
+    "shard_router": set(),
+    "shards": {DOMAIN, RUNTIME, "shard_router"},
+    "ledger": {DOMAIN, RUNTIME, "shard_router", "shards"},
+    "migrations": {DOMAIN, RUNTIME, "shard_router", "shards", "ledger"},
+    PROTOCOLS: BELOW_PROTOCOLS,
+    CLUSTER: BELOW_PROTOCOLS,
+    SERVICE: {*BELOW_PROTOCOLS, PROTOCOLS, CLUSTER},
+    API: {*BELOW_PROTOCOLS, PROTOCOLS, CLUSTER, SERVICE},
+    "launchers": {DOMAIN, RUNTIME, "shard_router"},
+    CLIENT: set(),
+    "bench": {*PRODUCT, "launchers", CLIENT},
+    "chaos": {*PRODUCT, "launchers", CLIENT},
+    CLI: {*PRODUCT, "launchers", CLIENT, "bench", "chaos"},
+}
+# The domain imports no driver and does no I/O: only the standard library.
+STDLIB_ONLY = {DOMAIN}
+PACKAGES = sorted({layer.split(".")[0] for layer in MAY_IMPORT})
+
+
+def layer_of(module: str) -> str | None:
+    """The longest row of the table that `module` is in, or None (not this repository's)."""
+    candidates = [layer for layer in MAY_IMPORT if module == layer or module.startswith(layer + ".")]
+    return max(candidates, key=len) if candidates else None
+
+
+def product_modules() -> list[tuple[str, Path]]:
+    found = []
+    for package in PACKAGES:
+        for path in sorted((REPOSITORY / package).rglob("*.py")):
+            parts = list(path.relative_to(REPOSITORY).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found.append((".".join(parts), path))
+    return found
+
+
+def imports_of(module: str, path: Path) -> list[tuple[int, str]]:
+    """(line, imported module) for every import in the file, resolving `from x import name`
+    to x.name where that is a module of this repository."""
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = module.split(".")[: len(module.split(".")) - node.level + (path.name == "__init__.py")]
+                base = ".".join([*package, base] if base else package)
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                is_module = (REPOSITORY / Path(*candidate.split("."))).with_suffix(".py").exists() or \
+                    (REPOSITORY / Path(*candidate.split("."))).is_dir()
+                found.append((node.lineno, candidate if is_module else base))
+    return found
+
+
+def violations() -> list[str]:
+    wrong = []
+    for module, path in product_modules():
+        layer = layer_of(module)
+        assert layer is not None, f"{path}: not in the layer table; give its package a row"
+        for line, imported in imports_of(module, path):
+            where = f"{path.relative_to(REPOSITORY)}:{line}"
+            target = layer_of(imported)
+            top = imported.split(".")[0]
+            if target is None:
+                if top == "tests":
+                    wrong.append(f"{where}: imports {imported}: product code never imports the tests")
+                elif layer in STDLIB_ONLY and top not in sys.stdlib_module_names and top != "__future__":
+                    wrong.append(f"{where}: imports {imported}: {layer} imports only the standard library")
+                continue
+            if target != layer and target not in MAY_IMPORT[layer]:
+                wrong.append(f"{where}: imports {imported} ({target}): {layer} may import only "
+                             f"{', '.join(sorted(MAY_IMPORT[layer])) or 'itself'}")
+    return wrong
+
+
+def test_every_import_runs_down_the_layers() -> None:
+    """Protects the architecture: no import from a lower layer into a higher one, the domain
+    free of drivers, and no product module importing the tests."""
+    wrong = violations()
+    assert not wrong, "imports against the layer table (tests/test_layers.py):\n  " + "\n  ".join(wrong)
+
+
+def test_the_check_sees_a_violation(tmp_path: Path) -> None:
+    """The checker itself: an upward import is reported with its file and line."""
+    module = tmp_path / "upward.py"
+    module.write_text("import os\n\n\ndef late():\n    from coordinator.service.wallet import WalletService\n")
+    found = imports_of("coordinator.domain.upward", module)
+    assert (5, "coordinator.service.wallet") in found
+    assert layer_of("coordinator.service.wallet") == SERVICE and SERVICE not in MAY_IMPORT[DOMAIN]
+
+
+def test_settings_are_read_in_one_place() -> None:
+    """Every WALLET_* variable is read by the settings object, not here and there at import
+    time: a product module that reads os.environ is named."""
+    readers = []
+    for module, path in product_modules():
+        if module in ("coordinator.runtime.settings", "launchers.postgres", "bench.run", "chaos.processes"):
+            continue  # the settings; the launcher's WALLET_PG_BIN; environments built for child processes
+        text = path.read_text()
+        if "os.environ" in text or "getenv(" in text:
+            readers.append(str(path.relative_to(REPOSITORY)))
+    assert readers == ["coordinator/cli/serve.py"], readers  # it sets WALLET_WORKERS for its worker processes
