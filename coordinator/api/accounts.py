@@ -28,7 +28,8 @@ HISTORY_PAGE_DEFAULT = 100
 def ledger_of(request: Request) -> LedgerService:
     ledger = service_of(request).ledger
     if ledger is None:
-        raise WalletError("validation_error", "this deployment has no event ledger")
+        raise WalletError("ledger_not_configured", "this deployment has no event ledger (the topology names "
+                                                   "none), so balances at a moment and history are not served")
     return ledger
 
 async def balance_at(request: Request) -> Response:

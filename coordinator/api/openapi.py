@@ -140,7 +140,7 @@ def problems(*statuses: int) -> dict[str, Any]:
     the router does not know, 503 while a shard is down), every one problem+json."""
     words = {400: "malformed request", 401: "no token or a bad one", 403: "not allowed for this token",
              404: "not found", 409: "conflict", 422: "invalid input", 429: "rate limited (see Retry-After)",
-             503: "a shard did not answer"}
+             501: "this deployment has no event ledger", 503: "a shard did not answer, or this coordinator is overloaded"}
     answers = {str(status): {"description": words[status], "content": PROBLEM} for status in statuses}
     answers["default"] = {"description": "an error, as problem+json with a stable code", "content": PROBLEM}
     return answers
@@ -188,13 +188,13 @@ def document() -> dict[str, Any]:
             "/v1/accounts/{account_id}/balance": {"get": {
                 "summary": "the balance at a moment, from the ledger",
                 "parameters": [ACCOUNT_PATH, query_parameter("at", {"type": "string", "format": "date-time"}, True)],
-                "responses": {"200": ok("the balance then", ref("BalanceAt")), **problems(404, 422, *SECURED)}}},
+                "responses": {"200": ok("the balance then", ref("BalanceAt")), **problems(404, 422, 501, *SECURED)}}},
             "/v1/accounts/{account_id}/transactions": {"get": {
                 "summary": "the account's history from the ledger",
                 "parameters": [ACCOUNT_PATH,
                                query_parameter("after_version", {"type": "integer", "minimum": 0}),
                                query_parameter("limit", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE_MAX})],
-                "responses": {"200": ok("a page", ref("History")), **problems(404, 422, *SECURED)}}},
+                "responses": {"200": ok("a page", ref("History")), **problems(404, 422, 501, *SECURED)}}},
             "/v1/wallet/balance_transfer": {"post": {
                 "summary": "move money out of an account you own; idempotent on transaction_id",
                 "requestBody": json_body(ref("TransferRequest"), TRANSFER_EXAMPLE),

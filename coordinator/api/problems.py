@@ -13,6 +13,8 @@ from coordinator.domain.errors import WalletError
 from shards.errors import ShardError
 
 log = logging.getLogger("wallet.api")
+# An overloaded coordinator (too many transfers in flight) asks clients back after this long.
+OVERLOADED_RETRY_AFTER_S = 1
 
 
 class ProblemResponse(JSONResponse):
@@ -32,6 +34,8 @@ def wallet_error_response(error: WalletError) -> Response:
         response.headers["WWW-Authenticate"] = 'Bearer realm="wallet", error="invalid_token"'
     if isinstance(error, RateLimited):
         response.headers["Retry-After"] = str(max(1, round(error.retry_after_s + 0.5)))
+    elif error.code == "overloaded":
+        response.headers["Retry-After"] = str(OVERLOADED_RETRY_AFTER_S)
     return response
 
 def shard_error_response(request: Request, error: ShardError) -> Response:

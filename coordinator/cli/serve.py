@@ -5,7 +5,7 @@ import argparse
 import os
 from typing import Any
 
-from coordinator.api.auth import TOKEN_TTL_S_DEFAULT, issue_token, load_secret
+from coordinator.api.auth import TOKEN_TTL_S_DEFAULT, TokenVerifier, issue_token, load_secret
 from coordinator.cli.dev import DEFAULT_SHARD_COUNT, shard_count, start_local_cluster
 from coordinator.domain.errors import ConfigurationError
 from coordinator.runtime.logs import configure_logging
@@ -34,7 +34,8 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         host, port = args.host or settings.host, args.port or settings.port
         workers = args.workers or settings.workers
-        app = build_app(settings) if workers == 1 else None  # refuses bad auth settings before listening
+        TokenVerifier.from_settings(settings)  # a missing or weak secret is refused before anything listens
+        app = build_app(settings) if workers == 1 else None
         print(f"serving the wallet API on http://{host}:{port} (Ctrl-C stops)", flush=True)
         if args.local:
             secret = load_secret(settings, create=True)
