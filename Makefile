@@ -3,7 +3,9 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench install system-deps clean
+.PHONY: run test test-fast lint bench install system-deps clean
+# What pyflakes reads; mypy reads the files pyproject.toml names.
+LINTED := coordinator shards shard_router ledger migrations launchers bench chaos tests
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +22,17 @@ system-deps:
 run: install system-deps
 	$(VENV)/bin/wallet serve --local
 
-test: install system-deps
+# Everything CI runs: pyflakes, mypy, then every test against real PostgreSQL and ZooKeeper.
+test: lint system-deps
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+# The database-free tier, in seconds: no server is started.
+test-fast: lint
+	$(VENV)/bin/pytest -q -m "not cluster" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/pyflakes $(LINTED)
+	$(VENV)/bin/mypy
 
 # The benchmark (several minutes): figures and ratios against pgbench measured in the same run.
 bench: install system-deps

@@ -80,7 +80,9 @@ class CpuMeter:
     def per_transfer_us(self, transfers: int) -> tuple[float | None, float | None]:
         if transfers <= 0:
             return None, None
-        return tuple(None if s is None else s / transfers * 1e6 for s in (self.process_s, self.postgres_s))  # type: ignore[return-value]
+        process, postgres = self.process_s, self.postgres_s
+        return (None if process is None else process / transfers * 1e6,
+                None if postgres is None else postgres / transfers * 1e6)
 
 
 async def statement_cost_us(cluster: LocalCluster, dsn: str) -> tuple[float | None, float | None]:

@@ -95,7 +95,7 @@ async def engine_point(service: WalletService, workload: Workload, name: str, mo
             started = time.perf_counter()
             if per_call == 1:
                 try:
-                    result = await service.transfer(**items[0])  # type: ignore[arg-type]
+                    result = await service.transfer(**items[0])
                     outcomes = [result.status == "success"]
                 except Exception:
                     outcomes = [False]
@@ -246,7 +246,7 @@ def chart(results: Results, path: Path) -> bool:
     throughput_axis.set_xlabel("concurrent clients")
     throughput_axis.set_ylabel("transfers/s")
     latency_axis.set_ylabel("p99 latency (ms)")
-    throughput_axis.set_title(f"2PC, {int(float(results.settings['cross']) * 100)}% cross-shard, "
+    throughput_axis.set_title(f"2PC, {int(float(str(results.settings['cross'])) * 100)}% cross-shard, "
                               f"{results.settings['accounts']} accounts, fsync on")
     handles = throughput_axis.get_legend_handles_labels()[0] + latency_axis.get_legend_handles_labels()[0]
     labels = throughput_axis.get_legend_handles_labels()[1] + latency_axis.get_legend_handles_labels()[1]

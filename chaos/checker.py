@@ -243,8 +243,8 @@ def check_reads(report: CheckReport, reads: list[Read], events: list[LedgerEvent
         seen: dict[UUID, int] = defaultdict(int)
         explained = True
         for account, (balance, reserved, version) in read.accounts.items():
-            event = at_version.get((account, version))
-            state = (event.balance_after, event.reserved_after) if event else (0, 0)
+            seen_event = at_version.get((account, version))
+            state = (seen_event.balance_after, seen_event.reserved_after) if seen_event else (0, 0)
             if state != (balance, reserved):
                 explained = False
                 report.add("read_unexplained", f"read at {read.at_s:.1f}s: {account} (balance {balance}, reserved "

@@ -24,7 +24,7 @@ Headers = Callable[[], dict[str, str]]
 
 
 class RestClient:
-    def __init__(self, urls: list[str], headers: Headers | None = None, seed: object = 0,
+    def __init__(self, urls: list[str], headers: Headers | None = None, seed: int | str = 0,
                  timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         assert urls, "RestClient needs at least one coordinator URL"
         self.urls = list(urls)

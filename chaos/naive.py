@@ -30,7 +30,7 @@ CREDIT = "UPDATE accounts SET balance = balance + $2 WHERE account_id = $1"
 
 
 class NaiveTransfers:
-    def __init__(self, topology: Topology, seed: object) -> None:
+    def __init__(self, topology: Topology, seed: int | str) -> None:
         self.topology = topology
         self.rng = random.Random(seed)
         self.pools: dict[str, asyncpg.Pool] = {}

@@ -88,9 +88,10 @@ class FaultyProxy:
         self.connections_accepted += 1
         server_writer: asyncio.StreamWriter | None = None
         try:
-            server_reader, server_writer = await asyncio.wait_for(
+            server_reader, opened_writer = await asyncio.wait_for(
                 asyncio.open_connection(self.target_host, self.target_port), CONNECT_TIMEOUT_S)
-            pipes = [asyncio.create_task(self._pipe(client_reader, server_writer)),
+            server_writer = opened_writer
+            pipes = [asyncio.create_task(self._pipe(client_reader, opened_writer)),
                      asyncio.create_task(self._pipe(server_reader, client_writer))]
             try:
                 await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)

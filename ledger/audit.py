@@ -11,7 +11,7 @@ from ledger import store
 from ledger.chain import Break, StreamVerifier
 from ledger.replay import END_OF_TIME, ReplayedBalance, replay_balances
 from shards import outbox as outbox_sql
-from shards.pool import ShardPools
+from shards.pool import Connection, ShardPools
 
 LIVE_PAGE_SIZE = 10_000
 EXPLAINING_EVENTS_MAX = 20
@@ -22,7 +22,7 @@ WHERE account_id > $1 AND placement = 'live' ORDER BY account_id LIMIT $2
 """
 
 
-async def verify_chain(ledger: asyncpg.Connection) -> list[Break]:
+async def verify_chain(ledger: Connection) -> list[Break]:
     breaks: list[Break] = []
     for stream in await store.streams(ledger):
         verifier = StreamVerifier(stream)
@@ -68,7 +68,7 @@ async def live_balances(pools: ShardPools, shard: str) -> dict[str, tuple[str, i
             after = rows[-1]["account_id"]
 
 
-async def audit(pools: ShardPools, shards: list[str], ledger: asyncpg.Connection) -> AuditReport:
+async def audit(pools: ShardPools, shards: list[str], ledger: Connection) -> AuditReport:
     report = AuditReport()
     report.breaks = await verify_chain(ledger)
     replayed = (await replay_balances(ledger, END_OF_TIME)).balances
@@ -121,7 +121,7 @@ def report_difference(report: AuditReport, shard: str, account_id: str, actual: 
         report.differences.append(Difference(account_id, shard, expected, actual, applied, ""))
 
 
-async def explain(report: AuditReport, ledger: asyncpg.Connection, account_id: str) -> None:
+async def explain(report: AuditReport, ledger: Connection, account_id: str) -> None:
     """Name the events behind an anomaly: the first whose stored balance the replay does not
     reach (an edited event), else the latest ones (the live row changed outside the ledger)."""
     index = next(i for i, d in enumerate(report.differences) if d.account_id == account_id)

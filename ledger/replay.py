@@ -4,9 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import asyncpg
-
 from ledger import store
+from shards.pool import Connection
 
 # "Now and everything relayed": later than any event can be.
 END_OF_TIME = datetime(9999, 1, 1, tzinfo=timezone.utc)
@@ -28,7 +27,7 @@ class Replay:
     balances: dict[str, ReplayedBalance]
 
 
-async def replay_balances(connection: asyncpg.Connection, at: datetime, account_id: str | None = None,
+async def replay_balances(connection: Connection, at: datetime, account_id: str | None = None,
                           use_snapshot: bool = True) -> Replay:
     assert at.tzinfo is not None, "replay moments carry a timezone"
     snapshot = await store.latest_snapshot(connection, at) if use_snapshot else None
@@ -43,7 +42,7 @@ async def replay_balances(connection: asyncpg.Connection, at: datetime, account_
     return Replay(at, snapshot_id, balances)
 
 
-async def take_snapshot(connection: asyncpg.Connection, at: datetime) -> int:
+async def take_snapshot(connection: Connection, at: datetime) -> int:
     """Store every account's balance at `at` (from the previous snapshot onward)."""
     async with connection.transaction():
         snapshot = await store.latest_snapshot(connection, at)

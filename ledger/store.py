@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import asyncpg
 
 from ledger.chain import GENESIS, LedgerEvent
+from shards.pool import Connection
 
 EVENT_COLUMNS = (
     "stream, position, source_event_id, transaction_id, account_id, version, kind, amount, reserved_delta, "
@@ -71,36 +72,39 @@ SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6:
 
 
 def event_from_row(row: asyncpg.Record) -> LedgerEvent:
-    return LedgerEvent(**{key: (bytes(value) if key in ("prev_hash", "hash") else value) for key, value in row.items()})
+    fields: dict[str, Any] = dict(row.items())
+    fields["prev_hash"], fields["hash"] = bytes(fields["prev_hash"]), bytes(fields["hash"])
+    return LedgerEvent(**fields)
 
 
-async def lock_head(connection: asyncpg.Connection, stream: str) -> tuple[int, bytes]:
+async def lock_head(connection: Connection, stream: str) -> tuple[int, bytes]:
     await connection.execute(CREATE_HEAD, stream, GENESIS)
     row = await connection.fetchrow(LOCK_HEAD, stream)
+    assert row is not None, f"the head of {stream} was created just before"
     return row["position"], bytes(row["hash"])
 
 
-async def set_head(connection: asyncpg.Connection, stream: str, position: int, hash_: bytes) -> None:
+async def set_head(connection: Connection, stream: str, position: int, hash_: bytes) -> None:
     await connection.execute(SET_HEAD, stream, position, hash_)
 
 
-async def existing_versions(connection: asyncpg.Connection, keys: list[tuple[str, int]]) -> set[tuple[str, int]]:
+async def existing_versions(connection: Connection, keys: list[tuple[str, int]]) -> set[tuple[str, int]]:
     rows = await connection.fetch(EXISTING_VERSIONS, [k[0] for k in keys], [k[1] for k in keys])
     return {(row["account_id"], row["version"]) for row in rows}
 
 
-async def append_events(connection: asyncpg.Connection, events: list[LedgerEvent]) -> None:
+async def append_events(connection: Connection, events: list[LedgerEvent]) -> None:
     if not events:
         return
     columns = [field.strip() for field in EVENT_COLUMNS.split(",")]
     await connection.execute(APPEND_EVENTS, *([getattr(e, column) for e in events] for column in columns))
 
 
-async def streams(connection: asyncpg.Connection) -> list[str]:
+async def streams(connection: Connection) -> list[str]:
     return [row["stream"] for row in await connection.fetch(STREAMS)]
 
 
-async def stream_events(connection: asyncpg.Connection, stream: str, page_size: int = PAGE_SIZE_MAX) -> AsyncIterator[list[LedgerEvent]]:
+async def stream_events(connection: Connection, stream: str, page_size: int = PAGE_SIZE_MAX) -> AsyncIterator[list[LedgerEvent]]:
     """A stream's events in position order, a bounded page at a time."""
     after = 0
     while True:
@@ -112,21 +116,21 @@ async def stream_events(connection: asyncpg.Connection, stream: str, page_size: 
         after = page[-1].position
 
 
-async def account_events(connection: asyncpg.Connection, account_id: str, after_version: int, limit: int) -> list[LedgerEvent]:
+async def account_events(connection: Connection, account_id: str, after_version: int, limit: int) -> list[LedgerEvent]:
     assert 1 <= limit <= PAGE_SIZE_MAX, f"limit must be 1..{PAGE_SIZE_MAX}"
     return [event_from_row(row) for row in await connection.fetch(ACCOUNT_PAGE, account_id, after_version, limit)]
 
 
-async def latest_snapshot(connection: asyncpg.Connection, at: datetime) -> tuple[int, datetime] | None:
+async def latest_snapshot(connection: Connection, at: datetime) -> tuple[int, datetime] | None:
     row = await connection.fetchrow(LATEST_SNAPSHOT, at)
     return None if row is None else (row["snapshot_id"], row["taken_at"])
 
 
-async def replay(connection: asyncpg.Connection, at: datetime, snapshot_id: int | None, account_id: str | None) -> list[asyncpg.Record]:
+async def replay(connection: Connection, at: datetime, snapshot_id: int | None, account_id: str | None) -> list[asyncpg.Record]:
     return await connection.fetch(REPLAY, at, snapshot_id, account_id)
 
 
-async def insert_snapshot(connection: asyncpg.Connection, taken_at: datetime, balances: list[asyncpg.Record]) -> int:
+async def insert_snapshot(connection: Connection, taken_at: datetime, balances: list[asyncpg.Record]) -> int:
     snapshot_id = await connection.fetchval(INSERT_SNAPSHOT, taken_at, len(balances))
     await connection.execute(
         INSERT_SNAPSHOT_BALANCES, snapshot_id, [b["account_id"] for b in balances], [b["currency"] for b in balances],

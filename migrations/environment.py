@@ -62,7 +62,7 @@ def run(context: Any, metadata: MetaData, dsn: str) -> None:
             context.run_migrations()
         return
 
-    def migrate(connection) -> None:  # type: ignore[no-untyped-def]
+    def migrate(connection) -> None:
         context.configure(connection=connection, target_metadata=metadata, transaction_per_migration=True)
         with context.begin_transaction():
             context.run_migrations()

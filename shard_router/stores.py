@@ -24,7 +24,7 @@ class TopologyStore(Protocol):
     def close(self) -> None: ...
 
 
-def connect_zookeeper(hosts: str, session_timeout_ms: int = SESSION_TIMEOUT_MS_DEFAULT):  # type: ignore[no-untyped-def]
+def connect_zookeeper(hosts: str, session_timeout_ms: int = SESSION_TIMEOUT_MS_DEFAULT):
     from kazoo.client import KazooClient
     from kazoo.handlers.threading import KazooTimeoutError
     from kazoo.retry import KazooRetry

@@ -33,7 +33,8 @@ class Topology:
     slots: tuple[str, ...]
     overrides: Mapping[str, str] = field(default_factory=dict)
     ledger: str | None = None  # DSN of the event ledger's database
-
+    # Routes remembered (not part of the value: equality and documents ignore it).
+    _routes: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
@@ -58,7 +59,6 @@ class Topology:
         # Freeze the mappings so a shared Topology cannot change under a router.
         object.__setattr__(self, "shards", MappingProxyType(dict(self.shards)))
         object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
-        object.__setattr__(self, "_routes", {})  # not a field: equality and documents ignore it
 
     @classmethod
     def even(cls, shards: Mapping[str, str], version: int = 1, ledger: str | None = None) -> Topology:
@@ -69,7 +69,7 @@ class Topology:
         return cls(version=version, shards=shards, slots=slots, ledger=ledger)
 
     def shard_of(self, account_id: str) -> str:
-        routes: dict[str, str] = self._routes  # type: ignore[attr-defined]
+        routes = self._routes
         shard = routes.get(account_id)
         if shard is None:
             shard = self.overrides.get(account_id)
@@ -133,13 +133,14 @@ class Topology:
                     if slots[slot] is not None:
                         raise TopologyError(f"slot {slot} is mapped twice")
                     slots[slot] = shard
-            missing = [slot for slot, shard in enumerate(slots) if shard is None]
-            if missing:
+            owners = tuple(shard for shard in slots if shard is not None)
+            if len(owners) != SLOT_COUNT:
+                missing = [slot for slot, shard in enumerate(slots) if shard is None]
                 raise TopologyError(f"{len(missing)} slots are unmapped, first {missing[0]}")
             return cls(
                 version=_integer(document["version"], "version"),
                 shards={str(name): str(spec["dsn"]) for name, spec in document["shards"].items()},
-                slots=tuple(slots),  # type: ignore[arg-type]
+                slots=owners,
                 overrides={str(k): str(v) for k, v in document.get("overrides", {}).items()},
                 ledger=str(document["ledger"]["dsn"]) if document.get("ledger") else None,
             )

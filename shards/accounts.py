@@ -6,6 +6,7 @@ import asyncpg
 from coordinator.domain.accounts import Account
 from shards.arrays import text_array
 from shards.errors import AccountsMoved
+from shards.pool import Connection
 
 ACCOUNT_COLUMNS = "account_id, owner, currency, balance, reserved, status, version"  # Account's field order
 
@@ -53,7 +54,7 @@ def account_from_row(row: asyncpg.Record) -> Account:
 
 
 async def insert_account(
-    connection: asyncpg.Connection, account_id: str, owner: str, currency: str, pinned: bool = False
+    connection: Connection, account_id: str, owner: str, currency: str, pinned: bool = False
 ) -> Account | None:
     """The new account, or None if the id is taken or this shard does not own its slot
     (`pinned`: the directory places the account here, whatever its slot)."""
@@ -61,7 +62,7 @@ async def insert_account(
     return None if row is None else account_from_row(row)
 
 
-async def select_account(connection: asyncpg.Connection, account_id: str) -> Account | None:
+async def select_account(connection: Connection, account_id: str) -> Account | None:
     """None if there is no such account here; AccountsMoved if it lives elsewhere now."""
     row = await connection.fetchrow(SELECT_ACCOUNT, account_id)
     if row is None:
@@ -71,12 +72,12 @@ async def select_account(connection: asyncpg.Connection, account_id: str) -> Acc
     return account_from_row(row)
 
 
-async def account_exists(connection: asyncpg.Connection, account_id: str) -> bool:
+async def account_exists(connection: Connection, account_id: str) -> bool:
     """Any row, live or not: the id has been used on this shard."""
     return bool(await connection.fetchval(ACCOUNT_EXISTS, account_id))
 
 
-async def lock_accounts(connection: asyncpg.Connection, account_ids: list[str]) -> dict[str, Account]:
+async def lock_accounts(connection: Connection, account_ids: list[str]) -> dict[str, Account]:
     rows = await connection.fetch(LOCK_ACCOUNTS, text_array(sorted(set(account_ids))))
     gone = [row["account_id"] for row in rows if row["placement"] != "live"]
     if gone:
@@ -84,12 +85,13 @@ async def lock_accounts(connection: asyncpg.Connection, account_ids: list[str]) 
     return {row[0]: account_from_row(row) for row in rows}
 
 
-async def update_account_status(connection: asyncpg.Connection, account_id: str, status: str) -> Account | None:
+async def update_account_status(connection: Connection, account_id: str, status: str) -> Account | None:
     row = await connection.fetchrow(SET_ACCOUNT_STATUS, account_id, status)
     return None if row is None else account_from_row(row)
 
 
-async def sum_balances(connection: asyncpg.Connection) -> tuple[int, int, int]:
+async def sum_balances(connection: Connection) -> tuple[int, int, int]:
     """(sum of balance, sum of reserved, account count) on one shard."""
-    balance, reserved, count = await connection.fetchrow(SUM_BALANCES)
-    return balance, reserved, count
+    row = await connection.fetchrow(SUM_BALANCES)
+    assert row is not None, "an aggregate is one row"
+    return row[0], row[1], row[2]

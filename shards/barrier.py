@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
-import asyncpg
-
 from shards.arrays import text_array
+from shards.pool import Connection
 
 SELECT_BARRIER = """
 SELECT transaction_id, branch, operation, origin FROM barrier WHERE transaction_id = ANY($1::uuid[])
@@ -19,12 +18,12 @@ SELECT * FROM unnest($1::uuid[], ($2::text)::text[], ($3::text)::text[], ($4::te
 """
 
 
-async def select_barrier(connection: asyncpg.Connection, transaction_ids: list[UUID]) -> dict[tuple[UUID, str, str], str]:
+async def select_barrier(connection: Connection, transaction_ids: list[UUID]) -> dict[tuple[UUID, str, str], str]:
     rows = await connection.fetch(SELECT_BARRIER, transaction_ids)
     return {(row["transaction_id"], row["branch"], row["operation"]): row["origin"] for row in rows}
 
 
-async def insert_barrier(connection: asyncpg.Connection, rows: list[tuple[UUID, str, str, str]]) -> None:
+async def insert_barrier(connection: Connection, rows: list[tuple[UUID, str, str, str]]) -> None:
     if rows:
         ids, branches, operations, origins = zip(*rows)
         await connection.execute(INSERT_BARRIER, list(ids), text_array(branches), text_array(operations),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncpg
+from shards.pool import Connection
 
 OUTBOX_COLUMNS = (
     "event_id, transaction_id, account_id, version, kind, amount, reserved_delta, balance_after, "
@@ -16,18 +17,19 @@ FROM outbox
 """
 
 
-async def select_outbox(connection: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+async def select_outbox(connection: Connection, limit: int) -> list[asyncpg.Record]:
     return await connection.fetch(SELECT_OUTBOX, limit)
 
 
-async def select_account_outbox(connection: asyncpg.Connection, account_ids: list[str]) -> list[asyncpg.Record]:
+async def select_account_outbox(connection: Connection, account_ids: list[str]) -> list[asyncpg.Record]:
     return await connection.fetch(SELECT_ACCOUNT_OUTBOX, account_ids)
 
 
-async def delete_outbox(connection: asyncpg.Connection, event_ids: list[int]) -> None:
+async def delete_outbox(connection: Connection, event_ids: list[int]) -> None:
     await connection.execute(DELETE_OUTBOX, event_ids)
 
 
-async def outbox_lag(connection: asyncpg.Connection) -> tuple[int, int]:
+async def outbox_lag(connection: Connection) -> tuple[int, int]:
     row = await connection.fetchrow(OUTBOX_LAG)
+    assert row is not None, "an aggregate is one row"
     return row["events"], row["oldest_ms"]

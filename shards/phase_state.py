@@ -9,6 +9,7 @@ import asyncpg
 
 from coordinator.domain.transfers import Transfer
 from shards.arrays import bool_array, int_array, nullable_text_array, text_array
+from shards.pool import Connection
 
 PHASE_COLUMNS = (
     "transaction_id, mode, from_account, to_account, amount, currency, request_hash, debit_try, credit_try, "
@@ -80,28 +81,30 @@ def phase_from_row(row: asyncpg.Record) -> PhaseRow:
     )
 
 
-async def lock_phases(connection: asyncpg.Connection, transaction_ids: list[UUID]) -> dict[UUID, PhaseRow]:
+async def lock_phases(connection: Connection, transaction_ids: list[UUID]) -> dict[UUID, PhaseRow]:
     rows = await connection.fetch(LOCK_PHASES, sorted(set(transaction_ids)))
     return {row["transaction_id"]: phase_from_row(row) for row in rows}
 
 
-async def select_phases(connection: asyncpg.Connection, transaction_ids: list[UUID]) -> dict[UUID, PhaseRow]:
+async def select_phases(connection: Connection, transaction_ids: list[UUID]) -> dict[UUID, PhaseRow]:
     rows = await connection.fetch(SELECT_PHASES, transaction_ids)
     return {row["transaction_id"]: phase_from_row(row) for row in rows}
 
 
-async def insert_phases(connection: asyncpg.Connection, transfers: list[Transfer]) -> None:
+async def insert_phases(connection: Connection, transfers: list[Transfer]) -> None:
+    senders = [t.from_account for t in transfers if t.from_account is not None]
+    assert len(senders) == len(transfers), "TC/C and Saga move money between two accounts: never a deposit"
     if transfers:
         await connection.execute(
             INSERT_PHASES,
             [t.transaction_id for t in transfers], text_array([t.mode for t in transfers]),
-            text_array([t.from_account for t in transfers]),  # type: ignore[misc]  # TC/C and Saga: never a deposit
+            text_array(senders),
             text_array([t.to_account for t in transfers]), int_array([t.amount for t in transfers]),
             text_array([t.currency for t in transfers]), [t.request_hash for t in transfers],
         )
 
 
-async def update_phases(connection: asyncpg.Connection, updates: list[PhaseUpdate]) -> None:
+async def update_phases(connection: Connection, updates: list[PhaseUpdate]) -> None:
     if updates:
         status = await connection.execute(
             UPDATE_PHASES,
@@ -112,10 +115,10 @@ async def update_phases(connection: asyncpg.Connection, updates: list[PhaseUpdat
         assert status == f"UPDATE {len(updates)}", f"phase update touched {status}, expected {len(updates)} rows"
 
 
-async def select_unfinished(connection: asyncpg.Connection, older_than_ms: int, limit: int) -> list[PhaseRow]:
+async def select_unfinished(connection: Connection, older_than_ms: int, limit: int) -> list[PhaseRow]:
     rows = await connection.fetch(SELECT_UNFINISHED, older_than_ms, limit)
     return [phase_from_row(row) for row in rows]
 
 
-async def mark_done(connection: asyncpg.Connection, transaction_ids: list[UUID]) -> None:
+async def mark_done(connection: Connection, transaction_ids: list[UUID]) -> None:
     await connection.execute(MARK_DONE, transaction_ids)

@@ -9,6 +9,7 @@ that are not live (shards/accounts.py), so an account is never live on two shard
 from __future__ import annotations
 
 import asyncpg
+from shards.pool import Connection
 
 # One page of the live copy. The flip itself locks the whole slot: slots are small
 # (accounts / 4096), so it is short.
@@ -68,40 +69,40 @@ RETURNING 1
 CLAIM_SLOT = "INSERT INTO shard_slots (slot) VALUES ($1) ON CONFLICT (slot) DO NOTHING"
 
 
-async def owned_slots(connection: asyncpg.Connection) -> list[int]:
+async def owned_slots(connection: Connection) -> list[int]:
     return [row["slot"] for row in await connection.fetch(OWNED_SLOTS)]
 
 
-async def owns_slot(connection: asyncpg.Connection, slot: int) -> bool:
+async def owns_slot(connection: Connection, slot: int) -> bool:
     return bool(await connection.fetchval(OWNS_SLOT, slot))
 
 
-async def select_slot_page(connection: asyncpg.Connection, slot: int, placement: str, after: str,
+async def select_slot_page(connection: Connection, slot: int, placement: str, after: str,
                            pinned: list[str]) -> list[asyncpg.Record]:
     return await connection.fetch(SELECT_SLOT_PAGE, slot, placement, after, pinned, COPY_PAGE_MAX)
 
 
-async def release_slot(connection: asyncpg.Connection, slot: int) -> bool:
+async def release_slot(connection: Connection, slot: int) -> bool:
     """In the flip's transaction: the slot is no longer this shard's. Waits for account
     creations in flight (they hold the row FOR SHARE)."""
     await connection.execute(f"SET LOCAL lock_timeout = '{FLIP_LOCK_TIMEOUT}'")
     return await connection.fetchval(RELEASE_SLOT, slot) is not None
 
 
-async def lock_slot_accounts(connection: asyncpg.Connection, slot: int, pinned: list[str]) -> list[asyncpg.Record]:
+async def lock_slot_accounts(connection: Connection, slot: int, pinned: list[str]) -> list[asyncpg.Record]:
     return await connection.fetch(LOCK_SLOT_ACCOUNTS, slot, pinned)
 
 
-async def mark_moved(connection: asyncpg.Connection, account_ids: list[str]) -> int:
+async def mark_moved(connection: Connection, account_ids: list[str]) -> int:
     status = await connection.execute(MARK_MOVED, account_ids)
     return int(status.split()[-1])
 
 
-async def count_unfinished_touching(connection: asyncpg.Connection, account_ids: list[str]) -> int:
+async def count_unfinished_touching(connection: Connection, account_ids: list[str]) -> int:
     return await connection.fetchval(COUNT_UNFINISHED_TOUCHING, account_ids)
 
 
-async def upsert_accounts(connection: asyncpg.Connection, rows: list[asyncpg.Record], placement: str) -> int:
+async def upsert_accounts(connection: Connection, rows: list[asyncpg.Record], placement: str) -> int:
     assert placement in ("incoming", "live"), "a copy lands incoming, the flip's final copy live"
     if not rows:
         return 0
@@ -110,5 +111,5 @@ async def upsert_accounts(connection: asyncpg.Connection, rows: list[asyncpg.Rec
     return len(written)
 
 
-async def claim_slot(connection: asyncpg.Connection, slot: int) -> None:
+async def claim_slot(connection: Connection, slot: int) -> None:
     await connection.execute(CLAIM_SLOT, slot)

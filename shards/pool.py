@@ -3,11 +3,20 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager, contextmanager
-from typing import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, AsyncIterator, Iterator, Mapping
 
 import asyncpg
 
 from shards.errors import ShardRetryable, ShardUnavailable
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # What every query function takes: a connection of its own, or one a pool lends (asyncpg's
+    # proxy, which forwards each call to the connection it holds).
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+else:
+    Connection = asyncpg.Connection
 
 POOL_SIZE_MIN = 2
 POOL_SIZE_MAX = 16
@@ -47,7 +56,7 @@ def errors_of(shard: str) -> Iterator[None]:
         raise
 
 
-class ShardConnection(asyncpg.Connection):  # type: ignore[misc]
+class ShardConnection(asyncpg.Connection):
     """Our sessions keep no state between uses (no SET, LISTEN, advisory or cursor), so the
     pool's reset query on every release is a wasted round trip. A connection released in a
     transaction is still rolled back by the pool."""
@@ -108,7 +117,7 @@ class ShardPools:
         await asyncio.gather(*(pool.close() for pool in pools.values()), return_exceptions=True)
 
     @asynccontextmanager
-    async def connection(self, shard: str) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self, shard: str) -> AsyncIterator[Connection]:
         pool = self.pools.get(shard)
         assert pool is not None, f"no pool for shard {shard!r}: is it in the topology?"
         with errors_of(shard):
@@ -116,7 +125,7 @@ class ShardPools:
                 yield connection
 
     @asynccontextmanager
-    async def transaction(self, shard: str) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self, shard: str) -> AsyncIterator[Connection]:
         """READ COMMITTED plus explicit row locks: every write path locks what it reads."""
         async with self.connection(shard) as connection:
             async with connection.transaction(isolation="read_committed"):

@@ -10,6 +10,7 @@ from coordinator.domain.batch_plan import StoredTransfer
 from coordinator.domain.transfers import Transfer, TransferResult
 from coordinator.domain.postings import AccountChange, BalanceEvent
 from shards.arrays import int_array, nullable_text_array, text_array
+from shards.pool import Connection
 
 TRANSFER_COLUMNS = (
     "transaction_id, kind, from_account, to_account, amount, currency, mode, "
@@ -72,13 +73,13 @@ def stored_from_row(row: asyncpg.Record) -> StoredTransfer:
     return StoredTransfer(request_hash=bytes(row["request_hash"]), result=result)
 
 
-async def select_transfers(connection: asyncpg.Connection, transaction_ids: list[UUID]) -> dict[UUID, StoredTransfer]:
+async def select_transfers(connection: Connection, transaction_ids: list[UUID]) -> dict[UUID, StoredTransfer]:
     rows = await connection.fetch(SELECT_TRANSFERS, transaction_ids)
     return {row["transaction_id"]: stored_from_row(row) for row in rows}
 
 
 async def write_batch(
-    connection: asyncpg.Connection,
+    connection: Connection,
     changes: dict[str, AccountChange],
     results: list[TransferResult],
     events: list[BalanceEvent],
@@ -91,7 +92,7 @@ async def write_batch(
     # Events are tuples in the outbox's column order ($17..$25): one transpose gives the columns.
     (event_ids, event_accounts, versions, kinds, amounts, reserved_deltas, balances_after, reserved_after,
      currencies) = zip(*events) if events else ((),) * len(BalanceEvent._fields)
-    moved, recorded, evented, created_at = await connection.fetchrow(
+    row = await connection.fetchrow(
         WRITE_BATCH,
         text_array(account_ids),
         int_array([changes[a].balance_delta for a in account_ids]),
@@ -119,6 +120,8 @@ async def write_batch(
         int_array(reserved_after),
         text_array(currencies),
     )
+    assert row is not None, "the write's counts are one row"
+    moved, recorded, evented, created_at = row
     assert moved == len(account_ids), f"batch moved {moved} accounts, planned {len(account_ids)}"
     assert recorded == len(results), f"batch recorded {recorded} transfers, planned {len(results)}"
     assert evented == len(events), f"batch wrote {evented} outbox events, planned {len(events)}"
@@ -137,7 +140,7 @@ VALUES ($1, 'transfer', NULL, '-', 1, 'XXX', '2pc', '2pc', 'success', 'probe', N
 LOCK_NOT_AVAILABLE = "55P03"
 
 
-async def record_is_held(connection: asyncpg.Connection, transaction_id: UUID) -> bool:
+async def record_is_held(connection: Connection, transaction_id: UUID) -> bool:
     """True if an unfinished transaction holds this id's record (the transfer is in doubt)."""
     transaction = connection.transaction()
     await transaction.start()

@@ -7,6 +7,7 @@ from datetime import datetime
 from uuid import UUID
 
 import asyncpg
+from shards.pool import Connection
 
 GID_PREFIX = "wallet:2pc:"
 # wallet:2pc:<batch uuid>:<decision shard>:<branch shard>. The gid names the batch and
@@ -65,24 +66,24 @@ def _quoted_gid(gid: str) -> str:
     return "'" + gid + "'"
 
 
-async def begin(connection: asyncpg.Connection) -> None:
+async def begin(connection: Connection) -> None:
     await connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
 
 
-async def prepare(connection: asyncpg.Connection, gid: str) -> None:
+async def prepare(connection: Connection, gid: str) -> None:
     await connection.execute(f"PREPARE TRANSACTION {_quoted_gid(gid)}")
 
 
-async def commit(connection: asyncpg.Connection) -> None:
+async def commit(connection: Connection) -> None:
     await connection.execute("COMMIT")
 
 
-async def rollback(connection: asyncpg.Connection) -> None:
+async def rollback(connection: Connection) -> None:
     if connection.is_in_transaction():
         await connection.execute("ROLLBACK")
 
 
-async def commit_prepared(connection: asyncpg.Connection, gid: str) -> bool:
+async def commit_prepared(connection: Connection, gid: str) -> bool:
     """True if this call committed it; False if it was already finished or another session
     is finishing it (the decision is fixed, so they finish it the same way)."""
     try:
@@ -94,7 +95,7 @@ async def commit_prepared(connection: asyncpg.Connection, gid: str) -> bool:
         raise
 
 
-async def rollback_prepared(connection: asyncpg.Connection, gid: str) -> bool:
+async def rollback_prepared(connection: Connection, gid: str) -> bool:
     try:
         await connection.execute(f"ROLLBACK PREPARED {_quoted_gid(gid)}")
         return True
@@ -104,13 +105,13 @@ async def rollback_prepared(connection: asyncpg.Connection, gid: str) -> bool:
         raise
 
 
-async def insert_decision(connection: asyncpg.Connection, batch_id: UUID, outcome: str) -> None:
+async def insert_decision(connection: Connection, batch_id: UUID, outcome: str) -> None:
     """Raises UniqueViolationError if a decision exists (recovery fenced this batch)."""
     assert outcome in ("commit", "abort")
     await connection.execute(INSERT_DECISION, batch_id, outcome)
 
 
-async def decide_unless_decided(connection: asyncpg.Connection, batch_id: UUID, outcome: str) -> str:
+async def decide_unless_decided(connection: Connection, batch_id: UUID, outcome: str) -> str:
     """Record `outcome` if no decision exists yet; return the decision that stands. Blocks
     behind a coordinator's uncommitted decision until it commits or rolls back."""
     assert outcome in ("commit", "abort")
@@ -118,17 +119,17 @@ async def decide_unless_decided(connection: asyncpg.Connection, batch_id: UUID, 
     return await connection.fetchval("SELECT outcome FROM commit_decisions WHERE batch_id = $1", batch_id)
 
 
-async def select_decisions(connection: asyncpg.Connection, batch_ids: list[UUID]) -> dict[UUID, str]:
+async def select_decisions(connection: Connection, batch_ids: list[UUID]) -> dict[UUID, str]:
     rows = await connection.fetch(SELECT_DECISIONS, batch_ids)
     return {row["batch_id"]: row["outcome"] for row in rows}
 
 
-async def prune_decisions(connection: asyncpg.Connection, older_than_s: int, keep: list[UUID], limit: int) -> int:
+async def prune_decisions(connection: Connection, older_than_s: int, keep: list[UUID], limit: int) -> int:
     status = await connection.execute(PRUNE_DECISIONS, older_than_s, keep, limit)
     return int(status.split()[-1])
 
 
-async def select_prepared(connection: asyncpg.Connection) -> list[PreparedBranch]:
+async def select_prepared(connection: Connection) -> list[PreparedBranch]:
     branches = []
     for row in await connection.fetch(SELECT_PREPARED):
         match = GID_PATTERN.match(row["gid"])

@@ -78,7 +78,7 @@ def batches_held(service: WalletService, shard: str) -> Iterator[asyncio.Event]:
     applier = service.appliers.local[shard]
     original = applier.apply_batch
 
-    async def held(batch):  # type: ignore[no-untyped-def]
+    async def held(batch):
         await release.wait()
         return await original(batch)
 

@@ -15,7 +15,7 @@ from tests.helpers import accounts_on, assert_problem, batches_held, bearer
 
 
 @pytest.fixture
-async def client(service: WalletService, settings) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+async def client(service: WalletService, settings) -> AsyncIterator[httpx.AsyncClient]:
     """An admin's client (authorization has its own tests in test_security.py)."""
     app = build_app(settings, service=service)
     transport = httpx.ASGITransport(app=app)
@@ -65,7 +65,7 @@ async def test_every_error_code_over_http(client: httpx.AsyncClient, service: Wa
     await service.set_account_status(frozen, "frozen")
 
     def transfer(**changes: object) -> dict[str, object]:
-        body = {"from_account": alice, "to_account": bob, "amount": "0.50", "currency": "USD",
+        body: dict[str, object] = {"from_account": alice, "to_account": bob, "amount": "0.50", "currency": "USD",
                 "transaction_id": str(uuid.uuid4())}
         body.update(changes)
         return body
@@ -138,7 +138,7 @@ async def test_pending_transfer_shows_preparing(client: httpx.AsyncClient, servi
     await create(client, bob)
     key = str(uuid.uuid4())
     with batches_held(service, "shard0") as release:
-        body = {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD", "transaction_id": key}
+        body: dict[str, object] = {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD", "transaction_id": key}
         sending = asyncio.create_task(client.post("/v1/wallet/balance_transfer", json=body))
         while not service.in_flight(key):
             await asyncio.sleep(0.01)
@@ -158,14 +158,13 @@ async def test_batch_endpoint_results_per_item(client: httpx.AsyncClient, topolo
     await create(client, carol)
 
     def item(**changes: object) -> dict[str, object]:
-        body = {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD",
+        body: dict[str, object] = {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD",
                 "transaction_id": str(uuid.uuid4())}
         body.update(changes)
         return body
 
-    items = [item(), item(to_account=carol, mode="tcc"), item(amount="100.00"), item(amount="x"), "nope",
+    items: list[object] = [item(), item(to_account=carol, mode="tcc"), item(amount="100.00"), item(amount="x"), "nope",
              item(extra=1), item(to_account=carol, mode="saga")]
-    del items[-2]["extra"]
     items[-2] = {k: v for k, v in item().items() if k != "currency"}
     response = await client.post("/v1/transfers:batch", json={"transfers": items})
     assert response.status_code == 200, response.text
@@ -173,6 +172,7 @@ async def test_batch_endpoint_results_per_item(client: httpx.AsyncClient, topolo
     assert [r["status"] for r in results] == ["success", "success", "failed", "failed", "failed", "failed", "success"]
     assert [r.get("code") for r in results[2:6]] == ["insufficient_funds", "invalid_amount", "validation_error", "validation_error"]
     assert (await client.get(f"/v1/accounts/{alice}")).json()["balance"] == "7.00"
-    for bad in ({"transfers": []}, {"transfers": [item()] * 1001}, {"transfers": "x"}, {}):
+    bad_bodies: list[dict[str, object]] = [{"transfers": []}, {"transfers": [item()] * 1001}, {"transfers": "x"}, {}]
+    for bad in bad_bodies:
         response = await client.post("/v1/transfers:batch", json=bad)
         assert response.status_code in (400, 422) and response.json()["code"] in ("validation_error", "malformed_request")

@@ -18,11 +18,11 @@ SETTINGS = REPOSITORY / "coordinator" / "runtime" / "settings.py"  # the one rea
 CONTAINER_OVERRIDES = {"listen_addresses": "*"}
 
 
-def compose() -> dict:  # type: ignore[type-arg]
+def compose() -> dict:
     return yaml.safe_load((DOCKER / "compose.yaml").read_text())
 
 
-def server_settings(service: dict) -> dict[str, str]:  # type: ignore[type-arg]
+def server_settings(service: dict) -> dict[str, str]:
     command = service["command"]
     assert command[0] == "postgres"
     pairs = [command[i + 1] for i, part in enumerate(command) if part == "-c"]

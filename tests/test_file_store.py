@@ -52,7 +52,7 @@ def test_save_creates_missing_parent_directories(tmp_path: Path) -> None:
 
 def test_store_accepts_a_string_path(tmp_path: Path) -> None:
     """Protects callers that pass the path as text (e.g. from an environment variable)."""
-    store = FileTopologyStore(str(tmp_path / "topology.json"))  # type: ignore[arg-type]
+    store = FileTopologyStore(str(tmp_path / "topology.json"))  # type: ignore[arg-type]  # the wrong type, on purpose
     store.save(make_topology())
     assert isinstance(store.path, Path)
     assert store.load().version == 1

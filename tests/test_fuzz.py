@@ -8,6 +8,7 @@ from uuid import uuid4
 
 import hypothesis
 import schemathesis
+from schemathesis.core.result import Err
 from hypothesis import HealthCheck, Phase
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.hypothesis.builder import add_examples
@@ -57,6 +58,8 @@ def test_fuzz_api_against_its_openapi_document(topology: Topology, settings: Set
     moved: list[str] = []
     try:
         for operation_result in schema.get_all_operations():
+            if isinstance(operation_result, Err):
+                raise operation_result.err()
             operation = operation_result.ok()
 
             @hypothesis.given(case=operation.as_strategy())

@@ -3,6 +3,7 @@ to fill, failures and cancellation handed to every waiter, and observers."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -169,7 +170,7 @@ async def test_a_cancelled_submitter_does_not_stop_the_applier() -> None:
 async def test_observers_see_every_batch_even_when_added_later() -> None:
     """The observer list is shared: added after the applier was built, it still sees batches."""
     seen: list[tuple[str, int]] = []
-    observers: list = []  # type: ignore[type-arg]
+    observers: list = []
     applier: BatchApplier[int, int] = BatchApplier("watched", Recorder(), BatchLimits(workers=1), observers)
     applier.start()
     try:
@@ -187,7 +188,7 @@ async def test_observers_see_every_batch_even_when_added_later() -> None:
     ({"workers": 0}, "WALLET_BATCH_WORKERS must be in 1..16, got 0"),
     ({"batch_size_max": 50, "queue_size_max": 10}, "the queue (10) must hold at least one batch (50)"),
 ])
-def test_bad_limits_are_refused_with_the_setting_named(limits: dict[str, float], message: str) -> None:
+def test_bad_limits_are_refused_with_the_setting_named(limits: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError) as refused:
-        BatchLimits(**limits)  # type: ignore[arg-type]
+        BatchLimits(**limits)
     assert str(refused.value) == message

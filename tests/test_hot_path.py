@@ -36,7 +36,7 @@ def test_array_literals_and_their_refusals() -> None:
     with pytest.raises(AssertionError):
         nullable_text_array(['a"', None])
     with pytest.raises(TypeError):
-        int_array([1.5])  # type: ignore[list-item]
+        int_array([1.5])  # type: ignore[list-item]  # the wrong type, on purpose
 
 
 async def test_array_literals_round_trip_through_postgres(topology: Topology) -> None:
@@ -46,12 +46,12 @@ async def test_array_literals_round_trip_through_postgres(topology: Topology) ->
     ints = [0, -1, 2**62, -(2**62)]
     connection = await asyncpg.connect(topology.shards["shard0"])
     try:
-        got_texts, got_nullable, got_ints = await connection.fetchrow(
+        row = await connection.fetchrow(
             "SELECT ($1::text)::text[], ($2::text)::text[], ($3::text)::bigint[]",
             text_array(texts), nullable_text_array(nullable), int_array(ints))
     finally:
         await connection.close()
-    assert (got_texts, got_nullable, got_ints) == (texts, nullable, ints)
+    assert row is not None and tuple(row) == (texts, nullable, ints)
 
 
 def test_remembered_routes_match_the_hash_and_the_pins() -> None:
@@ -148,5 +148,7 @@ def test_balance_events_are_in_the_outboxs_column_order() -> None:
     from coordinator.domain.postings import BalanceEvent
     from shards.transfers import WRITE_BATCH
 
-    columns = re.search(r"INSERT INTO outbox \(([^)]*)\)", WRITE_BATCH).group(1)  # type: ignore[union-attr]
+    found = re.search(r"INSERT INTO outbox \(([^)]*)\)", WRITE_BATCH)
+    assert found is not None, "WRITE_BATCH inserts into the outbox"
+    columns = found.group(1)
     assert [c.strip() for c in columns.split(",")] == list(BalanceEvent._fields)

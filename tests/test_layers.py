@@ -68,7 +68,7 @@ def imports_of(module: str, path: Path) -> list[tuple[int, str]]:
     """(line, imported module) for every import in the file, resolving `from x import name`
     to x.name where that is a module of this repository."""
     tree = ast.parse(path.read_text(), str(path))
-    found = []
+    found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.extend((node.lineno, alias.name) for alias in node.names)

@@ -53,11 +53,15 @@ async def test_recovery_leader_failover(service: WalletService, zk_store: ZooKee
                         for index in range(2))
     try:
         leader.start(fault_point="2pc.after_decision")
+        leader_process = leader.process
+        assert leader_process is not None
         assert await asyncio.to_thread(leader.wait_ready, START_TIMEOUT_S), leader.log_path.read_text()
-        await asyncio.to_thread(eventually, lambda: leader_pid(zk_store) == leader.process.pid, "the first leader", 20)
+        await asyncio.to_thread(eventually, lambda: leader_pid(zk_store) == leader_process.pid, "the first leader", 20)
         follower.start()
+        follower_process = follower.process
+        assert follower_process is not None
         assert await asyncio.to_thread(follower.wait_ready, START_TIMEOUT_S), follower.log_path.read_text()
-        assert leader_pid(zk_store) == leader.process.pid, "the second process waits its turn"
+        assert leader_pid(zk_store) == leader_process.pid, "the second process waits its turn"
 
         ids = [str(uuid.uuid4()) for _ in sources]
 
@@ -71,11 +75,11 @@ async def test_recovery_leader_failover(service: WalletService, zk_store: ZooKee
                 pass  # the leader dies mid-request
 
         await asyncio.gather(*(send(s, t, i) for s, t, i in zip(sources, targets, ids)))
-        await asyncio.to_thread(leader.process.wait, 30)
+        await asyncio.to_thread(leader_process.wait, 30)
         assert leader.killed_itself(), leader.log_path.read_text()
         assert await prepared_count(topology) > 0, "the leader died with branches prepared (in doubt)"
 
-        await asyncio.to_thread(eventually, lambda: leader_pid(zk_store) == follower.process.pid,
+        await asyncio.to_thread(eventually, lambda: leader_pid(zk_store) == follower_process.pid,
                                 "the follower to lead", TAKEOVER_TIMEOUT_S)
         deadline = time.monotonic() + TAKEOVER_TIMEOUT_S
         while await prepared_count(topology) > 0:

@@ -67,7 +67,7 @@ def test_one_leader_suspended_stops_lost_hands_over(own_zookeeper: LocalZooKeepe
             client.close()
 
 
-def test_local_leader_is_one_process_at_a_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_local_leader_is_one_process_at_a_time(tmp_path) -> None:
     """Protects the embedded default with several processes on one home (`serve --workers`):
     one file lock, one leader; when it goes, the next check of another takes over."""
     from coordinator.cluster.leadership import LocalLeader

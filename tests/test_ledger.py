@@ -78,7 +78,7 @@ async def test_replay_equals_live_after_mixed_load_and_at_past_moments(service: 
     assert mine == [] and report.breaks == []
 
 
-async def test_relay_is_exactly_once_when_run_twice_at_once(service: WalletService, topology: Topology, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_relay_is_exactly_once_when_run_twice_at_once(service: WalletService, topology: Topology, settings) -> None:
     """Two relays draining at once land every event once."""
     assert service.ledger is not None
     ids = [a for shard in SHARDS for a in accounts_on(topology, shard, 3)]
@@ -192,6 +192,7 @@ async def test_removed_and_reordered_events_are_named(service: WalletService, to
     await tamper(topology, "DELETE FROM ledger_events WHERE stream = 'shard0' AND position = $1", last - 1)
     breaks = await service.ledger.verify()
     assert [(b.stream, b.position) for b in breaks] == [("shard0", last)]
+    assert row is not None
     columns = list(row.keys())
     await tamper(topology, f"INSERT INTO ledger_events ({', '.join(columns)}) VALUES "
                            f"({', '.join(f'${i + 1}' for i in range(len(columns)))})", *row.values())
@@ -214,7 +215,7 @@ async def test_outbox_lag_is_explained_not_flagged(service: WalletService, topol
     await service.ledger.drain()
 
 
-async def test_history_and_balance_at_over_http(service: WalletService, topology: Topology, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_history_and_balance_at_over_http(service: WalletService, topology: Topology, settings) -> None:
     """GET .../transactions pages an account's history; GET .../balance?at= replays it."""
     import httpx
 

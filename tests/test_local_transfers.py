@@ -75,7 +75,7 @@ async def test_concurrent_duplicates_apply_once(service: WalletService, topology
     assert (await service.get_account(target)).balance == 1100
 
 
-async def test_duplicates_from_two_coordinators_apply_once(service: WalletService, topology: Topology, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_duplicates_from_two_coordinators_apply_once(service: WalletService, topology: Topology, settings) -> None:
     """Two coordinator instances retrying the same transfer at once apply it once."""
     source, target = accounts_on(topology, "shard3", 2)
     await open_accounts(service, [source, target], deposit="10.00")
@@ -183,7 +183,8 @@ async def test_business_refusals_are_recorded(service: WalletService, topology: 
         (("a", "", "1.00", "USD"), "validation_error"),
     ],
 )
-async def test_bad_input_is_refused_before_any_shard(service: WalletService, arguments: tuple, code: str) -> None:  # type: ignore[type-arg]
+async def test_bad_input_is_refused_before_any_shard(service: WalletService, arguments: tuple[object, object, object, object],
+                                                     code: str) -> None:
     """Bad input gets its code and never reaches a shard."""
     with pytest.raises(WalletError) as error:
         await service.transfer(*arguments, str(uuid.uuid4()))
@@ -245,7 +246,8 @@ async def test_cancelled_batch_call_leaves_nothing_in_flight(service: WalletServ
     alice, bob = accounts_on(topology, "shard2", 2)
     await open_accounts(service, [alice, bob], deposit="10.00")
     key = str(uuid.uuid4())
-    item = {"from_account": alice, "to_account": bob, "amount": "3.00", "currency": "USD", "transaction_id": key}
+    item: dict[str, object] = {"from_account": alice, "to_account": bob, "amount": "3.00", "currency": "USD",
+                               "transaction_id": key}
     with batches_held(service, "shard2") as release:
         call = asyncio.create_task(service.transfer_many([item]))
         while not service.in_flight(key):

@@ -42,7 +42,7 @@ def run(command: list[str], cluster: LocalCluster) -> subprocess.CompletedProces
     return subprocess.run(command, cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=120)
 
 
-def differences(dsn: str, model) -> list[object]:  # type: ignore[no-untyped-def]
+def differences(dsn: str, model) -> list[object]:
     async def compare() -> list[object]:
         engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
         try:

@@ -214,7 +214,7 @@ def test_negative_format_mirrors_positive(currency: str) -> None:
 def test_format_amount_refuses_non_integers() -> None:
     """Protects against formatting floats as money."""
     with pytest.raises(AssertionError):
-        format_amount(12.34, "USD")  # type: ignore[arg-type]
+        format_amount(12.34, "USD")  # type: ignore[arg-type]  # the wrong type, on purpose
 
 
 def test_money_str_formats_and_refuses_floats() -> None:
@@ -222,7 +222,7 @@ def test_money_str_formats_and_refuses_floats() -> None:
     assert str(Money(1234, "USD")) == "12.34"
     assert str(Money(5, "BHD")) == "0.005"
     with pytest.raises(AssertionError):
-        Money(12.34, "USD")  # type: ignore[arg-type]
+        Money(12.34, "USD")  # type: ignore[arg-type]  # the wrong type, on purpose
     with pytest.raises(AssertionError):
         Money(1, "XXX")
 

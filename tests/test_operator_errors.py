@@ -85,7 +85,7 @@ def test_wallet_refuses_in_one_line(arguments: list[str], environment: dict[str,
     try:
         status = main(arguments)
     except SystemExit as exit:  # argparse's own refusal
-        status = exit.code  # type: ignore[assignment]
+        status = int(exit.code or 0)
     captured = capsys.readouterr()
     assert_refused(subprocess.CompletedProcess(arguments, status, captured.out, captured.err), message)
 
@@ -140,7 +140,7 @@ def test_alembic_without_a_shard_says_how_to_choose_one(tmp_path: Path, monkeypa
             CommandLine().main(["-c", str(REPOSITORY / "alembic.ini"), *arguments])
             status = 0
         except SystemExit as exit:
-            status = exit.code  # type: ignore[assignment]
+            status = int(exit.code or 0)
         captured = capsys.readouterr()
         return subprocess.CompletedProcess(arguments, status, captured.out, captured.err)
 

@@ -158,7 +158,7 @@ def test_topology_mappings_are_frozen() -> None:
     assert "shard_z" not in topology.shards
     assert topology.shard_of("bob") == "shard_c"
     with pytest.raises(TypeError):
-        topology.overrides["alice"] = "shard_a"  # type: ignore[index]
+        topology.overrides["alice"] = "shard_a"  # type: ignore[index]  # writes a read-only mapping, on purpose
 
 
 # --- document round trip -----------------------------------------------------

@@ -10,6 +10,7 @@ from typing import AsyncIterator
 import httpx
 import jwt
 import pytest
+from starlette.applications import Starlette
 
 from coordinator.api.app import build_app
 from coordinator.api.auth import ISSUER, issue_token
@@ -18,7 +19,7 @@ from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.helpers import TEST_SECRET, accounts_on, assert_problem, bearer
 
-PROTECTED = [  # (method, path template, body or None): every route but health
+PROTECTED: list[tuple[str, str, dict[str, object] | None]] = [  # (method, path template, body or None): every route but health
     ("GET", "/v1/accounts/{a}", None),
     ("POST", "/v1/accounts", {"account_id": "x", "owner": "x", "currency": "USD"}),
     ("POST", "/v1/accounts/{a}/deposits", {"amount": "1.00", "transaction_id": "{t}"}),
@@ -42,8 +43,8 @@ def fill(value: object, names: dict[str, str]) -> object:
     return value
 
 
-def client_for(app: object) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test")  # type: ignore[arg-type]
+def client_for(app: Starlette) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test")
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ BAD_AUTHORIZATIONS = {
                                              "exp": int(time.time()) + 60, "iss": ISSUER}, TEST_SECRET,
                                             algorithm="HS256"),
     "alg none": "Bearer " + jwt.encode({"sub": "admin", "scope": "admin", "iat": int(time.time()),
-                                        "exp": int(time.time()) + 60, "iss": ISSUER}, None, algorithm="none"),
+                                        "exp": int(time.time()) + 60, "iss": ISSUER}, "", algorithm="none"),
 }
 
 

@@ -176,6 +176,7 @@ async def test_slot_moves_while_transfers_run(service: WalletService, store: Zoo
         return await slot_migration.move_slot(store, service.pools, slot, "shard2")
 
     *_, report = await asyncio.gather(*(client(n) for n in range(6)), mover())
+    assert isinstance(report, slot_migration.MoveReport)
     assert report.moved == len(moving) and report.source == "shard0"
     assert outcomes.get("success", 0) > 100, outcomes
     assert set(outcomes) == {"success"}, outcomes

@@ -78,7 +78,7 @@ async def test_insufficient_funds_and_idempotency(service: WalletService, topolo
     assert await balances(service, [alice, bob]) == {alice: 200, bob: 400}
 
 
-async def branch_op(service: WalletService, shard: str, transfer: Transfer, branch: str, operation: str):  # type: ignore[no-untyped-def]
+async def branch_op(service: WalletService, shard: str, transfer: Transfer, branch: str, operation: str):
     (outcome,) = await branches.run_branch_ops(service.pools, shard, [BranchOp(transfer, branch, operation)])
     return outcome
 
@@ -149,7 +149,7 @@ async def test_http_accepts_every_mode(service: WalletService, topology: Topolog
     assert await balances(service, [alice, bob]) == {alice: 600, bob: 1200}
 
 
-async def test_unfinished_transfer_shows_its_phase(service: WalletService, topology: Topology, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_unfinished_transfer_shows_its_phase(service: WalletService, topology: Topology, settings) -> None:
     """A TC/C transfer stopped after its Try shows as pending/trying over HTTP, then as
     confirmed once recovery has finished it."""
     import httpx

@@ -21,7 +21,7 @@ async def test_concurrent_random_cross_shard_transfers(service: WalletService, t
     rng = random.Random(11)
     everyone = [a for shard in SHARDS for a in accounts_on(topology, shard, 5)]
     await open_accounts(service, everyone, deposit="50.00")
-    requests = [(*rng.sample(everyone, 2), rng.randint(1, 3000)) for _ in range(3000)]
+    requests = [(pair[0], pair[1], rng.randint(1, 3000)) for pair in (rng.sample(everyone, 2) for _ in range(3000))]
 
     outcomes, expected = await send_all(service, requests, {account_id: 5000 for account_id in everyone})
     assert set(outcomes) <= {"success", "failed"}, set(outcomes)

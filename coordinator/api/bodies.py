@@ -3,7 +3,7 @@ with fractions refused (amounts are decimal strings), bounded sizes."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import AbstractSet, Any
 
 from starlette.requests import Request
 
@@ -14,7 +14,7 @@ BODY_BYTES_MAX = 16 * 1024
 BATCH_BODY_BYTES_MAX = 512 * 1024
 
 
-async def read_body(request: Request, required: set[str], optional: set[str] = frozenset(),  # type: ignore[assignment]
+async def read_body(request: Request, required: AbstractSet[str], optional: AbstractSet[str] = frozenset(),
                     max_bytes: int = BODY_BYTES_MAX) -> dict[str, Any]:
     """The JSON object body, with exactly the known fields."""
     declared = request.headers.get("content-length")

@@ -86,7 +86,7 @@ class Leadership:
     session is SUSPENDED the leader stops acting at once (another may take over if the
     session then expires), and when it is LOST the lock is gone and is contended again."""
 
-    def __init__(self, client, path: str, identifier: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, client, path: str, identifier: str | None = None) -> None:
         from kazoo.protocol.states import KazooState
 
         self.client = client

@@ -29,7 +29,7 @@ from shard_router.stores import TopologyStore
 from shard_router.topology import Topology, TopologyError
 from shards import placement
 from shards.errors import ShardRetryable
-from shards.pool import ShardPools
+from shards.pool import Connection, ShardPools
 
 log = logging.getLogger("wallet.slot_migration")
 
@@ -157,7 +157,7 @@ async def flip(pools: ShardPools, topology: Topology, source: str, slot: int, pi
 
 
 async def unfinished_touching(pools: ShardPools, topology: Topology, source: str,
-                              source_connection: asyncpg.Connection, ids: list[str]) -> int:
+                              source_connection: Connection, ids: list[str]) -> int:
     async def one(shard: str) -> int:
         if shard == source:
             return await placement.count_unfinished_touching(source_connection, ids)

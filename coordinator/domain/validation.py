@@ -45,7 +45,7 @@ def check_mode(value: object, default: str) -> str:
         return default
     if value not in MODES:
         raise WalletError("validation_error", f"mode must be one of {list(MODES)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_moment(value: object, field: str = "at") -> datetime:

@@ -49,7 +49,7 @@ from shards import accounts as account_sql
 from shards import transfers as transfer_sql
 from shards import two_phase as two_phase_sql
 from shards.errors import AccountsMoved, ShardError, ShardRetryable, ShardUnavailable
-from shards.pool import ShardPools, errors_of
+from shards.pool import Connection, ShardPools, errors_of
 
 log = logging.getLogger("wallet.two_phase")
 
@@ -85,7 +85,7 @@ class TwoPhaseCommit:
 
         gids: dict[str, str] = {}
         async with AsyncExitStack() as stack:
-            connections: dict[str, asyncpg.Connection] = {}
+            connections: dict[str, Connection] = {}
             decided = False
             try:
                 # 1. Lock in global order.
@@ -160,12 +160,12 @@ class TwoPhaseCommit:
         log_phase(log, "2pc.committed", transaction_ids, batch_id=str(batch_id))
         return outcomes_of(transfers, plan, created_at)
 
-    async def _write(self, shard: str, connection: asyncpg.Connection, changes: dict[str, AccountChange],
+    async def _write(self, shard: str, connection: Connection, changes: dict[str, AccountChange],
                      records: list[TransferResult], events: list[BalanceEvent]) -> datetime:
         with errors_of(shard):
             return await transfer_sql.write_batch(connection, changes, records, events)
 
-    async def _prepare_all(self, connections: dict[str, asyncpg.Connection], gids: dict[str, str]) -> None:
+    async def _prepare_all(self, connections: dict[str, Connection], gids: dict[str, str]) -> None:
         prepared = 0
 
         async def prepare(shard: str) -> None:
@@ -182,7 +182,7 @@ class TwoPhaseCommit:
             await self._roll_back_prepared({shard: gids[shard] for shard in prepared_all.results})
             prepared_all.raise_first()
 
-    async def _decide(self, batch_id: UUID, decision_shard: str, connection: asyncpg.Connection) -> bool:
+    async def _decide(self, batch_id: UUID, decision_shard: str, connection: Connection) -> bool:
         """True once the commit decision is durable; False if recovery aborted the batch first."""
         try:
             with errors_of(decision_shard):

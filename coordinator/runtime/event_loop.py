@@ -12,13 +12,9 @@ from typing import Any, Coroutine, TypeVar
 
 Result = TypeVar("Result")
 
-try:
-    import uvloop
-except ImportError:  # not on this platform: the stdlib loop is correct, only slower
-    uvloop = None  # type: ignore[assignment]
-
-
 def run(main: Coroutine[Any, Any, Result]) -> Result:
-    if uvloop is not None:
-        return uvloop.run(main)
-    return asyncio.run(main)
+    try:
+        import uvloop
+    except ImportError:  # not on this platform: the stdlib loop is correct, only slower
+        return asyncio.run(main)
+    return uvloop.run(main)
