@@ -34,7 +34,6 @@ class FaultyProxy:
         self.connections: set[asyncio.Task[None]] = set()
         self.healed = asyncio.Event()
         self.healed.set()
-        self.connections_accepted = 0
         self.connections_cut = 0
 
     async def start(self, port: int = 0) -> int:
@@ -85,7 +84,6 @@ class FaultyProxy:
         task = asyncio.current_task()
         assert task is not None
         self.connections.add(task)
-        self.connections_accepted += 1
         server_writer: asyncio.StreamWriter | None = None
         try:
             server_reader, opened_writer = await asyncio.wait_for(

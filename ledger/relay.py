@@ -39,7 +39,6 @@ class Relay:
         self.pools = pools
         self.ledger_pool = ledger_pool
         self.shards = shards
-        self.relayed = 0
         self.duplicates_dropped = 0
 
     async def relay_shard(self, shard: str) -> int:
@@ -71,7 +70,6 @@ class Relay:
         fault_points.reach("relay.after_ledger_commit")
         async with self.pools.connection(shard) as connection:
             await outbox_sql.delete_outbox(connection, [row["event_id"] for row in rows])
-        self.relayed += len(events)
         return len(rows)
 
     async def relay_once(self) -> int:

@@ -52,10 +52,6 @@ def upgrade_shard(topology: Topology, shard: str, revision: str = "head") -> Non
     upgrade(topology.shards[shard], revision, owned_slots=topology.slots_of(shard))
 
 
-def downgrade(dsn: str, revision: str) -> None:
-    command.downgrade(alembic_config(dsn), revision)
-
-
 @dataclass(frozen=True)
 class ShardRevision:
     shard: str

@@ -102,7 +102,8 @@ async def move_slot(store: TopologyStore, pools: ShardPools, slot: int, target: 
         rows = await flip(pools, topology, source, slot, pinned, report)
         report.moved = await land(pools, target, slot, rows)
     report.version = await route(store, slot, target)
-    log.info("slot %s moved %s -> %s: %s accounts, topology version %s", slot, source, target, report.moved, report.version)
+    log.info("slot %s moved %s -> %s: %s accounts (%s copied live first, %s flip attempts), topology version %s",
+             slot, source, target, report.moved, report.copied, report.flip_attempts, report.version)
     return report
 
 

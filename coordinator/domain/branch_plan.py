@@ -22,9 +22,6 @@ from coordinator.domain.accounts import Account
 from coordinator.domain.transfers import Transfer
 from coordinator.domain.postings import Postings
 
-BRANCHES = ("debit", "credit")
-OPERATIONS = ("try", "confirm", "cancel")
-
 # (mode, branch, operation) -> (what to check, posting as (kind, balance sign, reserved sign)).
 # Only debit-first Try exists: the receiver is never credited before the sender is held
 # (TC/C) or debited (Saga).

@@ -133,6 +133,18 @@ class BranchFlow:
         )
 
 
+def decided_before(flows: list[Flow]) -> list[branch_steps.Decision]:
+    """The decisions of resumed flows whose second phase was already chosen."""
+    return [branch_steps.Decision(f.transfer, f.second_phase, f.error_code, False) for f in flows if f.second_phase]
+
+
+def decision_after(flow: Flow, credited: BranchOutcome) -> branch_steps.Decision:
+    """What the credit branch's answer decides: Confirm if it took the operation, else Cancel."""
+    if credited.ok:
+        return branch_steps.Decision(flow.transfer, "confirm", None, credited.out_of_order)
+    return branch_steps.Decision(flow.transfer, "cancel", credited.error_code, credited.out_of_order)
+
+
 def flow_of(phase: PhaseRow) -> Flow:
     return Flow(phase.transfer, phase.second_phase, phase.error_code)
 

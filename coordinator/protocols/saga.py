@@ -16,8 +16,7 @@ import logging
 from uuid import UUID
 
 from coordinator.domain.outcomes import Outcome, Refused, Reroute
-from coordinator.protocols import branch_steps
-from coordinator.protocols.branch_flow import BranchFlow, Flow
+from coordinator.protocols.branch_flow import BranchFlow, Flow, decided_before, decision_after
 from coordinator.runtime import fault_points
 from coordinator.runtime.logs import log_phase
 
@@ -29,14 +28,12 @@ class SagaCoordinator(BranchFlow):
 
     async def drive(self, flows: list[Flow]) -> dict[UUID, Outcome]:
         outcomes: dict[UUID, Outcome] = {}
-        decisions = [branch_steps.Decision(f.transfer, f.second_phase, f.error_code, False) for f in flows if f.second_phase]
+        decisions = decided_before(flows)
         for flow, credited in await self.try_credits([f for f in flows if not f.second_phase]):
             if isinstance(credited, (Refused, Reroute)):
                 outcomes[flow.transfer.transaction_id] = credited  # unknown: finish later
-            elif credited.ok:
-                decisions.append(branch_steps.Decision(flow.transfer, "confirm", None, credited.out_of_order))
             else:
-                decisions.append(branch_steps.Decision(flow.transfer, "cancel", credited.error_code, credited.out_of_order))
+                decisions.append(decision_after(flow, credited))
         log_phase(log, "saga.credited", [d.transfer.transaction_id for d in decisions])
         fault_points.reach("saga.after_credit")
         for decision, result in await self.decide_debits(decisions, final_state="done"):

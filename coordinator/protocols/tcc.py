@@ -22,7 +22,7 @@ from uuid import UUID
 from coordinator.domain.branch_plan import BranchOp
 from coordinator.domain.outcomes import Outcome, Refused, Reroute
 from coordinator.protocols import branch_steps
-from coordinator.protocols.branch_flow import BranchFlow, Flow
+from coordinator.protocols.branch_flow import BranchFlow, Flow, decided_before, decision_after
 from coordinator.runtime import fault_points
 from coordinator.runtime.logs import log_phase
 from coordinator.domain.transfers import Transfer
@@ -34,20 +34,17 @@ class TccCoordinator(BranchFlow):
     mode = "tcc"
 
     async def drive(self, flows: list[Flow]) -> dict[UUID, Outcome]:
-        decisions = [branch_steps.Decision(f.transfer, f.second_phase, f.error_code, False)
-                     for f in flows if f.second_phase]
+        decisions = decided_before(flows)
         outcomes: dict[UUID, Outcome] = {}
         for flow, tried in await self.try_credits([f for f in flows if not f.second_phase]):
             if isinstance(tried, Reroute):
                 # The receiver's slot moved: nothing was tried; the caller routes again and
                 # this flow resumes from its phase state (a refusal is not a failure).
                 outcomes[flow.transfer.transaction_id] = tried
-            elif isinstance(tried, Refused):
+            elif isinstance(tried, Refused):  # the credit shard did not answer: Cancel is always safe
                 decisions.append(branch_steps.Decision(flow.transfer, "cancel", "transfer_aborted", False))
-            elif tried.ok:
-                decisions.append(branch_steps.Decision(flow.transfer, "confirm", None, tried.out_of_order))
             else:
-                decisions.append(branch_steps.Decision(flow.transfer, "cancel", tried.error_code, tried.out_of_order))
+                decisions.append(decision_after(flow, tried))
 
         log_phase(log, "tcc.tried_credit", [d.transfer.transaction_id for d in decisions])
         fault_points.reach("tcc.after_try_credit")

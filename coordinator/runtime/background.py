@@ -21,7 +21,6 @@ class Periodic:
         self.action = action
         self.interval_s = interval_s
         self.task: asyncio.Task[None] | None = None
-        self.passes = 0
 
     def start(self) -> None:
         assert self.task is None, f"{self.name} already started"
@@ -43,6 +42,5 @@ class Periodic:
             except Exception:
                 log.exception("%s failed; trying again in %.1f s", self.name, self.interval_s)
                 more = False
-            self.passes += 1
             if not more:
                 await asyncio.sleep(self.interval_s)
