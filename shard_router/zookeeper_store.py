@@ -3,7 +3,7 @@ compare-and-set on the znode's version, watched by every coordinator.
 
 Layout under the root (default /wallet):
   <root>/topology       the document (shards, slot ranges, overrides, version)
-  <root>/leaders/...    leader-election locks (coordinator/zookeeper.py)
+  <root>/leaders/...    leader-election locks (coordinator/cluster/leadership.py)
 """
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Everything that touches a shard: schema, SQL, pools, and the local-cluster launcher."""
+"""Everything that touches a shard: its schema, every SQL statement, the pools, the migrations runner."""

@@ -7,7 +7,7 @@ element and 0.12 µs per integer, and the server casts it back (`($1::text)::big
 about 10% of the coordinator's CPU per transfer on the batch path. It is still one bind
 parameter: no value is ever spliced into SQL.
 
-Only for values the coordinator itself validated: account ids (coordinator/validation.py),
+Only for values the coordinator itself validated: account ids (coordinator/domain/validation.py),
 currencies and its own vocabulary words. A double quote or backslash would change the
 literal's meaning, so they are refused whole, as is NULL where none is allowed. UUIDs and
 bytes keep asyncpg's binary encoding: their text forms are slower to build than to encode.

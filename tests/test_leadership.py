@@ -1,4 +1,4 @@
-"""The election bridge (coordinator/zookeeper.py) against a ZooKeeper of its own, which
+"""The election bridge (coordinator/cluster/leadership.py) against a ZooKeeper of its own, which
 this test stops and starts: one leader at a time; a SUSPENDED session stops the leader at
 once; a LOST one hands the role to the other contender."""
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from coordinator.runtime.fan_out import fan_out
 from shards import phase_state as phase_sql
 from shards import outbox as outbox_sql
 from shards import two_phase as two_phase_sql
@@ -71,8 +72,7 @@ class Metrics:
     async def refresh(self, service: WalletService) -> None:
         """Read what lives on the shards: in-doubt branches, holds, outbox lag, pools."""
         self.inflight.set(len(service.inflight))
-        shards = sorted(service.topology.shards)
-        await asyncio.gather(*(self._refresh_shard(service, shard) for shard in shards))
+        await fan_out(sorted(service.topology.shards), lambda shard: self._refresh_shard(service, shard))
 
     async def _refresh_shard(self, service: WalletService, shard: str) -> None:
         pool = service.pools.pools.get(shard)
