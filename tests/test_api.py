@@ -28,7 +28,8 @@ async def create(client: httpx.AsyncClient, account_id: str, currency: str = "US
     assert response.status_code == 201, response.text
     if deposit:
         response = await client.post(
-            f"/v1/accounts/{account_id}/deposits", json={"amount": deposit, "transaction_id": str(uuid.uuid4())}
+            f"/v1/accounts/{account_id}/deposits",
+            json={"amount": deposit, "currency": currency, "transaction_id": str(uuid.uuid4())}
         )
         assert response.status_code == 200, response.text
 
@@ -75,8 +76,8 @@ async def test_every_error_code_over_http(client: httpx.AsyncClient, service: Wa
         (transfer(amount=0.5), 422, "invalid_amount"),
         (transfer(amount="2.00"), 409, "insufficient_funds"),
         (transfer(to_account=accounts_on(topology, "shard2", 1, prefix="ghost")[0]), 404, "account_not_found"),
-        (transfer(to_account=euro), 422, "currency_mismatch"),
-        (transfer(to_account=alice), 422, "same_account"),
+        (transfer(to_account=euro), 409, "currency_mismatch"),
+        (transfer(to_account=alice), 409, "same_account"),
         (transfer(to_account=frozen), 409, "account_frozen"),
         (transfer(transaction_id="123"), 422, "validation_error"),
         (transfer(mode="xa"), 422, "validation_error"),
@@ -111,7 +112,8 @@ async def test_malformed_requests(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/v1/transfers/nope"), 422, "validation_error")
     assert_problem(await client.post("/v1/accounts", json={"account_id": "x1", "owner": "", "currency": "USD"}), 422, "validation_error")
     assert_problem(await client.post("/v1/accounts", json={"account_id": "x1", "owner": "o", "currency": "usd"}), 422, "unsupported_currency")
-    assert_problem(await client.post("/v1/accounts/nobody-y/deposits", json={"amount": "1.00", "transaction_id": str(uuid.uuid4())}),
+    assert_problem(await client.post("/v1/accounts/nobody-y/deposits", json={"amount": "1.00", "currency": "USD",
+                                                                       "transaction_id": str(uuid.uuid4())}),
                    404, "account_not_found")
     assert (await client.get("/healthz")).json() == {"status": "ok"}
 
@@ -121,10 +123,16 @@ async def test_deposit_precision_follows_the_currency(client: httpx.AsyncClient,
     yen, dinar = accounts_on(topology, "shard3", 2)
     await create(client, yen, currency="JPY")
     await create(client, dinar, currency="BHD")
-    assert_problem(await client.post(f"/v1/accounts/{yen}/deposits", json={"amount": "1.5", "transaction_id": str(uuid.uuid4())}),
+    assert_problem(await client.post(f"/v1/accounts/{yen}/deposits", json={"amount": "1.5", "currency": "JPY",
+                                                                         "transaction_id": str(uuid.uuid4())}),
                    422, "invalid_amount")
-    await client.post(f"/v1/accounts/{yen}/deposits", json={"amount": "1500", "transaction_id": str(uuid.uuid4())})
-    await client.post(f"/v1/accounts/{dinar}/deposits", json={"amount": "1.234", "transaction_id": str(uuid.uuid4())})
+    assert_problem(await client.post(f"/v1/accounts/{yen}/deposits", json={"amount": "1.50", "currency": "USD",
+                                                                         "transaction_id": str(uuid.uuid4())}),
+                   409, "currency_mismatch")
+    await client.post(f"/v1/accounts/{yen}/deposits", json={"amount": "1500", "currency": "JPY",
+                                                            "transaction_id": str(uuid.uuid4())})
+    await client.post(f"/v1/accounts/{dinar}/deposits", json={"amount": "1.234", "currency": "BHD",
+                                                              "transaction_id": str(uuid.uuid4())})
     assert (await client.get(f"/v1/accounts/{yen}")).json()["balance"] == "1500"
     assert (await client.get(f"/v1/accounts/{dinar}")).json()["balance"] == "1.234"
 

@@ -267,6 +267,6 @@ def test_ledger_cli(cluster: LocalCluster) -> None:
     replay = wallet("ledger", "replay", "--at", "2000-01-01T00:00:00Z")
     assert replay.returncode == 0 and "balances at 2000-01-01" in replay.stdout
     bad = wallet("ledger", "replay", "--at", "noon")
-    assert bad.returncode != 0 and "ISO 8601" in bad.stderr
+    assert bad.returncode != 0 and "RFC 3339" in bad.stderr
     audit = wallet("ledger", "audit")
     assert "audited" in audit.stdout

@@ -34,7 +34,7 @@ async def open_pair(http: httpx.AsyncClient, topology: Topology, shards: tuple[s
     for account in (source, target):
         response = await http.post("/v1/accounts", json={"account_id": account, "owner": "o", "currency": "USD"})
         assert response.status_code == 201, response.text
-    deposit = await http.post(f"/v1/accounts/{source}/deposits", json={"amount": "50.00",
+    deposit = await http.post(f"/v1/accounts/{source}/deposits", json={"amount": "50.00", "currency": "USD",
                                                                        "transaction_id": str(uuid.uuid4())})
     assert deposit.status_code == 200
     return source, target

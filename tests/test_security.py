@@ -22,7 +22,7 @@ from tests.helpers import TEST_SECRET, accounts_on, assert_problem, bearer
 PROTECTED: list[tuple[str, str, dict[str, object] | None]] = [  # (method, path template, body or None): every route but health
     ("GET", "/v1/accounts/{a}", None),
     ("POST", "/v1/accounts", {"account_id": "x", "owner": "x", "currency": "USD"}),
-    ("POST", "/v1/accounts/{a}/deposits", {"amount": "1.00", "transaction_id": "{t}"}),
+    ("POST", "/v1/accounts/{a}/deposits", {"amount": "1.00", "currency": "USD", "transaction_id": "{t}"}),
     ("GET", "/v1/accounts/{a}/balance?at=2026-01-01T00:00:00Z", None),
     ("GET", "/v1/accounts/{a}/transactions", None),
     ("POST", "/v1/wallet/balance_transfer", {"from_account": "{a}", "to_account": "{b}", "amount": "1.00",
@@ -31,7 +31,6 @@ PROTECTED: list[tuple[str, str, dict[str, object] | None]] = [  # (method, path 
     ("GET", "/v1/transfers/{t}", None),
     ("GET", "/v1/transfers/{t}/events", None),
     ("GET", "/metrics", None),
-    ("GET", "/openapi.json", None),
 ]
 
 
@@ -59,7 +58,7 @@ async def open_account(http: httpx.AsyncClient, account_id: str, owner: str, dep
     assert created.status_code == 201, created.text
     if deposit:
         response = await http.post(f"/v1/accounts/{account_id}/deposits", headers=bearer(),
-                                   json={"amount": deposit, "transaction_id": str(uuid.uuid4())})
+                                   json={"amount": deposit, "currency": "USD", "transaction_id": str(uuid.uuid4())})
         assert response.status_code == 200, response.text
 
 
@@ -87,7 +86,8 @@ BAD_AUTHORIZATIONS = {
 
 
 async def test_every_endpoint_but_health_needs_a_valid_token(http: httpx.AsyncClient, topology: Topology) -> None:
-    """No token, or a bad one (wrong secret, expired, unsigned, no or unknown scope) -> 401 everywhere."""
+    """No token, or a bad one (wrong secret, expired, unsigned, no or unknown scope) -> 401 everywhere
+    but the probes, the OpenAPI document and the problem pages."""
     names = {"a": "alice-1", "b": "bob-1", "t": str(uuid.uuid4())}
     for method, template, body in PROTECTED:
         for why, authorization in BAD_AUTHORIZATIONS.items():
@@ -98,6 +98,9 @@ async def test_every_endpoint_but_health_needs_a_valid_token(http: httpx.AsyncCl
             assert response.headers["www-authenticate"].startswith("Bearer")
     assert (await http.get("/healthz")).status_code == 200
     assert (await http.get("/readyz")).status_code == 200
+    # The contract and what its problem codes mean are public: a client reads them before it has a token.
+    assert (await http.get("/openapi.json")).status_code == 200
+    assert (await http.get("/problems/insufficient_funds")).json()["status"] == 409
 
 
 async def test_user_tokens_act_only_on_their_own_accounts(http: httpx.AsyncClient, topology: Topology) -> None:
@@ -155,7 +158,7 @@ async def test_admin_only_operations(http: httpx.AsyncClient, topology: Topology
                                headers=carol)
     assert_problem(response, 403, "forbidden")
     response = await http.post(f"/v1/accounts/{mine}/deposits", headers=carol,
-                               json={"amount": "5.00", "transaction_id": str(uuid.uuid4())})
+                               json={"amount": "5.00", "currency": "USD", "transaction_id": str(uuid.uuid4())})
     assert_problem(response, 403, "forbidden")
     assert_problem(await http.get("/metrics", headers=carol), 403, "forbidden")
     assert (await http.get(f"/v1/accounts/{mine}", headers=carol)).json()["balance"] == "0.00"

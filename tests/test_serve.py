@@ -74,7 +74,7 @@ def test_serve_local_round_trip() -> None:
         response = httpx.post(f"{url}/v1/accounts", json={"account_id": "alice", "owner": "alice", "currency": "EUR"},
                               headers=admin)
         assert response.status_code == 201, response.text
-        response = httpx.post(f"{url}/v1/accounts/alice/deposits", json={"amount": "42.00", "transaction_id": str(uuid.uuid4())},
+        response = httpx.post(f"{url}/v1/accounts/alice/deposits", json={"amount": "42.00", "currency": "EUR", "transaction_id": str(uuid.uuid4())},
                               headers=admin)
         assert response.status_code == 200, response.text
         # `wallet token issue` signs with the secret `serve --local` keeps in the home.

@@ -25,6 +25,24 @@ from coordinator.service.wallet import WalletService
 from shards import migrate
 
 
+# operationId (api/openapi.py) -> handler: one route per operation of the document.
+HANDLERS: dict[str, Callable[[Request], Awaitable[Response]]] = {
+    "transfer": transfers.transfer,
+    "transferBatch": transfers.transfer_batch,
+    "createAccount": accounts.create_account,
+    "getAccount": accounts.get_account,
+    "deposit": transfers.deposit,
+    "getBalanceAt": accounts.get_balance_at,
+    "getHistory": accounts.get_history,
+    "getTransfer": transfers.get_transfer,
+    "transferEvents": transfers.transfer_events,
+    "health": probes.healthz,
+    "ready": probes.readyz,
+    "metrics": probes.metrics_endpoint,
+    "problemType": probes.problem_type,
+}
+
+
 def build_app(settings: Settings | None = None, service: WalletService | None = None) -> Starlette:
     """With `service`, the caller owns its lifecycle (tests); otherwise the app opens one."""
     if settings is None:  # this process's own app (`wallet serve --workers N` builds one per process)
@@ -56,25 +74,10 @@ def build_app(settings: Settings | None = None, service: WalletService | None = 
         finally:
             await coordination.close()
 
-    def route(path: str, handler: Callable[[Request], Awaitable[Response]], method: str = "GET",
-              admin: bool = False, public: bool = False) -> Route:
-        return Route(path, guarded(handler, path, admin=admin, public=public), methods=[method])
-
-    routes = [  # matched in order: the money routes, the busiest by far, first
-        route("/v1/wallet/balance_transfer", transfers.balance_transfer, "POST"),
-        route("/v1/transfers:batch", transfers.batch_transfer, "POST"),
-        route("/healthz", probes.healthz, public=True),
-        route("/readyz", probes.readyz, public=True),
-        route("/metrics", probes.metrics_endpoint, admin=True),
-        route("/openapi.json", probes.openapi_endpoint),
-        route("/v1/accounts", accounts.create_account, "POST", admin=True),
-        route("/v1/accounts/{account_id}", accounts.show_account),
-        route("/v1/accounts/{account_id}/deposits", transfers.deposit, "POST", admin=True),
-        route("/v1/accounts/{account_id}/balance", accounts.balance_at),
-        route("/v1/accounts/{account_id}/transactions", accounts.account_transactions),
-        route("/v1/transfers/{transaction_id}", transfers.show_transfer),
-        route("/v1/transfers/{transaction_id}/events", transfers.transfer_events),
-    ]
+    routes = [Route(op.path, guarded(HANDLERS[op.operation_id], op.path, admin=op.access == "admin",
+                                     public=op.access == "public"), methods=[op.method.upper()])
+              for op in openapi.OPERATIONS]  # matched in order: the money routes, the busiest, first
+    routes.append(Route("/openapi.json", guarded(probes.openapi_endpoint, "/openapi.json", public=True)))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -1,226 +1,216 @@
-"""The API's OpenAPI 3.0 document, served at /openapi.json and fuzzed by the tests
-(schemathesis): every response the app gives must fit what is written here."""
+"""The API's OpenAPI 3.1 document, served at /openapi.json: the operations table, with every
+schema generated from api/schemas.py (nothing here describes a field). The app builds its
+routes from the same table (api/app.py), and schemathesis holds the running app to it
+(tests/test_fuzz.py): every check, stateful phase included, walking the links below from
+opening an account through a deposit and a transfer to the reads."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.api.push import WAIT_S_MAX
-from coordinator.domain.validation import ACCOUNT_ID_PATTERN, OWNER_LENGTH_MAX
-from coordinator.domain.money import AMOUNT_TEXT_LENGTH_MAX, CURRENCY_DECIMALS
-from coordinator.domain.transfers import MODES
-from ledger.store import PAGE_SIZE_MAX
+import msgspec
 
-AMOUNT = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "maxLength": AMOUNT_TEXT_LENGTH_MAX,
-          "example": "12.34"}
-SIGNED_AMOUNT = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}
-ACCOUNT_ID = {"type": "string", "pattern": ACCOUNT_ID_PATTERN.pattern, "maxLength": 64, "example": "alice"}
-TRANSACTION_ID = {"type": "string", "format": "uuid", "example": "6f1d3c2b-8a4e-4f0b-b7d5-1e9c0a2f3b44"}
-CURRENCY = {"type": "string", "enum": sorted(CURRENCY_DECIMALS), "example": "USD"}
-MODE = {"type": "string", "enum": list(MODES)}
+from coordinator.api import schemas
+from coordinator.domain.errors import ERROR_STATUS
 
-
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-SCHEMAS: dict[str, Any] = {
-    "Problem": {
-        "type": "object", "required": ["type", "title", "status", "code", "detail"],
-        "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                       "code": {"type": "string"}, "detail": {"type": "string"}},
-    },
-    "NewAccount": {
-        "type": "object", "additionalProperties": False, "required": ["account_id", "owner", "currency"],
-        "properties": {"account_id": ACCOUNT_ID, "owner": {"type": "string", "minLength": 1,
-                                                           "maxLength": OWNER_LENGTH_MAX, "example": "alice"},
-                       "currency": CURRENCY},
-    },
-    "Account": {
-        "type": "object", "required": ["account_id", "owner", "currency", "balance", "available", "reserved", "status"],
-        "properties": {"account_id": {"type": "string"}, "owner": {"type": "string"}, "currency": {"type": "string"},
-                       "balance": AMOUNT, "available": AMOUNT, "reserved": AMOUNT,
-                       "status": {"type": "string", "enum": ["active", "frozen"]}},
-    },
-    "Deposit": {
-        "type": "object", "additionalProperties": False, "required": ["amount", "transaction_id"],
-        "properties": {"amount": AMOUNT,
-                       "transaction_id": {**TRANSACTION_ID, "example": "9d0c4f7e-2b1a-4e8d-8c3f-5a6b7c8d9e01"}},
-    },
-    "TransferRequest": {
-        "type": "object", "additionalProperties": False,
-        "required": ["from_account", "to_account", "amount", "currency", "transaction_id"],
-        "properties": {"from_account": ACCOUNT_ID, "to_account": {**ACCOUNT_ID, "example": "bob"}, "amount": AMOUNT,
-                       "currency": CURRENCY,
-                       "transaction_id": TRANSACTION_ID, "mode": MODE},
-    },
-    "Transfer": {
-        "type": "object", "required": ["status", "transaction_id", "kind", "to_account", "amount", "currency", "mode",
-                                       "protocol", "phase"],
-        "properties": {"status": {"type": "string", "enum": ["success", "failed"]},
-                       "transaction_id": {"type": "string", "format": "uuid"},
-                       "kind": {"type": "string", "enum": ["transfer", "deposit"]},
-                       "from_account": {"type": "string", "nullable": True}, "to_account": {"type": "string"},
-                       "amount": AMOUNT, "currency": {"type": "string"}, "mode": {"type": "string"},
-                       "protocol": {"type": "string", "enum": ["local", "2pc", "tcc", "saga"]},
-                       "phase": {"type": "string"}, "error_code": {"type": "string"},
-                       "created_at": {"type": "string"}},
-    },
-    "Pending": {
-        "type": "object", "required": ["transaction_id", "status", "phase"],
-        "properties": {"transaction_id": {"type": "string"}, "status": {"type": "string", "enum": ["pending"]},
-                       "phase": {"type": "string", "enum": ["preparing", "in-doubt", "trying", "debited",
-                                                            "confirming", "cancelling"]}},
-    },
-    "BatchRequest": {
-        "type": "object", "additionalProperties": False, "required": ["transfers"],
-        "properties": {"transfers": {"type": "array", "minItems": 1, "maxItems": 1000,
-                                     "items": ref("TransferRequest")}},
-    },
-    "BatchResults": {
-        "type": "object", "required": ["results"],
-        "properties": {"results": {"type": "array", "items": {
-            "type": "object", "required": ["status", "transaction_id"],
-            "properties": {"status": {"type": "string", "enum": ["success", "failed"]},
-                           "transaction_id": {"type": "string", "nullable": True}, "code": {"type": "string"},
-                           "detail": {"type": "string"}}}}},
-    },
-    "BalanceAt": {
-        "type": "object", "required": ["account_id", "currency", "at", "balance", "reserved", "available", "version"],
-        "properties": {"account_id": {"type": "string"}, "currency": {"type": "string"}, "at": {"type": "string"},
-                       "balance": SIGNED_AMOUNT, "reserved": SIGNED_AMOUNT, "available": SIGNED_AMOUNT,
-                       "version": {"type": "integer", "minimum": 0}},
-    },
-    "History": {
-        "type": "object", "required": ["account_id", "items", "next_after_version"],
-        "properties": {"account_id": {"type": "string"},
-                       "next_after_version": {"type": "integer", "nullable": True},
-                       "items": {"type": "array", "items": {
-                           "type": "object",
-                           "required": ["version", "transaction_id", "kind", "amount", "reserved_change",
-                                        "balance_after", "at"],
-                           "properties": {"version": {"type": "integer"}, "transaction_id": {"type": "string"},
-                                          "kind": {"type": "string"}, "amount": SIGNED_AMOUNT,
-                                          "reserved_change": SIGNED_AMOUNT, "balance_after": SIGNED_AMOUNT,
-                                          "at": {"type": "string"}}}}},
-    },
-    "Event": {  # one server-sent event; `data` is JSON: Pending for phase, Transfer for final
-        "type": "object", "required": ["data"],
-        "properties": {"event": {"type": "string", "enum": ["phase", "final", "timeout", "error"]},
-                       "data": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer"}},
-    },
-    "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
-    "Ready": {
-        "type": "object", "required": ["status", "checks"],
-        "properties": {"status": {"type": "string", "enum": ["ready"]}, "checks": {"type": "object"},
-                       "topology_version": {"type": "integer"}},
-    },
-}
-
-
-def json_body(schema: dict[str, Any], example: dict[str, Any] | None = None) -> dict[str, Any]:
-    media: dict[str, Any] = {"schema": schema}
-    if example is not None:
-        media["example"] = example
-    return {"required": True, "content": {"application/json": media}}
-
-
-TRANSFER_EXAMPLE = {"from_account": "alice", "to_account": "bob", "amount": "12.50", "currency": "USD",
-                    "transaction_id": "6f1d3c2b-8a4e-4f0b-b7d5-1e9c0a2f3b44", "mode": "2pc"}
-
-
-def ok(description: str, schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
-    return {"description": description, "content": {media: {"schema": schema}}}
-
-
-PROBLEM = {"application/problem+json": {"schema": ref("Problem")}}
-
-
-def problems(*statuses: int) -> dict[str, Any]:
-    """The error answers an operation documents; `default` covers the rest (404 for a path
-    the router does not know, 503 while a shard is down), every one problem+json."""
-    words = {400: "malformed request", 401: "no token or a bad one", 403: "not allowed for this token",
-             404: "not found", 409: "conflict", 422: "invalid input", 429: "rate limited (see Retry-After)",
-             501: "this deployment has no event ledger", 503: "a shard did not answer, or this coordinator is overloaded"}
-    answers = {str(status): {"description": words[status], "content": PROBLEM} for status in statuses}
-    answers["default"] = {"description": "an error, as problem+json with a stable code", "content": PROBLEM}
-    return answers
-
-
+REF = "#/components/schemas/{name}"
+PROBLEM_WORDS = {400: "malformed request", 401: "no token or a bad one", 403: "not allowed for this token",
+                 404: "not found", 409: "conflict with the state of an account or of the transaction id",
+                 422: "invalid input (the field and the rule are named in `detail`)",
+                 429: "rate limited (see Retry-After)", 501: "this deployment has no event ledger",
+                 503: "a shard did not answer, or this coordinator is overloaded (see Retry-After): retry with "
+                      "the same transaction_id"}
 SECURED = (401, 403, 429)
 
 
-def path_parameter(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": schema}
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str  # the handler in api/app.py and the client's method (wallet_client)
+    summary: str
+    request: Any = None  # the body's schema
+    parameters: tuple[Any, ...] = ()  # Structs of path and query parameters
+    responses: dict[int, Any] = field(default_factory=dict)  # status -> schema (None: no body)
+    problems: tuple[int, ...] = ()
+    access: str = "user"  # user | admin | public
+    links: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    headers: dict[int, dict[str, str]] = field(default_factory=dict)  # status -> header -> description
+    examples: dict[str, Any] = field(default_factory=dict)
+    media: str = "application/json"
+    description: str = ""
 
 
-def query_parameter(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": schema}
+EXAMPLE_ID = "6f1d3c2b-8a4e-4f0b-b7d5-1e9c0a2f3b44"
+# A stateful walk: open an account, open a counterparty in its currency, fund it, move money
+# to the counterparty, read what happened (schemathesis follows these).
+COUNTERPARTY = "{$response.body#/currency}-counterparty"
+ACCOUNT_LINKS = {
+    "ReadAccount": {"operationId": "getAccount", "parameters": {"path.account_id": "$response.body#/account_id"}},
+    "Deposit": {"operationId": "deposit", "parameters": {"path.account_id": "$response.body#/account_id"},
+                "requestBody": {"currency": "$response.body#/currency", "amount": "100"}},
+    "OpenCounterparty": {"operationId": "createAccount", "requestBody": {
+        "account_id": COUNTERPARTY, "owner": "counterparty", "currency": "$response.body#/currency"}},
+}
+MOVED_LINKS = {
+    "ReadTransfer": {"operationId": "getTransfer", "parameters": {"path.transaction_id": "$response.body#/transaction_id"}},
+    "FollowTransfer": {"operationId": "transferEvents",
+                       "parameters": {"path.transaction_id": "$response.body#/transaction_id"}},
+    "BalanceThen": {"operationId": "getBalanceAt", "parameters": {"path.account_id": "$response.body#/to_account",
+                                                                  "query.at": "$response.body#/created_at"}},
+    "History": {"operationId": "getHistory", "parameters": {"path.account_id": "$response.body#/to_account"}},
+}
+DEPOSIT_LINKS = {
+    **MOVED_LINKS,
+    "PayCounterparty": {"operationId": "transfer", "requestBody": {
+        "from_account": "$response.body#/to_account", "to_account": COUNTERPARTY,
+        "currency": "$response.body#/currency", "amount": "1"}},
+}
+TRANSFER_LINKS = {
+    **MOVED_LINKS,
+    "PayBack": {"operationId": "transfer", "requestBody": {
+        "from_account": "$response.body#/to_account", "to_account": "$response.body#/from_account",
+        "currency": "$response.body#/currency", "amount": "1"}},
+}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("post", "/v1/accounts", "createAccount", "open an account (admin); the same again is a no-op",
+              request=schemas.NewAccount, responses={201: schemas.Account, 200: schemas.Account},
+              problems=(400, 409, 422, *SECURED), access="admin",
+              links={201: ACCOUNT_LINKS, 200: ACCOUNT_LINKS}, headers={201: {"Location": "the account"}},
+              examples={"alice": {"account_id": "alice", "owner": "alice", "currency": "USD"},
+                        "bob": {"account_id": "bob", "owner": "bob", "currency": "USD"}}),
+    Operation("get", "/v1/accounts/{account_id}", "getAccount", "an account (its owner, or admin)",
+              parameters=(schemas.AccountPath,), responses={200: schemas.Account, 304: None},
+              problems=(404, 422, *SECURED), headers={200: {"ETag": "changes whenever the account does"}},
+              description="With If-None-Match naming the current ETag, 304 and no body."),
+    Operation("post", "/v1/accounts/{account_id}/deposits", "deposit",
+              "money enters from outside (admin); idempotent on transaction_id",
+              request=schemas.Deposit, parameters=(schemas.AccountPath,), responses={200: schemas.Transfer},
+              problems=(400, 404, 409, 422, *SECURED), access="admin", links={200: DEPOSIT_LINKS},
+              examples={"hundred": {"amount": "100.00", "currency": "USD",
+                                    "transaction_id": "9d0c4f7e-2b1a-4e8d-8c3f-5a6b7c8d9e01"}},
+              description="The currency must be the account's (409 currency_mismatch otherwise)."),
+    Operation("get", "/v1/accounts/{account_id}/balance", "getBalanceAt", "the balance at a moment, from the ledger",
+              parameters=(schemas.AccountPath, schemas.BalanceQuery), responses={200: schemas.BalanceAt},
+              problems=(404, 422, 501, *SECURED)),
+    Operation("get", "/v1/accounts/{account_id}/transactions", "getHistory", "the account's history from the ledger",
+              parameters=(schemas.AccountPath, schemas.HistoryQuery), responses={200: schemas.History},
+              problems=(404, 422, 501, *SECURED)),
+    Operation("post", "/v1/wallet/balance_transfer", "transfer",
+              "move money out of an account you own; idempotent on transaction_id",
+              request=schemas.TransferRequest, responses={200: schemas.Transfer},
+              problems=(400, 404, 409, 422, *SECURED), links={200: TRANSFER_LINKS},
+              examples={"alice to bob": {"from_account": "alice", "to_account": "bob", "amount": "12.50",
+                                         "currency": "USD", "transaction_id": EXAMPLE_ID, "mode": "2pc"}},
+              description="A recorded refusal (insufficient_funds, ...) is a problem whose type is its code; a "
+                          "retry with the same id gets the same answer."),
+    Operation("post", "/v1/transfers:batch", "transferBatch",
+              "up to 1,000 transfers; one result each, in order; a bad item fails alone",
+              request=schemas.BatchRequest, responses={200: schemas.BatchResults}, problems=(400, 422, *SECURED),
+              description="Each item is checked on its own as the body of POST /v1/wallet/balance_transfer; a bad "
+                          "one gets its code in its result, and the others go on."),
+    Operation("get", "/v1/transfers/{transaction_id}", "getTransfer",
+              "a transfer's outcome; ?wait=S answers once it is final (long poll)",
+              parameters=(schemas.TransferPath, schemas.WaitQuery),
+              responses={200: schemas.Transfer, 202: schemas.Pending}, problems=(404, 422, *SECURED)),
+    Operation("get", "/v1/transfers/{transaction_id}/events", "transferEvents",
+              "server-sent events: `phase` while pending, then `final`", parameters=(schemas.TransferPath,),
+              responses={200: schemas.Event}, problems=(404, 422, *SECURED), media="text/event-stream"),
+    Operation("get", "/healthz", "health", "the process is up", responses={200: schemas.Health}, access="public"),
+    Operation("get", "/readyz", "ready", "every shard and the ledger reachable and migrated, topology loaded",
+              responses={200: schemas.Ready}, problems=(503,), access="public"),
+    Operation("get", "/metrics", "metrics", "Prometheus metrics (admin)", responses={200: str},
+              problems=SECURED, access="admin", media="text/plain"),
+    Operation("get", "/problems/{code}", "problemType", "what a problem code means (a problem's `type`)",
+              parameters=(schemas.ProblemPath,), responses={200: schemas.ProblemType}, problems=(404,),
+              access="public"),
+)
 
 
-ACCOUNT_PATH = path_parameter("account_id", ACCOUNT_ID)
-TRANSACTION_PATH = path_parameter("transaction_id", TRANSACTION_ID)
+def components() -> tuple[dict[Any, Any], dict[str, Any]]:
+    """({schema type: its JSON Schema or $ref}, the components) for every schema of the table."""
+    types = sorted({t for op in OPERATIONS for t in (op.request, *op.responses.values(), *op.parameters)
+                    if t not in (None, str)} | {schemas.Problem}, key=repr)
+    generated, found = msgspec.json.schema_components(types, ref_template=REF)
+    return {kind: schema for kind, schema in zip(types, generated)}, found
+
+
+def parameters_of(operation: Operation, found: dict[str, Any]) -> list[dict[str, Any]]:
+    listed = []
+    for struct in operation.parameters:
+        schema = found[struct.__name__]
+        where = "path" if struct.__name__.endswith("Path") else "query"
+        for name, property_schema in schema["properties"].items():
+            listed.append({"name": name, "in": where, "required": name in schema.get("required", ()),
+                           "schema": property_schema})
+    if operation.operation_id == "getAccount":
+        listed.append({"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}})
+    return listed
+
+
+def problems(statuses: tuple[int, ...]) -> dict[str, Any]:
+    """The error answers an operation documents; `default` covers the rest (404 for a path
+    the router does not know, 405 with Allow, 503 while a shard is down), all problem+json."""
+    content = {"application/problem+json": {"schema": {"$ref": REF.format(name="Problem")}}}
+    answers: dict[str, Any] = {}
+    for status in statuses:
+        answers[str(status)] = {"description": PROBLEM_WORDS[status], "content": content}
+        if status in (429, 503):
+            answers[str(status)]["headers"] = {"Retry-After": {"description": "seconds to wait",
+                                                               "schema": {"type": "string"}}}
+        if status == 401:
+            answers[str(status)]["headers"] = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+    answers["default"] = {"description": "an error, as problem+json with a stable code", "content": content}
+    return answers
 
 
 def document() -> dict[str, Any]:
+    refs, found = components()
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        responses: dict[str, Any] = {}
+        for status, schema in op.responses.items():
+            answer: dict[str, Any] = {"description": {200: "ok", 201: "created", 202: "not final yet",
+                                                      304: "not modified"}.get(status, "ok")}
+            if schema is str:
+                answer["content"] = {op.media: {"schema": {"type": "string"}}}
+            elif schema is not None:
+                answer["content"] = {op.media: {"schema": refs[schema]}}
+            if status in op.headers:
+                answer["headers"] = {name: {"description": words, "required": True, "schema": {"type": "string"}}
+                                     for name, words in op.headers[status].items()}
+            if status in op.links:
+                answer["links"] = op.links[status]
+            responses[str(status)] = answer
+        responses.update(problems(op.problems))
+        operation: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "responses": responses}
+        if op.description:
+            operation["description"] = op.description
+        if op.access == "public":
+            operation["security"] = []
+        listed = parameters_of(op, found)
+        if listed:
+            operation["parameters"] = listed
+        if op.request is not None:
+            media: dict[str, Any] = {"schema": refs[op.request]}
+            if op.examples:
+                media["examples"] = {name: {"value": value} for name, value in op.examples.items()}
+            operation["requestBody"] = {"required": True, "content": {"application/json": media}}
+        paths.setdefault(op.path, {})[op.method] = operation
     return {
-        "openapi": "3.0.3",
-        "info": {"title": "wallet", "version": "1", "description": "Wallet-to-wallet transfers over sharded "
-                 "PostgreSQL. Amounts are decimal strings; every error is application/problem+json."},
-        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                                                          "bearerFormat": "JWT"}}},
+        "openapi": "3.1.0",
+        "info": {"title": "wallet", "version": "1",
+                 "description": "Wallet-to-wallet transfers over sharded PostgreSQL. Amounts are decimal strings in "
+                                "the currency's precision; every error is application/problem+json with a stable "
+                                "code, whose meaning GET /problems/{code} tells."},
+        "components": {"schemas": found,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
         "security": [{"bearer": []}],
-        "paths": {
-            "/healthz": {"get": {"security": [], "summary": "the process is up",
-                                 "responses": {"200": ok("up", ref("Health"))}}},
-            "/readyz": {"get": {"security": [], "summary": "every shard reachable and migrated, topology loaded",
-                                "responses": {"200": ok("ready", ref("Ready")), **problems(503)}}},
-            "/v1/accounts": {"post": {
-                "summary": "open an account (admin)", "requestBody": json_body(ref("NewAccount")),
-                "responses": {"201": ok("created", ref("Account")), "200": ok("already there, same", ref("Account")),
-                              **problems(400, 409, 422, *SECURED)}}},
-            "/v1/accounts/{account_id}": {"get": {
-                "summary": "an account (its owner, or admin)", "parameters": [ACCOUNT_PATH],
-                "responses": {"200": ok("the account", ref("Account")), **problems(404, 422, *SECURED)}}},
-            "/v1/accounts/{account_id}/deposits": {"post": {
-                "summary": "money enters from outside (admin); idempotent", "parameters": [ACCOUNT_PATH],
-                "requestBody": json_body(ref("Deposit")),
-                "responses": {"200": ok("deposited", ref("Transfer")), **problems(400, 404, 409, 422, *SECURED)}}},
-            "/v1/accounts/{account_id}/balance": {"get": {
-                "summary": "the balance at a moment, from the ledger",
-                "parameters": [ACCOUNT_PATH, query_parameter("at", {"type": "string", "format": "date-time"}, True)],
-                "responses": {"200": ok("the balance then", ref("BalanceAt")), **problems(404, 422, 501, *SECURED)}}},
-            "/v1/accounts/{account_id}/transactions": {"get": {
-                "summary": "the account's history from the ledger",
-                "parameters": [ACCOUNT_PATH,
-                               query_parameter("after_version", {"type": "integer", "minimum": 0}),
-                               query_parameter("limit", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE_MAX})],
-                "responses": {"200": ok("a page", ref("History")), **problems(404, 422, 501, *SECURED)}}},
-            "/v1/wallet/balance_transfer": {"post": {
-                "summary": "move money out of an account you own; idempotent on transaction_id",
-                "requestBody": json_body(ref("TransferRequest"), TRANSFER_EXAMPLE),
-                "responses": {"200": ok("moved", ref("Transfer")), **problems(400, 404, 409, 422, *SECURED)}}},
-            "/v1/transfers:batch": {"post": {
-                "summary": "up to 1,000 transfers; one result each, in order",
-                "requestBody": json_body(ref("BatchRequest"), {"transfers": [
-                    {**TRANSFER_EXAMPLE, "transaction_id": "0b9c2a1e-5f7d-4c1a-9e3b-6d2f8a7c4e10", "mode": "tcc"},
-                    {**TRANSFER_EXAMPLE, "from_account": "bob", "to_account": "alice", "mode": "saga",
-                     "transaction_id": "3f2b8c1e-0d4a-4b7e-9a51-2c7d9e0f1a23"}]}),
-                "responses": {"200": ok("one result per item", ref("BatchResults")),
-                              **problems(400, 422, *SECURED)}}},
-            "/v1/transfers/{transaction_id}": {"get": {
-                "summary": "a transfer's outcome; ?wait=S answers once it is final (long poll)",
-                "parameters": [TRANSACTION_PATH,
-                               query_parameter("wait", {"type": "integer", "minimum": 0, "maximum": WAIT_S_MAX})],
-                "responses": {"200": ok("final", ref("Transfer")), "202": ok("not final yet", ref("Pending")),
-                              **problems(404, 422, *SECURED)}}},
-            "/v1/transfers/{transaction_id}/events": {"get": {
-                "summary": "server-sent events: `phase` while pending, then `final`",
-                "parameters": [TRANSACTION_PATH],
-                "responses": {"200": ok("an event stream", ref("Event"), "text/event-stream"),
-                              **problems(404, 422, *SECURED)}}},
-            "/metrics": {"get": {
-                "summary": "Prometheus metrics (admin)",
-                "responses": {"200": ok("text exposition format", {"type": "string"},
-                                        "text/plain"), **problems(*SECURED)}}},
-        },
+        "paths": paths,
     }
+
+
+def error_codes() -> dict[str, int]:
+    """Every problem code and its status (the README's table is checked against this)."""
+    return dict(ERROR_STATUS)

@@ -1,5 +1,6 @@
-"""What operators and load balancers ask: up, ready (every shard and the ledger at the
-migration head), metrics, and the OpenAPI document."""
+"""What operators, load balancers and clients ask of the service itself: up, ready (every
+shard and the ledger at the migration head), metrics, the OpenAPI document, and what a
+problem code means."""
 from __future__ import annotations
 
 import asyncio
@@ -7,9 +8,12 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from coordinator.api import schemas
 from coordinator.api.access import service_of
+from coordinator.api.bodies import path
 from coordinator.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
-from coordinator.api.problems import problem
+from coordinator.api.problems import problem, problem_type_view
+from coordinator.api.views import json_response
 from coordinator.runtime.fan_out import fan_out
 from coordinator.service.wallet import WalletService
 from shards import migrate
@@ -18,7 +22,8 @@ READY_CHECK_TIMEOUT_S = 5.0
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    return json_response(schemas.Health("ok"))
+
 
 async def readyz(request: Request) -> Response:
     """Ready when the topology is loaded and every shard (and the ledger) answers at the
@@ -48,7 +53,8 @@ async def readyz(request: Request) -> Response:
         response = problem(503, "shard_unavailable", "not ready: " + "; ".join(
             f"{name}: {answer}" for name, answer in checks.items() if answer != "ok"))
         return response
-    return JSONResponse({"status": "ready", "checks": checks, "topology_version": service.topology.version})
+    return json_response(schemas.Ready("ready", checks, service.topology.version))
+
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -56,5 +62,15 @@ async def metrics_endpoint(request: Request) -> Response:
     await metrics.refresh(service_of(request))
     return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
+
 async def openapi_endpoint(request: Request) -> Response:
     return JSONResponse(request.app.state.openapi)
+
+
+async def problem_type(request: Request) -> Response:
+    """GET /problems/{code}: what the code means (a problem's `type` resolves here)."""
+    code = path(request, schemas.ProblemPath).code
+    found = problem_type_view(code)
+    if found is None:
+        return problem(404, "not_found", f"no problem code {code!r}")
+    return json_response(found)

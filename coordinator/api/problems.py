@@ -1,52 +1,72 @@
 """Every error answer is application/problem+json (RFC 9457) with the stable `code` of
-domain/errors.py; here they are built, one function per kind of failure."""
+domain/errors.py; its `type` is /problems/{code}, which this app serves."""
 from __future__ import annotations
 
 import logging
 
+import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from coordinator.api import schemas
 from coordinator.api.rate_limits import RateLimited
-from coordinator.domain.errors import WalletError
+from coordinator.domain.errors import ERROR_MEANINGS, ERROR_STATUS, HTTP_CODES, WalletError
 from shards.errors import ShardError
 
 log = logging.getLogger("wallet.api")
+PROBLEM_MEDIA = "application/problem+json"
 # An overloaded coordinator (too many transfers in flight) asks clients back after this long.
 OVERLOADED_RETRY_AFTER_S = 1
+STATUS_OF = {**ERROR_STATUS, **HTTP_CODES}
 
 
-class ProblemResponse(JSONResponse):
-    media_type = "application/problem+json"
+def problem_type(code: str) -> str:
+    return f"/problems/{code}"
 
-def problem(status: int, code: str, detail: str) -> ProblemResponse:
-    return ProblemResponse(
-        {"type": f"https://wallet.dev/problems/{code}", "title": code.replace("_", " "), "status": status,
-         "code": code, "detail": detail},
-        status_code=status,
-    )
+
+def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    body = schemas.Problem(problem_type(code), code.replace("_", " "), status, code, detail)
+    return Response(msgspec.json.encode(body), status_code=status, media_type=PROBLEM_MEDIA, headers=headers)
 
 
 def wallet_error_response(error: WalletError) -> Response:
-    response = problem(error.status, error.code, error.detail)
+    headers: dict[str, str] = {}
     if error.code == "unauthorized":
-        response.headers["WWW-Authenticate"] = 'Bearer realm="wallet", error="invalid_token"'
+        headers["WWW-Authenticate"] = 'Bearer realm="wallet", error="invalid_token"'
     if isinstance(error, RateLimited):
-        response.headers["Retry-After"] = str(max(1, round(error.retry_after_s + 0.5)))
-    elif error.code == "overloaded":
-        response.headers["Retry-After"] = str(OVERLOADED_RETRY_AFTER_S)
-    return response
+        headers["Retry-After"] = str(max(1, round(error.retry_after_s + 0.5)))
+    elif error.code in ("overloaded", "shard_unavailable"):
+        headers["Retry-After"] = str(OVERLOADED_RETRY_AFTER_S)
+    return problem(error.status, error.code, error.detail, headers)
+
 
 def shard_error_response(request: Request, error: ShardError) -> Response:
     log.warning("shard error on %s %s: %s", request.method, request.url.path, error)
-    return problem(503, "shard_unavailable", f"shard {error.shard} is not answering; retry shortly")
+    return problem(503, "shard_unavailable", f"shard {error.shard} is not answering; retry shortly",
+                   {"Retry-After": str(OVERLOADED_RETRY_AFTER_S)})
+
 
 async def on_http_error(request: Request, error: Exception) -> Response:
+    """The router's own answers: no such path (404), or a method the path does not take (405,
+    with the Allow header the router names)."""
     assert isinstance(error, HTTPException)
-    code = "not_found" if error.status_code == 404 else "method_not_allowed" if error.status_code == 405 else "http_error"
-    return problem(error.status_code, code, str(error.detail))
+    code = "not_found" if error.status_code == 404 else "method_not_allowed" if error.status_code == 405 else \
+        "malformed_request"
+    headers = dict(error.headers or {})
+    if error.status_code == 405 and "Allow" in headers:
+        methods = [method.strip() for method in headers["Allow"].split(",")]
+        headers["Allow"] = ", ".join(sorted(set(methods) - {"HEAD"}))  # HEAD is served, not documented
+    return problem(error.status_code, code, str(error.detail), headers)
+
 
 async def on_unexpected(request: Request, error: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem(500, "internal_error", "the server failed; the request may be retried with the same transaction_id")
+
+
+def problem_type_view(code: str) -> schemas.ProblemType | None:
+    """What a code means, or None if there is no such code."""
+    if code not in ERROR_MEANINGS:
+        return None
+    return schemas.ProblemType(code, STATUS_OF[code], code.replace("_", " "), ERROR_MEANINGS[code])

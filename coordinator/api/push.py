@@ -10,6 +10,8 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, AsyncIterator
 
+from coordinator.api.schemas import WAIT_S_MAX
+from coordinator.api.views import plain, transfer_view
 from coordinator.domain.errors import WalletError
 
 if TYPE_CHECKING:
@@ -17,7 +19,6 @@ if TYPE_CHECKING:
 
 POLL_INTERVAL_MS_MIN = 10
 POLL_INTERVAL_MS_MAX = 500
-WAIT_S_MAX = 30  # ?wait= longest long-poll
 STREAM_S_MAX = 120  # one event stream's longest life; the client reconnects for more
 KEEPALIVE_S = 15  # a comment line on a quiet stream, so proxies keep it open
 
@@ -39,9 +40,9 @@ async def transfer_state(service: WalletService, transaction_id: str) -> tuple[i
         if phase is None:
             # It may have been recorded while we looked elsewhere (its batch committed and left
             # this process between our reads): one more look before calling it unknown.
-            return 200, (await service.get_transfer(transaction_id)).to_json()
+            return 200, plain(transfer_view(await service.get_transfer(transaction_id)))
         return 202, {"transaction_id": transaction_id, "status": "pending", "phase": phase}
-    return 200, result.to_json()
+    return 200, plain(transfer_view(result))
 
 
 async def wait_final(service: WalletService, transaction_id: str, wait_s: float) -> tuple[int, dict[str, object]]:

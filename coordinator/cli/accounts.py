@@ -4,27 +4,28 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from coordinator.api.views import account_view, plain, transfer_view
 from coordinator.cli.common import print_json, with_service
 from coordinator.runtime.settings import Settings
 
 
 def command_accounts_create(args: argparse.Namespace, settings: Settings) -> int:
     account, created = with_service(settings, lambda s: s.create_account(args.account_id, args.owner, args.currency))
-    print_json({**account.to_json(), "created": created})
+    print_json({**plain(account_view(account)), "created": created})
     return 0
 
 def command_accounts_show(args: argparse.Namespace, settings: Settings) -> int:
-    print_json(with_service(settings, lambda s: s.get_account(args.account_id)).to_json())
+    print_json(plain(account_view(with_service(settings, lambda s: s.get_account(args.account_id)))))
     return 0
 
 def command_accounts_freeze(args: argparse.Namespace, settings: Settings) -> int:
     status = "active" if args.unfreeze else "frozen"
-    print_json(with_service(settings, lambda s: s.set_account_status(args.account_id, status)).to_json())
+    print_json(plain(account_view(with_service(settings, lambda s: s.set_account_status(args.account_id, status)))))
     return 0
 
 def command_deposit(args: argparse.Namespace, settings: Settings) -> int:
     result = with_service(settings, lambda s: s.deposit(args.account_id, args.amount, args.transaction_id))
-    print_json(result.to_json())
+    print_json(plain(transfer_view(result)))
     return 0 if result.status == "success" else 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from coordinator.api.views import plain, transfer_view
 from coordinator.cli.common import print_json, with_service
 from coordinator.domain.transfers import MODES
 from coordinator.runtime.settings import Settings
@@ -25,11 +26,11 @@ def command_transfer(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         lambda s: s.transfer(args.from_account, args.to_account, args.amount, args.currency, args.transaction_id, args.mode),
     )
-    print_json(result.to_json())
+    print_json(plain(transfer_view(result)))
     return 0 if result.status == "success" else 1
 
 def command_transfer_show(args: argparse.Namespace, settings: Settings) -> int:
-    print_json(with_service(settings, lambda s: s.get_transfer(args.transaction_id)).to_json())
+    print_json(plain(transfer_view(with_service(settings, lambda s: s.get_transfer(args.transaction_id)))))
     return 0
 
 def command_recover(args: argparse.Namespace, settings: Settings) -> int:

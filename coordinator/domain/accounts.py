@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coordinator.domain.money import format_amount
-
 ACCOUNT_STATUSES = ("active", "frozen")
 
 
@@ -26,13 +24,3 @@ class Account:
     def available(self) -> int:
         return self.balance - self.reserved
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "account_id": self.account_id,
-            "owner": self.owner,
-            "currency": self.currency,
-            "balance": format_amount(self.balance, self.currency),
-            "available": format_amount(self.available, self.currency),
-            "reserved": format_amount(self.reserved, self.currency),
-            "status": self.status,
-        }

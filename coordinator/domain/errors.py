@@ -2,13 +2,15 @@
 and the operator's kind, a setting or an argument that cannot be used."""
 from __future__ import annotations
 
-# code -> HTTP status. The codes are API: never rename one.
+# code -> HTTP status. The codes are API: never rename one. 400 and 422 are for what the
+# OpenAPI document states (a request that fits it never gets them); what it cannot state
+# (two fields naming one account, the state of the accounts or of the transaction id) is 409.
 ERROR_STATUS: dict[str, int] = {
     "validation_error": 422,
     "malformed_request": 400,
     "invalid_amount": 422,
-    "same_account": 422,
-    "currency_mismatch": 422,
+    "same_account": 409,
+    "currency_mismatch": 409,
     "unsupported_currency": 422,
     "account_not_found": 404,
     "transfer_not_found": 404,
@@ -24,6 +26,38 @@ ERROR_STATUS: dict[str, int] = {
     "overloaded": 503,
     "ledger_not_configured": 501,
 }
+# code -> what it means: GET /problems/{code} answers with it (a problem's `type` points there),
+# and the README's table of codes is checked against it.
+ERROR_MEANINGS: dict[str, str] = {
+    "validation_error": "missing or unknown field, bad account id, bad UUID, bad mode, bad query parameter",
+    "malformed_request": "body not a JSON object, or over its size limit (16 KiB; 512 KiB for a batch)",
+    "invalid_amount": "not a positive decimal string, more decimals than the currency has, or over 10^15 minor "
+                      "units",
+    "same_account": "from and to are one account",
+    "currency_mismatch": "the accounts and the request do not share one currency (no FX)",
+    "unsupported_currency": "not an ISO 4217 code this service knows",
+    "account_not_found": "an account does not exist",
+    "transfer_not_found": "no transfer has that transaction id",
+    "account_exists": "the account id is taken with other details",
+    "insufficient_funds": "the available balance is below the amount",
+    "account_frozen": "either account is frozen",
+    "idempotency_conflict": "the transaction id was used for a different request",
+    "transfer_aborted": "a TC/C or Saga transfer was cancelled by recovery or by an out-of-order Cancel",
+    "shard_unavailable": "a shard did not answer; retry with the same transaction id to learn the outcome",
+    "unauthorized": "no Authorization: Bearer token, or one badly signed, expired, or without a known scope",
+    "forbidden": "the token's scope or owner does not allow it",
+    "rate_limited": "the token spent its burst; Retry-After says when to come back",
+    "overloaded": "this coordinator has 100,000 transfers in flight; Retry-After says when to come back (same "
+                  "transaction id)",
+    "ledger_not_configured": "balance at a moment or history asked of a deployment whose topology names no ledger",
+    "not_found": "no such path",
+    "method_not_allowed": "the path does not take this method; Allow lists those it does",
+    "internal_error": "the server failed; the request may be retried with the same transaction id",
+}
+# Codes the HTTP layer answers with itself, beside the ones a WalletError carries.
+HTTP_CODES: dict[str, int] = {"not_found": 404, "method_not_allowed": 405, "internal_error": 500}
+assert set(ERROR_MEANINGS) == set(ERROR_STATUS) | set(HTTP_CODES), "every code has its meaning"
+
 
 class WalletError(Exception):
     def __init__(self, code: str, detail: str) -> None:

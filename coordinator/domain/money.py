@@ -15,10 +15,28 @@ CURRENCY_DECIMALS: dict[str, int] = {
 }
 
 # Upper bound on one amount in minor units: far below bigint, far above any real payment.
-AMOUNT_MINOR_MAX = 10**15
+AMOUNT_MINOR_DIGITS = 15
+AMOUNT_MINOR_MAX = 10**AMOUNT_MINOR_DIGITS
 AMOUNT_TEXT_LENGTH_MAX = 32
 # ASCII digits only ([0-9], not \\d), one optional point with digits on both sides.
 AMOUNT_PATTERN = re.compile(r"([0-9]+)(?:\.([0-9]+))?\Z")
+
+
+def amount_rule(decimals: int) -> str:
+    """Every amount parse_amount accepts for a currency with these decimals, as one regular
+    expression (the OpenAPI document states it per currency; tests/test_contract.py holds
+    the two equal): leading zeros allowed, positive, at most `decimals` places, at most
+    AMOUNT_MINOR_MAX minor units."""
+    assert 0 <= decimals < AMOUNT_MINOR_DIGITS
+    whole_digits = AMOUNT_MINOR_DIGITS - decimals  # the maximum is 1 followed by this many zeros
+    maximum = "1" + "0" * whole_digits
+    if decimals == 0:
+        return f"^0*(?:[1-9][0-9]{{0,{whole_digits - 1}}}|{maximum})$"
+    fraction = f"(?:\\.[0-9]{{1,{decimals}}})?"
+    # A fraction of 1..decimals digits, not all zeros: k leading zeros, a non-zero digit, the rest.
+    nonzero = "|".join(f"{'0' * k}[1-9][0-9]{{0,{decimals - 1 - k}}}" for k in range(decimals))
+    return (f"^0*(?:[1-9][0-9]{{0,{whole_digits - 1}}}{fraction}|0\\.(?:{nonzero})"
+            f"|{maximum}(?:\\.0{{1,{decimals}}})?)$")
 
 
 def check_currency(currency: object) -> str:

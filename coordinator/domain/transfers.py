@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from coordinator.domain.money import format_amount
-
 TRANSFER_KINDS = ("transfer", "deposit")
 MODES = ("2pc", "tcc", "saga")
 
@@ -79,25 +77,6 @@ class TransferResult:
         """This result with the moment its record was stored (dataclasses.replace, minus its cost)."""
         return TransferResult(self.transfer, self.status, self.error_code, self.protocol, self.phase, created_at)
 
-    def to_json(self) -> dict[str, object]:
-        transfer = self.transfer
-        body: dict[str, object] = {
-            "status": self.status,
-            "transaction_id": str(transfer.transaction_id),
-            "kind": transfer.kind,
-            "from_account": transfer.from_account,
-            "to_account": transfer.to_account,
-            "amount": format_amount(transfer.amount, transfer.currency),
-            "currency": transfer.currency,
-            "mode": transfer.mode,
-            "protocol": self.protocol,
-            "phase": self.phase,
-        }
-        if self.error_code is not None:
-            body["error_code"] = self.error_code
-        if self.created_at is not None:
-            body["created_at"] = self.created_at.isoformat()
-        return body
 
 
 @dataclass(frozen=True)

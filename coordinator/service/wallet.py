@@ -133,10 +133,14 @@ class WalletService:
         return await self.accounts.totals()
 
     # -- money movement ----------------------------------------------------------------------
-    async def deposit(self, account_id: object, amount: object, transaction_id: object) -> TransferResult:
-        """Money enters from outside. Idempotent on transaction_id."""
-        account = await self.get_account(account_id)
-        return await self.submission.submit(validation.deposit_request(account, amount, transaction_id))
+    async def deposit(self, account_id: object, amount: object, transaction_id: object,
+                      currency: object = None) -> TransferResult:
+        """Money enters from outside. Idempotent on transaction_id. With a currency (the API
+        states one), a deposit in another currency than the account's is refused and recorded
+        (currency_mismatch); without, it is the account's."""
+        if currency is None:
+            currency = (await self.get_account(account_id)).currency
+        return await self.submission.submit(validation.deposit_request(account_id, amount, currency, transaction_id))
 
     async def transfer(self, from_account: object, to_account: object, amount: object, currency: object,
                        transaction_id: object, mode: object = None) -> TransferResult:
