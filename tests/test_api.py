@@ -184,3 +184,44 @@ async def test_batch_endpoint_results_per_item(client: httpx.AsyncClient, topolo
     for bad in bad_bodies:
         response = await client.post("/v1/transfers:batch", json=bad)
         assert response.status_code in (400, 422) and response.json()["code"] in ("validation_error", "malformed_request")
+
+
+async def test_http_conventions(client: httpx.AsyncClient, topology: Topology) -> None:
+    """Protects what HTTP clients and caches rely on: 405 names the methods a path takes,
+    a created account says where it lives, an unchanged account is a 304, and a problem's
+    type resolves to what its code means."""
+    refused = await client.delete("/v1/accounts/x")
+    assert_problem(refused, 405, "method_not_allowed")
+    assert refused.headers["Allow"] == "GET"
+    assert (await client.put("/v1/wallet/balance_transfer", json={})).headers["Allow"] == "POST"
+
+    (account_id,) = accounts_on(topology, "shard1", 1)
+    created = await client.post("/v1/accounts", json={"account_id": account_id, "owner": "o", "currency": "EUR"})
+    assert created.status_code == 201 and created.headers["Location"] == f"/v1/accounts/{account_id}"
+    again = await client.post("/v1/accounts", json={"account_id": account_id, "owner": "o", "currency": "EUR"})
+    assert again.status_code == 200 and "Location" not in again.headers
+
+    first = await client.get(f"/v1/accounts/{account_id}")
+    tag = first.headers["ETag"]
+    unchanged = await client.get(f"/v1/accounts/{account_id}", headers={"If-None-Match": tag})
+    assert unchanged.status_code == 304 and not unchanged.content and unchanged.headers["ETag"] == tag
+    await client.post(f"/v1/accounts/{account_id}/deposits",
+                      json={"amount": "1.00", "currency": "EUR", "transaction_id": str(uuid.uuid4())})
+    changed = await client.get(f"/v1/accounts/{account_id}", headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != tag and changed.json()["balance"] == "1.00"
+
+    problem = (await client.get(f"/v1/accounts/{account_id}x/balance")).json()  # no `at`: a validation error
+    meaning = await client.get(problem["type"], headers={"Authorization": ""})
+    assert meaning.status_code == 200 and meaning.json()["code"] == problem["code"] == "validation_error"
+    assert meaning.json()["status"] == 422 and meaning.json()["meaning"]
+    assert_problem(await client.get("/problems/no_such_code"), 404, "not_found")
+
+
+async def test_every_code_has_a_problem_page(client: httpx.AsyncClient) -> None:
+    from coordinator.domain.errors import ERROR_MEANINGS, ERROR_STATUS
+
+    for code in ERROR_MEANINGS:
+        page = (await client.get(f"/problems/{code}")).json()
+        assert page["code"] == code and page["meaning"], code
+        if code in ERROR_STATUS:
+            assert page["status"] == ERROR_STATUS[code]

@@ -62,6 +62,8 @@ MOVED_LINKS = {
 }
 DEPOSIT_LINKS = {
     **MOVED_LINKS,
+    "OpenCounterparty": {"operationId": "createAccount", "requestBody": {
+        "account_id": COUNTERPARTY, "owner": "counterparty", "currency": "$response.body#/currency"}},
     "PayCounterparty": {"operationId": "transfer", "requestBody": {
         "from_account": "$response.body#/to_account", "to_account": COUNTERPARTY,
         "currency": "$response.body#/currency", "amount": "1"}},

@@ -18,7 +18,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from coordinator.domain.money import AMOUNT_TEXT_LENGTH_MAX, CURRENCY_DECIMALS, amount_rule
 from coordinator.domain.transfers import MODES
 from coordinator.domain.validation import (ACCOUNT_ID_LENGTH_MAX, ACCOUNT_ID_RULE, OWNER_LENGTH_MAX, OWNER_RULE,
-                                           UUID_EXAMPLE, UUID_RULE)
+                                           UUID_RULE)
 from coordinator.service.submission import TRANSFERS_PER_REQUEST_MAX
 from ledger.store import PAGE_SIZE_MAX
 
@@ -31,8 +31,8 @@ AccountId = Annotated[str, Meta(pattern=ACCOUNT_ID_RULE, max_length=ACCOUNT_ID_L
                                 description="1-64 of [A-Za-z0-9_.:-], starting with a letter or digit")]
 Owner = Annotated[str, Meta(pattern=OWNER_RULE, min_length=1, max_length=OWNER_LENGTH_MAX, examples=["alice"],
                             description="1-128 characters, no control characters, not only spaces")]
-TransactionId = Annotated[str, Meta(pattern=UUID_RULE, examples=[UUID_EXAMPLE],
-                                    extra_json_schema={"format": "uuid"},
+# No example: generated requests that reused one id would only meet idempotency_conflict.
+TransactionId = Annotated[str, Meta(pattern=UUID_RULE, extra_json_schema={"format": "uuid"},
                                     description="the idempotency key: a retry with the same id and body gets the "
                                                 "first answer")]
 Currency = Annotated[str, Meta(extra_json_schema={"enum": list(CURRENCIES)}, examples=["USD"],

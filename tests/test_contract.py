@@ -1,0 +1,93 @@
+"""The contract holds together, with no server: each rule the document states accepts exactly
+what the server's check accepts; the document, the routes and the README name the same
+operations and codes."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordinator.api import openapi, schemas
+from coordinator.api.app import HANDLERS
+from coordinator.api.bodies import decode
+from coordinator.domain.errors import ERROR_MEANINGS, ERROR_STATUS, WalletError
+from coordinator.domain.money import CURRENCY_DECIMALS, amount_rule, parse_amount
+from coordinator.domain.validation import (ACCOUNT_ID_RULE, OWNER_RULE, UUID_RULE, check_account_id, check_owner,
+                                           check_transaction_id)
+from tests.helpers import REPOSITORY
+
+DECIMALS = sorted(set(CURRENCY_DECIMALS.values()))
+CURRENCY_WITH = {decimals: next(c for c, d in sorted(CURRENCY_DECIMALS.items()) if d == decimals) for decimals in DECIMALS}
+AMOUNT_LIKE = st.text(alphabet="0123456789.-+e ", max_size=40)
+
+
+def accepted(check: object, value: object) -> bool:
+    try:
+        check(value)  # type: ignore[operator]
+    except WalletError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("decimals", DECIMALS)
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_the_amount_rule_is_parse_amount(decimals: int, data: st.DataObject) -> None:
+    """Protects 'a schema-valid amount is never refused': the pattern per currency accepts a
+    string exactly when parse_amount does (positive, its decimals, at most 10^15 minor units)."""
+    rule = amount_rule(decimals)
+    text = data.draw(st.one_of(AMOUNT_LIKE, st.from_regex(rule, fullmatch=True),
+                               st.integers(0, 10**16).map(str),
+                               st.sampled_from(["0", "0.0", "00.01", "1" + "0" * 15, "1" + "0" * (15 - decimals)])))
+    currency = CURRENCY_WITH[decimals]
+    in_document = re.fullmatch(rule, text) is not None and len(text) <= 32
+    assert in_document == accepted(lambda value: parse_amount(value, currency), text), (text, rule)
+
+
+@pytest.mark.parametrize(("rule", "check", "alphabet"), [
+    (ACCOUNT_ID_RULE, check_account_id, st.characters(codec="utf-8")),
+    (OWNER_RULE, check_owner, st.characters(codec="utf-8")),
+    (UUID_RULE, check_transaction_id, st.sampled_from("0123456789abcdefABCDEFg-{}x \n")),
+])
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_each_text_rule_is_its_check(rule: str, check: object, alphabet: st.SearchStrategy[str],
+                                     data: st.DataObject) -> None:
+    """The document's pattern, read as ECMA-262 reads it (the whole string), is the server's check."""
+    text = data.draw(st.one_of(st.text(alphabet, max_size=80), st.from_regex(rule, fullmatch=True),
+                               st.from_regex(rule, fullmatch=True).map(lambda value: value + "\n")))
+    lengths = {ACCOUNT_ID_RULE: 64, OWNER_RULE: 128, UUID_RULE: 36}
+    in_document = re.fullmatch(rule, text) is not None and len(text) <= lengths[rule]
+    assert in_document == accepted(check, text), (text, rule)
+
+
+def test_a_trailing_newline_is_refused_though_msgspec_would_let_it_in() -> None:
+    """msgspec searches patterns (so `$` lets a final newline in); the domain check refuses it,
+    as the document's `^...$` does."""
+    body = decode(b'{"account_id": "alice\\n", "owner": "alice", "currency": "USD"}', schemas.NewAccount)
+    with pytest.raises(WalletError):
+        check_account_id(body.account_id)
+
+
+def test_every_operation_has_its_handler_and_every_code_its_meaning() -> None:
+    assert {op.operation_id for op in openapi.OPERATIONS} == set(HANDLERS)
+    assert set(ERROR_STATUS) <= set(ERROR_MEANINGS)
+    document = openapi.document()
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            for link in (link for answer in operation["responses"].values() for link in answer.get("links", {}).values()):
+                assert link["operationId"] in HANDLERS, (path, method, link)
+
+
+def test_the_readme_names_every_operation_and_every_code() -> None:
+    """The README's API section is checked against the document: the operations table lists
+    each operation once, and the codes table each code with its status."""
+    readme = (REPOSITORY / "README.md").read_text()
+    listed = set(re.findall(r"^\| `(GET|POST) (/[^` ?\[]*)", readme, flags=re.M))
+    documented = {(op.method.upper(), op.path.replace("{account_id}", "{id}")) for op in openapi.OPERATIONS}
+    documented.add(("GET", "/openapi.json"))  # the document itself, served beside what it describes
+    assert listed == documented, (sorted(listed - documented), sorted(documented - listed))
+    codes = dict(re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", readme, flags=re.M))
+    assert {code: int(status) for code, status in codes.items()} == ERROR_STATUS
