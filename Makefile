@@ -5,12 +5,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast lint bench install system-deps clean
 # What pyflakes reads; mypy reads the files pyproject.toml names.
-LINTED := coordinator shards shard_router ledger migrations launchers bench chaos tests
+LINTED := coordinator shards shard_router ledger migrations launchers bench chaos client tests
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e ./client -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -34,6 +34,7 @@ from coordinator.runtime import event_loop
 from coordinator.runtime.settings import Settings
 from coordinator.runtime.settings import BatchLimits
 from coordinator.service.wallet import WalletService
+from wallet_client import WalletClient
 from shards import migrate
 from launchers.postgres import LocalCluster, free_port, temporary_home
 
@@ -184,17 +185,7 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
     server = subprocess.Popen([sys.executable, "-m", "coordinator.cli.main", "serve"], env=environment,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "wallet serve did not start"
-            time.sleep(0.2)
+        asyncio.run(ready(f"http://127.0.0.1:{port}", token))  # the API's own client says when it serves
         pairs = ",".join(f'{{"{a}","{b}"}}' for a, b in (workload.pair() for _ in range(20_000)))
         script = workdir / "transfer.lua"
         script.write_text(WRK_SCRIPT % {"pairs": pairs, "mode": mode, "token": token})
@@ -217,6 +208,11 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+async def ready(url: str, token: str) -> None:
+    async with WalletClient(url, token=token) as client:
+        await client.wait_ready(timeout_s=60)
 
 
 async def conserved(service: WalletService, accounts: int) -> bool:

@@ -15,8 +15,9 @@ import time
 
 import asyncpg
 
-from chaos.history import FAILED, SUCCESS, UNKNOWN, Answer
+from chaos.history import FAILED, SUCCESS, UNKNOWN, Answer, TransferRecord
 from shard_router.topology import Topology
+from wallet_client import RetryPolicy
 
 CRASH_PROBABILITY = 0.2  # of a crash between the debit and the credit
 POOL_SIZE_MAX = 4
@@ -46,6 +47,16 @@ class NaiveTransfers:
         for pool in self.pools.values():
             await pool.close()
         self.pools = {}
+
+    async def send(self, record: TransferRecord, currency: str, policy: RetryPolicy) -> Answer:
+        """What a naive client does: try again until an answer is definite (which applies the
+        debit again: the checker must see it)."""
+        for _ in range(policy.attempts_max):
+            answer = await self.transfer(record.request_body(currency))
+            record.answers.append(answer)
+            if answer.definite or (policy.give_up is not None and policy.give_up()):
+                break
+        return record.answers[-1]
 
     async def transfer(self, body: dict[str, str]) -> Answer:
         amount = int(body["amount"].replace(".", ""))

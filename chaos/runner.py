@@ -29,6 +29,7 @@ import asyncpg
 from chaos import schedule as faults
 from chaos.checker import LIVE, Anomaly, CheckReport, check_run, leftovers
 from chaos.client import Headers, RestClient
+from wallet_client import RetryPolicy
 from chaos.history import Answer, Read, TransferRecord, format_minor
 from chaos.naive import NaiveTransfers
 from chaos.processes import Coordinator, pause_shard, resume_shard
@@ -276,17 +277,12 @@ class Run:
             record = TransferRecord(str(uuid.UUID(int=rng.getrandbits(128), version=4)), source, target,
                                     rng.randint(1, TRANSFER_MINOR_MAX), mode, self.now_s())
             self.history.append(record)
-            for _ in range(1 + RETRIES_DURING_RUN):
-                answer = await self.send(record)
-                if answer.definite or self.stopping.is_set():
-                    break
-                await asyncio.sleep(RETRY_PAUSE_S)
+            await self.send(record, RetryPolicy(attempts_max=1 + RETRIES_DURING_RUN, wait_s_max=RETRY_PAUSE_S,
+                                                give_up=self.stopping.is_set))
 
-    async def send(self, record: TransferRecord) -> Answer:
+    async def send(self, record: TransferRecord, policy: RetryPolicy) -> Answer:
         assert self.transport is not None
-        answer = await self.transport.transfer(record.request_body(CURRENCY))
-        record.answers.append(answer)
-        return answer
+        return await self.transport.send(record, CURRENCY, policy)
 
     async def resolve_unknowns(self) -> None:
         """After the faults: what a client does with an unknown outcome, retry with the same
@@ -297,10 +293,8 @@ class Run:
 
         async def resolve(record: TransferRecord) -> None:
             async with gate:
-                for _ in range(RESOLVE_ATTEMPTS_MAX):
-                    if (await self.send(record)).definite:
-                        return
-                    await asyncio.sleep(RESOLVE_PAUSE_S)
+                await self.send(record, RetryPolicy(attempts_max=RESOLVE_ATTEMPTS_MAX, wait_s_max=RESOLVE_PAUSE_S,
+                                                    deadline_s=RESOLVE_ATTEMPTS_MAX * RESOLVE_PAUSE_S * 2))
 
         await asyncio.gather(*(resolve(r) for r in pending))
 

@@ -20,7 +20,7 @@ CLUSTER = "coordinator.cluster"
 SERVICE = "coordinator.service"
 API = "coordinator.api"
 CLI = "coordinator.cli"
-CLIENT = "client"
+CLIENT = "wallet_client"
 STORAGE = {"shard_router", "shards", "ledger", "migrations"}
 BELOW_PROTOCOLS = {DOMAIN, RUNTIME, *STORAGE}
 PRODUCT = {*BELOW_PROTOCOLS, PROTOCOLS, CLUSTER, SERVICE, API}
@@ -45,6 +45,8 @@ MAY_IMPORT: dict[str, set[str]] = {
 # The domain imports no driver and does no I/O: only the standard library.
 STDLIB_ONLY = {DOMAIN}
 PACKAGES = sorted({layer.split(".")[0] for layer in MAY_IMPORT})
+# Where a package's folder is, when it is not the package's name (the client is its own distribution).
+FOLDERS = {"wallet_client": Path("client") / "wallet_client"}
 
 
 def layer_of(module: str) -> str | None:
@@ -56,8 +58,9 @@ def layer_of(module: str) -> str | None:
 def product_modules() -> list[tuple[str, Path]]:
     found = []
     for package in PACKAGES:
-        for path in sorted((REPOSITORY / package).rglob("*.py")):
-            parts = list(path.relative_to(REPOSITORY).with_suffix("").parts)
+        folder = REPOSITORY / FOLDERS.get(package, Path(package))
+        for path in sorted(folder.rglob("*.py")):
+            parts = [package, *path.relative_to(folder).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts.pop()
             found.append((".".join(parts), path))
@@ -79,8 +82,9 @@ def imports_of(module: str, path: Path) -> list[tuple[int, str]]:
                 base = ".".join([*package, base] if base else package)
             for alias in node.names:
                 candidate = f"{base}.{alias.name}"
-                is_module = (REPOSITORY / Path(*candidate.split("."))).with_suffix(".py").exists() or \
-                    (REPOSITORY / Path(*candidate.split("."))).is_dir()
+                top, *rest = candidate.split(".")
+                where = REPOSITORY / FOLDERS.get(top, Path(top)) / Path(*rest) if rest else REPOSITORY / top
+                is_module = where.with_suffix(".py").exists() or where.is_dir()
                 found.append((node.lineno, candidate if is_module else base))
     return found
 

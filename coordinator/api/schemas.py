@@ -83,7 +83,7 @@ class NewAccount(Struct, forbid_unknown_fields=True):
 Deposit = per_currency("Deposit", [("transaction_id", TransactionId)])
 TransferRequest = per_currency("Transfer", [("from_account", AccountId), ("to_account", AccountId),
                                             ("transaction_id", TransactionId), ("mode", Mode | None, None)])
-BatchItem = Annotated[Any, Meta(description="a transfer, as the body of POST /v1/wallet/balance_transfer; each item "
+BatchItem = Annotated[msgspec.Raw, Meta(description="a transfer, as the body of POST /v1/wallet/balance_transfer; each item "
                                             "is checked on its own, and a bad one fails alone with its code in the "
                                             "results, so any JSON value is accepted here")]
 

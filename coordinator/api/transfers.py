@@ -8,12 +8,13 @@ import logging
 import time
 from typing import Any, AsyncIterator
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from coordinator.api import push, schemas
 from coordinator.api.access import may_see_transfer, owned_item, principal_of, require_owner, service_of
-from coordinator.api.bodies import BATCH_BODY_BYTES_MAX, convert, path, query, read_body
+from coordinator.api.bodies import BATCH_BODY_BYTES_MAX, decode, path, query, read_body
 from coordinator.api.problems import problem
 from coordinator.api.views import json_response, transfer_view
 from coordinator.domain.errors import WalletError
@@ -64,13 +65,14 @@ def observe(request: Request, kind: str, mode: str, outcome: str, started: float
                                          "phase": getattr(result, "phase", None)})
 
 
-def item_of(raw: object) -> dict[str, Any] | WalletError:
-    """One batch item, checked as the body of a transfer; a bad one is its own answer."""
-    if not isinstance(raw, dict):
-        return WalletError("validation_error", "each transfer must be a JSON object")
+def item_of(raw: msgspec.Raw) -> dict[str, Any] | WalletError:
+    """One batch item (its JSON, kept raw), checked as the body of a transfer; a bad one is
+    its own answer."""
     try:
-        checked = convert(raw, schemas.TransferRequest)
+        checked = decode(bytes(raw), schemas.TransferRequest)
     except WalletError as error:
+        if error.code == "malformed_request":  # the item is not an object
+            return WalletError("validation_error", "each transfer must be a JSON object")
         return error
     return {"from_account": checked.from_account, "to_account": checked.to_account, "amount": checked.amount,
             "currency": schemas.currency_of(checked), "transaction_id": checked.transaction_id, "mode": checked.mode}
@@ -86,8 +88,9 @@ async def transfer_batch(request: Request) -> Response:
     started = time.perf_counter()
     outcomes = iter(await service_of(request).transfer_many(valid))
     results = []
-    for raw, item in zip(body.transfers, checked):
+    for raw_item, item in zip(body.transfers, checked):
         outcome = item if isinstance(item, WalletError) else next(outcomes)
+        raw = item if isinstance(item, dict) else msgspec.json.decode(bytes(raw_item))  # a refusal: read it plainly
         results.append(batch_result(raw, outcome))
         if not isinstance(item, WalletError) or item.code == "forbidden":
             mode = outcome.protocol if isinstance(outcome, TransferResult) else str(
