@@ -81,3 +81,16 @@ def test_every_wallet_setting_is_read_by_the_code() -> None:
     dockerfile = (DOCKER / "Dockerfile").read_text()
     for folder in ("coordinator", "shards", "shard_router", "ledger", "migrations"):
         assert f"COPY {folder} {folder}" in dockerfile
+
+
+def test_the_image_holds_every_package_the_command_imports() -> None:
+    """`wallet serve` in the image imports what `coordinator.cli.main` imports: each of this
+    repository's packages among them is copied into the image."""
+    import subprocess
+    import sys
+
+    imported = subprocess.run([sys.executable, "-c", "import sys, coordinator.cli.main; print(' '.join(sys.modules))"],
+                              cwd=REPOSITORY, capture_output=True, text=True, check=True).stdout.split()
+    ours = {name.split(".")[0] for name in imported if (REPOSITORY / name.split(".")[0] / "__init__.py").exists()}
+    copied = set(re.findall(r"^COPY (\w+) \1$", (DOCKER / "Dockerfile").read_text(), flags=re.M))
+    assert ours and ours <= copied, f"the image lacks {sorted(ours - copied)}"
