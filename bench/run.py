@@ -4,12 +4,16 @@ in the same run on the same machine.
   1. Start a local cluster (4 shards + ledger, fsync and synchronous_commit on) in a fresh
      directory; create the accounts by COPY.
   2. Baseline A: pgbench's TPC-B-like script on one shard server.
-  3. Engine, in-process (the coordinator's whole path: validation, routing, group commit,
+  3. Baseline F, the floor: bare batched 2PC on tables of its own (bench/floor.py), at the batch
+     API's batch size and calls in flight. Every point is also reported as a fraction of it.
+  4. Engine, in-process (the coordinator's whole path: validation, routing, group commit,
      protocol, outbox), one transfer per call, at several concurrencies: the chart.
-  4. Batch API: many transfers per call, for 2PC, TC/C and Saga.
-  5. Baseline B: the same engine unbatched (batch size 1): one protocol run per transfer.
-  6. REST: `wallet serve` as its own process, driven by wrk over HTTP, one transfer per request.
-  7. Conservation: every balance summed equals every deposit; nothing reserved; nothing prepared.
+  5. Batch API: many transfers per call, for 2PC, TC/C and Saga; then 2PC with hot accounts
+     (Zipf 1.0 receivers; one merchant receiving 20% of all transfers).
+  6. Baseline B: the same engine unbatched (batch size 1): one protocol run per transfer.
+  7. REST: `wallet serve` as its own process, driven by wrk over HTTP, one transfer per request;
+     and the REST floor (bench/rest_floor.py): the same server and body, no wallet work.
+  8. Conservation: every balance summed equals every deposit; nothing reserved; nothing prepared.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from pathlib import Path
 
 from bench.accounts import account_ids, create_accounts
 from bench.cpu import CpuMeter, statement_cost_us
+from bench.floor import Floor, floor_point
 from bench.workload import Workload
 from coordinator.runtime import event_loop
 from coordinator.runtime.settings import Settings
@@ -39,6 +44,9 @@ from shards import migrate
 from launchers.postgres import LocalCluster, free_port, temporary_home
 
 INITIAL_BALANCE = 1_000_000  # minor units per account: transfers of 0.01 never run dry
+# The batch API with hot accounts: (point name, the workload's skew)
+ZIPF_POINT, MERCHANT_POINT = "batch API, Zipf 1.0 receivers", "batch API, one merchant receives 20%"
+HOT_WORKLOADS = ((ZIPF_POINT, 1.0, 0.0), (MERCHANT_POINT, 0.0, 0.2))  # (name, Zipf exponent, merchant's share)
 TARGET_TRANSFERS_PER_S = 1_000_000
 
 
@@ -72,9 +80,12 @@ class Results:
     statement_cpu_us: tuple[float | None, float | None] = (None, None)
     # The relay copying the outboxes of every point before it into the ledger (its own step).
     relay: Point | None = None
+    floor: Point | None = None  # bare batched 2PC (bench/floor.py)
+    rest_floor: Point | None = None  # HTTP with no wallet work (bench/rest_floor.py)
     points: list[Point] = field(default_factory=list)
     conserved: bool = False
     notes: list[str] = field(default_factory=list)
+    summary: dict[str, float | None] = field(default_factory=dict)
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -168,7 +179,9 @@ end
 
 
 def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections: int, seconds: float,
-               workdir: Path) -> Point | None:
+               workdir: Path, floor: bool = False) -> Point | None:
+    """`wallet serve` (or, with `floor`, bench/rest_floor.py's bare handler) as its own process,
+    driven by wrk, one transfer per request."""
     if shutil.which("wrk") is None:
         return None
     from coordinator.api.auth import issue_token, load_secret
@@ -182,8 +195,9 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
     environment = {**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_PORT": str(port),
                    "WALLET_LOG_LEVEL": "warning", "WALLET_RELAY": "off"}
     environment.pop("WALLET_AUTH_SECRET", None)
-    server = subprocess.Popen([sys.executable, "-m", "coordinator.cli.main", "serve"], env=environment,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "bench.rest_floor", str(port)] if floor else \
+        [sys.executable, "-m", "coordinator.cli.main", "serve"]
+    server = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         asyncio.run(ready(f"http://127.0.0.1:{port}", token))  # the API's own client says when it serves
         pairs = ",".join(f'{{"{a}","{b}"}}' for a, b in (workload.pair() for _ in range(20_000)))
@@ -196,7 +210,8 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
         match = re.search(r"RESULT (\d+) (\d+) (\d+) ([0-9.]+) ([0-9.]+) ([0-9.]+)", completed.stdout)
         assert match, completed.stdout + completed.stderr
         requests, errors, duration_us = int(match.group(1)), int(match.group(2)), int(match.group(3))
-        point = Point("REST, one transfer per request (wrk)", mode, connections, 1)
+        name = "REST floor, bare handler (wrk)" if floor else "REST, one transfer per request (wrk)"
+        point = Point(name, mode, connections, 1)
         point.transfers, point.failed, point.seconds = requests - errors, errors, duration_us / 1e6
         point.cpu(meter.stop())
         point.per_s = point.transfers / point.seconds
@@ -259,6 +274,20 @@ async def measure(cluster: LocalCluster, args: argparse.Namespace, results: Resu
     await create_accounts(topology, ids, INITIAL_BALANCE)
     workload = Workload(topology, ids, args.cross, args.zipf, args.seed)
     results.statement_cpu_us = await statement_cost_us(cluster, topology.shards["shard0"])
+    async with Floor(topology, ids, INITIAL_BALANCE) as floor:
+        meter = CpuMeter(cluster).start()
+        applied, seconds, latencies = await floor_point(floor, workload, args.batch, args.batch_clients, args.seconds)
+        results.floor = Point("floor: bare batched 2PC", "2pc", args.batch_clients, args.batch, transfers=applied,
+                              seconds=seconds, per_s=applied / seconds)
+        results.floor.cpu(meter.stop())
+        latencies.sort()
+        results.floor.p50_ms, results.floor.p99_ms, results.floor.p999_ms = (
+            percentile(latencies, f) * 1000 for f in (0.5, 0.99, 0.999))
+        if await floor.total() != len(ids) * INITIAL_BALANCE:
+            results.notes.append("the floor did not conserve its own money")
+        if floor.retries:
+            results.notes.append(f"the floor retried {floor.retries} batches after lock waits")
+        report(results.floor, results)
     batched = Settings(home=cluster.home, topology_path=cluster.topology_path, pool_size_max=16)
     unbatched = Settings(home=cluster.home, topology_path=cluster.topology_path, pool_size_max=16,
                          limits=BatchLimits(batch_size_max=1, workers=16))
@@ -266,16 +295,21 @@ async def measure(cluster: LocalCluster, args: argparse.Namespace, results: Resu
         for concurrency in args.concurrency:
             results.points.append(await engine_point(service, workload, "engine, one transfer per call", "2pc",
                                                      concurrency, 1, args.seconds, cluster))
-            report(results.points[-1])
+            report(results.points[-1], results)
         for mode in args.modes:
             results.points.append(await engine_point(service, workload, "batch API (in-process)", mode,
                                                      args.batch_clients, args.batch, args.seconds, cluster))
-            report(results.points[-1])
+            report(results.points[-1], results)
+        for name, zipf_s, merchant_fraction in HOT_WORKLOADS:
+            hot = Workload(topology, ids, args.cross, zipf_s, args.seed, merchant_fraction)
+            results.points.append(await engine_point(service, hot, name, "2pc", args.batch_clients, args.batch,
+                                                     args.seconds, cluster))
+            report(results.points[-1], results)
     async with WalletService(topology, unbatched) as service:
         for concurrency in args.concurrency:
             results.points.append(await engine_point(service, workload, "unbatched, one transfer per call", "2pc",
                                                      concurrency, 1, args.seconds, cluster))
-            report(results.points[-1])
+            report(results.points[-1], results)
     async with WalletService(topology, batched) as service:  # a serving process starts with no backlog
         assert service.ledger is not None
         meter, started = CpuMeter(cluster).start(), time.monotonic()
@@ -288,17 +322,23 @@ async def measure(cluster: LocalCluster, args: argparse.Namespace, results: Resu
     if args.rest:
         point = await asyncio.to_thread(rest_point, cluster, workload, "2pc", args.rest_connections, args.seconds, workdir)
         if point is None:
-            results.notes.append("REST point skipped: wrk is not installed (apt-get install wrk)")
+            results.notes.append("REST points skipped: wrk is not installed (apt-get install wrk)")
         else:
             results.points.append(point)
-            report(point)
+            results.rest_floor = await asyncio.to_thread(rest_point, cluster, workload, "2pc", args.rest_connections,
+                                                         args.seconds, workdir, True)
+            report(point, results)
+            if results.rest_floor is not None:
+                report(results.rest_floor, results)
     async with WalletService(topology, batched) as service:
         results.conserved = await conserved(service, len(ids))
 
 
-def report(point: Point) -> None:
+def report(point: Point, results: Results | None = None) -> None:
+    floor = results.floor if results is not None else None
+    share = f" ({point.per_s / floor.per_s:4.0%} of the floor)" if floor and floor.per_s and point is not floor else ""
     print(f"  {point.name:<40} {point.mode:<5} clients {point.concurrency:>5} x{point.per_call:<5} "
-          f"{point.per_s:>10,.0f}/s  p50 {point.p50_ms:7.1f} ms  p99 {point.p99_ms:7.1f} ms  "
+          f"{point.per_s:>10,.0f}/s{share}  p50 {point.p50_ms:7.1f} ms  p99 {point.p99_ms:7.1f} ms  "
           f"p999 {point.p999_ms:7.1f} ms  failed {point.failed}{cpu_text(point)}", flush=True)
 
 
@@ -308,32 +348,76 @@ def cpu_text(point: Point, unit: str = "transfer") -> str:
     return f"  cpu/{unit}: coordinator {point.coordinator_cpu_us:,.0f} us, postgres {point.postgres_cpu_us:,.0f} us"
 
 
-def summarize(results: Results) -> None:
-    def best(name: str, mode: str = "2pc") -> Point | None:
-        found = [p for p in results.points if p.name == name and p.mode == mode]
-        return max(found, key=lambda p: p.per_s) if found else None
+def best(results: Results, name: str, mode: str = "2pc", concurrency: int | None = None) -> Point | None:
+    found = [p for p in results.points if p.name == name and p.mode == mode
+             and (concurrency is None or p.concurrency == concurrency)]
+    return max(found, key=lambda p: p.per_s) if found else None
 
-    engine, unbatched = best("engine, one transfer per call"), best("unbatched, one transfer per call")
-    batch = best("batch API (in-process)")
+
+REST_POINT = "REST, one transfer per request (wrk)"
+
+
+def summary_of(results: Results) -> dict[str, float | None]:
+    """The figures every run reports, by name (None: the point was not measured)."""
+    def rate(point: Point | None) -> float | None:
+        return round(point.per_s, 1) if point is not None else None
+
+    batch, rest = best(results, "batch API (in-process)"), best(results, REST_POINT)
+    return {
+        "pgbench_tps": round(results.pgbench_tps, 1),
+        "floor_tps": rate(results.floor),
+        "batch_2pc_tps": rate(batch),
+        "batch_tcc_tps": rate(best(results, "batch API (in-process)", "tcc")),
+        "batch_saga_tps": rate(best(results, "batch API (in-process)", "saga")),
+        "engine_1024_tps": rate(best(results, "engine, one transfer per call", concurrency=1024)),
+        "rest_tps": rate(rest),
+        "rest_p99_ms": round(rest.p99_ms, 1) if rest is not None else None,
+        "rest_floor_tps": rate(results.rest_floor),
+        "zipf_2pc_tps": rate(best(results, ZIPF_POINT)),
+        "merchant_2pc_tps": rate(best(results, MERCHANT_POINT)),
+        "batch_2pc_coordinator_cpu_us": batch.coordinator_cpu_us if batch is not None else None,
+        "batch_2pc_postgres_cpu_us": batch.postgres_cpu_us if batch is not None else None,
+    }
+
+
+def summarize(results: Results) -> None:
+    engine = best(results, "engine, one transfer per call")
+    unbatched = best(results, "unbatched, one transfer per call")
+    batch = best(results, "batch API (in-process)")
+    results.summary = summary_of(results)
     print(f"\npgbench TPC-B (one shard server, 16 clients): {results.pgbench_tps:,.0f} tps")
+    if results.floor is not None:
+        print(f"floor, bare batched 2PC:  {results.floor.per_s:>10,.0f}/s = {results.floor.per_s / results.pgbench_tps:5.1f}x "
+              f"pgbench{cpu_text(results.floor)}")
     for label, point in (("batch API 2PC", batch), ("engine 2PC, one per call", engine), ("unbatched 2PC", unbatched)):
         if point is None:
             continue
         ratio_pgbench = point.per_s / results.pgbench_tps if results.pgbench_tps else math.nan
         ratio_unbatched = point.per_s / unbatched.per_s if unbatched and unbatched.per_s else math.nan
+        of_floor = f", {point.per_s / results.floor.per_s:4.0%} of the floor" if results.floor else ""
         nodes = math.ceil(TARGET_TRANSFERS_PER_S / point.per_s) if point.per_s else 0
-        print(f"{label:<26} {point.per_s:>10,.0f}/s = {ratio_pgbench:5.1f}x pgbench, {ratio_unbatched:5.1f}x unbatched; "
-              f"1,000,000/s needs {nodes:,} such machines (at 1,000 TPS per node: 1,000)")
+        print(f"{label:<26} {point.per_s:>10,.0f}/s = {ratio_pgbench:5.1f}x pgbench, {ratio_unbatched:5.1f}x unbatched"
+              f"{of_floor}; 1,000,000/s needs {nodes:,} such machines (at 1,000 TPS per node: 1,000)")
     for mode in ("tcc", "saga"):
-        point = best("batch API (in-process)", mode)
+        point = best(results, "batch API (in-process)", mode)
         if point and batch:
             print(f"batch API {mode:<5}            {point.per_s:>10,.0f}/s = {point.per_s / batch.per_s:4.2f}x 2PC")
+    for name in (ZIPF_POINT, MERCHANT_POINT):
+        point = best(results, name)
+        if point and batch:
+            print(f"{name:<40} {point.per_s:>10,.0f}/s = {point.per_s / batch.per_s:4.2f}x uniform")
+    rest = best(results, REST_POINT)
+    if rest is not None:
+        floor_share = f", {rest.per_s / results.rest_floor.per_s:4.0%} of the REST floor " \
+                      f"({results.rest_floor.per_s:,.0f}/s)" if results.rest_floor and results.rest_floor.per_s else ""
+        print(f"REST, one per request     {rest.per_s:>10,.0f}/s = {rest.per_s / results.pgbench_tps:5.2f}x pgbench, "
+              f"p99 {rest.p99_ms:,.1f} ms, errors {rest.failed}{floor_share}")
     client_us, server_us = results.statement_cpu_us
     if client_us is not None and server_us is not None:
         print(f"\nCPU of one SELECT 1 round trip here: client {client_us:,.0f} us + server {server_us:,.0f} us")
     cores = os.cpu_count() or 1
     for label, point in (("batch API 2PC", batch), ("engine 2PC, one per call", engine),
-                         ("REST 2PC", best("REST, one transfer per request (wrk)"))):
+                         ("REST 2PC", best(results, REST_POINT))):
         if point is None or point.coordinator_cpu_us is None or point.postgres_cpu_us is None:
             continue
         per_transfer = point.coordinator_cpu_us + point.postgres_cpu_us

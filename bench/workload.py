@@ -13,9 +13,13 @@ class Workload:
     """Draws (from, to) pairs: `cross_fraction` of them on different shards; with `zipf_s` > 0,
     receivers follow a Zipf law (a few hot merchants receive most)."""
 
-    def __init__(self, topology: Topology, ids: list[str], cross_fraction: float, zipf_s: float, seed: int) -> None:
+    def __init__(self, topology: Topology, ids: list[str], cross_fraction: float, zipf_s: float, seed: int,
+                 merchant_fraction: float = 0.0) -> None:
+        """`merchant_fraction`: that share of all transfers pays one account (a hot merchant)."""
         assert 0 <= cross_fraction <= 1, "cross_fraction is 0..1"
         assert zipf_s >= 0, "zipf_s is >= 0"
+        assert 0 <= merchant_fraction < 1, "merchant_fraction is 0..1"
+        self.merchant_fraction = merchant_fraction
         self.rng = random.Random(seed)
         # Transaction ids: random version-4 UUIDs from a generator seeded once from the OS (a
         # syscall per id, as uuid.uuid4() makes, was a tenth of the benchmark's own CPU).
@@ -34,6 +38,8 @@ class Workload:
             self.cumulative = list(itertools.accumulate(weights))
 
     def receiver(self) -> str:
+        if self.merchant_fraction and self.rng.random() < self.merchant_fraction:
+            return self.ids[0]
         if self.cumulative is None:
             return self.rng.choice(self.ids)
         point = self.rng.random() * self.cumulative[-1]

@@ -22,7 +22,14 @@ def test_transfer_bench_runs_and_conserves(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["conserved"] and results["pgbench_tps"] > 0
     names = {point["name"] for point in results["points"]}
-    assert names == {"engine, one transfer per call", "batch API (in-process)", "unbatched, one transfer per call"}
+    assert names == {"engine, one transfer per call", "batch API (in-process)", "unbatched, one transfer per call",
+                     "batch API, Zipf 1.0 receivers", "batch API, one merchant receives 20%"}
+    assert results["floor"]["transfers"] > 0 and "of the floor" in completed.stdout
+    summary = results["summary"]
+    assert {"pgbench_tps", "floor_tps", "batch_2pc_tps", "batch_tcc_tps", "batch_saga_tps", "engine_1024_tps",
+            "rest_tps", "rest_p99_ms", "rest_floor_tps", "zipf_2pc_tps", "batch_2pc_coordinator_cpu_us",
+            "batch_2pc_postgres_cpu_us"} <= set(summary)
+    assert summary["floor_tps"] > 0 and summary["batch_2pc_tps"] > 0 and summary["rest_tps"] is None  # --no-rest
     assert all(point["transfers"] > 0 for point in results["points"])
     assert "x pgbench" in completed.stdout and "machines" in completed.stdout
     # Where the CPU went, per point, and the floor under every statement (bench/cpu.py).
