@@ -47,7 +47,7 @@ async def fill(dsn: str, events: int, accounts: int, streams: int, seed: int) ->
             version[account] += 1
             stream = f"shard{account % streams}"
             position, prev = heads[stream]
-            event = LedgerEvent(stream, position + 1, index + 1, uuid.UUID(int=rng.getrandbits(128)), f"acct-{account:07d}",
+            event = LedgerEvent(stream, position + 1, index + 1, str(uuid.UUID(int=rng.getrandbits(128))), f"acct-{account:07d}",
                                 version[account], kind, amount, 0, balance[account], 0, "USD",
                                 start + timedelta(milliseconds=index), prev)
             digest = chain_hash(prev, event)

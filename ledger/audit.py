@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from uuid import UUID
 
 import asyncpg
 
@@ -38,7 +37,7 @@ class Difference:
     shard: str
     expected: tuple[int, int, int]  # (balance, reserved, version) by the ledger (+ pending outbox)
     actual: tuple[int, int, int]  # live
-    transactions: list[UUID]  # the events that explain it, or the latest ones where nothing does
+    transactions: list[str]  # the events that explain it, or the latest ones where nothing does
     explanation: str
 
 
@@ -108,7 +107,7 @@ def _state(balance: ReplayedBalance | None) -> tuple[int, int, int]:
 def report_difference(report: AuditReport, shard: str, account_id: str, actual: tuple[int, int, int],
                       replayed: ReplayedBalance | None, pending: list[asyncpg.Record]) -> None:
     balance, reserved, version = _state(replayed)
-    applied: list[UUID] = []
+    applied: list[str] = []
     for row in pending:
         if row["version"] == version + 1:
             balance, reserved, version = balance + row["amount"], reserved + row["reserved_delta"], row["version"]
@@ -128,7 +127,7 @@ async def explain(report: AuditReport, ledger: Connection, account_id: str) -> N
     difference = report.differences[index]
     balance = reserved = 0
     after = 0
-    latest: list[UUID] = []
+    latest: list[str] = []
     while True:
         events = await store.account_events(ledger, account_id, after, store.PAGE_SIZE_MAX)
         for event in events:

@@ -5,7 +5,6 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable
-from uuid import UUID
 
 GENESIS = bytes(32)  # prev_hash of a stream's first event
 
@@ -15,7 +14,7 @@ class LedgerEvent:
     stream: str
     position: int
     source_event_id: int
-    transaction_id: UUID
+    transaction_id: str
     account_id: str
     version: int
     kind: str
@@ -50,7 +49,7 @@ def chain_hash(prev_hash: bytes, event: LedgerEvent) -> bytes:
 class Break:
     stream: str
     position: int
-    transaction_id: UUID | None
+    transaction_id: str | None
     reason: str
 
     def __str__(self) -> str:

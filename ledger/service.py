@@ -15,7 +15,7 @@ from ledger.chain import Break, LedgerEvent
 from coordinator.runtime.background import Periodic
 from ledger.relay import Relay, relay_worker
 from ledger.replay import Replay, replay_balances, take_snapshot
-from shards.pool import SERVER_SETTINGS, ShardPools
+from shards.pool import SERVER_SETTINGS, ShardPools, carry_uuids_as_text
 
 POOL_SIZE_MAX = 4
 # Events of 23:59:59 may still sit in an outbox for a moment after midnight.
@@ -37,7 +37,8 @@ class LedgerService:
     async def open(self, run_relay: bool = False, gate: Callable[[], bool] | None = None) -> LedgerService:
         self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=POOL_SIZE_MAX, timeout=5,
                                               command_timeout=300, server_settings={**SERVER_SETTINGS,
-                                                                                    "statement_timeout": "300s"})
+                                                                                    "statement_timeout": "300s"},
+                                              init=carry_uuids_as_text)
         self.relay = Relay(self.pools, self.pool, self.shards)
         if run_relay:
             self.worker = relay_worker(self.relay, gate=gate)

@@ -7,10 +7,11 @@ element and 0.12 µs per integer, and the server casts it back (`($1::text)::big
 about 10% of the coordinator's CPU per transfer on the batch path. It is still one bind
 parameter: no value is ever spliced into SQL.
 
-Only for values the coordinator itself validated: account ids (coordinator/domain/validation.py),
-currencies and its own vocabulary words. A double quote or backslash would change the
-literal's meaning, so they are refused whole, as is NULL where none is allowed. UUIDs and
-bytes keep asyncpg's binary encoding: their text forms are slower to build than to encode.
+Only for values the coordinator itself validated: account ids and transaction ids (UUIDs
+in canonical text; coordinator/domain/validation.py), currencies and its own vocabulary
+words. A double quote or backslash would change the literal's meaning, so they are refused
+whole, as is NULL where none is allowed; the server's cast checks every element's type.
+Bytes keep asyncpg's binary encoding.
 """
 from __future__ import annotations
 

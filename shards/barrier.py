@@ -3,8 +3,6 @@ written in the same local transaction as the business change it guards. What the
 is decided in coordinator/domain/branch_plan.py."""
 from __future__ import annotations
 
-from uuid import UUID
-
 from shards.arrays import text_array
 from shards.pool import Connection
 
@@ -18,12 +16,12 @@ SELECT * FROM unnest($1::uuid[], ($2::text)::text[], ($3::text)::text[], ($4::te
 """
 
 
-async def select_barrier(connection: Connection, transaction_ids: list[UUID]) -> dict[tuple[UUID, str, str], str]:
+async def select_barrier(connection: Connection, transaction_ids: list[str]) -> dict[tuple[str, str, str], str]:
     rows = await connection.fetch(SELECT_BARRIER, transaction_ids)
     return {(row["transaction_id"], row["branch"], row["operation"]): row["origin"] for row in rows}
 
 
-async def insert_barrier(connection: Connection, rows: list[tuple[UUID, str, str, str]]) -> None:
+async def insert_barrier(connection: Connection, rows: list[tuple[str, str, str, str]]) -> None:
     if rows:
         ids, branches, operations, origins = zip(*rows)
         await connection.execute(INSERT_BARRIER, list(ids), text_array(branches), text_array(operations),

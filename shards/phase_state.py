@@ -3,16 +3,15 @@ its debit shard; the decision (second_phase) is taken under its row lock."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from uuid import UUID
-
 import asyncpg
 
 from coordinator.domain.transfers import Transfer
 from shards.arrays import bool_array, int_array, nullable_text_array, text_array
 from shards.pool import Connection
 
+# request_hash is written with every row (kept for audit); a retry is compared by its movement.
 PHASE_COLUMNS = (
-    "transaction_id, mode, from_account, to_account, amount, currency, request_hash, debit_try, credit_try, "
+    "transaction_id, mode, from_account, to_account, amount, currency, debit_try, credit_try, "
     "second_phase, second_state, error_code, out_of_order"
 )
 
@@ -51,7 +50,6 @@ WHERE transaction_id = ANY($1::uuid[]) AND second_phase IS NOT NULL AND second_s
 @dataclass(frozen=True)
 class PhaseRow:
     transfer: Transfer
-    request_hash: bytes
     debit_try: str
     credit_try: str
     second_phase: str | None
@@ -62,7 +60,7 @@ class PhaseRow:
 
 @dataclass(frozen=True)
 class PhaseUpdate:
-    transaction_id: UUID
+    transaction_id: str
     second_phase: str
     second_state: str
     error_code: str | None
@@ -70,23 +68,21 @@ class PhaseUpdate:
 
 
 def phase_from_row(row: asyncpg.Record) -> PhaseRow:
-    transfer = Transfer(
-        transaction_id=row["transaction_id"], kind="transfer", from_account=row["from_account"],
-        to_account=row["to_account"], amount=row["amount"], currency=row["currency"], mode=row["mode"],
-    )
+    transfer = Transfer(row["transaction_id"], "transfer", row["from_account"], row["to_account"], row["amount"],
+                        row["currency"], row["mode"])
     return PhaseRow(
-        transfer=transfer, request_hash=bytes(row["request_hash"]), debit_try=row["debit_try"],
+        transfer=transfer, debit_try=row["debit_try"],
         credit_try=row["credit_try"], second_phase=row["second_phase"], second_state=row["second_state"],
         error_code=row["error_code"], out_of_order=row["out_of_order"],
     )
 
 
-async def lock_phases(connection: Connection, transaction_ids: list[UUID]) -> dict[UUID, PhaseRow]:
+async def lock_phases(connection: Connection, transaction_ids: list[str]) -> dict[str, PhaseRow]:
     rows = await connection.fetch(LOCK_PHASES, sorted(set(transaction_ids)))
     return {row["transaction_id"]: phase_from_row(row) for row in rows}
 
 
-async def select_phases(connection: Connection, transaction_ids: list[UUID]) -> dict[UUID, PhaseRow]:
+async def select_phases(connection: Connection, transaction_ids: list[str]) -> dict[str, PhaseRow]:
     rows = await connection.fetch(SELECT_PHASES, transaction_ids)
     return {row["transaction_id"]: phase_from_row(row) for row in rows}
 
@@ -120,5 +116,5 @@ async def select_unfinished(connection: Connection, older_than_ms: int, limit: i
     return [phase_from_row(row) for row in rows]
 
 
-async def mark_done(connection: Connection, transaction_ids: list[UUID]) -> None:
+async def mark_done(connection: Connection, transaction_ids: list[str]) -> None:
     await connection.execute(MARK_DONE, transaction_ids)

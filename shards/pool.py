@@ -56,6 +56,21 @@ def errors_of(shard: str) -> Iterator[None]:
         raise
 
 
+async def carry_uuids_as_text(connection: asyncpg.Connection) -> None:
+    """Transaction and batch ids travel as their canonical text (lower case) both ways: the
+    coordinator carries them as str (coordinator/domain/transfers.py), and a UUID object
+    made and compared per transfer costs more than the text it came from. A UUID parameter
+    is still accepted (its str is the same text)."""
+    await connection.set_type_codec("uuid", schema="pg_catalog", encoder=str, decoder=str, format="text")
+
+
+async def connect(dsn: str, timeout: float = CONNECT_TIMEOUT_S) -> asyncpg.Connection:
+    """One connection outside a pool (tools, checks), carrying ids as the pools do."""
+    connection = await asyncpg.connect(dsn, timeout=timeout)
+    await carry_uuids_as_text(connection)
+    return connection
+
+
 class ShardConnection(asyncpg.Connection):
     """Our sessions keep no state between uses (no SET, LISTEN, advisory or cursor), so the
     pool's reset query on every release is a wasted round trip. A connection released in a
@@ -96,6 +111,7 @@ class ShardPools:
             command_timeout=COMMAND_TIMEOUT_S,
             server_settings=SERVER_SETTINGS,
             connection_class=ShardConnection,
+            init=carry_uuids_as_text,
         )
 
     async def set_address(self, name: str, dsn: str) -> None:

@@ -2,22 +2,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID
 
 import asyncpg
 
-from coordinator.domain.batch_plan import StoredTransfer
-from coordinator.domain.transfers import Transfer, TransferResult
+from coordinator.domain.transfers import RecordColumns, Transfer, TransferResult
 from coordinator.domain.postings import AccountChange, BalanceEvent
 from shards.arrays import int_array, nullable_text_array, text_array
 from shards.pool import Connection
 
-TRANSFER_COLUMNS = (
+# What a record answers with (request_hash stays on the shard: it is kept for audit).
+RESULT_COLUMNS = (
     "transaction_id, kind, from_account, to_account, amount, currency, mode, "
-    "protocol, status, phase, error_code, request_hash, created_at"
+    "protocol, status, phase, error_code, created_at"
 )
 
-SELECT_TRANSFERS = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transaction_id = ANY($1::uuid[])"
+# Ids travel as one text literal (shards/arrays.py; the server checks each is a UUID) and
+# come back as text (shards/pool.py).
+SELECT_TRANSFERS = f"SELECT {RESULT_COLUMNS} FROM transfers WHERE transaction_id = ANY(($1::text)::uuid[])"
 
 # The whole write side of a batch on one shard in one round trip: folded account
 # changes (one row update per account, however many transfers touch it), one record
@@ -35,14 +36,14 @@ WITH moved AS (
 ), recorded AS (
     INSERT INTO transfers (transaction_id, kind, from_account, to_account, amount, currency,
                            mode, protocol, status, phase, error_code, request_hash)
-    SELECT * FROM unnest($5::uuid[], ($6::text)::text[], ($7::text)::text[], ($8::text)::text[],
+    SELECT * FROM unnest(($5::text)::uuid[], ($6::text)::text[], ($7::text)::text[], ($8::text)::text[],
                          ($9::text)::bigint[], ($10::text)::text[], ($11::text)::text[], ($12::text)::text[],
                          ($13::text)::text[], ($14::text)::text[], ($15::text)::text[], $16::bytea[])
     RETURNING 1
 ), evented AS (
     INSERT INTO outbox (transaction_id, account_id, version, kind, amount, reserved_delta,
                         balance_after, reserved_after, currency)
-    SELECT * FROM unnest($17::uuid[], ($18::text)::text[], ($19::text)::bigint[], ($20::text)::text[],
+    SELECT * FROM unnest(($17::text)::uuid[], ($18::text)::text[], ($19::text)::bigint[], ($20::text)::text[],
                          ($21::text)::bigint[], ($22::text)::bigint[], ($23::text)::bigint[], ($24::text)::bigint[],
                          ($25::text)::text[])
     RETURNING 1
@@ -52,65 +53,57 @@ SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM recorded) AS
 """
 
 
-def stored_from_row(row: asyncpg.Record) -> StoredTransfer:
-    transfer = Transfer(
-        transaction_id=row["transaction_id"],
-        kind=row["kind"],
-        from_account=row["from_account"],
-        to_account=row["to_account"],
-        amount=row["amount"],
-        currency=row["currency"],
-        mode=row["mode"],
-    )
-    result = TransferResult(
-        transfer=transfer,
-        status=row["status"],
-        error_code=row["error_code"],
-        protocol=row["protocol"],
-        phase=row["phase"],
-        created_at=row["created_at"],
-    )
-    return StoredTransfer(request_hash=bytes(row["request_hash"]), result=result)
+def result_from_row(row: asyncpg.Record) -> TransferResult:
+    """A stored record (its RESULT_COLUMNS, in order) as the result it answers with."""
+    (transaction_id, kind, from_account, to_account, amount, currency, mode, protocol, status, phase,
+     error_code, created_at) = row
+    return TransferResult(Transfer(transaction_id, kind, from_account, to_account, amount, currency, mode),
+                          status, error_code, protocol, phase, created_at)
 
 
-async def select_transfers(connection: Connection, transaction_ids: list[UUID]) -> dict[UUID, StoredTransfer]:
-    rows = await connection.fetch(SELECT_TRANSFERS, transaction_ids)
-    return {row["transaction_id"]: stored_from_row(row) for row in rows}
+async def select_transfers(connection: Connection, transaction_ids: list[str]) -> dict[str, TransferResult]:
+    """The stored records of these ids, by id. A retry is compared by its movement
+    (Transfer.movement)."""
+    rows = await connection.fetch(SELECT_TRANSFERS, text_array(transaction_ids))
+    return {row[0]: result_from_row(row) for row in rows}
 
 
 async def write_batch(
     connection: Connection,
     changes: dict[str, AccountChange],
-    results: list[TransferResult],
+    records: RecordColumns,
     events: list[BalanceEvent],
 ) -> datetime:
     """Write a planned batch (or one shard's part of it). Must run inside the transaction
     that locked the accounts. Returns the records' created_at (the transaction's start:
     one value per batch)."""
     account_ids = sorted(changes)
-    transfers = [result.transfer for result in results]
+    transfers = records.transfers
     # Events are tuples in the outbox's column order ($17..$25): one transpose gives the columns.
     (event_ids, event_accounts, versions, kinds, amounts, reserved_deltas, balances_after, reserved_after,
      currencies) = zip(*events) if events else ((),) * len(BalanceEvent._fields)
+    # Transfers are tuples too (transaction_id, kind, from, to, amount, currency, mode).
+    (ids, transfer_kinds, senders, receivers, transfer_amounts, transfer_currencies,
+     modes) = zip(*transfers) if transfers else ((),) * len(Transfer._fields)
     row = await connection.fetchrow(
         WRITE_BATCH,
         text_array(account_ids),
         int_array([changes[a].balance_delta for a in account_ids]),
         int_array([changes[a].reserved_delta for a in account_ids]),
         int_array([changes[a].versions for a in account_ids]),
-        [t.transaction_id for t in transfers],
-        text_array([t.kind for t in transfers]),
-        nullable_text_array([t.from_account for t in transfers]),
-        text_array([t.to_account for t in transfers]),
-        int_array([t.amount for t in transfers]),
-        text_array([t.currency for t in transfers]),
-        text_array([t.mode for t in transfers]),
-        text_array([r.protocol for r in results]),
-        text_array([r.status for r in results]),
-        text_array([r.phase for r in results]),
-        nullable_text_array([r.error_code for r in results]),
+        text_array(ids),
+        text_array(transfer_kinds),
+        nullable_text_array(senders),
+        text_array(receivers),
+        int_array(transfer_amounts),
+        text_array(transfer_currencies),
+        text_array(modes),
+        text_array(records.protocols),
+        text_array(records.statuses),
+        text_array(records.phases),
+        nullable_text_array(records.error_codes),
         [t.request_hash for t in transfers],
-        list(event_ids),
+        text_array(event_ids),
         text_array(event_accounts),
         int_array(versions),
         text_array(kinds),
@@ -123,7 +116,7 @@ async def write_batch(
     assert row is not None, "the write's counts are one row"
     moved, recorded, evented, created_at = row
     assert moved == len(account_ids), f"batch moved {moved} accounts, planned {len(account_ids)}"
-    assert recorded == len(results), f"batch recorded {recorded} transfers, planned {len(results)}"
+    assert recorded == len(transfers), f"batch recorded {recorded} transfers, planned {len(transfers)}"
     assert evented == len(events), f"batch wrote {evented} outbox events, planned {len(events)}"
     return created_at
 
@@ -140,7 +133,7 @@ VALUES ($1, 'transfer', NULL, '-', 1, 'XXX', '2pc', '2pc', 'success', 'probe', N
 LOCK_NOT_AVAILABLE = "55P03"
 
 
-async def record_is_held(connection: Connection, transaction_id: UUID) -> bool:
+async def record_is_held(connection: Connection, transaction_id: str) -> bool:
     """True if an unfinished transaction holds this id's record (the transfer is in doubt)."""
     transaction = connection.transaction()
     await transaction.start()

@@ -1,10 +1,10 @@
-"""SQL for two-phase commit: prepared transactions and commit decisions."""
+"""SQL for two-phase commit: prepared transactions and commit decisions. A batch id is a
+UUID in its canonical text (lower case), as in the gid."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from uuid import UUID
 
 import asyncpg
 from shards.pool import Connection
@@ -46,14 +46,14 @@ ORDER BY prepared
 @dataclass(frozen=True)
 class PreparedBranch:
     gid: str
-    batch_id: UUID
+    batch_id: str
     decision_shard: str
     branch_shard: str
     prepared_at: datetime
     age_ms: int
 
 
-def make_gid(batch_id: UUID, decision_shard: str, branch_shard: str) -> str:
+def make_gid(batch_id: str, decision_shard: str, branch_shard: str) -> str:
     gid = f"{GID_PREFIX}{batch_id}:{decision_shard}:{branch_shard}"
     assert GID_PATTERN.match(gid), f"gid {gid!r} must match {GID_PATTERN.pattern}"
     return gid
@@ -105,13 +105,13 @@ async def rollback_prepared(connection: Connection, gid: str) -> bool:
         raise
 
 
-async def insert_decision(connection: Connection, batch_id: UUID, outcome: str) -> None:
+async def insert_decision(connection: Connection, batch_id: str, outcome: str) -> None:
     """Raises UniqueViolationError if a decision exists (recovery fenced this batch)."""
     assert outcome in ("commit", "abort")
     await connection.execute(INSERT_DECISION, batch_id, outcome)
 
 
-async def decide_unless_decided(connection: Connection, batch_id: UUID, outcome: str) -> str:
+async def decide_unless_decided(connection: Connection, batch_id: str, outcome: str) -> str:
     """Record `outcome` if no decision exists yet; return the decision that stands. Blocks
     behind a coordinator's uncommitted decision until it commits or rolls back."""
     assert outcome in ("commit", "abort")
@@ -119,12 +119,12 @@ async def decide_unless_decided(connection: Connection, batch_id: UUID, outcome:
     return await connection.fetchval("SELECT outcome FROM commit_decisions WHERE batch_id = $1", batch_id)
 
 
-async def select_decisions(connection: Connection, batch_ids: list[UUID]) -> dict[UUID, str]:
+async def select_decisions(connection: Connection, batch_ids: list[str]) -> dict[str, str]:
     rows = await connection.fetch(SELECT_DECISIONS, batch_ids)
     return {row["batch_id"]: row["outcome"] for row in rows}
 
 
-async def prune_decisions(connection: Connection, older_than_s: int, keep: list[UUID], limit: int) -> int:
+async def prune_decisions(connection: Connection, older_than_s: int, keep: list[str], limit: int) -> int:
     status = await connection.execute(PRUNE_DECISIONS, older_than_s, keep, limit)
     return int(status.split()[-1])
 
@@ -136,7 +136,7 @@ async def select_prepared(connection: Connection) -> list[PreparedBranch]:
         if match is None:
             continue  # not ours: never touch another application's prepared transactions
         branches.append(PreparedBranch(
-            gid=row["gid"], batch_id=UUID(match["batch"]), decision_shard=match["decision"],
+            gid=row["gid"], batch_id=match["batch"], decision_shard=match["decision"],
             branch_shard=match["branch"], prepared_at=row["prepared"], age_ms=row["age_ms"],
         ))
     return branches

@@ -4,7 +4,7 @@ repeat, a null compensation, a late Try after it, a refused Try closing its bran
 operations delivered out of order within one batch."""
 from __future__ import annotations
 
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
 
@@ -15,8 +15,8 @@ from coordinator.domain.transfers import Transfer
 AMOUNT = 300
 
 
-def transfer(mode: str, transaction_id: UUID | None = None, amount: int = AMOUNT) -> Transfer:
-    return Transfer(transaction_id or uuid4(), "transfer", "alice", "bob", amount, "USD", mode)
+def transfer(mode: str, transaction_id: str | None = None, amount: int = AMOUNT) -> Transfer:
+    return Transfer(transaction_id or str(uuid4()), "transfer", "alice", "bob", amount, "USD", mode)
 
 
 def accounts(alice: int = 1000, alice_reserved: int = 0, bob_status: str = "active",

@@ -78,7 +78,7 @@ def test_request_hash_is_the_compact_json_hash_for_any_text() -> None:
         sender, receiver = (None if deposit else text()), text()
         if sender == receiver:
             continue
-        transfer = Transfer(uuid.uuid4(), "deposit" if deposit else "transfer", sender, receiver,
+        transfer = Transfer(str(uuid.uuid4()), "deposit" if deposit else "transfer", sender, receiver,
                             rng.randint(1, 10**15), text(), "2pc")
         canonical = json.dumps([transfer.kind, sender, receiver, transfer.amount, transfer.currency],
                                separators=(",", ":"))
@@ -92,16 +92,16 @@ async def test_concurrent_lookups_share_statements_and_each_gets_its_own(service
     await open_accounts(service, ids, deposit="10.00")
     done = []
     for index in range(30):
-        transaction_id = uuid.uuid4()
+        transaction_id = str(uuid.uuid4())
         await service.transfer(ids[index % 2], ids[2], "0.01", "USD", str(transaction_id))
         done.append(transaction_id)
     lookup = service.records.lookups["shard1"]
     before = lookup.batches_applied
-    fresh = [[uuid.uuid4(), done[index]] for index in range(30)]
+    fresh = [[str(uuid.uuid4()), done[index]] for index in range(30)]
     answers = await asyncio.gather(*(service.records.find_on(["shard1", "shard2"], request) for request in fresh))
     for request, answer in zip(fresh, answers):
         assert set(answer) == {request[1]}, "each caller sees its own ids' records, and only those"
-        assert answer[request[1]].result.transfer.transaction_id == request[1]
+        assert answer[request[1]].transfer.transaction_id == request[1]
     assert lookup.batches_applied - before < 30, "concurrent lookups on one shard share statements"
 
 
@@ -109,7 +109,7 @@ async def test_a_lookup_on_a_shard_that_is_down_fails_every_caller(service: Wall
     lookup = service.records.lookups["shard3"]
     await asyncio.to_thread(cluster.stop_shard, "shard3", "immediate")
     try:
-        results = await asyncio.gather(*(service.records.find_on(["shard3"], [uuid.uuid4()]) for _ in range(5)),
+        results = await asyncio.gather(*(service.records.find_on(["shard3"], [str(uuid.uuid4())]) for _ in range(5)),
                                        return_exceptions=True)
     finally:
         await asyncio.to_thread(cluster.start_shard, "shard3")
@@ -117,7 +117,7 @@ async def test_a_lookup_on_a_shard_that_is_down_fails_every_caller(service: Wall
     assert lookup.tasks and not any(task.done() for task in lookup.tasks), "the lookup worker survives"
     for attempt in range(50):  # the pool replaces connections the restart cut, as it meets them
         try:
-            assert await service.records.find_on(["shard3"], [uuid.uuid4()]) == {}, "and answers once the shard is back"
+            assert await service.records.find_on(["shard3"], [str(uuid.uuid4())]) == {}, "and answers once the shard is back"
             break
         except ShardUnavailable:
             assert attempt < 49, "the lookup never answered after the shard came back"
@@ -125,20 +125,33 @@ async def test_a_lookup_on_a_shard_that_is_down_fails_every_caller(service: Wall
 
 
 def test_account_rows_are_read_by_position_in_the_accounts_field_order() -> None:
-    import dataclasses
-
     from coordinator.domain.accounts import Account
     from shards.accounts import ACCOUNT_COLUMNS
 
     columns = [name.strip() for name in ACCOUNT_COLUMNS.split("#")[0].split(",")]
-    assert columns == [field.name for field in dataclasses.fields(Account)]
+    assert columns == list(Account._fields)
 
 
-def test_request_hash_is_computed_once_and_is_not_part_of_the_value() -> None:
-    transfer = Transfer(uuid.uuid4(), "transfer", "a", "b", 5, "USD", "2pc")
-    twin = Transfer(transfer.transaction_id, "transfer", "a", "b", 5, "USD", "2pc")
-    first = transfer.request_hash
-    assert transfer.request_hash is first and transfer == twin and hash(transfer) == hash(twin)
+def test_a_retry_is_the_same_request_when_it_moves_the_same_money() -> None:
+    """The idempotency key promises the movement, not the protocol: a retry in another mode
+    replays; any other field changed is another request (a conflict)."""
+    transfer = Transfer(str(uuid.uuid4()), "transfer", "a", "b", 5, "USD", "2pc")
+    assert transfer._replace(mode="tcc").movement == transfer.movement
+    assert transfer._replace(mode="tcc").request_hash == transfer.request_hash
+    for changed in ({"amount": 6}, {"to_account": "c"}, {"from_account": "d"}, {"currency": "EUR"}):
+        assert transfer._replace(**changed).movement != transfer.movement, changed
+
+
+def test_transfers_are_in_the_records_column_order() -> None:
+    """write_batch transposes the Transfer tuples straight into the record's columns."""
+    import re
+
+    from shards.transfers import WRITE_BATCH
+
+    found = re.search(r"INSERT INTO transfers \(([^)]*)\)", WRITE_BATCH)
+    assert found is not None, "WRITE_BATCH inserts into transfers"
+    columns = [name.strip() for name in found[1].split(",")]
+    assert columns[:len(Transfer._fields)] == list(Transfer._fields)
 
 
 def test_balance_events_are_in_the_outboxs_column_order() -> None:

@@ -67,14 +67,13 @@ async def test_old_commit_decisions_are_pruned_unless_a_branch_needs_them(servic
                                                                           topology: Topology) -> None:
     """Protects commit_decisions from growing forever, and 2PC from losing a decision it still
     needs: an old decision goes; one whose batch still has a prepared branch, or a recent one, stays."""
-    import asyncpg
-
     from coordinator.protocols.recovery import DECISION_RETENTION_S_MIN, recover_once
     from shards import two_phase as two_phase_sql
+    from shards.pool import connect
 
-    gone, needed, recent = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    decision_shard = await asyncpg.connect(topology.shards["shard0"])
-    branch_shard = await asyncpg.connect(topology.shards["shard1"])
+    gone, needed, recent = (str(uuid.uuid4()) for _ in range(3))
+    decision_shard = await connect(topology.shards["shard0"])
+    branch_shard = await connect(topology.shards["shard1"])
     gid = two_phase_sql.make_gid(needed, "shard0", "shard1")
     try:
         for batch_id in (gone, needed, recent):

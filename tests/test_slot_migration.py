@@ -264,7 +264,7 @@ async def test_flip_waits_for_an_open_hold(service: WalletService, store: ZooKee
     source = ids_in_slot(slot, 1)[0]
     target = ids_on(topology, "shard0", 1, slot)[0]
     await open_funded(service, [source, target])
-    transfer = Transfer(uuid.uuid4(), "transfer", source, target, 500, "USD", "tcc")
+    transfer = Transfer(str(uuid.uuid4()), "transfer", source, target, 500, "USD", "tcc")
     [start] = await branches.try_debits(service.pools, "shard1", [transfer], {})
     assert start.kind == "held"
     monkeypatch.setattr(slot_migration, "FLIP_ATTEMPTS_MAX", 2)

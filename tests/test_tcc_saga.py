@@ -87,7 +87,7 @@ async def test_barrier_repeats_do_nothing(service: WalletService, topology: Topo
     """A repeated Try, Confirm or Cancel changes nothing the second time."""
     (alice,), (bob,) = accounts_on(topology, "shard0", 1), accounts_on(topology, "shard1", 1)
     await open_accounts(service, [alice, bob], deposit="10.00")
-    transfer = Transfer(uuid.uuid4(), "transfer", alice, bob, 300, "USD", "tcc")
+    transfer = Transfer(str(uuid.uuid4()), "transfer", alice, bob, 300, "USD", "tcc")
     assert (await branch_op(service, "shard0", transfer, "debit", "try")).note == "applied"
     assert (await branch_op(service, "shard0", transfer, "debit", "try")).note == "repeat"
     assert (await service.get_account(alice)).reserved == 300
@@ -99,7 +99,7 @@ async def test_barrier_repeats_do_nothing(service: WalletService, topology: Topo
     assert await balances(service, [alice, bob]) == {alice: 700, bob: 1300}
     assert await reserved_of(service, [alice]) == 0
 
-    other = Transfer(uuid.uuid4(), "transfer", alice, bob, 200, "USD", "tcc")
+    other = Transfer(str(uuid.uuid4()), "transfer", alice, bob, 200, "USD", "tcc")
     await branch_op(service, "shard0", other, "debit", "try")
     assert (await branch_op(service, "shard0", other, "debit", "cancel")).note == "applied"
     assert (await branch_op(service, "shard0", other, "debit", "cancel")).note == "repeat"
@@ -114,7 +114,7 @@ async def test_cancel_before_try_then_late_try(service: WalletService, topology:
     await open_accounts(service, [alice, bob], deposit="10.00")
     shard = "shard2" if branch == "debit" else "shard3"
     for mode in ("tcc", "saga"):
-        transfer = Transfer(uuid.uuid4(), "transfer", alice, bob, 500, "USD", mode)
+        transfer = Transfer(str(uuid.uuid4()), "transfer", alice, bob, 500, "USD", mode)
         cancelled = await branch_op(service, shard, transfer, branch, "cancel")
         assert (cancelled.ok, cancelled.note, cancelled.out_of_order) == (True, "null_compensation", True)
         late = await branch_op(service, shard, transfer, branch, "try")
@@ -130,7 +130,7 @@ async def test_refused_try_closes_the_branch(service: WalletService, topology: T
     (alice,), (bob,) = accounts_on(topology, "shard0", 1), accounts_on(topology, "shard3", 1)
     await open_accounts(service, [alice, bob], deposit="10.00")
     await service.set_account_status(bob, "frozen")
-    transfer = Transfer(uuid.uuid4(), "transfer", alice, bob, 100, "USD", "saga")
+    transfer = Transfer(str(uuid.uuid4()), "transfer", alice, bob, 100, "USD", "saga")
     assert (await branch_op(service, "shard3", transfer, "credit", "try")).error_code == "account_frozen"
     await service.set_account_status(bob, "active")
     again = await branch_op(service, "shard3", transfer, "credit", "try")
@@ -158,7 +158,7 @@ async def test_unfinished_transfer_shows_its_phase(service: WalletService, topol
 
     (alice,), (bob,) = accounts_on(topology, "shard0", 1), accounts_on(topology, "shard2", 1)
     await open_accounts(service, [alice, bob], deposit="5.00")
-    transfer = Transfer(uuid.uuid4(), "transfer", alice, bob, 100, "USD", "tcc")
+    transfer = Transfer(str(uuid.uuid4()), "transfer", alice, bob, 100, "USD", "tcc")
     (start,) = await branches.try_debits(service.pools, "shard0", [transfer], {})
     assert start.kind == "held"
     app = build_app(settings, service=service)

@@ -4,17 +4,19 @@ The shard layer locks every account a batch touches (in account-id order), hands
 their rows here, and applies what comes back: one folded delta per account, one
 record per transfer. Transfers are decided in arrival order, each against the
 balances its predecessors left, so one insufficient-funds transfer fails alone.
+
+The plan is columns, not objects: per transfer its disposition, and for new ones the
+refusal code (None: it moves); results are made once, when the record's time is known.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
-from uuid import UUID
+from datetime import datetime
+from typing import Callable, Literal
 
 from coordinator.domain.accounts import Account
-from coordinator.domain.transfers import StoredTransfer, Transfer, TransferResult
 from coordinator.domain.postings import Postings
-
+from coordinator.domain.transfers import RecordColumns, Transfer, TransferResult
 
 # What the plan does with one transfer: record it, answer with its stored record, or refuse
 # it (its id belongs to a different request).
@@ -24,66 +26,92 @@ Disposition = Literal["new", "replay", "conflict"]
 @dataclass
 class BatchPlan:
     postings: Postings
+    protocol: str = "local"
     # One entry per input transfer, in input order.
-    results: list[TransferResult | None] = field(default_factory=list)
     dispositions: list[Disposition] = field(default_factory=list)
+    codes: list[str | None] = field(default_factory=list)  # a new transfer's refusal (None: it moves)
+    # A replay's answer: the stored result, or the index of the batch's first transfer of its id.
+    replayed: dict[int, TransferResult | int] = field(default_factory=dict)
+    new: list[int] = field(default_factory=list)  # indexes of the transfers to record, in order
 
     @property
     def deltas(self) -> dict[str, tuple[int, int]]:
         """account_id -> (balance delta, versions). Folded: one row update per account."""
         return {a: (c.balance_delta, c.versions) for a, c in self.postings.changes.items()}
 
-    @property
-    def new_results(self) -> list[TransferResult]:
-        return [r for r, d in zip(self.results, self.dispositions) if d == "new" and r is not None]
+    def records(self, transfers: list[Transfer], indexes: list[int] | None = None) -> RecordColumns:
+        """The records to write for the new transfers (or those of them at `indexes`), in order."""
+        chosen = self.new if indexes is None else indexes
+        codes = [self.codes[index] for index in chosen]
+        return RecordColumns(
+            [transfers[index] for index in chosen], [self.protocol] * len(chosen),
+            ["success" if code is None else "failed" for code in codes],
+            ["committed" if code is None else "aborted" for code in codes], codes)
+
+    def results(self, transfers: list[Transfer], stamp: datetime | None = None,
+                stamp_of: Callable[[Transfer], datetime | None] | None = None) -> list[TransferResult | None]:
+        """Each transfer's result (None: a conflict), made once its record's time is known:
+        new records carry `stamp`, or their debit shard's from `stamp_of` (2PC writes records
+        on several shards)."""
+        made: list[TransferResult | None] = []
+        protocol, codes, replayed = self.protocol, self.codes, self.replayed
+        for index, (transfer, disposition) in enumerate(zip(transfers, self.dispositions, strict=True)):
+            if disposition == "new":
+                moment = stamp if stamp_of is None else stamp_of(transfer)
+                code = codes[index]
+                made.append(TransferResult(transfer, "success", None, protocol, "committed", moment) if code is None
+                            else TransferResult(transfer, "failed", code, protocol, "aborted", moment))
+            elif disposition == "replay":
+                answer = replayed[index]
+                made.append(made[answer] if isinstance(answer, int) else answer)
+            else:
+                made.append(None)
+        return made
 
 
 def plan_local_batch(
     transfers: list[Transfer],
     accounts: dict[str, Account],
-    stored: dict[UUID, StoredTransfer],
+    stored: dict[str, TransferResult],
     protocol: str = "local",
 ) -> BatchPlan:
     postings = Postings(accounts)
-    plan = BatchPlan(postings)
-    seen: dict[UUID, TransferResult] = {}
+    plan = BatchPlan(postings, protocol)
+    dispositions, codes, replayed, new = plan.dispositions, plan.codes, plan.replayed, plan.new
+    first_of: dict[str, int] = {}  # transaction id -> index of its first occurrence in the batch
+    post = postings.post
 
-    for transfer in transfers:
-        earlier = stored.get(transfer.transaction_id)
+    for index, transfer in enumerate(transfers):
+        transaction_id = transfer.transaction_id
+        earlier = stored.get(transaction_id)
         if earlier is not None:
-            if earlier.request_hash == transfer.request_hash:
-                plan.results.append(earlier.result)
-                plan.dispositions.append("replay")
-            else:
-                plan.results.append(None)
-                plan.dispositions.append("conflict")
+            same = earlier.transfer.movement == transfer.movement
+            dispositions.append("replay" if same else "conflict")
+            codes.append(None)
+            if same:
+                replayed[index] = earlier
             continue
-        if transfer.transaction_id in seen:
-            first = seen[transfer.transaction_id]
-            same = first.transfer.request_hash == transfer.request_hash
-            plan.results.append(first if same else None)
-            plan.dispositions.append("replay" if same else "conflict")
+        first = first_of.get(transaction_id)
+        if first is not None:
+            same = transfers[first].movement == transfer.movement
+            dispositions.append("replay" if same else "conflict")
+            codes.append(None)
+            if same:
+                replayed[index] = first
             continue
-
+        first_of[transaction_id] = index
         error_code = refusal(transfer, accounts, postings)
         if error_code is None:
             if transfer.from_account is None:
-                postings.post(transfer.transaction_id, transfer.to_account, "deposit", transfer.amount)
+                post(transaction_id, transfer.to_account, "deposit", transfer.amount)
             else:
-                postings.post(transfer.transaction_id, transfer.from_account, "debit", -transfer.amount)
-                postings.post(transfer.transaction_id, transfer.to_account, "credit", transfer.amount)
-        result = TransferResult(
-            transfer=transfer,
-            status="success" if error_code is None else "failed",
-            error_code=error_code,
-            protocol=protocol,
-            phase="committed" if error_code is None else "aborted",
-        )
-        seen[transfer.transaction_id] = result
-        plan.results.append(result)
-        plan.dispositions.append("new")
+                post(transaction_id, transfer.from_account, "debit", -transfer.amount)
+                post(transaction_id, transfer.to_account, "credit", transfer.amount)
+        dispositions.append("new")
+        codes.append(error_code)
+        new.append(index)
 
-    assert len(plan.results) == len(transfers)
+    assert len(dispositions) == len(transfers)
     return plan
 
 

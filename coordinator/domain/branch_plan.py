@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import NamedTuple
-from uuid import UUID
 
 from coordinator.domain.accounts import Account
 from coordinator.domain.transfers import Transfer
@@ -78,13 +77,13 @@ NOTHING_TO_UNDO = BranchOutcome(True, "nothing_to_undo")
 class BranchPlan:
     postings: Postings
     outcomes: list[BranchOutcome] = field(default_factory=list)
-    barrier_inserts: list[tuple[UUID, str, str, str]] = field(default_factory=list)  # (tid, branch, op, origin)
+    barrier_inserts: list[tuple[str, str, str, str]] = field(default_factory=list)  # (tid, branch, op, origin)
 
 
 def plan_branch_batch(
     ops: list[BranchOp],
     accounts: dict[str, Account],
-    barrier: dict[tuple[UUID, str, str], str],
+    barrier: dict[tuple[str, str, str], str],
 ) -> BranchPlan:
     """`barrier`: (transaction_id, branch, operation) -> origin, as stored on this shard."""
     plan = BranchPlan(Postings(accounts))

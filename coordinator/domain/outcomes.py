@@ -13,7 +13,6 @@ Expected failures travel as these values; an exception out of a batch is a bug o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from uuid import UUID
 
 from coordinator.domain.errors import WalletError
 from coordinator.domain.transfers import TransferResult
@@ -41,7 +40,7 @@ class Reroute:
 Outcome = TransferResult | Refused | Reroute
 
 
-def conflict(transaction_id: UUID) -> Refused:
+def conflict(transaction_id: str) -> Refused:
     return Refused("idempotency_conflict", f"transaction_id {transaction_id} was already used for a different request")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import NamedTuple
-from uuid import UUID
 
 from coordinator.domain.accounts import Account
 
@@ -19,7 +18,7 @@ class BalanceEvent(NamedTuple):
     """One posting, as the outbox (and so the ledger) records it. A tuple: a batch of a
     thousand transfers makes two thousand of these, and Postings.post checks each."""
 
-    transaction_id: UUID
+    transaction_id: str
     account_id: str
     version: int
     kind: str
@@ -49,7 +48,7 @@ class Postings:
     def available(self, account_id: str) -> int:
         return self.balance[account_id] - self.reserved[account_id]
 
-    def post(self, transaction_id: UUID, account_id: str, kind: str, amount: int, reserved_delta: int = 0) -> None:
+    def post(self, transaction_id: str, account_id: str, kind: str, amount: int, reserved_delta: int = 0) -> None:
         assert kind in EVENT_KINDS, f"unknown event kind {kind!r}"
         balance = self.balance[account_id] + amount
         reserved = self.reserved[account_id] + reserved_delta

@@ -1,49 +1,44 @@
-"""Transfers: the request (Transfer) and its recorded outcome (TransferResult). Frozen and
-driver-free: they cross every layer."""
+"""Transfers: the request (Transfer) and its recorded outcome (TransferResult), as tuples.
+
+A batch of a thousand transfers holds a thousand of each; a tuple costs a fraction of a
+frozen dataclass to make and to read (README.md, "Measured figures"). Their invariants are
+established where they are made: validation (domain/validation.py) builds requests, the
+planners build results, rows read back from a shard were checked when written.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from datetime import datetime
-from uuid import UUID
+from typing import NamedTuple
 
 TRANSFER_KINDS = ("transfer", "deposit")
 MODES = ("2pc", "tcc", "saga")
 
 
-@dataclass(frozen=True)
-class Transfer:
+class Transfer(NamedTuple):
     """One request to move money. A deposit has no from_account: money enters from outside."""
 
-    transaction_id: UUID
-    kind: str
+    transaction_id: str  # a UUID, lower case
+    kind: str  # transfer | deposit
     from_account: str | None
     to_account: str
     amount: int  # minor units, > 0
     currency: str
-    mode: str
+    mode: str  # 2pc | tcc | saga | local
 
-    def __post_init__(self) -> None:
-        assert self.kind in TRANSFER_KINDS, f"kind must be one of {TRANSFER_KINDS}"
-        assert (self.from_account is None) == (self.kind == "deposit"), "only a deposit has no from_account"
-        assert isinstance(self.amount, int) and self.amount > 0, "amount is positive minor units"
-        assert self.from_account != self.to_account, "same_account is refused before a Transfer is built"
-        assert self.mode in MODES or self.mode == "local", f"unknown mode {self.mode!r}"
+    @property
+    def movement(self) -> tuple[str, str | None, str, int, str]:
+        """What the idempotency key promises: the money movement (kind, from, to, amount,
+        currency), not the protocol used for it. A retry must move the same."""
+        return self[1:6]
 
     @property
     def request_hash(self) -> bytes:
-        """What the idempotency key promises: the money movement, not the protocol used for it.
-        SHA-256 of the compact JSON list [kind, from, to, amount, currency]; stored with every
-        record, so this form must never change. Computed once per Transfer (not with
-        functools.cached_property: before Python 3.12 it takes a lock on every first read)."""
-        cached = self.__dict__.get("_request_hash")
-        if cached is None:
-            cached = self.__dict__["_request_hash"] = self._hash_request()
-        return cached
-
-    def _hash_request(self) -> bytes:
+        """SHA-256 of the compact JSON list [kind, from, to, amount, currency]: the form stored
+        with every record (shards/transfers.py computes the same in SQL), which must never
+        change."""
         if _JSON_PLAIN.match(f"{self.kind}{self.from_account or ''}{self.to_account}{self.currency}"):
             # Validated ids and words: JSON writes them as they are, between quotes.
             sender = "null" if self.from_account is None else f'"{self.from_account}"'
@@ -54,34 +49,47 @@ class Transfer:
         return hashlib.sha256(canonical.encode()).digest()
 
 
+def check_transfer(transfer: Transfer) -> Transfer:
+    """The invariants every Transfer holds (validation guarantees them; tests build their own)."""
+    assert transfer.kind in TRANSFER_KINDS, f"kind must be one of {TRANSFER_KINDS}"
+    assert (transfer.from_account is None) == (transfer.kind == "deposit"), "only a deposit has no from_account"
+    assert isinstance(transfer.amount, int) and transfer.amount > 0, "amount is positive minor units"
+    assert transfer.from_account != transfer.to_account, "same_account is refused before a Transfer is built"
+    assert transfer.mode in MODES or transfer.mode == "local", f"unknown mode {transfer.mode!r}"
+    return transfer
+
+
 # Text that json.dumps writes as itself between quotes: printable ASCII but " and \.
 _JSON_PLAIN = re.compile(r'[ !#-\[\]-~]*\Z')
 
 
-@dataclass(frozen=True)
-class TransferResult:
-    """The recorded outcome of one transaction id."""
+class TransferResult(NamedTuple):
+    """The recorded outcome of one transaction id: status success, or failed with its code."""
 
     transfer: Transfer
-    status: str  # "success" | "failed"
+    status: str  # success | failed
     error_code: str | None
-    protocol: str  # "local" for one-shard transfers and deposits
-    phase: str  # "committed" | "aborted" (later protocols add their in-between phases)
+    protocol: str  # local | 2pc | tcc | saga
+    phase: str  # committed | aborted (TC/C confirmed | cancelled; Saga completed | compensated)
     created_at: datetime | None = None
 
-    def __post_init__(self) -> None:
-        assert self.status in ("success", "failed"), f"unknown status {self.status!r}"
-        assert (self.error_code is None) == (self.status == "success"), "a failure carries its code"
-
     def stamped(self, created_at: datetime | None) -> TransferResult:
-        """This result with the moment its record was stored (dataclasses.replace, minus its cost)."""
-        return TransferResult(self.transfer, self.status, self.error_code, self.protocol, self.phase, created_at)
+        """This result with the moment its record was stored."""
+        return self._replace(created_at=created_at)
 
 
+class RecordColumns(NamedTuple):
+    """Transfer records to write, as columns: the shape the write statement binds
+    (shards/transfers.py), with no result object made per record before its time is known."""
 
-@dataclass(frozen=True)
-class StoredTransfer:
-    """A transaction id already recorded on the shard."""
+    transfers: list[Transfer]
+    protocols: list[str]
+    statuses: list[str]
+    phases: list[str]
+    error_codes: list[str | None]
 
-    request_hash: bytes
-    result: TransferResult
+    @classmethod
+    def of(cls, results: list[TransferResult]) -> RecordColumns:
+        """The columns of finished results (the TC/C and Saga steps make few at a time)."""
+        return cls([r.transfer for r in results], [r.protocol for r in results], [r.status for r in results],
+                   [r.phase for r in results], [r.error_code for r in results])

@@ -49,12 +49,13 @@ def check_owner(value: object) -> str:
     return value
 
 
-def check_transaction_id(value: object, field: str = "transaction_id") -> UUID:
+def check_transaction_id(value: object, field: str = "transaction_id") -> str:
+    """The UUID in its canonical text (lower case): how every layer carries a transaction id."""
     if isinstance(value, UUID):
-        return value
+        return str(value)
     if not isinstance(value, str) or not UUID_PATTERN.fullmatch(value):
         raise WalletError("validation_error", f"{field} must be a UUID such as {UUID_EXAMPLE}")
-    return UUID(value)
+    return value.lower()
 
 
 def check_mode(value: object, default: str) -> str:

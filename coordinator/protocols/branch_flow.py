@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable, TypeVar
-from uuid import UUID
 
 from coordinator.domain.branch_plan import BranchOp, BranchOutcome
 from coordinator.domain.outcomes import Outcome, Refused, Reroute, conflict, unavailable
@@ -94,7 +93,7 @@ class BranchFlow:
         )
         log_phase(log, f"{self.mode}.started_debit", [t.transaction_id for t in transfers])
         fault_points.reach(f"{self.mode}.after_try_debit" if self.mode == "tcc" else "saga.after_debit")
-        outcomes: dict[UUID, Outcome] = {}
+        outcomes: dict[str, Outcome] = {}
         flows: list[Flow] = []
         for transfer, start in starts:
             if isinstance(start, (Refused, Reroute)):
@@ -112,10 +111,10 @@ class BranchFlow:
         outcomes.update(await self.drive(flows))
         return [outcomes[t.transaction_id] for t in transfers]
 
-    async def resume(self, phases: list[PhaseRow]) -> dict[UUID, Outcome]:
+    async def resume(self, phases: list[PhaseRow]) -> dict[str, Outcome]:
         return await self.drive([flow_of(phase) for phase in phases if phase.transfer.mode == self.mode])
 
-    async def drive(self, flows: list[Flow]) -> dict[UUID, Outcome]:
+    async def drive(self, flows: list[Flow]) -> dict[str, Outcome]:
         raise NotImplementedError
 
     async def try_credits(self, flows: list[Flow]) -> list[tuple[Flow, BranchOutcome | Failure]]:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from uuid import UUID
 
 from coordinator.domain.branch_plan import BranchOp, BranchOutcome, plan_branch_batch
-from coordinator.domain.transfers import StoredTransfer, Transfer, TransferResult
+from coordinator.domain.transfers import RecordColumns, Transfer, TransferResult
 from coordinator.protocols.retries import retry_conflicts
 from shards import accounts as account_sql
 from shards import barrier as barrier_sql
@@ -44,7 +43,7 @@ def record(transfer: Transfer, second_phase: str, error_code: str | None) -> Tra
 
 
 async def try_debits(
-    pools: ShardPools, shard: str, transfers: list[Transfer], elsewhere: dict[UUID, StoredTransfer]
+    pools: ShardPools, shard: str, transfers: list[Transfer], elsewhere: dict[str, TransferResult]
 ) -> list[DebitStart]:
     """Step one on the debit shard: Try (hold for TC/C, debit for Saga) and the phase-state row,
     or the replay of what is already recorded."""
@@ -63,10 +62,10 @@ async def try_debits(
                 earlier = stored.get(transfer.transaction_id)
                 phase = phases.get(transfer.transaction_id)
                 if earlier is not None:
-                    same = earlier.request_hash == transfer.request_hash
-                    starts.append(DebitStart("final", earlier.result) if same else DebitStart("conflict"))
+                    same = earlier.transfer.movement == transfer.movement
+                    starts.append(DebitStart("final", earlier) if same else DebitStart("conflict"))
                 elif phase is not None:
-                    same = phase.request_hash == transfer.request_hash
+                    same = phase.transfer.movement == transfer.movement
                     starts.append(DebitStart("resume", phase=phase) if same else DebitStart("conflict"))
                 else:
                     starts.append(None)
@@ -76,7 +75,8 @@ async def try_debits(
             refused = [record(t, "cancel", o.error_code) for t, o in zip(fresh, plan.outcomes) if not o.ok]
             await barrier_sql.insert_barrier(connection, plan.barrier_inserts)
             await phase_sql.insert_phases(connection, held)
-            created_at = await transfer_sql.write_batch(connection, plan.postings.changes, refused, plan.postings.events)
+            created_at = await transfer_sql.write_batch(connection, plan.postings.changes, RecordColumns.of(refused),
+                                                        plan.postings.events)
         outcome_of = dict(zip([t.transaction_id for t in fresh], plan.outcomes))
         refused_by_id = {r.transfer.transaction_id: r for r in refused}
         results: list[DebitStart] = []
@@ -102,7 +102,7 @@ async def run_branch_ops(pools: ShardPools, shard: str, ops: list[BranchOp]) -> 
             plan = plan_branch_batch(ops, accounts, barrier)
             await barrier_sql.insert_barrier(connection, plan.barrier_inserts)
             if plan.postings.changes:
-                await transfer_sql.write_batch(connection, plan.postings.changes, [], plan.postings.events)
+                await transfer_sql.write_batch(connection, plan.postings.changes, RecordColumns.of([]), plan.postings.events)
         return plan.outcomes
 
     return await retry_conflicts(step)
@@ -149,9 +149,10 @@ async def second_phase_debits(
             plan = plan_branch_batch(ops, accounts, barrier)
             await barrier_sql.insert_barrier(connection, plan.barrier_inserts)
             await phase_sql.update_phases(connection, updates)
-            created_at = await transfer_sql.write_batch(connection, plan.postings.changes, new_records, plan.postings.events)
+            created_at = await transfer_sql.write_batch(connection, plan.postings.changes, RecordColumns.of(new_records),
+                                                        plan.postings.events)
         fresh = {r.transfer.transaction_id: r.stamped(created_at) for r in new_records}
-        return [fresh.get(i) or stored[i].result for i in ids]
+        return [fresh.get(i) or stored[i] for i in ids]
 
     return await retry_conflicts(step)
 

@@ -44,9 +44,9 @@ class OneShard:
                 accounts = await account_sql.lock_accounts(connection, account_ids)
                 plan = plan_local_batch(transfers, accounts, stored)
                 created_at = None
-                if plan.new_results:
+                if plan.new:
                     created_at = await transfer_sql.write_batch(
-                        connection, plan.postings.changes, plan.new_results, plan.postings.events
+                        connection, plan.postings.changes, plan.records(transfers), plan.postings.events
                     )
             return plan, created_at
 
@@ -57,17 +57,12 @@ class OneShard:
         except ShardError as error:
             return [unavailable(error.shard)] * len(transfers)
         log_phase(log, "local.committed", [t.transaction_id for t in transfers], shard=shard)
-        return outcomes_of(transfers, plan, lambda transfer: created_at)
+        return outcomes_of(transfers, plan, created_at)
 
 
-def outcomes_of(transfers: list[Transfer], plan: BatchPlan, stamp: Callable[[Transfer], datetime | None]) -> list[Outcome]:
-    """One outcome per planned transfer: its result (new or replayed) or a conflict."""
-    outcomes: list[Outcome] = []
-    for transfer, result, disposition in zip(transfers, plan.results, plan.dispositions, strict=True):
-        if disposition == "conflict":
-            outcomes.append(conflict(transfer.transaction_id))
-        else:
-            assert result is not None
-            # New records (and in-batch replays of them) carry the stamp the shard stored.
-            outcomes.append(result if result.created_at is not None else result.stamped(stamp(result.transfer)))
-    return outcomes
+def outcomes_of(transfers: list[Transfer], plan: BatchPlan, stamp: datetime | None = None,
+                stamp_of: Callable[[Transfer], datetime | None] | None = None) -> list[Outcome]:
+    """One outcome per planned transfer: its result (new or replayed) or a conflict. New
+    records carry the time the shard stored them (BatchPlan.results)."""
+    return [conflict(transfer.transaction_id) if result is None else result
+            for transfer, result in zip(transfers, plan.results(transfers, stamp, stamp_of), strict=True)]

@@ -9,13 +9,12 @@ SELECT per shard.
 from __future__ import annotations
 
 from typing import Collection, Protocol
-from uuid import UUID
 
-from coordinator.domain.transfers import StoredTransfer
+from coordinator.domain.transfers import TransferResult
 
 
 class PriorRecords(Protocol):
-    async def find(self, transaction_ids: list[UUID], skip: Collection[str] = ()) -> dict[UUID, StoredTransfer]:
+    async def find(self, transaction_ids: list[str], skip: Collection[str] = ()) -> dict[str, TransferResult]:
         """The stored records of these ids on every shard but those in `skip`, every shard
         at once. Raises ShardUnavailable when a shard does not answer."""
         ...

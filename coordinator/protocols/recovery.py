@@ -17,7 +17,6 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
-from uuid import UUID
 
 from coordinator.domain.outcomes import Refused, Reroute
 from coordinator.protocols.branch_flow import BranchFlow
@@ -77,11 +76,11 @@ async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int
     for shard, error in listed.errors.items():
         report.errors.append(f"{shard}: cannot list prepared transactions: {error}")
     branches = [branch for part in listed.results.values() for branch in part][:BRANCHES_PER_PASS_MAX]
-    by_batch: dict[UUID, list[two_phase_sql.PreparedBranch]] = {}
+    by_batch: dict[str, list[two_phase_sql.PreparedBranch]] = {}
     for branch in branches:
         by_batch.setdefault(branch.batch_id, []).append(branch)
 
-    async def resolve(batch_id: UUID, members: list[two_phase_sql.PreparedBranch]) -> None:
+    async def resolve(batch_id: str, members: list[two_phase_sql.PreparedBranch]) -> None:
         decision_shard = members[0].decision_shard
         try:
             async with pools.connection(decision_shard) as connection:
@@ -118,7 +117,7 @@ async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int
     return report
 
 
-async def prune_decisions(pools: ShardPools, shards: list[str], keep: list[UUID], retention_s: int,
+async def prune_decisions(pools: ShardPools, shards: list[str], keep: list[str], retention_s: int,
                           report: RecoveryReport) -> int:
     async def one(shard: str) -> int:
         async with pools.connection(shard) as connection:

@@ -13,7 +13,6 @@ barrier makes the repeats safe.
 from __future__ import annotations
 
 import logging
-from uuid import UUID
 
 from coordinator.domain.outcomes import Outcome, Refused, Reroute
 from coordinator.protocols.branch_flow import BranchFlow, Flow, decided_before, decision_after
@@ -26,8 +25,8 @@ log = logging.getLogger("wallet.saga")
 class SagaCoordinator(BranchFlow):
     mode = "saga"
 
-    async def drive(self, flows: list[Flow]) -> dict[UUID, Outcome]:
-        outcomes: dict[UUID, Outcome] = {}
+    async def drive(self, flows: list[Flow]) -> dict[str, Outcome]:
+        outcomes: dict[str, Outcome] = {}
         decisions = decided_before(flows)
         for flow, credited in await self.try_credits([f for f in flows if not f.second_phase]):
             if isinstance(credited, (Refused, Reroute)):

@@ -17,7 +17,6 @@ business reasons; when a shard is down, recovery repeats them until they land.
 from __future__ import annotations
 
 import logging
-from uuid import UUID
 
 from coordinator.domain.branch_plan import BranchOp
 from coordinator.domain.outcomes import Outcome, Refused, Reroute
@@ -33,9 +32,9 @@ log = logging.getLogger("wallet.tcc")
 class TccCoordinator(BranchFlow):
     mode = "tcc"
 
-    async def drive(self, flows: list[Flow]) -> dict[UUID, Outcome]:
+    async def drive(self, flows: list[Flow]) -> dict[str, Outcome]:
         decisions = decided_before(flows)
-        outcomes: dict[UUID, Outcome] = {}
+        outcomes: dict[str, Outcome] = {}
         for flow, tried in await self.try_credits([f for f in flows if not f.second_phase]):
             if isinstance(tried, Reroute):
                 # The receiver's slot moved: nothing was tried; the caller routes again and

@@ -29,7 +29,7 @@ import logging
 from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Callable
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -37,7 +37,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from coordinator.domain.batch_plan import plan_local_batch
 from coordinator.domain.outcomes import Outcome, Reroute, unavailable
 from coordinator.domain.postings import AccountChange, BalanceEvent
-from coordinator.domain.transfers import Transfer, TransferResult
+from coordinator.domain.transfers import RecordColumns, Transfer
 from coordinator.protocols.one_shard import outcomes_of
 from coordinator.protocols.prior_records import PriorRecords
 from coordinator.protocols.retries import retry_conflicts
@@ -73,7 +73,7 @@ class TwoPhaseCommit:
 
     async def _attempt(self, transfers: list[Transfer]) -> list[Outcome]:
         topology = self.topology()
-        batch_id = uuid4()
+        batch_id = str(uuid4())
         accounts_on: dict[str, set[str]] = {}
         for transfer in transfers:
             for account_id in (transfer.from_account, transfer.to_account):
@@ -103,16 +103,18 @@ class TwoPhaseCommit:
                 on_shard = {shard: set(accounts_on[shard]) for shard in involved}
                 changes = {shard: postings.changes_on(on_shard[shard]) for shard in involved}
                 events = {shard: postings.events_on(on_shard[shard]) for shard in involved}
-                records: dict[str, list[TransferResult]] = {shard: [] for shard in involved}
-                for result in plan.new_results:
-                    records[topology.shard_of(result.transfer.from_account or result.transfer.to_account)].append(result)
-                writers = [shard for shard in involved if changes[shard] or records[shard]]
+                recorded_on: dict[str, list[int]] = {shard: [] for shard in involved}  # new records' indexes
+                for index in plan.new:
+                    transfer = transfers[index]
+                    recorded_on[topology.shard_of(transfer.from_account or transfer.to_account)].append(index)
+                records = {shard: plan.records(transfers, recorded_on[shard]) for shard in involved}
+                writers = [shard for shard in involved if changes[shard] or recorded_on[shard]]
                 for shard in involved:
                     if shard not in writers:  # read-only participant: release its locks now
                         with errors_of(shard):
                             await two_phase_sql.rollback(connections[shard])
                 if not writers:
-                    return outcomes_of(transfers, plan, lambda transfer: None)
+                    return outcomes_of(transfers, plan)
 
                 # 3. Phase one. Every write finishes before any failure is acted on: a
                 # connection is never rolled back while its statement still runs.
@@ -128,14 +130,14 @@ class TwoPhaseCommit:
                     with errors_of(writers[0]):
                         await two_phase_sql.commit(connections[writers[0]])
                     decided = True
-                    return outcomes_of(transfers, plan, created_at)
-                decision_shard = min(shard for shard in writers if records[shard])
+                    return outcomes_of(transfers, plan, stamp_of=created_at)
+                decision_shard = min(shard for shard in writers if recorded_on[shard])
                 gids = {
                     shard: two_phase_sql.make_gid(batch_id, decision_shard, shard)
                     for shard in writers if shard != decision_shard
                 }
                 await self._prepare_all(connections, gids)
-                log_phase(log, "2pc.prepared", transaction_ids, batch_id=str(batch_id), shards=writers)
+                log_phase(log, "2pc.prepared", transaction_ids, batch_id=batch_id, shards=writers)
                 fault_points.reach("2pc.after_all_prepares")
 
                 # 4. The commit point.
@@ -143,7 +145,7 @@ class TwoPhaseCommit:
                 if not decided:
                     await self._roll_back_prepared(gids)
                     raise ShardRetryable(decision_shard, f"batch {batch_id} was aborted by recovery; retrying")
-                log_phase(log, "2pc.decided_commit", transaction_ids, batch_id=str(batch_id), decision_shard=decision_shard)
+                log_phase(log, "2pc.decided_commit", transaction_ids, batch_id=batch_id, decision_shard=decision_shard)
                 fault_points.reach("2pc.after_decision")
             except BaseException:
                 if not decided:
@@ -157,11 +159,11 @@ class TwoPhaseCommit:
 
         # 5. Phase two, outside the locks' connections.
         await self._commit_prepared(gids)
-        log_phase(log, "2pc.committed", transaction_ids, batch_id=str(batch_id))
-        return outcomes_of(transfers, plan, created_at)
+        log_phase(log, "2pc.committed", transaction_ids, batch_id=batch_id)
+        return outcomes_of(transfers, plan, stamp_of=created_at)
 
     async def _write(self, shard: str, connection: Connection, changes: dict[str, AccountChange],
-                     records: list[TransferResult], events: list[BalanceEvent]) -> datetime:
+                     records: RecordColumns, events: list[BalanceEvent]) -> datetime:
         with errors_of(shard):
             return await transfer_sql.write_batch(connection, changes, records, events)
 
@@ -182,7 +184,7 @@ class TwoPhaseCommit:
             await self._roll_back_prepared({shard: gids[shard] for shard in prepared_all.results})
             prepared_all.raise_first()
 
-    async def _decide(self, batch_id: UUID, decision_shard: str, connection: Connection) -> bool:
+    async def _decide(self, batch_id: str, decision_shard: str, connection: Connection) -> bool:
         """True once the commit decision is durable; False if recovery aborted the batch first."""
         try:
             with errors_of(decision_shard):

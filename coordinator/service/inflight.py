@@ -4,7 +4,6 @@ process refuses new work (overloaded) rather than grow without limit."""
 from __future__ import annotations
 
 import asyncio
-from uuid import UUID
 
 from coordinator.domain.errors import WalletError
 from coordinator.domain.transfers import TransferResult
@@ -21,7 +20,7 @@ class InFlight:
     def __init__(self, size_max: int = INFLIGHT_MAX) -> None:
         assert size_max >= 1
         self.size_max = size_max
-        self.futures: dict[UUID, asyncio.Future[TransferResult]] = {}
+        self.futures: dict[str, asyncio.Future[TransferResult]] = {}
 
     def __len__(self) -> int:
         return len(self.futures)
@@ -29,14 +28,14 @@ class InFlight:
     def __contains__(self, transaction_id: object) -> bool:
         return transaction_id in self.futures
 
-    def running(self, transaction_id: UUID) -> asyncio.Future[TransferResult] | None:
+    def running(self, transaction_id: str) -> asyncio.Future[TransferResult] | None:
         return self.futures.get(transaction_id)
 
     @property
     def full(self) -> bool:
         return len(self.futures) >= self.size_max
 
-    def register(self, transaction_id: UUID) -> asyncio.Future[TransferResult]:
+    def register(self, transaction_id: str) -> asyncio.Future[TransferResult]:
         assert transaction_id not in self.futures, f"{transaction_id} is already in flight"
         if self.full:
             raise overloaded()
@@ -44,7 +43,7 @@ class InFlight:
         self.futures[transaction_id] = future
         return future
 
-    def finish(self, transaction_id: UUID, future: asyncio.Future[TransferResult],
+    def finish(self, transaction_id: str, future: asyncio.Future[TransferResult],
                answer: TransferResult | BaseException) -> None:
         """Hand the answer to the waiters (if any) and forget the id."""
         if self.futures.get(transaction_id) is future:

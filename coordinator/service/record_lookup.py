@@ -15,9 +15,8 @@ RecordLookups is what the protocols are handed as their PriorRecords
 from __future__ import annotations
 
 from typing import Callable, Collection
-from uuid import UUID
 
-from coordinator.domain.transfers import StoredTransfer
+from coordinator.domain.transfers import TransferResult
 from coordinator.runtime.fan_out import fan_out
 from coordinator.runtime.settings import BatchLimits
 from coordinator.service.group_commit import BatchApplier
@@ -29,14 +28,14 @@ from shards.pool import ShardPools
 REQUESTS_PER_LOOKUP_MAX = 32
 LOOKUP_LIMITS = BatchLimits(batch_size_max=REQUESTS_PER_LOOKUP_MAX, queue_size_max=10_000, workers=1)
 
-RecordLookup = BatchApplier[list[UUID], dict[UUID, StoredTransfer]]
+RecordLookup = BatchApplier[list[str], dict[str, TransferResult]]
 
 
 def record_lookup(pools: ShardPools, shard: str) -> RecordLookup:
     """An applier answering 'which of these ids have records on `shard`', one SELECT for the
     requests that are waiting together."""
 
-    async def lookup(requests: list[list[UUID]]) -> list[dict[UUID, StoredTransfer]]:
+    async def lookup(requests: list[list[str]]) -> list[dict[str, TransferResult]]:
         wanted = requests[0] if len(requests) == 1 else list({i for ids in requests for i in ids})
         async with pools.connection(shard) as connection:
             found = await transfer_sql.select_transfers(connection, wanted)
@@ -65,22 +64,22 @@ class RecordLookups:
         lookups, self.lookups = self.lookups, {}
         await fan_out(lookups.values(), lambda lookup: lookup.stop())
 
-    async def find(self, transaction_ids: list[UUID], skip: Collection[str] = ()) -> dict[UUID, StoredTransfer]:
+    async def find(self, transaction_ids: list[str], skip: Collection[str] = ()) -> dict[str, TransferResult]:
         """Records of these ids on every shard but `skip`, every shard at once, each read
         shared with the other batches asking that shard now. Raises ShardUnavailable (or
         whatever else a shard raised) if a shard did not answer."""
         shards = sorted(shard for shard in self.shards() if shard not in skip)
         return await self.find_on(shards, transaction_ids)
 
-    async def find_on(self, shards: list[str], transaction_ids: list[UUID]) -> dict[UUID, StoredTransfer]:
-        async def ask(shard: str) -> dict[UUID, StoredTransfer]:
+    async def find_on(self, shards: list[str], transaction_ids: list[str]) -> dict[str, TransferResult]:
+        async def ask(shard: str) -> dict[str, TransferResult]:
             lookup = self.lookups.get(shard)  # every shard of an open service has one
             assert lookup is not None, f"no record lookup for {shard}: the service is not open"
             return await lookup.submit(transaction_ids)
 
         answers = await fan_out(shards, ask)
         answers.raise_first()
-        found: dict[UUID, StoredTransfer] = {}
+        found: dict[str, TransferResult] = {}
         for part in answers.results.values():
             found.update(part)
         return found

@@ -3,8 +3,6 @@ the step it has reached (TC/C and Saga phase state, a prepared 2PC branch, a bat
 in this process)."""
 from __future__ import annotations
 
-from uuid import UUID
-
 from coordinator.domain.errors import WalletError
 from coordinator.domain.transfers import TransferResult
 from coordinator.runtime.fan_out import fan_out
@@ -25,19 +23,19 @@ class TransferStatus:
         self.records = records
         self.inflight = inflight
 
-    async def recorded(self, transaction_id: UUID) -> TransferResult:
+    async def recorded(self, transaction_id: str) -> TransferResult:
         try:
             found = await self.records.find([transaction_id])
         except ShardUnavailable as error:
             raise WalletError("shard_unavailable", f"shard {error.shard} did not answer; retry") from error
         if transaction_id not in found:
             raise WalletError("transfer_not_found", f"no transfer with transaction_id {transaction_id}")
-        return found[transaction_id].result
+        return found[transaction_id]
 
-    async def progress(self, transaction_id: UUID) -> str | None:
+    async def progress(self, transaction_id: str) -> str | None:
         """The phase of a TC/C or Saga transfer that has started but has no record yet."""
 
-        async def one(shard: str) -> dict[UUID, PhaseRow]:
+        async def one(shard: str) -> dict[str, PhaseRow]:
             async with self.pools.connection(shard) as connection:
                 return await phase_sql.select_phases(connection, [transaction_id])
 
@@ -51,7 +49,7 @@ class TransferStatus:
                 return "confirming" if phase.second_phase == "confirm" else "cancelling"
         return None
 
-    async def in_doubt(self, transaction_id: UUID) -> bool:
+    async def in_doubt(self, transaction_id: str) -> bool:
         """True if a prepared (or still open) branch on some shard holds the transfer's record:
         its coordinator is between PREPARE and COMMIT PREPARED, or died there."""
 
@@ -63,6 +61,6 @@ class TransferStatus:
         held.raise_first()
         return any(held.results.values())
 
-    def in_flight(self, transaction_id: UUID) -> bool:
+    def in_flight(self, transaction_id: str) -> bool:
         """True while this process is still working on the transaction id (not yet recorded)."""
         return transaction_id in self.inflight

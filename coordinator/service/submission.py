@@ -4,7 +4,6 @@ refused its accounts (a slot moved) is routed again under the same registration.
 from __future__ import annotations
 
 import asyncio
-from uuid import UUID
 
 from coordinator.domain.errors import WalletError
 from coordinator.domain.outcomes import Outcome, Refused, Reroute, conflict
@@ -25,7 +24,8 @@ def answer_of(transfer: Transfer, outcome: Outcome) -> TransferResult:
 
 
 def same_request(transfer: Transfer, result: TransferResult) -> TransferResult:
-    if result.transfer.request_hash != transfer.request_hash:
+    """The answer to a retry, if it moves the same money as the request that was recorded."""
+    if result.transfer.movement != transfer.movement:
         raise conflict(transfer.transaction_id).error()
     return result
 
@@ -65,7 +65,7 @@ class Submission:
         answers: list[TransferResult | WalletError | None] = [None] * len(transfers)
         grouped: dict[TransferApplier, list[int]] = {}
         later: list[int] = []
-        mine: dict[UUID, asyncio.Future[TransferResult]] = {}  # this call's in-flight registrations
+        mine: dict[str, asyncio.Future[TransferResult]] = {}  # this call's in-flight registrations
         for index, transfer in enumerate(transfers):
             if transfer.transaction_id in self.inflight or self.inflight.full:
                 later.append(index)

@@ -11,7 +11,6 @@ This module puts the parts together and owns their lifecycle; each part is its o
 from __future__ import annotations
 
 from typing import Callable
-from uuid import UUID
 
 from coordinator.domain import validation
 from coordinator.domain.accounts import Account
@@ -177,7 +176,7 @@ class WalletService:
 
     def in_flight(self, transaction_id: object) -> bool:
         try:
-            transaction: UUID = validation.check_transaction_id(transaction_id)
+            transaction: str = validation.check_transaction_id(transaction_id)
         except WalletError:
             return False
         return self.status.in_flight(transaction)
