@@ -8,6 +8,7 @@ import asyncpg
 from coordinator.domain.transfers import Transfer
 from shards.arrays import bool_array, int_array, nullable_text_array, text_array
 from shards.pool import Connection
+from shards.transfers import request_hash_sql
 
 # request_hash is written with every row (kept for audit); a retry is compared by its movement.
 PHASE_COLUMNS = (
@@ -22,10 +23,10 @@ ORDER BY transaction_id FOR UPDATE
 INSERT_PHASES = """
 INSERT INTO phase_state (transaction_id, mode, from_account, to_account, amount, currency, request_hash,
                          debit_try, credit_try)
-SELECT t.*, 'received', 'sent'
+SELECT t.transaction_id, t.mode, t.from_account, t.to_account, t.amount, t.currency, {hash}, 'received', 'sent'
 FROM unnest($1::uuid[], ($2::text)::text[], ($3::text)::text[], ($4::text)::text[], ($5::text)::bigint[],
-            ($6::text)::text[], $7::bytea[]) AS t
-"""
+            ($6::text)::text[]) AS t(transaction_id, mode, from_account, to_account, amount, currency)
+""".replace("{hash}", request_hash_sql("t", kind="transfer"))
 UPDATE_PHASES = """
 UPDATE phase_state AS p
 SET second_phase = d.second_phase, second_state = d.second_state, error_code = d.error_code,
@@ -96,7 +97,7 @@ async def insert_phases(connection: Connection, transfers: list[Transfer]) -> No
             [t.transaction_id for t in transfers], text_array([t.mode for t in transfers]),
             text_array(senders),
             text_array([t.to_account for t in transfers]), int_array([t.amount for t in transfers]),
-            text_array([t.currency for t in transfers]), [t.request_hash for t in transfers],
+            text_array([t.currency for t in transfers]),
         )
 
 

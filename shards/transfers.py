@@ -20,6 +20,20 @@ RESULT_COLUMNS = (
 # come back as text (shards/pool.py).
 SELECT_TRANSFERS = f"SELECT {RESULT_COLUMNS} FROM transfers WHERE transaction_id = ANY(($1::text)::uuid[])"
 
+
+def request_hash_sql(alias: str, kind: str | None = None) -> str:
+    """The request hash of the row `alias` (columns kind, from_account, to_account, amount,
+    currency; `kind`: one for every row, where the row has none), computed by the server as it inserts: SHA-256 of the compact JSON list
+    ["kind",from|null,"to",amount,"currency"], the form every record has stored, which must
+    never change. The text is JSON as written because every part is a validated id, a
+    currency code or a word: ASCII with no quote, backslash or control character
+    (coordinator/domain/validation.py; tests/test_hot_path.py holds it equal to json.dumps)."""
+    assert kind is None or kind.isalpha(), "kind is a word of our own"
+    kind_sql = f"{alias}.kind" if kind is None else f"'{kind}'"
+    return (f"""sha256(convert_to('["' || {kind_sql} || '",' || coalesce('"' || {alias}.from_account || '"', 'null') """
+            f"""|| ',"' || {alias}.to_account || '",' || {alias}.amount || ',"' || {alias}.currency || '"]', 'UTF8'))""")
+
+
 # The whole write side of a batch on one shard in one round trip: folded account
 # changes (one row update per account, however many transfers touch it), one record
 # per new transfer, one outbox row per balance change. The counts come back so the
@@ -36,21 +50,24 @@ WITH moved AS (
 ), recorded AS (
     INSERT INTO transfers (transaction_id, kind, from_account, to_account, amount, currency,
                            mode, protocol, status, phase, error_code, request_hash)
-    SELECT * FROM unnest(($5::text)::uuid[], ($6::text)::text[], ($7::text)::text[], ($8::text)::text[],
-                         ($9::text)::bigint[], ($10::text)::text[], ($11::text)::text[], ($12::text)::text[],
-                         ($13::text)::text[], ($14::text)::text[], ($15::text)::text[], $16::bytea[])
+    SELECT t.*, {hash}
+    FROM unnest(($5::text)::uuid[], ($6::text)::text[], ($7::text)::text[], ($8::text)::text[],
+                ($9::text)::bigint[], ($10::text)::text[], ($11::text)::text[], ($12::text)::text[],
+                ($13::text)::text[], ($14::text)::text[], ($15::text)::text[])
+         AS t(transaction_id, kind, from_account, to_account, amount, currency, mode, protocol, status, phase,
+              error_code)
     RETURNING 1
 ), evented AS (
     INSERT INTO outbox (transaction_id, account_id, version, kind, amount, reserved_delta,
                         balance_after, reserved_after, currency)
-    SELECT * FROM unnest(($17::text)::uuid[], ($18::text)::text[], ($19::text)::bigint[], ($20::text)::text[],
-                         ($21::text)::bigint[], ($22::text)::bigint[], ($23::text)::bigint[], ($24::text)::bigint[],
-                         ($25::text)::text[])
+    SELECT * FROM unnest(($16::text)::uuid[], ($17::text)::text[], ($18::text)::bigint[], ($19::text)::text[],
+                         ($20::text)::bigint[], ($21::text)::bigint[], ($22::text)::bigint[], ($23::text)::bigint[],
+                         ($24::text)::text[])
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM recorded) AS recorded,
        (SELECT count(*) FROM evented) AS evented, now() AS created_at
-"""
+""".replace("{hash}", request_hash_sql("t"))
 
 
 def result_from_row(row: asyncpg.Record) -> TransferResult:
@@ -79,7 +96,7 @@ async def write_batch(
     one value per batch)."""
     account_ids = sorted(changes)
     transfers = records.transfers
-    # Events are tuples in the outbox's column order ($17..$25): one transpose gives the columns.
+    # Events are tuples in the outbox's column order ($16..$24): one transpose gives the columns.
     (event_ids, event_accounts, versions, kinds, amounts, reserved_deltas, balances_after, reserved_after,
      currencies) = zip(*events) if events else ((),) * len(BalanceEvent._fields)
     # Transfers are tuples too (transaction_id, kind, from, to, amount, currency, mode).
@@ -102,7 +119,6 @@ async def write_batch(
         text_array(records.statuses),
         text_array(records.phases),
         nullable_text_array(records.error_codes),
-        [t.request_hash for t in transfers],
         text_array(event_ids),
         text_array(event_accounts),
         int_array(versions),

@@ -1,16 +1,15 @@
 """The batch path's encodings and shortcuts say exactly what the slow forms said.
 
 Array literals (shards/arrays.py), the remembered routes (Topology.shard_of), the
-request hash without json.dumps (Transfer.request_hash) and the coalesced idempotency
-lookups (coordinator/service/record_lookup.py): each is checked against the form it replaced,
-the last one against real shards.
+request hash computed by the server (shards/transfers.py) and the coalesced idempotency
+lookups (coordinator/service/record_lookup.py): each is checked against the form it
+replaced, against real shards where it runs on one.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
-import random
 import uuid
 
 import asyncpg
@@ -65,25 +64,32 @@ def test_remembered_routes_match_the_hash_and_the_pins() -> None:
     assert topology == Topology.even(shards)  # the memory is not part of the value
 
 
-def test_request_hash_is_the_compact_json_hash_for_any_text() -> None:
-    """Stored with every record, so it must never change: the fast form equals
-    SHA-256(json.dumps([...], separators=(",", ":"))) for plain and escaped text alike."""
-    rng = random.Random(3)
-    alphabet = [chr(c) for c in range(0, 160)] + ["é", "中", "\u2028", '"', "\\"]
-    checked = 0
-    while checked < 5000:
-        def text() -> str:
-            return "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
-        deposit = rng.random() < 0.2
-        sender, receiver = (None if deposit else text()), text()
-        if sender == receiver:
-            continue
-        transfer = Transfer(str(uuid.uuid4()), "deposit" if deposit else "transfer", sender, receiver,
-                            rng.randint(1, 10**15), text(), "2pc")
-        canonical = json.dumps([transfer.kind, sender, receiver, transfer.amount, transfer.currency],
-                               separators=(",", ":"))
-        assert transfer.request_hash == hashlib.sha256(canonical.encode()).digest(), canonical
-        checked += 1
+async def test_the_server_stores_the_request_hash_records_always_had(service: WalletService,
+                                                                     topology: Topology) -> None:
+    """Stored with every record and phase row, so it must never change: the server's hash
+    equals SHA-256 of json.dumps([kind, from, to, amount, currency], separators=(",", ":")),
+    for deposits (from null), transfers and TC/C phase rows."""
+    from shards.pool import connect
+
+    ids = accounts_on(topology, "shard1", 1, "hash.a") + accounts_on(topology, "shard2", 1, "hash_B:9")
+    await open_accounts(service, ids, deposit="10.00")
+    made = [await service.deposit(ids[0], "1.23", str(uuid.uuid4()), "USD"),
+            await service.transfer(ids[0], ids[1], "0.07", "USD", str(uuid.uuid4()), "2pc"),
+            await service.transfer(ids[1], ids[0], "0.05", "USD", str(uuid.uuid4()), "tcc")]
+    for result in made:
+        t = result.transfer
+        expected = hashlib.sha256(json.dumps([t.kind, t.from_account, t.to_account, t.amount, t.currency],
+                                             separators=(",", ":")).encode()).digest()
+        connection = await connect(topology.shards[topology.shard_of(t.from_account or t.to_account)])
+        try:
+            stored = await connection.fetchval("SELECT request_hash FROM transfers WHERE transaction_id = $1",
+                                               t.transaction_id)
+            phase = await connection.fetchval("SELECT request_hash FROM phase_state WHERE transaction_id = $1",
+                                              t.transaction_id)
+        finally:
+            await connection.close()
+        assert stored == expected, t
+        assert phase == (expected if t.mode == "tcc" else None), t
 
 
 async def test_concurrent_lookups_share_statements_and_each_gets_its_own(service: WalletService,
@@ -137,7 +143,6 @@ def test_a_retry_is_the_same_request_when_it_moves_the_same_money() -> None:
     replays; any other field changed is another request (a conflict)."""
     transfer = Transfer(str(uuid.uuid4()), "transfer", "a", "b", 5, "USD", "2pc")
     assert transfer._replace(mode="tcc").movement == transfer.movement
-    assert transfer._replace(mode="tcc").request_hash == transfer.request_hash
     for changed in ({"amount": 6}, {"to_account": "c"}, {"from_account": "d"}, {"currency": "EUR"}):
         assert transfer._replace(**changed).movement != transfer.movement, changed
 

@@ -6,7 +6,6 @@ records; the changes fold into one row update per account for the database.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from coordinator.domain.accounts import Account
@@ -29,11 +28,12 @@ class BalanceEvent(NamedTuple):
     currency: str
 
 
-@dataclass
-class AccountChange:
-    balance_delta: int = 0
-    reserved_delta: int = 0
-    versions: int = 0
+class AccountChange(NamedTuple):
+    """One account's folded change in a batch: what its one row update applies."""
+
+    balance_delta: int
+    reserved_delta: int
+    versions: int
 
 
 class Postings:
@@ -42,8 +42,8 @@ class Postings:
         self.balance = {account_id: a.balance for account_id, a in accounts.items()}
         self.reserved = {account_id: a.reserved for account_id, a in accounts.items()}
         self.version = {account_id: a.version for account_id, a in accounts.items()}
-        self.changes: dict[str, AccountChange] = {}
         self.events: list[BalanceEvent] = []
+        self._changes: dict[str, AccountChange] | None = {}
 
     def available(self, account_id: str) -> int:
         return self.balance[account_id] - self.reserved[account_id]
@@ -55,14 +55,22 @@ class Postings:
         assert 0 <= reserved <= balance, f"posting {kind} {amount} would break {account_id}'s balance"
         self.balance[account_id], self.reserved[account_id] = balance, reserved
         version = self.version[account_id] = self.version[account_id] + 1
-        change = self.changes.get(account_id)
-        if change is None:
-            change = self.changes[account_id] = AccountChange()
-        change.balance_delta += amount
-        change.reserved_delta += reserved_delta
-        change.versions += 1
+        self._changes = None
         self.events.append(BalanceEvent(transaction_id, account_id, version, kind, amount, reserved_delta,
                                         balance, reserved, self.accounts[account_id].currency))
+
+    @property
+    def changes(self) -> dict[str, AccountChange]:
+        """Per account posted to: the folded change (what the row update applies), made from
+        the books' end state, not kept up per posting."""
+        if self._changes is None:
+            balance, reserved, version = self.balance, self.reserved, self.version
+            self._changes = {
+                account_id: AccountChange(balance[account_id] - row.balance, reserved[account_id] - row.reserved,
+                                          version[account_id] - row.version)
+                for account_id, row in self.accounts.items() if version[account_id] != row.version
+            }
+        return self._changes
 
     def changes_on(self, account_ids: set[str]) -> dict[str, AccountChange]:
         return {account_id: c for account_id, c in self.changes.items() if account_id in account_ids}

@@ -7,9 +7,6 @@ planners build results, rows read back from a shard were checked when written.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from datetime import datetime
 from typing import NamedTuple
 
@@ -33,34 +30,6 @@ class Transfer(NamedTuple):
         """What the idempotency key promises: the money movement (kind, from, to, amount,
         currency), not the protocol used for it. A retry must move the same."""
         return self[1:6]
-
-    @property
-    def request_hash(self) -> bytes:
-        """SHA-256 of the compact JSON list [kind, from, to, amount, currency]: the form stored
-        with every record (shards/transfers.py computes the same in SQL), which must never
-        change."""
-        if _JSON_PLAIN.match(f"{self.kind}{self.from_account or ''}{self.to_account}{self.currency}"):
-            # Validated ids and words: JSON writes them as they are, between quotes.
-            sender = "null" if self.from_account is None else f'"{self.from_account}"'
-            canonical = f'["{self.kind}",{sender},"{self.to_account}",{self.amount},"{self.currency}"]'
-        else:
-            canonical = json.dumps([self.kind, self.from_account, self.to_account, self.amount, self.currency],
-                                   separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).digest()
-
-
-def check_transfer(transfer: Transfer) -> Transfer:
-    """The invariants every Transfer holds (validation guarantees them; tests build their own)."""
-    assert transfer.kind in TRANSFER_KINDS, f"kind must be one of {TRANSFER_KINDS}"
-    assert (transfer.from_account is None) == (transfer.kind == "deposit"), "only a deposit has no from_account"
-    assert isinstance(transfer.amount, int) and transfer.amount > 0, "amount is positive minor units"
-    assert transfer.from_account != transfer.to_account, "same_account is refused before a Transfer is built"
-    assert transfer.mode in MODES or transfer.mode == "local", f"unknown mode {transfer.mode!r}"
-    return transfer
-
-
-# Text that json.dumps writes as itself between quotes: printable ASCII but " and \.
-_JSON_PLAIN = re.compile(r'[ !#-\[\]-~]*\Z')
 
 
 class TransferResult(NamedTuple):

@@ -4,6 +4,7 @@ process refuses new work (overloaded) rather than grow without limit."""
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 from coordinator.domain.errors import WalletError
 from coordinator.domain.transfers import TransferResult
@@ -17,41 +18,60 @@ def overloaded() -> WalletError:
 
 
 class InFlight:
+    """Ids by the registration (the call) working on them. A future exists only for an id a
+    concurrent retry waits on: a call registering a thousand ids makes no future for them."""
+
     def __init__(self, size_max: int = INFLIGHT_MAX) -> None:
         assert size_max >= 1
         self.size_max = size_max
-        self.futures: dict[str, asyncio.Future[TransferResult]] = {}
+        self.owners: dict[str, object] = {}  # transaction id -> its registration's owner
+        self.waiters: dict[str, asyncio.Future[TransferResult]] = {}
 
     def __len__(self) -> int:
-        return len(self.futures)
+        return len(self.owners)
 
     def __contains__(self, transaction_id: object) -> bool:
-        return transaction_id in self.futures
+        return transaction_id in self.owners
 
     def running(self, transaction_id: str) -> asyncio.Future[TransferResult] | None:
-        return self.futures.get(transaction_id)
+        """None if the id is not in flight; else a future of the running call's answer."""
+        if transaction_id not in self.owners:
+            return None
+        waiter = self.waiters.get(transaction_id)
+        if waiter is None:
+            waiter = self.waiters[transaction_id] = asyncio.get_running_loop().create_future()
+        return waiter
 
     @property
     def full(self) -> bool:
-        return len(self.futures) >= self.size_max
+        return len(self.owners) >= self.size_max
 
-    def register(self, transaction_id: str) -> asyncio.Future[TransferResult]:
-        assert transaction_id not in self.futures, f"{transaction_id} is already in flight"
+    def register(self, transaction_id: str, owner: object) -> None:
+        """`owner`: any object naming the call; only it may finish the registration."""
+        assert transaction_id not in self.owners, f"{transaction_id} is already in flight"
         if self.full:
             raise overloaded()
-        future: asyncio.Future[TransferResult] = asyncio.get_running_loop().create_future()
-        self.futures[transaction_id] = future
-        return future
+        self.owners[transaction_id] = owner
 
-    def finish(self, transaction_id: str, future: asyncio.Future[TransferResult],
-               answer: TransferResult | BaseException) -> None:
-        """Hand the answer to the waiters (if any) and forget the id."""
-        if self.futures.get(transaction_id) is future:
-            del self.futures[transaction_id]
-        if future.done():
+    def finish(self, transaction_id: str, owner: object, answer: TransferResult | BaseException) -> None:
+        """Hand the answer to the waiters (if any) and forget the id; a no-op unless `owner`
+        holds the registration (it finished already, or another call holds it now)."""
+        if self.owners.get(transaction_id) is not owner:
+            return
+        del self.owners[transaction_id]
+        waiter = self.waiters.pop(transaction_id, None)
+        if waiter is None or waiter.done():
             return
         if isinstance(answer, BaseException):
-            future.set_exception(answer)
-            future.exception()  # mark retrieved: waiters, if any, re-raise it themselves
+            waiter.set_exception(answer)
+            waiter.exception()  # mark retrieved: waiters, if any, re-raise it themselves
         else:
-            future.set_result(answer)
+            waiter.set_result(answer)
+
+    def abandon(self, transaction_ids: list[str], owner: object, error: Callable[[], BaseException]) -> None:
+        """Finish with `error()` every one of these ids `owner` still holds (a call that
+        ended early)."""
+        owners = self.owners
+        for transaction_id in transaction_ids:
+            if owners.get(transaction_id) is owner:
+                self.finish(transaction_id, owner, error())

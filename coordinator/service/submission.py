@@ -40,13 +40,14 @@ class Submission:
         running = self.inflight.running(transfer.transaction_id)
         if running is not None:  # a concurrent retry waits for the first
             return same_request(transfer, await asyncio.shield(running))
-        future = self.inflight.register(transfer.transaction_id)
+        owner = object()
+        self.inflight.register(transfer.transaction_id, owner)
         try:
             result = answer_of(transfer, await self.routed(transfer))
         except BaseException as error:
-            self.inflight.finish(transfer.transaction_id, future, error)
+            self.inflight.finish(transfer.transaction_id, owner, error)
             raise
-        self.inflight.finish(transfer.transaction_id, future, result)
+        self.inflight.finish(transfer.transaction_id, owner, result)
         return result
 
     async def routed(self, transfer: Transfer) -> Outcome:
@@ -59,33 +60,36 @@ class Submission:
 
     async def submit_many(self, transfers: list[Transfer]) -> list[TransferResult | WalletError]:
         """Many transfers at once, each with its own answer. They are enqueued on their
-        appliers in one step per applier (no task per item). An id repeated in the call, or
-        already in flight, takes the one-at-a-time path, which waits for the first."""
+        appliers in one step per applier (no task or future per item). An id repeated in the
+        call, or already in flight, takes the one-at-a-time path, which waits for the first."""
         assert len(transfers) <= TRANSFERS_PER_REQUEST_MAX, f"at most {TRANSFERS_PER_REQUEST_MAX} transfers per call"
         answers: list[TransferResult | WalletError | None] = [None] * len(transfers)
         grouped: dict[TransferApplier, list[int]] = {}
         later: list[int] = []
-        mine: dict[str, asyncio.Future[TransferResult]] = {}  # this call's in-flight registrations
+        owner = object()  # this call's in-flight registrations
+        inflight = self.inflight
+        mine: list[str] = []
         for index, transfer in enumerate(transfers):
-            if transfer.transaction_id in self.inflight or self.inflight.full:
+            transaction_id = transfer.transaction_id
+            if transaction_id in inflight or inflight.full:
                 later.append(index)
                 continue
-            mine[transfer.transaction_id] = self.inflight.register(transfer.transaction_id)
+            inflight.register(transaction_id, owner)
+            mine.append(transaction_id)
             grouped.setdefault(self.applier_for(transfer), []).append(index)
 
         def settle(index: int, outcome: Outcome | BaseException) -> None:
             transfer = transfers[index]
-            future = mine[transfer.transaction_id]
             if isinstance(outcome, BaseException):  # not a transfer's answer: the call fails
-                self.inflight.finish(transfer.transaction_id, future, outcome)
+                inflight.finish(transfer.transaction_id, owner, outcome)
                 raise outcome
             try:
                 result = answer_of(transfer, outcome)
             except WalletError as error:
-                self.inflight.finish(transfer.transaction_id, future, error)
+                inflight.finish(transfer.transaction_id, owner, error)
                 answers[index] = error
                 return
-            self.inflight.finish(transfer.transaction_id, future, result)
+            inflight.finish(transfer.transaction_id, owner, result)
             answers[index] = result
 
         async def route_again(index: int) -> None:
@@ -104,11 +108,11 @@ class Submission:
 
         try:
             placed: list[int] = []
-            futures: list[asyncio.Future[Outcome]] = []
+            tickets: list[asyncio.Future[list[Outcome | BaseException]]] = []
             for applier, members in grouped.items():
-                futures.extend(await applier.enqueue([transfers[index] for index in members]))
+                tickets.append(await applier.enqueue([transfers[index] for index in members]))
                 placed.extend(members)
-            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            outcomes = [outcome for part in await asyncio.gather(*tickets) for outcome in part]
             moved = [index for index, outcome in zip(placed, outcomes) if isinstance(outcome, Reroute)]
             for index, outcome in zip(placed, outcomes):
                 if not isinstance(outcome, Reroute):
@@ -117,9 +121,8 @@ class Submission:
         finally:
             # Cancelled or failed half-way: no id of this call stays registered, and no
             # waiter on one is left hanging.
-            for transaction_id, future in mine.items():
-                self.inflight.finish(transaction_id, future, WalletError(
-                    "shard_unavailable", "the batch call ended before this transfer's outcome was known; "
-                                         "retry with the same transaction_id"))
+            inflight.abandon(mine, owner, lambda: WalletError(
+                "shard_unavailable", "the batch call ended before this transfer's outcome was known; "
+                                     "retry with the same transaction_id"))
         assert all(answer is not None for answer in answers), "every item has an answer"
         return [answer for answer in answers if answer is not None]
