@@ -30,9 +30,14 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
+async def readyz(request: Request) -> Response:
+    """The shape of `wallet serve`'s answer (the same client waits for both)."""
+    return Response(b'{"status":"ready","checks":{},"topology_version":0}', media_type="application/json")
+
+
 def build_app() -> Starlette:
     return Starlette(routes=[Route("/v1/wallet/balance_transfer", transfer, methods=["POST"]),
-                             Route("/healthz", healthz), Route("/readyz", healthz)])
+                             Route("/healthz", healthz), Route("/readyz", readyz)])
 
 
 def main(argv: list[str]) -> int:

@@ -29,7 +29,7 @@ SELECT_ACCOUNT = f"SELECT {ACCOUNT_COLUMNS}, placement FROM accounts WHERE accou
 # row version once the lock is granted, so it cannot act on a row that left.
 LOCK_ACCOUNTS = f"""
 SELECT {ACCOUNT_COLUMNS}, placement FROM accounts
-WHERE account_id = ANY(($1::text)::text[])  -- one literal: shards/arrays.py
+WHERE account_id IN (SELECT id FROM unnest(($1::text)::text[]) AS wanted(id))  -- one literal: shards/arrays.py
 ORDER BY account_id
 FOR UPDATE
 """

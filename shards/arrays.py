@@ -12,6 +12,12 @@ in canonical text; coordinator/domain/validation.py), currencies and its own voc
 words. A double quote or backslash would change the literal's meaning, so they are refused
 whole, as is NULL where none is allowed; the server's cast checks every element's type.
 Bytes keep asyncpg's binary encoding.
+
+A literal is unnested in FROM (`IN (SELECT id FROM unnest(($1::text)::uuid[]) ...)`), where it
+is cast once per statement, never compared by `= ANY(($1::text)::uuid[])` in a WHERE: a
+generic plan that scans a table (one planned while it was small) casts such an expression
+again for every row it reads, and the statement grows with the table
+(tests/test_hot_path.py keeps every statement so).
 """
 from __future__ import annotations
 

@@ -17,21 +17,22 @@ PHASE_COLUMNS = (
 )
 
 LOCK_PHASES = f"""
-SELECT {PHASE_COLUMNS} FROM phase_state WHERE transaction_id = ANY($1::uuid[])
+SELECT {PHASE_COLUMNS} FROM phase_state
+WHERE transaction_id IN (SELECT id FROM unnest(($1::text)::uuid[]) AS wanted(id))
 ORDER BY transaction_id FOR UPDATE
 """
 INSERT_PHASES = """
 INSERT INTO phase_state (transaction_id, mode, from_account, to_account, amount, currency, request_hash,
                          debit_try, credit_try)
 SELECT t.transaction_id, t.mode, t.from_account, t.to_account, t.amount, t.currency, {hash}, 'received', 'sent'
-FROM unnest($1::uuid[], ($2::text)::text[], ($3::text)::text[], ($4::text)::text[], ($5::text)::bigint[],
+FROM unnest(($1::text)::uuid[], ($2::text)::text[], ($3::text)::text[], ($4::text)::text[], ($5::text)::bigint[],
             ($6::text)::text[]) AS t(transaction_id, mode, from_account, to_account, amount, currency)
 """.replace("{hash}", request_hash_sql("t", kind="transfer"))
 UPDATE_PHASES = """
 UPDATE phase_state AS p
 SET second_phase = d.second_phase, second_state = d.second_state, error_code = d.error_code,
     out_of_order = p.out_of_order OR d.out_of_order, updated_at = now()
-FROM unnest($1::uuid[], ($2::text)::text[], ($3::text)::text[], ($4::text)::text[], ($5::text)::boolean[])
+FROM unnest(($1::text)::uuid[], ($2::text)::text[], ($3::text)::text[], ($4::text)::text[], ($5::text)::boolean[])
      AS d(transaction_id, second_phase, second_state, error_code, out_of_order)
 WHERE p.transaction_id = d.transaction_id
 """
@@ -41,10 +42,14 @@ WHERE second_state <> 'done' AND updated_at < now() - make_interval(secs => $1::
 ORDER BY updated_at
 LIMIT $2
 """
-SELECT_PHASES = f"SELECT {PHASE_COLUMNS} FROM phase_state WHERE transaction_id = ANY($1::uuid[])"
+SELECT_PHASES = f"""
+SELECT {PHASE_COLUMNS} FROM phase_state
+WHERE transaction_id IN (SELECT id FROM unnest(($1::text)::uuid[]) AS wanted(id))
+"""
 MARK_DONE = """
 UPDATE phase_state SET second_state = 'done', updated_at = now()
-WHERE transaction_id = ANY($1::uuid[]) AND second_phase IS NOT NULL AND second_state <> 'done'
+WHERE transaction_id IN (SELECT id FROM unnest(($1::text)::uuid[]) AS wanted(id))
+  AND second_phase IS NOT NULL AND second_state <> 'done'
 """
 
 
@@ -69,22 +74,20 @@ class PhaseUpdate:
 
 
 def phase_from_row(row: asyncpg.Record) -> PhaseRow:
-    transfer = Transfer(row["transaction_id"], "transfer", row["from_account"], row["to_account"], row["amount"],
-                        row["currency"], row["mode"])
-    return PhaseRow(
-        transfer=transfer, debit_try=row["debit_try"],
-        credit_try=row["credit_try"], second_phase=row["second_phase"], second_state=row["second_state"],
-        error_code=row["error_code"], out_of_order=row["out_of_order"],
-    )
+    """From a row of PHASE_COLUMNS, in that order."""
+    (transaction_id, mode, from_account, to_account, amount, currency, debit_try, credit_try, second_phase,
+     second_state, error_code, out_of_order) = row
+    return PhaseRow(Transfer(transaction_id, "transfer", from_account, to_account, amount, currency, mode),
+                    debit_try, credit_try, second_phase, second_state, error_code, out_of_order)
 
 
 async def lock_phases(connection: Connection, transaction_ids: list[str]) -> dict[str, PhaseRow]:
-    rows = await connection.fetch(LOCK_PHASES, sorted(set(transaction_ids)))
+    rows = await connection.fetch(LOCK_PHASES, text_array(sorted(set(transaction_ids))))
     return {row["transaction_id"]: phase_from_row(row) for row in rows}
 
 
 async def select_phases(connection: Connection, transaction_ids: list[str]) -> dict[str, PhaseRow]:
-    rows = await connection.fetch(SELECT_PHASES, transaction_ids)
+    rows = await connection.fetch(SELECT_PHASES, text_array(transaction_ids))
     return {row["transaction_id"]: phase_from_row(row) for row in rows}
 
 
@@ -94,7 +97,7 @@ async def insert_phases(connection: Connection, transfers: list[Transfer]) -> No
     if transfers:
         await connection.execute(
             INSERT_PHASES,
-            [t.transaction_id for t in transfers], text_array([t.mode for t in transfers]),
+            text_array([t.transaction_id for t in transfers]), text_array([t.mode for t in transfers]),
             text_array(senders),
             text_array([t.to_account for t in transfers]), int_array([t.amount for t in transfers]),
             text_array([t.currency for t in transfers]),
@@ -105,7 +108,7 @@ async def update_phases(connection: Connection, updates: list[PhaseUpdate]) -> N
     if updates:
         status = await connection.execute(
             UPDATE_PHASES,
-            [u.transaction_id for u in updates], text_array([u.second_phase for u in updates]),
+            text_array([u.transaction_id for u in updates]), text_array([u.second_phase for u in updates]),
             text_array([u.second_state for u in updates]), nullable_text_array([u.error_code for u in updates]),
             bool_array([u.out_of_order for u in updates]),
         )
@@ -118,4 +121,4 @@ async def select_unfinished(connection: Connection, older_than_ms: int, limit: i
 
 
 async def mark_done(connection: Connection, transaction_ids: list[str]) -> None:
-    await connection.execute(MARK_DONE, transaction_ids)
+    await connection.execute(MARK_DONE, text_array(transaction_ids))

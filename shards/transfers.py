@@ -16,9 +16,12 @@ RESULT_COLUMNS = (
     "protocol, status, phase, error_code, created_at"
 )
 
-# Ids travel as one text literal (shards/arrays.py; the server checks each is a UUID) and
-# come back as text (shards/pool.py).
-SELECT_TRANSFERS = f"SELECT {RESULT_COLUMNS} FROM transfers WHERE transaction_id = ANY(($1::text)::uuid[])"
+# Ids travel as one text literal (shards/arrays.py; the server checks each is a UUID),
+# unnested once in FROM, and come back as text (shards/pool.py).
+SELECT_TRANSFERS = f"""
+SELECT {RESULT_COLUMNS} FROM transfers
+WHERE transaction_id IN (SELECT id FROM unnest(($1::text)::uuid[]) AS wanted(id))
+"""
 
 
 def request_hash_sql(alias: str, kind: str | None = None) -> str:

@@ -170,3 +170,23 @@ def test_balance_events_are_in_the_outboxs_column_order() -> None:
     assert found is not None, "WRITE_BATCH inserts into the outbox"
     columns = found.group(1)
     assert [c.strip() for c in columns.split(",")] == list(BalanceEvent._fields)
+
+
+def test_no_statement_compares_a_text_literal_array_in_a_where() -> None:
+    """A literal array (shards/arrays.py) is unnested in FROM, cast once. In `= ANY(($1::text)::T[])`
+    a generic plan over a sequential scan (planned while the table was small) casts it again
+    for every row it reads: lookups grew with the table, to milliseconds each."""
+    import importlib
+    import pkgutil
+    import re
+
+    import shards
+
+    offending = []
+    for module_info in pkgutil.iter_modules(shards.__path__):
+        module = importlib.import_module(f"shards.{module_info.name}")
+        for name, value in vars(module).items():
+            literal_in_where = isinstance(value, str) and re.search(r"ANY\s*\(\s*\(\s*\$\d+::text\s*\)", value)
+            if literal_in_where and not name.startswith("__"):
+                offending.append(f"shards.{module_info.name}.{name}")
+    assert not offending, offending

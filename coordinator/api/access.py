@@ -3,8 +3,8 @@ owner checked (403), every request counted. Someone else's account and no accoun
 same answer, so nothing tells whether another person's account exists."""
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any, Awaitable, Callable
 
 from starlette.requests import Request
@@ -77,7 +77,7 @@ def guarded(request_handler: Callable[[Request], Awaitable[Response]], route: st
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
         logs.transaction_id_var.set(None)
-        logs.request_id_var.set(request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex)
+        logs.request_id_var.set(request.headers.get("x-request-id", "")[:64] or os.urandom(16).hex())
         try:
             if not public:
                 state = request.app.state
@@ -92,8 +92,7 @@ def guarded(request_handler: Callable[[Request], Awaitable[Response]], route: st
         except ShardError as error:
             response = shard_error_response(request, error)
         metrics: Metrics = request.app.state.metrics
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+        metrics.observe_request(route, response.status_code, time.perf_counter() - started)
         return response
 
     return endpoint

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -60,14 +60,28 @@ class Metrics:
         self.pool_max = Gauge("wallet_pool_connections_max", "The shard pool's size limit", ["shard"], registry=r)
         self.shard_up = Gauge("wallet_shard_up", "1 if the shard answered this scrape", ["shard"], registry=r)
         self.inflight = Gauge("wallet_inflight_transfers", "Transaction ids this process is working on", registry=r)
+        # Labelled children, kept: `labels()` locks and looks up on every call, four times a
+        # request. Every label value is from a fixed set (routes, statuses, modes, codes).
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.child(self.requests, route, str(status)).inc()
+        self.child(self.request_seconds, route).observe(seconds)
 
     def observe_transfer(self, kind: str, mode: str, outcome: str, seconds: float) -> None:
-        self.transfers.labels(kind, mode, outcome).inc()
-        self.transfer_seconds.labels(kind, mode).observe(seconds)
+        self.child(self.transfers, kind, mode, outcome).inc()
+        self.child(self.transfer_seconds, kind, mode).observe(seconds)
 
     def observe_batch(self, applier: str, size: int) -> None:
         """A BatchObserver (service/group_commit.py): every applied batch's size."""
-        self.batch_size.labels(applier).observe(size)
+        self.child(self.batch_size, applier).observe(size)
 
     async def refresh(self, service: WalletService) -> None:
         """Read what lives on the shards: in-doubt branches, holds, outbox lag, pools."""

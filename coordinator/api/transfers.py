@@ -61,8 +61,10 @@ def observe(request: Request, kind: str, mode: str, outcome: str, started: float
     mode = mode if mode in MODES_SEEN else "invalid"
     seconds = time.perf_counter() - started
     request.app.state.metrics.observe_transfer(kind, mode, outcome, seconds)
-    log.info("%s answered", kind, extra={"outcome": outcome, "mode": mode, "duration_ms": round(seconds * 1000, 3),
-                                         "phase": getattr(result, "phase", None)})
+    if log.isEnabledFor(logging.INFO):
+        log.info("%s answered", kind, extra={"outcome": outcome, "mode": mode,
+                                             "duration_ms": round(seconds * 1000, 3),
+                                             "phase": getattr(result, "phase", None)})
 
 
 def item_of(raw: msgspec.Raw) -> dict[str, Any] | WalletError:

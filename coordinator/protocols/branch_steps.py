@@ -158,9 +158,10 @@ async def second_phase_debits(
 
 
 async def mark_done(pools: ShardPools, shard: str, transfers: list[Transfer]) -> list[Transfer]:
-    """Phase state done for these transfers (their every branch has finished)."""
+    """Phase state done for these transfers (their every branch has finished): one statement,
+    its own transaction (no BEGIN and COMMIT round trips around it)."""
     async def step() -> list[Transfer]:
-        async with pools.transaction(shard) as connection:
+        async with pools.connection(shard) as connection:
             await phase_sql.mark_done(connection, [t.transaction_id for t in transfers])
         return transfers
 

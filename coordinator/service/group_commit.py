@@ -22,6 +22,13 @@ Outcome = TypeVar("Outcome")
 BatchObserver = Callable[[str, int], None]
 
 
+# A worker starts a batch beside one already in flight only when this many items wait (or a
+# full batch, if smaller): a trickle (one transfer per REST request) then fills one batch at
+# a time instead of splitting into two half as large, each paying the same statements; a
+# flood (the batch API) still keeps every worker busy.
+CONCURRENT_BATCH_ITEMS_MIN = 32
+
+
 class Ticket(Generic[Outcome]):
     """One enqueue call's place in the queue: an outcome per item as its batch ends (or the
     error that ended that batch), and one future, resolved with them all once the last is in.
@@ -87,6 +94,7 @@ class BatchApplier(Generic[Item, Outcome]):
         self.room = asyncio.Event()  # set while the queue is below its bound
         self.room.set()
         self.tasks: list[asyncio.Task[None]] = []
+        self.in_flight = 0  # batches being applied now
         self.batches_applied = 0
         self.items_applied = 0
 
@@ -135,7 +143,8 @@ class BatchApplier(Generic[Item, Outcome]):
         """The next batch: at least one item, at most batch_size_max, waiting up to
         batch_wait_ms after the first for more; with whose items they are."""
         limits = self.limits
-        while not self.pending:
+        beside = min(CONCURRENT_BATCH_ITEMS_MIN, limits.batch_size_max)
+        while not self.pending or (self.in_flight and self.pending_items < beside):
             self.arrived.clear()
             await self.arrived.wait()
         if limits.batch_wait_ms > 0 and self.pending_items < limits.batch_size_max:
@@ -174,6 +183,7 @@ class BatchApplier(Generic[Item, Outcome]):
                 continue  # another worker took them first
             for observe in self.observers:
                 observe(self.name, len(items))
+            self.in_flight += 1
             try:
                 outcomes = await self.apply_batch(items)
                 assert len(outcomes) == len(items), "apply_batch must return one outcome per item"
@@ -185,9 +195,14 @@ class BatchApplier(Generic[Item, Outcome]):
                 for ticket, start, count in shares:
                     ticket.settle(start, [error] * count)
                 continue
-            self.batches_applied += 1
-            self.items_applied += len(items)
-            offset = 0
-            for ticket, start, count in shares:
-                ticket.settle(start, outcomes if count == len(outcomes) else outcomes[offset:offset + count])
-                offset += count
+            else:
+                self.batches_applied += 1
+                self.items_applied += len(items)
+                offset = 0
+                for ticket, start, count in shares:
+                    ticket.settle(start, outcomes if count == len(outcomes) else outcomes[offset:offset + count])
+                    offset += count
+            finally:
+                self.in_flight -= 1
+                if self.pending:
+                    self.arrived.set()  # a worker held back by this batch may take the next
