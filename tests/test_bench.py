@@ -63,17 +63,17 @@ def test_workload_transaction_ids_are_unique_version_4_uuids() -> None:
     assert all(u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == i for u, i in zip(parsed, ids))
 
 
-def test_the_rest_floor_answers_as_the_server_does_where_the_client_reads_it() -> None:
+async def test_the_rest_floor_answers_as_the_server_does_where_the_client_reads_it() -> None:
     """The benchmark's client waits for the REST floor as for `wallet serve`: its readiness and
     transfer answers have the shapes the client builds."""
-    from starlette.testclient import TestClient
+    import httpx
     from wallet_client.models import Ready, build
 
     from bench.rest_floor import build_app
 
-    with TestClient(build_app()) as client:
-        ready = build(Ready, client.get("/readyz").json())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://floor") as client:
+        ready = build(Ready, (await client.get("/readyz")).json())
         assert ready.status == "ready"
-        answer = client.post("/v1/wallet/balance_transfer", json={"transaction_id": "x"},
-                             headers={"authorization": "Bearer t"})
+        answer = await client.post("/v1/wallet/balance_transfer", json={"transaction_id": "x"},
+                                   headers={"authorization": "Bearer t"})
         assert answer.status_code == 200 and answer.json() == {"status": "success"}
