@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e ./client -e '.[test]'
+	# Patroni (the HA shards) runs as the postgres user under the system's Python 3, from a
+	# directory of its own packages (launchers/patroni.py).
+	$(VENV)/bin/pip install -q --target $(VENV)/patroni 'patroni[zookeeper,psycopg3]>=4.0'
 	touch $(STAMP)
 
 install: $(STAMP)

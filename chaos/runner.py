@@ -43,6 +43,7 @@ from shard_router.file_store import FileTopologyStore
 from shard_router.stores import connect_zookeeper
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from launchers.zookeeper import LocalZooKeeper
+from launchers.patroni import HaCluster, Member
 from launchers.postgres import LocalCluster, free_port, temporary_home
 
 log = logging.getLogger("wallet.chaos")
@@ -87,7 +88,14 @@ class ChaosConfig:
     # ZooKeeper hosts: the coordinators take the topology from there and elect the one that
     # runs recovery and the relay (a killed leader hands over after its session expires).
     zookeeper: str | None = None
+    # Every shard and the ledger a Patroni primary with a synchronous standby: members are
+    # killed (primary_kill, standby_kill) instead of whole shards crashed or paused.
+    ha: bool = False
     say: Callable[[str], None] = print
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return faults.HA_KINDS if self.ha else faults.KINDS
 
     def __post_init__(self) -> None:
         assert 1 <= self.workers <= WORKERS_MAX, f"workers must be in 1..{WORKERS_MAX}"
@@ -118,7 +126,8 @@ class ChaosReport:
         lines = [f"wallet chaos: seed {c.seed}, {self.seconds:.0f} s, "
                  + ("NAIVE two-update transfers" if c.naive else
                     f"{c.coordinators} coordinators, {c.workers} clients, {c.proxied_shard} behind the proxy"
-                    + (", topology and leader election in ZooKeeper" if c.zookeeper else "")),
+                    + (", topology and leader election in ZooKeeper" if c.zookeeper else "")
+                    + (", every shard and the ledger a Patroni primary and synchronous standby" if c.ha else "")),
                  "",
                  "| mode | tried | succeeded | failed | timed out, then resolved | unresolved |",
                  "|---|---:|---:|---:|---:|---:|"]
@@ -127,7 +136,7 @@ class ChaosReport:
             lines.append(f"| {mode} | {pick(self.tried):,} | {pick(self.succeeded):,} | {pick(self.failed):,} | "
                          f"{pick(self.timed_out) - pick(self.unknown):,} | {pick(self.unknown):,} |")
         lines += ["", "| fault | injected |", "|---|---:|"]
-        lines += [f"| {kind} | {self.faults[kind]} |" for kind in faults.KINDS]
+        lines += [f"| {kind} | {self.faults[kind]} |" for kind in c.kinds]
         points = len(self.points_reached) + len(self.points_missed)
         lines += ["", f"fault points reached: {len(set(self.points_reached))} distinct of {len(c.fault_points)}, "
                       f"{len(self.points_reached)}/{points} armings"
@@ -145,7 +154,9 @@ class ChaosReport:
 
 
 class Run:
-    def __init__(self, config: ChaosConfig, cluster: LocalCluster, workdir: Path) -> None:
+    def __init__(self, config: ChaosConfig, cluster: LocalCluster | HaCluster, workdir: Path) -> None:
+        assert config.ha == isinstance(cluster, HaCluster), "an HA run needs an HA cluster, and only an HA run"
+
         self.config = config
         self.headers: Headers | None = config.headers  # set to a bearer token of the run if not given
         self.cluster = cluster
@@ -162,9 +173,10 @@ class Run:
         self.report = ChaosReport(config, 0.0)
         self.coordinators: list[Coordinator] = []
         self.held: set[int] = set()  # coordinators the fault driver is keeping down
-        self.proxy: FaultyProxy | None = None
+        self.proxies: list[FaultyProxy] = []  # one per server of the proxied shard
         self.paused: list[int] = []
         self.stopped_shards: set[str] = set()
+        self.killed_members: list[Member] = []  # HA: standbys to start again when healing
         self.stopping = asyncio.Event()
         self.started = time.monotonic()
         self.transport: RestClient | NaiveTransfers | None = None
@@ -216,11 +228,20 @@ class Run:
             await service.ledger.drain()
 
     async def start_processes(self) -> None:
-        real = self.cluster.server(self.config.proxied_shard)
-        self.proxy = FaultyProxy("127.0.0.1", real.port)
-        port = await self.proxy.start()
         addresses = dict(self.topology.shards)
-        addresses[self.config.proxied_shard] = real.dsn.replace(f":{real.port}/", f":{port}/")
+        dsn = addresses[self.config.proxied_shard]
+        if isinstance(self.cluster, HaCluster):  # every member behind a proxy of its own
+            real_ports = [member.pg_port for member in self.cluster.clusters[self.config.proxied_shard]]
+        else:
+            real_ports = [self.cluster.server(self.config.proxied_shard).port]
+        ports = []
+        for real_port in real_ports:
+            proxy = FaultyProxy("127.0.0.1", real_port)
+            ports.append(await proxy.start())
+            self.proxies.append(proxy)
+        for real_port, port in zip(real_ports, ports):
+            dsn = dsn.replace(f"127.0.0.1:{real_port}", f"127.0.0.1:{port}")
+        addresses[self.config.proxied_shard] = dsn
         proxied = self.workdir / "topology.json"
         FileTopologyStore(proxied).save(self.topology.with_shards(addresses, self.topology.ledger))
         environment = dict(self.config.coordinator_env)
@@ -246,7 +267,8 @@ class Run:
         for coordinator in self.coordinators:
             ready = await asyncio.to_thread(coordinator.wait_ready)
             assert ready, f"coordinator {coordinator.index} did not start: see {coordinator.log_path}"
-        self.say(f"{len(self.coordinators)} coordinators up; {self.config.proxied_shard} behind proxy port {port}")
+        self.say(f"{len(self.coordinators)} coordinators up; {self.config.proxied_shard} behind proxy ports "
+                 f"{', '.join(map(str, ports))}")
 
     async def run_workload(self) -> None:
         tasks = [asyncio.create_task(self.worker(i)) for i in range(self.config.workers)]
@@ -356,7 +378,7 @@ class Run:
         # Sized for more than the run (the cost of a fault is only estimated); the deadline
         # cuts it, so faults keep coming until the workload stops.
         return faults.build_schedule(c.seed, self.shards, c.proxied_shard, c.coordinators, list(c.fault_points),
-                                     None if c.cover_only else c.seconds * SCHEDULE_SLACK, c.hold_scale)
+                                     None if c.cover_only else c.seconds * SCHEDULE_SLACK, c.hold_scale, c.kinds)
 
     async def drive_faults(self) -> None:
         plan = self.build_schedule()
@@ -390,7 +412,7 @@ class Run:
                 await asyncio.sleep(faults.GAP_S[0])
 
     async def inject(self, fault: faults.Fault) -> None:
-        assert self.proxy is not None
+        assert self.proxies
         if fault.kind == faults.COORDINATOR_KILL:
             coordinator = self.coordinators[fault.coordinator]
             self.held.add(coordinator.index)
@@ -400,25 +422,45 @@ class Run:
             await self.restart(coordinator)
         elif fault.kind == faults.FAULT_POINT:
             await self.kill_at_fault_point(self.coordinators[fault.coordinator], fault.target)
+        elif fault.kind == faults.PRIMARY_KILL:
+            ha = self.ha_cluster()
+            primary = await asyncio.to_thread(ha.wait_healthy, fault.target)
+            await asyncio.to_thread(ha.kill_postmaster, primary)
+            await asyncio.sleep(fault.hold_s)
+            new = await asyncio.to_thread(ha.wait_new_leader, fault.target, primary)
+            self.say(f"{fault.target}: {new.name} took over from {primary.name}")
+        elif fault.kind == faults.STANDBY_KILL:
+            ha = self.ha_cluster()
+            await asyncio.to_thread(ha.wait_healthy, fault.target)
+            standby = ha.sync_standby(fault.target)
+            if standby is not None:
+                await asyncio.to_thread(ha.kill_member, standby)
+                self.killed_members.append(standby)
+            await asyncio.sleep(fault.hold_s)
         elif fault.kind == faults.SHARD_KILL:
+            assert isinstance(self.cluster, LocalCluster), "an HA run kills members, not shards"
             self.stopped_shards.add(fault.target)
             await asyncio.to_thread(self.cluster.stop_shard, fault.target, "immediate")
             await asyncio.sleep(fault.hold_s)
             await asyncio.to_thread(self.cluster.start_shard, fault.target)
             self.stopped_shards.discard(fault.target)
         elif fault.kind == faults.SHARD_PAUSE:
+            assert isinstance(self.cluster, LocalCluster), "an HA run kills members, not shards"
             self.paused = pause_shard(self.cluster, fault.target)
             await asyncio.sleep(fault.hold_s)
             resume_shard(self.paused)
             self.paused = []
         elif fault.kind == faults.PROXY_DELAY:
-            self.proxy.delay(fault.delay_ms)
+            for proxy in self.proxies:
+                proxy.delay(fault.delay_ms)
             await asyncio.sleep(fault.hold_s)
         elif fault.kind == faults.PROXY_DROP:
-            self.proxy.drop()
+            for proxy in self.proxies:
+                proxy.drop()
             await asyncio.sleep(fault.hold_s)
         elif fault.kind == faults.PROXY_CUT:
-            await self.proxy.cut()
+            for proxy in self.proxies:
+                await proxy.cut()
             await asyncio.sleep(fault.hold_s)
         else:
             raise AssertionError(f"no injector for {fault.kind}")
@@ -471,10 +513,17 @@ class Run:
             resume_shard(self.paused)
             self.paused = []
         for shard in sorted(self.stopped_shards):
+            assert isinstance(self.cluster, LocalCluster)
             await asyncio.to_thread(self.cluster.start_shard, shard)
         self.stopped_shards.clear()
-        if self.proxy is not None:
-            self.proxy.heal()
+        if isinstance(self.cluster, HaCluster):
+            for member in self.killed_members:
+                await asyncio.to_thread(self.cluster.start_member, member)
+            self.killed_members.clear()
+            for name in self.cluster.names:  # every cluster back to a primary and a synchronous standby
+                await asyncio.to_thread(self.cluster.wait_healthy, name)
+        for proxy in self.proxies:
+            proxy.heal()
         for coordinator in self.coordinators:
             if coordinator.index not in self.held and not coordinator.alive():
                 await self.restart(coordinator)
@@ -485,8 +534,12 @@ class Run:
             await self.transport.close()
         for coordinator in self.coordinators:
             await asyncio.to_thread(coordinator.stop)
-        if self.proxy is not None:
-            await self.proxy.stop()
+        for proxy in self.proxies:
+            await proxy.stop()
+
+    def ha_cluster(self) -> HaCluster:
+        assert isinstance(self.cluster, HaCluster), "member faults need HA shards (wallet chaos --ha)"
+        return self.cluster
 
     def tally(self) -> None:
         for record in self.history:
@@ -503,7 +556,7 @@ class Run:
         self.report.reads = len(self.reads)
 
 
-async def run_chaos(config: ChaosConfig, cluster: LocalCluster, keep_workdir: bool = False) -> ChaosReport:
+async def run_chaos(config: ChaosConfig, cluster: LocalCluster | HaCluster, keep_workdir: bool = False) -> ChaosReport:
     """One run on a started, migrated cluster (its shards are killed and paused on the way
     and are all running again at the end)."""
     workdir = Path(tempfile.mkdtemp(prefix="wallet-chaos-run-"))
@@ -516,10 +569,11 @@ async def run_chaos(config: ChaosConfig, cluster: LocalCluster, keep_workdir: bo
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def start_cluster(home: Path, shards: int) -> LocalCluster:
+def start_cluster(home: Path, shards: int, ha: bool = False) -> LocalCluster | HaCluster:
     from shards import migrate
 
-    cluster = LocalCluster(home, shard_count=shards)
+    cluster: LocalCluster | HaCluster = HaCluster(home, shard_count=shards, members=2) if ha else \
+        LocalCluster(home, shard_count=shards)
     topology = cluster.start()
     assert topology.ledger
     migrate.upgrade_all(topology)
@@ -556,19 +610,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the coordinators' logs")
     parser.add_argument("--zookeeper", action="store_true",
                         help="start a ZooKeeper for the run: topology and leader election through it")
+    parser.add_argument("--ha", action="store_true",
+                        help="every shard and the ledger a Patroni primary with a synchronous standby (on a ZooKeeper "
+                             "of the run's); primary_kill and standby_kill replace shard_kill and shard_pause")
     args = parser.parse_args(argv)
     headers = parse_pairs(args.header, ":", "--header")
     config = ChaosConfig(seconds=args.minutes * 60, seed=args.seed, coordinators=args.coordinators,
                          workers=args.workers, naive=args.naive, coordinator_env=parse_pairs(args.coordinator_env, "=",
                                                                                             "--coordinator-env"),
-                         headers=(lambda: dict(headers)) if headers else None)
+                         headers=(lambda: dict(headers)) if headers else None, ha=args.ha)
     logging.basicConfig(level=logging.WARNING)
     home = temporary_home("chaos")
-    zookeeper = LocalZooKeeper(home / "zookeeper") if args.zookeeper else None
-    cluster = start_cluster(home, args.shards)
+    zookeeper = LocalZooKeeper(home / "zookeeper") if args.zookeeper and not args.ha else None
+    cluster = start_cluster(home, args.shards, args.ha)
     try:
         if zookeeper is not None:
             config.zookeeper = zookeeper.start()
+        elif args.zookeeper and isinstance(cluster, HaCluster):
+            config.zookeeper = cluster.zk_hosts  # Patroni's ensemble is the topology's too
         report = asyncio.run(run_chaos(config, cluster, keep_workdir=args.keep))
     finally:
         with contextlib.suppress(Exception):

@@ -19,7 +19,13 @@ SHARD_PAUSE = "shard_pause"  # SIGSTOP a shard past the timeouts, then SIGCONT
 PROXY_DELAY = "proxy_delay"  # coordinator <-> shard latency for hold_s
 PROXY_DROP = "proxy_drop"  # coordinator <-> shard packets lost for hold_s
 PROXY_CUT = "proxy_cut"  # coordinator <-> shard connections reset, refused for hold_s
+PRIMARY_KILL = "primary_kill"  # HA shards: SIGKILL the primary's postmaster; the standby takes over
+STANDBY_KILL = "standby_kill"  # HA shards: SIGKILL the synchronous standby (Patroni and server), restart it
 KINDS = (COORDINATOR_KILL, FAULT_POINT, SHARD_KILL, SHARD_PAUSE, PROXY_DELAY, PROXY_DROP, PROXY_CUT)
+# On HA shards (`wallet chaos --ha`) a shard is never down as a whole: its members are killed
+# one at a time instead of the server crashed or paused.
+HA_KINDS = (COORDINATOR_KILL, FAULT_POINT, PRIMARY_KILL, STANDBY_KILL, PROXY_DELAY, PROXY_DROP, PROXY_CUT)
+ALL_KINDS = KINDS + (PRIMARY_KILL, STANDBY_KILL)
 
 # (shortest, longest) hold per kind, in seconds. A pause outlasts lock_timeout (5 s) and
 # the pools' acquire timeout (5 s), so waiting sessions give up while the shard is stopped.
@@ -28,6 +34,8 @@ HOLD_S = {
     FAULT_POINT: (0.0, 0.0),  # held until the coordinator reaches the step and dies
     SHARD_KILL: (1.0, 4.0),
     SHARD_PAUSE: (6.0, 8.0),
+    PRIMARY_KILL: (1.0, 3.0),  # then held until the cluster has a primary and a synchronous standby again
+    STANDBY_KILL: (1.0, 4.0),
     PROXY_DELAY: (2.0, 5.0),
     PROXY_DROP: (2.0, 6.0),
     PROXY_CUT: (1.0, 3.0),
@@ -47,7 +55,7 @@ class Fault:
     coordinator: int = 0  # which coordinator a fault point is armed in
 
     def __post_init__(self) -> None:
-        assert self.kind in KINDS, f"unknown fault kind {self.kind!r}"
+        assert self.kind in ALL_KINDS, f"unknown fault kind {self.kind!r}"
         assert self.kind != FAULT_POINT or self.target in FAULT_POINTS, f"unknown fault point {self.target!r}"
 
     def describe(self) -> str:
@@ -56,7 +64,8 @@ class Fault:
 
 
 def build_schedule(seed: int, shards: list[str], proxied_shard: str, coordinators: int,
-                   fault_points: list[str], total_s: float | None = None, hold_scale: float = 1.0) -> list[Fault]:
+                   fault_points: list[str], total_s: float | None = None, hold_scale: float = 1.0,
+                   kinds: tuple[str, ...] = KINDS) -> list[Fault]:
     """Every kind and every fault point once, shuffled; then, while the faults so far fit in
     `total_s` (None: stop after the first cycle), random faults."""
     assert coordinators >= 1, "a run has at least one coordinator"
@@ -70,7 +79,7 @@ def build_schedule(seed: int, shards: list[str], proxied_shard: str, coordinator
         coordinator = rng.randrange(coordinators)
         if kind == COORDINATOR_KILL:
             target = target or str(coordinator)
-        elif kind in (SHARD_KILL, SHARD_PAUSE):
+        elif kind in (SHARD_KILL, SHARD_PAUSE, PRIMARY_KILL, STANDBY_KILL):
             target = target or rng.choice(shards)
         elif kind in (PROXY_DELAY, PROXY_DROP, PROXY_CUT):
             target = proxied_shard
@@ -80,7 +89,7 @@ def build_schedule(seed: int, shards: list[str], proxied_shard: str, coordinator
             coordinator = int(target)
         return Fault(kind, target, hold, gap, delay_ms, coordinator)
 
-    first = [one(kind) for kind in KINDS if kind != FAULT_POINT]
+    first = [one(kind) for kind in kinds if kind != FAULT_POINT]
     first += [one(FAULT_POINT, point) for point in sorted(fault_points)]
     rng.shuffle(first)
     schedule = list(first)
@@ -89,7 +98,7 @@ def build_schedule(seed: int, shards: list[str], proxied_shard: str, coordinator
     every_point = sorted(fault_points)
     spent = sum(f.hold_s + f.gap_s + fault_overhead_s(f) for f in schedule)
     while spent < total_s and len(schedule) < FAULTS_PER_RUN_MAX:
-        kind = rng.choice(KINDS)
+        kind = rng.choice(kinds)
         fault = one(kind, rng.choice(every_point) if kind == FAULT_POINT else None)
         schedule.append(fault)
         spent += fault.hold_s + fault.gap_s + fault_overhead_s(fault)
@@ -98,4 +107,5 @@ def build_schedule(seed: int, shards: list[str], proxied_shard: str, coordinator
 
 def fault_overhead_s(fault: Fault) -> float:
     """A rough cost beyond the hold: restarts of processes and servers."""
-    return {COORDINATOR_KILL: 1.0, FAULT_POINT: 3.0, SHARD_KILL: 1.5}.get(fault.kind, 0.0)
+    return {COORDINATOR_KILL: 1.0, FAULT_POINT: 3.0, SHARD_KILL: 1.5, PRIMARY_KILL: 8.0,
+            STANDBY_KILL: 4.0}.get(fault.kind, 0.0)

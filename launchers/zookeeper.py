@@ -25,9 +25,9 @@ def is_installed() -> bool:
 
 
 class LocalZooKeeper:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, port: int | None = None) -> None:
         self.home = Path(home)
-        self.port = free_port()
+        self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,6 +59,10 @@ class LocalZooKeeper:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"ZooKeeper did not answer within {START_TIMEOUT_S} s; see {self.home / 'zookeeper.log'}")
+
+    def answers(self) -> bool:
+        """A server (this one, or one a previous run left) answers on the port."""
+        return self._ok()
 
     def _ok(self) -> bool:
         try:

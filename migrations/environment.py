@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+import asyncpg
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -47,17 +48,16 @@ def topology_from(arguments: dict[str, str]) -> tuple[Topology, str]:
         refuse(str(error))
 
 
-def async_url(dsn: str) -> str:
-    for prefix in ("postgresql://", "postgres://"):
-        if dsn.startswith(prefix):
-            return "postgresql+asyncpg://" + dsn[len(prefix):]
-    return dsn
+# The dialect only: the connection itself is made by asyncpg from the DSN as given.
+DIALECT_URL = "postgresql+asyncpg://"
 
 
 def run(context: Any, metadata: MetaData, dsn: str) -> None:
-    """One database per run; asyncpg is the only driver (no second one for alembic)."""
+    """One database per run; asyncpg is the only driver (no second one for alembic). asyncpg
+    reads the DSN itself, so a replicated shard's multi-host DSN (shards/replication.py)
+    reaches its primary here as everywhere."""
     if context.is_offline_mode():
-        context.configure(url=async_url(dsn), target_metadata=metadata, literal_binds=True)
+        context.configure(url=DIALECT_URL, target_metadata=metadata, literal_binds=True)
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -68,7 +68,7 @@ def run(context: Any, metadata: MetaData, dsn: str) -> None:
             context.run_migrations()
 
     async def online() -> None:
-        engine = create_async_engine(async_url(dsn), poolclass=NullPool)
+        engine = create_async_engine(DIALECT_URL, poolclass=NullPool, async_creator=lambda: asyncpg.connect(dsn))
         try:
             async with engine.connect() as connection:
                 await connection.run_sync(migrate)

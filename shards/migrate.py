@@ -10,6 +10,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from shard_router.topology import Topology
+from shards.pool import explain
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,8 +68,10 @@ class ShardRevision:
 async def read_revision(shard: str, dsn: str, target: str = "shard") -> ShardRevision:
     try:
         connection = await asyncpg.connect(dsn, timeout=5)
-    except (OSError, asyncpg.PostgresError) as error:
-        return ShardRevision(shard, None, f"unreachable: {error}", target)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+            asyncpg.TargetServerAttributeNotMatched) as error:
+        said = explain(dsn, error) if isinstance(error, asyncpg.TargetServerAttributeNotMatched) else str(error)
+        return ShardRevision(shard, None, f"unreachable: {said}", target)
     try:
         exists = await connection.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
         if not exists:

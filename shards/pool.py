@@ -40,7 +40,32 @@ CONNECTION_ERRORS = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    # A replicated shard (shards/replication.py) mid-failover: every server is a standby for
+    # now, or the one this connection reached was demoted.
+    asyncpg.TargetServerAttributeNotMatched,
+    asyncpg.ReadOnlySQLTransactionError,
+    # The driver's protocol state broken by a session ended mid-operation (asyncpg issue
+    # #1069): the connection is unusable, the shard may be fine.
+    asyncpg.InternalClientError,
 )
+# After these a connection is never lent again (the pool opens a fresh one, which reaches
+# the current primary): it was demoted under us, or its protocol state is broken.
+BROKEN_CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.ReadOnlySQLTransactionError,
+)
+
+
+def explain(dsn: str, error: BaseException) -> str:
+    """What a failed connection means, in words where the driver's are not enough."""
+    if isinstance(error, asyncpg.TargetServerAttributeNotMatched):
+        hosts = dsn.split("@", 1)[-1].split("/", 1)[0]
+        return (f"every server at {hosts} answered as a standby (read-only): no primary to write to; "
+                "the cluster has no leader now, or the DSN names only replicas")
+    return repr(error)
 
 
 @contextmanager
@@ -100,7 +125,7 @@ class ShardPools:
         if failures:
             await self.close()
             name, error = failures[0]
-            raise ShardUnavailable(name, f"cannot open pool: {error!r}")
+            raise ShardUnavailable(name, f"cannot open pool: {explain(self.dsns[name], error)}")
 
     async def _create(self, name: str) -> asyncpg.Pool:
         return await asyncpg.create_pool(
@@ -123,7 +148,7 @@ class ShardPools:
         try:
             pool = await self._create(name)
         except Exception as error:
-            raise ShardUnavailable(name, f"cannot open pool: {error!r}") from error
+            raise ShardUnavailable(name, f"cannot open pool: {explain(dsn, error)}") from error
         old, self.pools[name] = self.pools.get(name), pool
         if old is not None:
             await old.close()
@@ -138,7 +163,13 @@ class ShardPools:
         assert pool is not None, f"no pool for shard {shard!r}: is it in the topology?"
         with errors_of(shard):
             async with pool.acquire(timeout=CONNECT_TIMEOUT_S) as connection:
-                yield connection
+                try:
+                    yield connection
+                except Exception as error:
+                    cause = error.__cause__ if isinstance(error, ShardUnavailable) else error
+                    if isinstance(cause, BROKEN_CONNECTION_ERRORS):
+                        connection.terminate()
+                    raise
 
     @asynccontextmanager
     async def transaction(self, shard: str) -> AsyncIterator[Connection]:

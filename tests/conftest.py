@@ -19,7 +19,7 @@ from tests.helpers import TEST_SECRET
 
 # Fixtures that start servers (here and in test modules); a test that starts its own says so
 # with @pytest.mark.cluster.
-SERVER_FIXTURES = frozenset({"cluster", "zookeeper", "spare_cluster", "own_zookeeper", "three_shards"})
+SERVER_FIXTURES = frozenset({"cluster", "zookeeper", "spare_cluster", "own_zookeeper", "three_shards", "ha"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,6 +11,9 @@ fi
 if ! command -v java >/dev/null 2>&1; then
   need+=(default-jre-headless)
 fi
+if [ ! -x /usr/bin/python3 ]; then
+  need+=(python3)  # Patroni's interpreter: the postgres user cannot reach a Python under /root
+fi
 if ! command -v runuser >/dev/null 2>&1; then
   need+=(util-linux)
 fi

@@ -1,5 +1,5 @@
-"""docker/ stays true to the code: the shards get the launcher's server settings, the
-topology names the compose services, and every WALLET_* setting is one the code reads."""
+"""docker/ stays true to the code: the shards and the ledger are Patroni pairs with the
+launcher's configuration, the topology names the compose services, and every WALLET_* setting is one the code reads."""
 from __future__ import annotations
 
 import json
@@ -9,44 +9,66 @@ from pathlib import Path
 import yaml
 
 from shard_router.topology import Topology
+from launchers.patroni import MEMBER_SETTINGS, NAMESPACE, bootstrap_dcs
 from launchers.postgres import SERVER_SETTINGS
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 REPOSITORY = DOCKER.parent
 SETTINGS = REPOSITORY / "coordinator" / "runtime" / "settings.py"  # the one reader of WALLET_* settings
-# Only the listen address differs: a container listens on its network, the launcher on loopback.
-CONTAINER_OVERRIDES = {"listen_addresses": "*"}
 
 
 def compose() -> dict:
     return yaml.safe_load((DOCKER / "compose.yaml").read_text())
 
 
-def server_settings(service: dict) -> dict[str, str]:
-    command = service["command"]
-    assert command[0] == "postgres"
-    pairs = [command[i + 1] for i, part in enumerate(command) if part == "-c"]
-    return dict(pair.split("=", 1) for pair in pairs)
+CLUSTERS = ("shard0", "shard1", "shard2", "shard3", "ledger")
 
 
-def test_postgres_servers_use_the_launchers_settings() -> None:
-    """4 shards and the ledger, each with exactly launchers.postgres.SERVER_SETTINGS (2PC needs
-    max_prepared_transactions), so docker and `make run` cannot drift apart."""
+def patroni_config() -> dict:
+    return yaml.safe_load((DOCKER / "patroni.yml").read_text())
+
+
+def test_every_shard_and_the_ledger_is_a_patroni_pair() -> None:
+    """4 shards and the ledger, each two members (`<name>a`, `<name>b`) of one Patroni scope on
+    the ensemble, running docker/patroni.yml: its cluster configuration is the launcher's
+    (synchronous mode, max_prepared_transactions for 2PC, pg_rewind) and its server settings
+    launchers.postgres.SERVER_SETTINGS, so docker and `wallet dev up --replicas 1` cannot drift."""
     services = compose()["services"]
-    shards = sorted(name for name in services if re.fullmatch(r"shard\d+", name))
-    assert shards == ["shard0", "shard1", "shard2", "shard3"]
-    for name in [*shards, "ledger"]:
-        assert server_settings(services[name]) == {**SERVER_SETTINGS, **CONTAINER_OVERRIDES}, name
-        assert int(server_settings(services[name])["max_prepared_transactions"]) > 0
+    members = sorted(name for name in services if re.fullmatch(r"(shard\d+|ledger)[ab]", name))
+    assert members == sorted(f"{name}{x}" for name in CLUSTERS for x in "ab")
+    for name in members:
+        service, cluster = services[name], name[:-1]
+        environment = service["environment"]
+        assert service["build"]["dockerfile"] == "docker/Dockerfile.patroni"
+        assert environment["PATRONI_SCOPE"] == f"wallet-{cluster}" and environment["PATRONI_NAME"] == name
+        assert environment["PATRONI_POSTGRESQL_CONNECT_ADDRESS"] == f"{name}:5432"
+        assert environment["PATRONI_ZOOKEEPER_HOSTS"] == "zk1:2181,zk2:2181,zk3:2181"
+        assert environment["DATABASE_NAME"] == ("ledger" if cluster == "ledger" else "wallet")
+    config = patroni_config()
+    assert config["namespace"] == NAMESPACE
+    assert config["bootstrap"]["dcs"] == bootstrap_dcs()
+    assert config["bootstrap"]["dcs"]["synchronous_mode"] is True
+    assert int(config["bootstrap"]["dcs"]["postgresql"]["parameters"]["max_prepared_transactions"]) > 0
+    assert config["postgresql"]["parameters"] == MEMBER_SETTINGS
+    shared = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
+    assert {**shared, **MEMBER_SETTINGS, "listen_addresses": SERVER_SETTINGS["listen_addresses"]}.items() >= \
+        SERVER_SETTINGS.items()
+    dockerfile = (DOCKER / "Dockerfile.patroni").read_text()
+    assert "COPY docker/patroni.yml /etc/patroni/patroni.yml" in dockerfile
+    assert config["bootstrap"]["post_init"] == "/etc/patroni/create-database.sh"
+    assert "COPY docker/create-database.sh /etc/patroni/create-database.sh" in dockerfile
 
 
 def test_topology_names_the_compose_services() -> None:
-    """docker/topology.json is the even split over exactly the compose shards, plus the ledger."""
+    """docker/topology.json is the even split over exactly the compose shards, plus the ledger;
+    each DSN names both members of its pair, read-write (the current primary, no proxy)."""
     topology = Topology.from_document(json.loads((DOCKER / "topology.json").read_text()))
     services = compose()["services"]
     for name, dsn in topology.shards.items():
-        assert f"@{name}:5432/wallet" in dsn and name in services
-    assert topology.ledger is not None and "@ledger:5432/ledger" in topology.ledger
+        assert f"@{name}a:5432,{name}b:5432/wallet?target_session_attrs=read-write" in dsn
+        assert {f"{name}a", f"{name}b"} <= set(services)
+    assert topology.ledger is not None
+    assert "@ledgera:5432,ledgerb:5432/ledger?target_session_attrs=read-write" in topology.ledger
     assert topology.slots == Topology.even(topology.shards).slots
 
 

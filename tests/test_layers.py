@@ -131,8 +131,11 @@ def test_settings_are_read_in_one_place() -> None:
     time: a product module that reads os.environ is named."""
     readers = []
     for module, path in product_modules():
-        if module in ("coordinator.runtime.settings", "launchers.postgres", "bench.run", "chaos.processes"):
-            continue  # the settings; the launcher's WALLET_PG_BIN; environments built for child processes
+        if module in ("coordinator.runtime.settings", "launchers.postgres", "launchers.patroni", "bench.run",
+                      "chaos.processes"):
+            # the settings; the launchers' WALLET_PG_BIN and WALLET_PATRONI_*; environments
+            # built for child processes
+            continue
         text = path.read_text()
         if "os.environ" in text or "getenv(" in text:
             readers.append(str(path.relative_to(REPOSITORY)))

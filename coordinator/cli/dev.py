@@ -7,6 +7,7 @@ from typing import Any
 from coordinator.api.auth import load_secret
 from coordinator.domain.errors import ConfigurationError
 from coordinator.runtime.settings import Settings
+from launchers.patroni import MEMBERS_MAX, HaCluster
 from launchers.postgres import SHARD_COUNT_MAX, LocalCluster
 
 DEFAULT_SHARD_COUNT = 4
@@ -32,7 +33,30 @@ def start_local_cluster(settings: Settings, shards: int) -> LocalCluster:
     return cluster
 
 
+def start_ha_cluster(settings: Settings, shards: int, replicas: int) -> HaCluster:
+    """Every shard and the ledger as a Patroni cluster of 1 + `replicas` servers on ZooKeeper:
+    the one WALLET_ZK_HOSTS names (the topology's ensemble), else one started here."""
+    from shards import migrate
+
+    cluster = HaCluster(settings.home, shard_count=shards, members=1 + replicas, zk_hosts=settings.zk_hosts)
+    if cluster.topology_path.resolve() != settings.topology_path.resolve():
+        raise ConfigurationError(f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} "
+                                 "for a local cluster (or unset it)")
+    topology = cluster.start()
+    migrate.upgrade_all(topology)
+    load_secret(settings, create=True)
+    return cluster
+
+
 def command_dev_up(args: argparse.Namespace, settings: Settings) -> int:
+    if args.replicas:
+        ha = start_ha_cluster(settings, args.shards, args.replicas)
+        print(f"HA cluster running: {len(ha.names)} Patroni clusters of {ha.members} servers on ZooKeeper "
+              f"{ha.zk_hosts}, topology {ha.topology_path}")
+        for name in ha.names:
+            leader = ha.leader(name)
+            print(f"  {name}: {ha.dsn(name)} (primary now {leader.name if leader else 'none'})")
+        return 0
     cluster = start_local_cluster(settings, args.shards)
     print(f"local cluster running: {len(cluster.servers)} shards, topology {cluster.topology_path}")
     for server in cluster.servers:
@@ -41,9 +65,20 @@ def command_dev_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def command_dev_down(args: argparse.Namespace, settings: Settings) -> int:
+    if HaCluster.exists(settings.home):
+        HaCluster(settings.home, zk_hosts=settings.zk_hosts).stop()  # what it runs is in its state file
+        print("HA cluster stopped")
+        return 0
     LocalCluster(settings.home, shard_count=args.shards).stop()
     print("local cluster stopped")
     return 0
+
+
+def replica_count(text: str) -> int:
+    """--replicas: standbys per shard, 0 (one server, the embedded default) to 4."""
+    if not text.isdigit() or not 0 <= int(text) <= MEMBERS_MAX - 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number in 0..{MEMBERS_MAX - 1}, got {text!r}")
+    return int(text)
 
 
 def add_commands(commands: Any) -> None:
@@ -51,6 +86,9 @@ def add_commands(commands: Any) -> None:
     dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     up = dev_commands.add_parser("up", help="start (or restart) the local shards under WALLET_HOME and migrate them")
     up.add_argument("--shards", type=shard_count, default=DEFAULT_SHARD_COUNT, help="number of shards (default 4)")
+    up.add_argument("--replicas", type=replica_count, default=0,
+                    help="synchronous standbys per shard and for the ledger, each cluster run by Patroni on "
+                         "ZooKeeper (default 0: one server each)")
     up.set_defaults(handler=command_dev_up)
     down = dev_commands.add_parser("down", help="stop the local shards (data is kept)")
     down.add_argument("--shards", type=shard_count, default=DEFAULT_SHARD_COUNT, help=argparse.SUPPRESS)

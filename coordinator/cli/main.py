@@ -55,6 +55,10 @@ def run(argv: list[str]) -> int:
         from bench.ledger_replay import main as bench_ledger
 
         return bench_ledger(argv[2:])
+    if argv[:2] == ["bench", "failover"]:
+        from bench.failover import main as bench_failover
+
+        return bench_failover(argv[2:])
     if argv[:1] == ["bench"]:  # its own parser: many knobs, no service settings
         from bench.run import main as bench
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 from coordinator.domain import validation
 from coordinator.domain.accounts import Account
-from coordinator.domain.errors import WalletError
+from coordinator.domain.errors import ConfigurationError, WalletError
 from coordinator.domain.money import check_currency
 from coordinator.domain.transfers import TransferResult
 from coordinator.protocols.one_shard import OneShard
@@ -23,6 +23,7 @@ from coordinator.protocols.saga import SagaCoordinator
 from coordinator.protocols.tcc import TccCoordinator
 from coordinator.protocols.two_phase import TwoPhaseCommit
 from coordinator.runtime.background import Periodic
+from coordinator.runtime.fan_out import fan_out
 from coordinator.runtime.settings import Settings
 from coordinator.service.accounts import Accounts
 from coordinator.service.appliers import Appliers
@@ -35,6 +36,7 @@ from coordinator.service.submission import TRANSFERS_PER_REQUEST_MAX, Submission
 from ledger.service import LedgerService
 from shard_router.stores import TopologyStore
 from shard_router.topology import Topology
+from shards import replication
 from shards.pool import ShardPools
 
 
@@ -70,6 +72,11 @@ class WalletService:
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self, run_recovery: bool = False, run_relay: bool = False) -> WalletService:
         await self.pools.open()
+        try:
+            await self._check_two_phase_ready()
+        except ConfigurationError:
+            await self.pools.close()
+            raise
         if self.ledger is not None:
             await self.ledger.open(run_relay=run_relay, gate=self.is_leader)
         for shard in self.router.shards():
@@ -79,6 +86,20 @@ class WalletService:
             self.recovery_worker = recovery_worker(self.recover, gate=self.is_leader)
             self.recovery_worker.start()
         return self
+
+    async def _check_two_phase_ready(self) -> None:
+        """Every shard's servers can hold prepared transactions, the same number on every member
+        of a replicated shard (shards/replication.py). A shard that does not answer is not
+        refused here: it is unavailable, and says so when used."""
+
+        async def one(shard: str) -> None:
+            async with self.pools.connection(shard) as connection:
+                await replication.check_two_phase_ready(shard, self.pools.dsns[shard], connection)
+
+        checked = await fan_out(sorted(self.pools.dsns), one)
+        for error in checked.errors.values():
+            if isinstance(error, ConfigurationError):
+                raise error
 
     async def close(self) -> None:
         if self.recovery_worker is not None:
