@@ -209,6 +209,7 @@ class HaCluster:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Topology:
+        patroni_command()  # refuse a missing Patroni before anything is started
         self.home.mkdir(parents=True, exist_ok=True)
         os.chmod(self.home, 0o755)
         state = self._load_state()

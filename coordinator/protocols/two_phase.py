@@ -136,7 +136,7 @@ class TwoPhaseCommit:
                     shard: two_phase_sql.make_gid(batch_id, decision_shard, shard)
                     for shard in writers if shard != decision_shard
                 }
-                await self._prepare_all(connections, gids)
+                await self._prepare_all(connections, gids, batch_id, decision_shard)
                 log_phase(log, "2pc.prepared", transaction_ids, batch_id=batch_id, shards=writers)
                 fault_points.reach("2pc.after_all_prepares")
 
@@ -167,7 +167,8 @@ class TwoPhaseCommit:
         with errors_of(shard):
             return await transfer_sql.write_batch(connection, changes, records, events)
 
-    async def _prepare_all(self, connections: dict[str, Connection], gids: dict[str, str]) -> None:
+    async def _prepare_all(self, connections: dict[str, Connection], gids: dict[str, str], batch_id: str,
+                           decision_shard: str) -> None:
         prepared = 0
 
         async def prepare(shard: str) -> None:
@@ -182,7 +183,20 @@ class TwoPhaseCommit:
         if prepared_all.errors:
             # No decision exists: roll back what did prepare (recovery does it if we cannot).
             await self._roll_back_prepared({shard: gids[shard] for shard in prepared_all.results})
+            # A PREPARE that failed with its connection may have landed (and, on a replicated
+            # shard, be on the promoted standby): fence the batch with 'abort' now, so recovery
+            # rolls such a branch back as soon as it finds it instead of after abort_after_ms
+            # (its locks would hold every later transfer of those accounts till then).
+            await self._fence_abort(batch_id, decision_shard)
             prepared_all.raise_first()
+
+    async def _fence_abort(self, batch_id: str, decision_shard: str) -> None:
+        try:
+            async with self.pools.connection(decision_shard) as fresh:
+                await two_phase_sql.decide_unless_decided(fresh, batch_id, "abort")
+        except ShardError as error:  # recovery fences it later, by age
+            log.warning("batch %s: abort decision not recorded on %s (%s); left to recovery", batch_id,
+                        decision_shard, error)
 
     async def _decide(self, batch_id: str, decision_shard: str, connection: Connection) -> bool:
         """True once the commit decision is durable; False if recovery aborted the batch first."""
