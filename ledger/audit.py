@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import asyncpg
 
@@ -21,12 +22,14 @@ WHERE account_id > $1 AND placement = 'live' ORDER BY account_id LIMIT $2
 """
 
 
-async def verify_chain(ledger: Connection) -> list[Break]:
+async def verify_chain(ledger: Connection, progress: Callable[[int], None] | None = None) -> list[Break]:
     breaks: list[Break] = []
     for stream in await store.streams(ledger):
         verifier = StreamVerifier(stream)
         async for page in store.stream_events(ledger, stream):
             verifier.feed(page)
+            if progress is not None:
+                progress(len(page))
         breaks.extend(verifier.breaks)
     return breaks
 
@@ -67,10 +70,12 @@ async def live_balances(pools: ShardPools, shard: str) -> dict[str, tuple[str, i
             after = rows[-1]["account_id"]
 
 
-async def audit(pools: ShardPools, shards: list[str], ledger: Connection) -> AuditReport:
+async def audit(pools: ShardPools, shards: list[str], ledger: Connection,
+                progress: Callable[[int], None] | None = None) -> AuditReport:
+    """`progress` counts the events verified, then those replayed."""
     report = AuditReport()
-    report.breaks = await verify_chain(ledger)
-    replayed = (await replay_balances(ledger, END_OF_TIME)).balances
+    report.breaks = await verify_chain(ledger, progress)
+    replayed = (await replay_balances(ledger, END_OF_TIME, progress=progress)).balances
     read = await fan_out(shards, lambda shard: live_balances(pools, shard))
     read.raise_first()
     lives = [read.results[shard] for shard in shards]

@@ -65,7 +65,7 @@ class Relay:
                                     prev_hash=head)
                 head = chain_hash(head, event)
                 events.append(LedgerEvent(**{**event.__dict__, "hash": head}))
-            await store.append_events(ledger, events)
+            await store.append_events(ledger, events, await store.visible_at_of(ledger, events))
             await store.set_head(ledger, shard, position, head)
         fault_points.reach("relay.after_ledger_commit")
         async with self.pools.connection(shard) as connection:

@@ -39,6 +39,9 @@ ledger_events = Table(
     Column("prev_hash", LargeBinary, nullable=False),
     Column("hash", LargeBinary, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # Not hashed, derived: the running maximum of the account's created_at in version order
+    # (monotonic per account); a replay at T counts the events with visible_at <= T.
+    Column("visible_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("stream", "position", name="ledger_events_pkey"),
     # Deduplication on arrival: an account's version lands once, however often it is relayed.
     UniqueConstraint("account_id", "version", name="ledger_events_account_version_unique"),
@@ -61,7 +64,22 @@ ledger_snapshots = Table(
     Column("taken_at", DateTime(timezone=True), nullable=False),  # the moment the balances are of
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("accounts", BigInteger, nullable=False),
+    Column("digest", LargeBinary, nullable=False),  # SHA-256 of its canonical form (ledger/snapshots.py)
     Index("ledger_snapshots_taken_at", "taken_at"),
+    Index("ledger_snapshots_digest", "digest", unique=True),
+)
+
+# Per snapshot, per stream: every event at or below `position` is in the snapshot, none after
+# `head` (the stream's end when it was taken) is, and between them those visible at its
+# moment are; a replay from it reads the stream from position + 1 only.
+ledger_snapshot_streams = Table(
+    "ledger_snapshot_streams",
+    metadata,
+    Column("snapshot_id", BigInteger, ForeignKey("ledger_snapshots.snapshot_id"), nullable=False),
+    Column("stream", Text, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("head", BigInteger, nullable=False),
+    PrimaryKeyConstraint("snapshot_id", "stream", name="ledger_snapshot_streams_pkey"),
 )
 
 ledger_snapshot_balances = Table(

@@ -24,12 +24,19 @@ JOIN unnest($1::text[], $2::bigint[]) AS k(account_id, version)
   ON e.account_id = k.account_id AND e.version = k.version
 """
 APPEND_EVENTS = f"""
-INSERT INTO ledger_events ({EVENT_COLUMNS})
+INSERT INTO ledger_events ({EVENT_COLUMNS}, visible_at)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::uuid[], $5::text[], $6::bigint[], $7::text[],
                      $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::timestamptz[],
-                     $14::bytea[], $15::bytea[])
+                     $14::bytea[], $15::bytea[], $16::timestamptz[])
+"""
+# The visible_at of the version before each account's first one in a batch.
+PRIOR_VISIBLE = """
+SELECT e.account_id, e.visible_at FROM ledger_events e
+JOIN unnest($1::text[], $2::bigint[]) AS k(account_id, version)
+  ON e.account_id = k.account_id AND e.version = k.version
 """
 STREAMS = "SELECT DISTINCT stream FROM ledger_events ORDER BY stream"
+EVENT_COUNT = "SELECT coalesce(sum(position), 0)::bigint FROM ledger_heads"
 STREAM_PAGE = f"""
 SELECT {EVENT_COLUMNS} FROM ledger_events WHERE stream = $1 AND position > $2 ORDER BY position LIMIT $3
 """
@@ -39,35 +46,69 @@ SELECT {EVENT_COLUMNS} FROM ledger_events WHERE account_id = $1 AND version > $2
 LATEST_SNAPSHOT = """
 SELECT snapshot_id, taken_at FROM ledger_snapshots WHERE taken_at <= $1 ORDER BY taken_at DESC, snapshot_id DESC LIMIT 1
 """
-# Balances at moment $1, from snapshot $2 (or none) onward; $3 limits to one account.
-# An account's events count in version order while the running maximum of their
-# created_at stays <= $1: always a state the account really had, even where a
-# transaction's start time is not monotonic in its version.
-REPLAY = """
+# Where a replay from snapshot $1 reads each stream: after `position`, where every event
+# after `head` is new to the snapshot (0, 0: a stream it does not know, or no snapshot).
+STREAM_STARTS = """
+SELECT h.stream, coalesce(p.position, 0) AS position, coalesce(p.head, 0) AS head FROM ledger_heads h
+LEFT JOIN ledger_snapshot_streams p ON p.stream = h.stream AND p.snapshot_id = $1
+"""
+# One stream's tail, per account: its events after position $2 visible at $3 that are not
+# in the snapshot (of moment $5, whose head there was $4): past the head every event is new
+# (one relayed late is there too), before it only those the snapshot's moment had not seen.
+# visible_at is monotonic per account, so what counts is always a state the account had.
+STREAM_TAIL = """
+SELECT account_id, min(currency), sum(amount)::bigint, sum(reserved_delta)::bigint, max(version), count(*)
+FROM ledger_events
+WHERE stream = $1 AND position > $2 AND visible_at <= $3 AND (position > $4 OR visible_at > $5)
+GROUP BY account_id
+"""
+# A replay of a whole stream's tail: enough memory to aggregate without spilling, and a plan
+# for these positions (a scan of the stream from the start, or of its tail by the index).
+TAIL_SETTINGS = "SET LOCAL work_mem = '256MB'; SET LOCAL plan_cache_mode = force_custom_plan"
+SNAPSHOT_ALL_BALANCES = """
+SELECT account_id, currency, balance, reserved, version FROM ledger_snapshot_balances WHERE snapshot_id = $1
+"""
+# Where a new snapshot at $3 stands in a stream read after position $2: up to the first
+# event it leaves out, and the stream's end.
+STREAM_POSITIONS = """
+SELECT min(position) FILTER (WHERE visible_at > $3) - 1 AS position, max(position) AS head
+FROM ledger_events WHERE stream = $1 AND position > $2
+"""
+# One account at moment $1 from snapshot $2: its events by the (account, version) index.
+REPLAY_ACCOUNT = """
 WITH snap AS (
     SELECT account_id, currency, balance, reserved, version FROM ledger_snapshot_balances
-    WHERE snapshot_id = $2 AND ($3::text IS NULL OR account_id = $3)
-), ev AS (
-    SELECT e.account_id, e.currency, e.version, e.amount, e.reserved_delta,
-           max(e.created_at) OVER (PARTITION BY e.account_id ORDER BY e.version) AS envelope
-    FROM ledger_events e LEFT JOIN snap s ON s.account_id = e.account_id
-    WHERE e.version > coalesce(s.version, 0) AND ($3::text IS NULL OR e.account_id = $3)
+    WHERE snapshot_id = $2 AND account_id = $3
 ), moved AS (
-    SELECT account_id, min(currency) AS currency, sum(amount)::bigint AS amount,
-           sum(reserved_delta)::bigint AS reserved_delta, max(version) AS version, count(*) AS events
-    FROM ev WHERE envelope <= $1 GROUP BY account_id
+    SELECT e.account_id, min(e.currency) AS currency, sum(e.amount)::bigint AS amount,
+           sum(e.reserved_delta)::bigint AS reserved_delta, max(e.version) AS version, count(*) AS events
+    FROM ledger_events e
+    WHERE e.account_id = $3 AND e.version > coalesce((SELECT version FROM snap), 0) AND e.visible_at <= $1
+    GROUP BY e.account_id
 )
 SELECT coalesce(m.account_id, s.account_id) AS account_id, coalesce(m.currency, s.currency) AS currency,
        coalesce(s.balance, 0) + coalesce(m.amount, 0) AS balance,
        coalesce(s.reserved, 0) + coalesce(m.reserved_delta, 0) AS reserved,
        coalesce(m.version, s.version) AS version, coalesce(m.events, 0) AS events
 FROM moved m FULL JOIN snap s ON s.account_id = m.account_id
-ORDER BY 1
 """
-INSERT_SNAPSHOT = "INSERT INTO ledger_snapshots (taken_at, accounts) VALUES ($1, $2) RETURNING snapshot_id"
+INSERT_SNAPSHOT = """
+INSERT INTO ledger_snapshots (taken_at, accounts, digest) VALUES ($1, $2, $3) RETURNING snapshot_id
+"""
 INSERT_SNAPSHOT_BALANCES = """
 INSERT INTO ledger_snapshot_balances (snapshot_id, account_id, currency, balance, reserved, version)
 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+"""
+INSERT_SNAPSHOT_STREAMS = """
+INSERT INTO ledger_snapshot_streams (snapshot_id, stream, position, head)
+SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::bigint[])
+"""
+SNAPSHOT = "SELECT snapshot_id, taken_at, accounts, digest FROM ledger_snapshots WHERE snapshot_id = $1"
+SNAPSHOT_BY_DIGEST = "SELECT snapshot_id FROM ledger_snapshots WHERE digest = $1"
+SNAPSHOT_STREAMS = "SELECT stream, position, head FROM ledger_snapshot_streams WHERE snapshot_id = $1 ORDER BY stream"
+SNAPSHOT_BALANCES = """
+SELECT account_id, currency, balance, reserved, version FROM ledger_snapshot_balances
+WHERE snapshot_id = $1 AND account_id > $2 ORDER BY account_id LIMIT $3
 """
 
 
@@ -93,11 +134,36 @@ async def existing_versions(connection: Connection, keys: list[tuple[str, int]])
     return {(row["account_id"], row["version"]) for row in rows}
 
 
-async def append_events(connection: Connection, events: list[LedgerEvent]) -> None:
+async def append_events(connection: Connection, events: list[LedgerEvent], visible_at: list[datetime]) -> None:
+    """`visible_at[i]` is events[i]'s (visible_at_of)."""
     if not events:
         return
+    assert len(visible_at) == len(events)
     columns = [field.strip() for field in EVENT_COLUMNS.split(",")]
-    await connection.execute(APPEND_EVENTS, *([getattr(e, column) for e in events] for column in columns))
+    await connection.execute(APPEND_EVENTS, *([getattr(e, column) for e in events] for column in columns), visible_at)
+
+
+async def visible_at_of(connection: Connection, events: list[LedgerEvent]) -> list[datetime]:
+    """Each event's visible_at: the running maximum of its account's created_at in version
+    order, carried on from the account's version before this batch."""
+    first: dict[str, int] = {}
+    for event in events:
+        first.setdefault(event.account_id, event.version)
+    wanted = [(account, version - 1) for account, version in first.items() if version > 1]
+    rows = await connection.fetch(PRIOR_VISIBLE, [w[0] for w in wanted], [w[1] for w in wanted]) if wanted else []
+    running: dict[str, datetime] = {row["account_id"]: row["visible_at"] for row in rows}
+    found = []
+    for event in events:
+        before = running.get(event.account_id)
+        moment = event.created_at if before is None or event.created_at > before else before
+        running[event.account_id] = moment
+        found.append(moment)
+    return found
+
+
+async def event_count(connection: Connection) -> int:
+    """Every event in the ledger (each stream's head position): cheap, for progress."""
+    return int(await connection.fetchval(EVENT_COUNT))
 
 
 async def streams(connection: Connection) -> list[str]:
@@ -126,17 +192,42 @@ async def latest_snapshot(connection: Connection, at: datetime) -> tuple[int, da
     return None if row is None else (row["snapshot_id"], row["taken_at"])
 
 
-async def replay(connection: Connection, at: datetime, snapshot_id: int | None, account_id: str | None) -> list[asyncpg.Record]:
-    return await connection.fetch(REPLAY, at, snapshot_id, account_id)
+async def replay_account(connection: Connection, at: datetime, snapshot_id: int | None,
+                         account_id: str) -> list[asyncpg.Record]:
+    return await connection.fetch(REPLAY_ACCOUNT, at, snapshot_id, account_id)
 
 
-async def insert_snapshot(connection: Connection, taken_at: datetime, balances: list[asyncpg.Record]) -> int:
-    snapshot_id = await connection.fetchval(INSERT_SNAPSHOT, taken_at, len(balances))
-    await connection.execute(
-        INSERT_SNAPSHOT_BALANCES, snapshot_id, [b["account_id"] for b in balances], [b["currency"] for b in balances],
-        [b["balance"] for b in balances], [b["reserved"] for b in balances], [b["version"] for b in balances],
-    )
+async def stream_starts(connection: Connection, snapshot_id: int | None) -> list[tuple[str, int, int]]:
+    return [(row[0], row[1], row[2]) for row in await connection.fetch(STREAM_STARTS, snapshot_id)]
+
+
+async def stream_tail(connection: Connection, stream: str, after: int, at: datetime, head: int,
+                      since: datetime) -> list[asyncpg.Record]:
+    async with connection.transaction():
+        await connection.execute(TAIL_SETTINGS)
+        return await connection.fetch(STREAM_TAIL, stream, after, at, head, since)
+
+
+async def stream_positions(connection: Connection, stream: str, after: int, at: datetime) -> tuple[int | None, int | None]:
+    row = await connection.fetchrow(STREAM_POSITIONS, stream, after, at)
+    assert row is not None
+    return row[0], row[1]
+
+
+async def snapshot_balances(connection: Connection, snapshot_id: int) -> list[asyncpg.Record]:
+    return await connection.fetch(SNAPSHOT_ALL_BALANCES, snapshot_id)
+
+
+async def insert_snapshot(connection: Connection, taken_at: datetime, positions: dict[str, tuple[int, int]],
+                          balances: list[tuple[str, str, int, int, int]], digest: bytes) -> int:
+    """positions: stream -> (position, head); balances: (account_id, currency, balance,
+    reserved, version) rows."""
+    snapshot_id = await connection.fetchval(INSERT_SNAPSHOT, taken_at, len(balances), digest)
+    await connection.execute(INSERT_SNAPSHOT_STREAMS, snapshot_id, list(positions),
+                             [p[0] for p in positions.values()], [p[1] for p in positions.values()])
+    columns: list[list[object]] = [[], [], [], [], []]
+    for row in balances:
+        for column, value in zip(columns, row):
+            column.append(value)
+    await connection.execute(INSERT_SNAPSHOT_BALANCES, snapshot_id, *columns)
     return snapshot_id
-
-
-

@@ -47,6 +47,8 @@ def test_ledger_bench_runs(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     figures = json.loads((tmp_path / "ledger.json").read_text())
     assert figures["events"] == 3000 and figures["accounts"] == 200
+    for key in ("events", "replay_events_per_s", "snapshot_tail_s", "account_at_ms", "peak_rss_mib"):
+        assert isinstance(figures[key], (int, float)) and figures[key] > 0, key
 
 
 def test_workload_transaction_ids_are_unique_version_4_uuids() -> None:

@@ -1,12 +1,14 @@
-"""`wallet ledger relay|verify|replay|snapshot|audit`: the hash-chained event ledger."""
+"""`wallet ledger relay|verify|replay|snapshot|checkpoint|audit`: the hash-chained event ledger."""
 from __future__ import annotations
 
 import argparse
 import asyncio
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from coordinator.cli.common import ledger_of, load_topology, with_service
+from coordinator.cli.progress import progress
 from coordinator.domain.money import format_amount
 from coordinator.domain.validation import check_moment
 from coordinator.runtime import event_loop
@@ -45,15 +47,45 @@ def follow_relay(settings: Settings) -> int:
     return 0
 
 def command_ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
-    breaks = with_service(settings, lambda s: ledger_of(s).verify())
-    for found in breaks:
-        print(f"BROKEN: {found}")
-    print("hash chain intact" if not breaks else f"{len(breaks)} events do not chain")
-    return 0 if not breaks else 1
+    """The chain, then the chain against every anchored head (a rewrite that kept the chain
+    consistent breaks an anchor)."""
+
+    async def verify(service: WalletService) -> int:
+        ledger = ledger_of(service)
+        with progress("verify", await ledger.event_count()) as advance:
+            breaks = await ledger.verify(advance)
+        for found in breaks:
+            print(f"BROKEN: {found}")
+        print("hash chain intact" if not breaks else f"{len(breaks)} events do not chain")
+        checked, rewrites = await ledger.verify_anchors()
+        for rewrite in rewrites:
+            print(f"REWRITTEN: {rewrite}")
+        if checked:
+            print(f"{checked} anchors checked: " + ("every anchored head matches" if not rewrites else
+                                                   f"{len(rewrites)} streams rewritten"))
+        else:
+            print(f"no anchors yet (none at {settings.ledger_anchor_path}): `wallet ledger checkpoint` makes one")
+        return 0 if not breaks and not rewrites else 1
+
+    return with_service(settings, verify)
+
+
+def command_ledger_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    heads = with_service(settings, lambda s: ledger_of(s).checkpoint(create_key=True))
+    for stream, (position, digest) in sorted(heads.items()):
+        print(f"{stream}\tposition {position}\t{digest.hex()}")
+    print(f"checkpoint of {len(heads)} streams signed with {settings.ledger_key_path}, appended to "
+          f"{settings.ledger_anchor_path}" + (" and ZooKeeper" if settings.zk_hosts else ""))
+    return 0
 
 def command_ledger_replay(args: argparse.Namespace, settings: Settings) -> int:
     at = check_moment(args.at, "--at") if args.at else datetime.now(timezone.utc)
-    replay = with_service(settings, lambda s: ledger_of(s).replay(at, args.account))
+
+    async def replay_at(service: WalletService) -> Any:
+        with progress("replay", None) as advance:
+            return await ledger_of(service).replay(at, args.account, progress=advance)
+
+    replay = with_service(settings, replay_at)
     print(f"balances at {at.isoformat()} (from snapshot {replay.snapshot_id or 'none'})")
     for balance in replay.balances.values():
         print(f"{balance.account_id}\t{format_amount(balance.balance, balance.currency)} {balance.currency}"
@@ -61,17 +93,39 @@ def command_ledger_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 def command_ledger_snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    if args.export_to is not None:
+        async def export(service: WalletService) -> Any:
+            with progress("export", None, unit="balances") as advance:
+                return await ledger_of(service).export_snapshot(args.id, args.export_to, advance)
+
+        snapshot = with_service(settings, export)
+        print(f"snapshot {snapshot.snapshot_id} of {snapshot.taken_at.isoformat()} ({snapshot.accounts} accounts, "
+              f"digest {snapshot.digest.hex()}) exported to {args.export_to}")
+        return 0
+    if args.import_from is not None:
+        imported = with_service(settings, lambda s: ledger_of(s).import_snapshot(args.import_from))
+        print(f"{args.import_from}: digest checked, stored as snapshot {imported}")
+        return 0
     at = check_moment(args.at, "--at") if args.at else datetime.now(timezone.utc)
 
     async def take(service: WalletService) -> int:
         await ledger_of(service).drain()
-        return await ledger_of(service).snapshot(at)
+        with progress("snapshot", None) as advance:
+            return await ledger_of(service).snapshot(at, advance)
 
     print(f"snapshot {with_service(settings, take)} of balances at {at.isoformat()}")
     return 0
 
 def command_ledger_audit(args: argparse.Namespace, settings: Settings) -> int:
-    report = with_service(settings, lambda s: ledger_of(s).audit())
+    if args.rederive:
+        return rederive(settings)
+
+    async def audit(service: WalletService) -> Any:
+        ledger = ledger_of(service)
+        with progress("audit", 2 * await ledger.event_count()) as advance:  # verified, then replayed
+            return await ledger.audit(advance)
+
+    report = with_service(settings, audit)
     for found in report.breaks:
         print(f"BROKEN CHAIN: {found}")
     for difference in report.differences:
@@ -87,6 +141,27 @@ def command_ledger_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.clean else 1
 
 
+def rederive(settings: Settings) -> int:
+    async def run(service: WalletService) -> Any:
+        with progress("rederive", None, unit="transfers") as advance:
+            return await ledger_of(service).rederive(advance)
+
+    report = with_service(settings, run)
+    for mismatch in report.mismatches:
+        print(f"NOT TODAY'S RULES: {mismatch}")
+    print(f"re-derived {report.transfers} transfers with today's rules: " + (
+        "every one's ledger events are what today's code would write" if report.clean else
+        f"{len(report.mismatches)} differ"))
+    return 0 if report.clean else 1
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no file at {text}")
+    return path
+
+
 def add_commands(commands: Any) -> None:
     ledger = commands.add_parser("ledger", help="the hash-chained event ledger: relay, verify, replay, snapshot, audit")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
@@ -100,8 +175,22 @@ def add_commands(commands: Any) -> None:
     replay.add_argument("--at", help="ISO 8601 time with timezone (default: now)")
     replay.add_argument("--account", help="one account only")
     replay.set_defaults(handler=command_ledger_replay)
-    snapshot = ledger_commands.add_parser("snapshot", help="store every balance at a moment; replays start from it")
+    snapshot = ledger_commands.add_parser("snapshot", help="store every balance at a moment; replays start from it; "
+                                          "or move one out (--export) and back (--import) for an offline audit")
     snapshot.add_argument("--at", help="ISO 8601 time with timezone (default: now)")
+    moved = snapshot.add_mutually_exclusive_group()
+    moved.add_argument("--export", dest="export_to", type=Path, metavar="FILE",
+                       help="write a stored snapshot (--id, default the latest) with its digest to FILE")
+    moved.add_argument("--import", dest="import_from", type=existing_file, metavar="FILE",
+                       help="store an exported snapshot, refused unless its content matches its digest")
+    snapshot.add_argument("--id", type=int, help="the snapshot to export (default: the latest)")
     snapshot.set_defaults(handler=command_ledger_snapshot)
-    ledger_commands.add_parser("audit", help="compare live balances with the ledger replay; exit 1 on any difference"
-                               ).set_defaults(handler=command_ledger_audit)
+    ledger_commands.add_parser("checkpoint", help="sign every stream's head (Ed25519, WALLET_LEDGER_KEY_FILE) into the "
+                               "append-only anchor file and ZooKeeper; verify checks the chain against them"
+                               ).set_defaults(handler=command_ledger_checkpoint)
+    audit = ledger_commands.add_parser("audit", help="compare live balances with the ledger replay; exit 1 on any "
+                                       "difference")
+    audit.add_argument("--rederive", action="store_true",
+                       help="instead: re-derive each recorded transfer's balance effects with today's rules and name "
+                            "every transfer whose ledger events they would not produce")
+    audit.set_defaults(handler=command_ledger_audit)

@@ -75,6 +75,20 @@ class Settings:
     log_level: str = "info"
     run_relay: bool = True  # relay outboxes to the ledger inside `wallet serve` (off: a separate relay)
     fault_point: str | None = None  # tests and chaos only: the step where this process kills itself
+    # Ledger checkpoints (ledger/anchors.py): the Ed25519 key that signs them (None:
+    # $WALLET_HOME/ledger-signing-key.pem), the append-only file they go to (None:
+    # $WALLET_HOME/ledger-anchors.jsonl), and how often the serving leader writes one (0: never).
+    ledger_key_file: Path | None = None
+    ledger_anchor_file: Path | None = None
+    ledger_checkpoint_s: int = 60
+
+    @property
+    def ledger_key_path(self) -> Path:
+        return self.ledger_key_file or self.home / "ledger-signing-key.pem"
+
+    @property
+    def ledger_anchor_path(self) -> Path:
+        return self.ledger_anchor_file or self.home / "ledger-anchors.jsonl"
 
     def __post_init__(self) -> None:
         require(self.default_mode in MODES, f"WALLET_MODE must be one of {', '.join(MODES)}, got {self.default_mode!r}")
@@ -95,6 +109,8 @@ class Settings:
                 f"WALLET_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         require(self.log_level in LOG_LEVELS,
                 f"WALLET_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        require(0 <= self.ledger_checkpoint_s <= 86_400,
+                f"WALLET_LEDGER_CHECKPOINT_S must be in 0..86400 (0: no periodic checkpoint), got {self.ledger_checkpoint_s}")
         require(self.fault_point is None or self.fault_point in FAULT_POINTS,
                 f"WALLET_FAULT_POINT must be one of {', '.join(sorted(FAULT_POINTS))}, got {self.fault_point!r}")
 
@@ -123,6 +139,10 @@ class Settings:
             log_level=env.text("WALLET_LOG_LEVEL", "info").lower(),
             run_relay=env.choice("WALLET_RELAY", ("on", "off"), "on") == "on",
             fault_point=env.text("WALLET_FAULT_POINT", "") or None,
+            ledger_key_file=Path(env.text("WALLET_LEDGER_KEY_FILE", "")) if env.text("WALLET_LEDGER_KEY_FILE", "") else None,
+            ledger_anchor_file=Path(env.text("WALLET_LEDGER_ANCHOR_FILE", ""))
+            if env.text("WALLET_LEDGER_ANCHOR_FILE", "") else None,
+            ledger_checkpoint_s=env.integer("WALLET_LEDGER_CHECKPOINT_S", 60),
             limits=BatchLimits(
                 batch_size_max=env.integer("WALLET_BATCH_SIZE_MAX", 1000),
                 batch_wait_ms=env.number("WALLET_BATCH_WAIT_MS", 0),

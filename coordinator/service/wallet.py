@@ -33,7 +33,9 @@ from coordinator.service.record_lookup import RecordLookups
 from coordinator.service.routing import Router
 from coordinator.service.status import TransferStatus
 from coordinator.service.submission import TRANSFERS_PER_REQUEST_MAX, Submission
-from ledger.service import LedgerService
+from ledger.anchors import ZooKeeperAnchors
+from ledger.service import Anchoring, LedgerService
+from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from shard_router.stores import TopologyStore
 from shard_router.topology import Topology
 from shards import replication
@@ -62,8 +64,17 @@ class WalletService:
         self.status = TransferStatus(self.router, self.pools, self.records, self.inflight)
         self.recovery = Recovery(self.pools, self.router.shards, [self.tcc, self.saga])
         self.recovery_worker: Periodic | None = None
-        self.ledger = LedgerService(topology.ledger, self.pools, sorted(topology.shards)) if topology.ledger else None
+        self.ledger = LedgerService(topology.ledger, self.pools, sorted(topology.shards),
+                                    self._anchoring(settings, store)) if topology.ledger else None
         self.router.on_shard_added.extend([self.records.add_shard, self.appliers.add_shard, self._ledger_follows])
+
+    @staticmethod
+    def _anchoring(settings: Settings, store: TopologyStore | None) -> Anchoring:
+        """Checkpoints go to the anchor file and, when the topology lives in ZooKeeper, beside it."""
+        client = getattr(store, "client", None) if isinstance(store, ZooKeeperTopologyStore) else None
+        return Anchoring(settings.ledger_key_path, settings.ledger_anchor_path,
+                         ZooKeeperAnchors(client, settings.zk_root) if client is not None else None,
+                         settings.ledger_checkpoint_s)
 
     @property
     def topology(self) -> Topology:
