@@ -46,6 +46,9 @@ ledger_events = Table(
     # Deduplication on arrival: an account's version lands once, however often it is relayed.
     UniqueConstraint("account_id", "version", name="ledger_events_account_version_unique"),
     Index("ledger_events_transaction", "transaction_id"),
+    # What a replay sums, in stream order: a stream's tail is an index-only scan.
+    Index("ledger_events_replay", "stream", "position",
+          postgresql_include=["account_id", "currency", "amount", "reserved_delta", "version", "visible_at"]),
 )
 
 # The head of each stream: where the next event goes. Locked by the relay; never trusted by verify.
@@ -91,5 +94,9 @@ ledger_snapshot_balances = Table(
     Column("balance", BigInteger, nullable=False),
     Column("reserved", BigInteger, nullable=False),
     Column("version", BigInteger, nullable=False),
+    # The stream of the account's latest event in the snapshot: each stream's replay joins
+    # its own accounts' balances.
+    Column("stream", Text, nullable=False),
     PrimaryKeyConstraint("snapshot_id", "account_id", name="ledger_snapshot_balances_pkey"),
+    Index("ledger_snapshot_balances_stream", "snapshot_id", "stream"),
 )

@@ -25,7 +25,7 @@ from shards.pool import Connection
 EXPORT_FORMAT = "wallet-ledger-snapshot/1"
 EXPORT_PAGE = 10_000
 
-Balance = tuple[str, str, int, int, int]  # account_id, currency, balance, reserved, version
+Balance = tuple[str, str, int, int, int, str]  # account_id, currency, balance, reserved, version, stream
 
 
 def moment_text(moment: datetime) -> str:
@@ -39,8 +39,9 @@ def digest_of_rows(taken_at: datetime, positions: Iterable[Sequence[Any]], balan
     for stream, position, head in sorted((str(p[0]), int(p[1]), int(p[2])) for p in positions):
         digest.update(f"stream\x1f{stream}\x1f{position}\x1f{head}\n".encode())
     for row in sorted(tuple(b) for b in balances):
-        account_id, currency, balance, reserved, version = row
-        digest.update(f"{account_id}\x1f{currency}\x1f{int(balance)}\x1f{int(reserved)}\x1f{int(version)}\n".encode())
+        account_id, currency, balance, reserved, version, stream = row
+        digest.update(f"{account_id}\x1f{currency}\x1f{int(balance)}\x1f{int(reserved)}\x1f{int(version)}\x1f"
+                      f"{stream}\n".encode())
     return digest.digest()
 
 
@@ -62,8 +63,8 @@ async def take_snapshot(connection: Connection, at: datetime, progress: Callable
             first_left_out, end = await store.stream_positions(connection, stream, after, at)
             head = end if end is not None else after
             positions[stream] = (first_left_out if first_left_out is not None else head, head)
-        balances: list[Balance] = [(b.account_id, b.currency, b.balance, b.reserved, b.version)
-                                   for b in replay.balances.values()]
+        balances: list[Balance] = [(b.account_id, b.currency, b.balance, b.reserved, b.version,
+                                    replay.streams[b.account_id]) for b in replay.balances.values()]
         digest = digest_of_rows(at, [(stream, *p) for stream, p in positions.items()], balances)
         return await store.insert_snapshot(connection, at, positions, balances, digest)
 
@@ -81,7 +82,7 @@ async def balances_of(connection: Connection, snapshot_id: int) -> list[Balance]
     after = ""
     while True:
         page = await connection.fetch(store.SNAPSHOT_BALANCES, snapshot_id, after, EXPORT_PAGE)
-        found.extend((r["account_id"], r["currency"], r["balance"], r["reserved"], r["version"]) for r in page)
+        found.extend((r[0], r[1], r[2], r[3], r[4], r[5]) for r in page)
         if len(page) < EXPORT_PAGE:
             return found
         after = page[-1]["account_id"]
@@ -129,8 +130,8 @@ def read_export(path: Path) -> tuple[datetime, dict[str, tuple[int, int]], list[
         positions = {str(k): (int(v[0]), int(v[1])) for k, v in header["positions"].items()}
         balances: list[Balance] = []
         for line in lines:
-            account_id, currency, balance, reserved, version = json.loads(line)
-            balances.append((str(account_id), str(currency), int(balance), int(reserved), int(version)))
+            account_id, currency, balance, reserved, version, stream = json.loads(line)
+            balances.append((str(account_id), str(currency), int(balance), int(reserved), int(version), str(stream)))
         digest = bytes.fromhex(header["digest"])
     except (OSError, StopIteration, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ConfigurationError(f"{path}: not a snapshot export ({error})") from error

@@ -56,18 +56,34 @@ LEFT JOIN ledger_snapshot_streams p ON p.stream = h.stream AND p.snapshot_id = $
 # in the snapshot (of moment $5, whose head there was $4): past the head every event is new
 # (one relayed late is there too), before it only those the snapshot's moment had not seen.
 # visible_at is monotonic per account, so what counts is always a state the account had.
+# (An account has one currency: grouping by it is a hash of bytes, where min() would
+# compare every row's text under the collation.)
+# Joined, in the database, with the snapshot's ($6) balances of the accounts whose latest
+# event it holds in this stream: one row per account of the stream, its balance at $3.
 STREAM_TAIL = """
-SELECT account_id, min(currency), sum(amount)::bigint, sum(reserved_delta)::bigint, max(version), count(*)
-FROM ledger_events
-WHERE stream = $1 AND position > $2 AND visible_at <= $3 AND (position > $4 OR visible_at > $5)
-GROUP BY account_id
+WITH tail AS (
+    SELECT account_id, currency, sum(amount)::bigint AS amount, sum(reserved_delta)::bigint AS reserved_delta,
+           max(version) AS version, count(*) AS events
+    FROM ledger_events
+    WHERE stream = $1 AND position > $2 AND visible_at <= $3 AND (position > $4 OR visible_at > $5)
+    GROUP BY account_id, currency
+), base AS (
+    SELECT account_id, currency, balance, reserved, version FROM ledger_snapshot_balances
+    WHERE snapshot_id = $6 AND stream = $1
+)
+SELECT coalesce(t.account_id, b.account_id), coalesce(t.currency, b.currency),
+       coalesce(b.balance, 0) + coalesce(t.amount, 0), coalesce(b.reserved, 0) + coalesce(t.reserved_delta, 0),
+       greatest(b.version, t.version), coalesce(t.events, 0)
+FROM tail t FULL JOIN base b ON b.account_id = t.account_id
 """
-# A replay of a whole stream's tail: enough memory to aggregate without spilling, and a plan
-# for these positions (a scan of the stream from the start, or of its tail by the index).
-TAIL_SETTINGS = "SET LOCAL work_mem = '256MB'; SET LOCAL plan_cache_mode = force_custom_plan"
-SNAPSHOT_ALL_BALANCES = """
-SELECT account_id, currency, balance, reserved, version FROM ledger_snapshot_balances WHERE snapshot_id = $1
-"""
+# A replay of a whole stream's tail, measured (bench/ledger_replay.py): enough memory to
+# aggregate by hash without spilling, and never by sorting (the tail's size is misestimated
+# through the OR above, and a sort of a million rows costs twice the hash); a plan for these
+# positions (a scan of the stream from the start, or of its tail by the index); no JIT (it
+# compiled for 90 ms of a 430 ms query) and no parallel workers (the streams already run at
+# once, one connection each).
+TAIL_SETTINGS = ("SET LOCAL work_mem = '256MB'; SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off; "
+                 "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL enable_sort = off")
 # Where a new snapshot at $3 stands in a stream read after position $2: up to the first
 # event it leaves out, and the stream's end.
 STREAM_POSITIONS = """
@@ -96,8 +112,8 @@ INSERT_SNAPSHOT = """
 INSERT INTO ledger_snapshots (taken_at, accounts, digest) VALUES ($1, $2, $3) RETURNING snapshot_id
 """
 INSERT_SNAPSHOT_BALANCES = """
-INSERT INTO ledger_snapshot_balances (snapshot_id, account_id, currency, balance, reserved, version)
-SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+INSERT INTO ledger_snapshot_balances (snapshot_id, account_id, currency, balance, reserved, version, stream)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[])
 """
 INSERT_SNAPSHOT_STREAMS = """
 INSERT INTO ledger_snapshot_streams (snapshot_id, stream, position, head)
@@ -107,7 +123,7 @@ SNAPSHOT = "SELECT snapshot_id, taken_at, accounts, digest FROM ledger_snapshots
 SNAPSHOT_BY_DIGEST = "SELECT snapshot_id FROM ledger_snapshots WHERE digest = $1"
 SNAPSHOT_STREAMS = "SELECT stream, position, head FROM ledger_snapshot_streams WHERE snapshot_id = $1 ORDER BY stream"
 SNAPSHOT_BALANCES = """
-SELECT account_id, currency, balance, reserved, version FROM ledger_snapshot_balances
+SELECT account_id, currency, balance, reserved, version, stream FROM ledger_snapshot_balances
 WHERE snapshot_id = $1 AND account_id > $2 ORDER BY account_id LIMIT $3
 """
 
@@ -202,10 +218,11 @@ async def stream_starts(connection: Connection, snapshot_id: int | None) -> list
 
 
 async def stream_tail(connection: Connection, stream: str, after: int, at: datetime, head: int,
-                      since: datetime) -> list[asyncpg.Record]:
+                      since: datetime, snapshot_id: int | None) -> list[asyncpg.Record]:
+    """(account_id, currency, balance, reserved, version, events) of the stream's accounts."""
     async with connection.transaction():
         await connection.execute(TAIL_SETTINGS)
-        return await connection.fetch(STREAM_TAIL, stream, after, at, head, since)
+        return await connection.fetch(STREAM_TAIL, stream, after, at, head, since, snapshot_id)
 
 
 async def stream_positions(connection: Connection, stream: str, after: int, at: datetime) -> tuple[int | None, int | None]:
@@ -214,18 +231,14 @@ async def stream_positions(connection: Connection, stream: str, after: int, at: 
     return row[0], row[1]
 
 
-async def snapshot_balances(connection: Connection, snapshot_id: int) -> list[asyncpg.Record]:
-    return await connection.fetch(SNAPSHOT_ALL_BALANCES, snapshot_id)
-
-
 async def insert_snapshot(connection: Connection, taken_at: datetime, positions: dict[str, tuple[int, int]],
-                          balances: list[tuple[str, str, int, int, int]], digest: bytes) -> int:
+                          balances: list[tuple[str, str, int, int, int, str]], digest: bytes) -> int:
     """positions: stream -> (position, head); balances: (account_id, currency, balance,
-    reserved, version) rows."""
+    reserved, version, stream) rows."""
     snapshot_id = await connection.fetchval(INSERT_SNAPSHOT, taken_at, len(balances), digest)
     await connection.execute(INSERT_SNAPSHOT_STREAMS, snapshot_id, list(positions),
                              [p[0] for p in positions.values()], [p[1] for p in positions.values()])
-    columns: list[list[object]] = [[], [], [], [], []]
+    columns: list[list[object]] = [[], [], [], [], [], []]
     for row in balances:
         for column, value in zip(columns, row):
             column.append(value)

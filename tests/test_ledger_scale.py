@@ -87,8 +87,8 @@ async def test_snapshot_export_import_and_a_changed_file(service: WalletService,
     assert exported.snapshot_id == snapshot_id and len(exported.digest) == 32
     assert await ledger.import_snapshot(tmp_path / "snapshot.jsonl") == snapshot_id  # already there: the same one
     lines = (tmp_path / "snapshot.jsonl").read_text().splitlines()
-    account, currency, balance, reserved, version = json.loads(lines[1])
-    lines[1] = json.dumps([account, currency, balance + 100, reserved, version])
+    account, currency, balance, reserved, version, stream = json.loads(lines[1])
+    lines[1] = json.dumps([account, currency, balance + 100, reserved, version, stream])
     (tmp_path / "edited.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigurationError, match="does not match its digest"):
         await ledger.import_snapshot(tmp_path / "edited.jsonl")

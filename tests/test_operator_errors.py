@@ -58,6 +58,7 @@ REFUSALS = [
     (["serve"], {"WALLET_LOG_FORMAT": "xml"}, "WALLET_LOG_FORMAT must be one of json, text, got 'xml'"),
     (["serve"], {"WALLET_RELAY": "maybe"}, "WALLET_RELAY must be one of on, off, got 'maybe'"),
     (["serve"], {"WALLET_FAULT_POINT": "2pc.nowhere"}, "WALLET_FAULT_POINT must be one of 2pc.after_all_prepares"),
+    (["serve"], {"WALLET_LEDGER_CHECKPOINT_S": "-1"}, "WALLET_LEDGER_CHECKPOINT_S must be in 0..86400"),
     (["serve"], {"WALLET_AUTH_PUBLIC_KEY_FILE": "/nonexistent/key.pem"},
      "WALLET_AUTH_PUBLIC_KEY_FILE: cannot read /nonexistent/key.pem"),
     (["token", "issue", "--owner", "ops", "--ttl-hours", "0"], {"WALLET_AUTH_SECRET": TEST_SECRET},

@@ -87,7 +87,7 @@ def command_ledger_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     replay = with_service(settings, replay_at)
     print(f"balances at {at.isoformat()} (from snapshot {replay.snapshot_id or 'none'})")
-    for balance in replay.balances.values():
+    for balance in sorted(replay.balances.values()):
         print(f"{balance.account_id}\t{format_amount(balance.balance, balance.currency)} {balance.currency}"
               f"\treserved {format_amount(balance.reserved, balance.currency)}\tversion {balance.version}")
     return 0

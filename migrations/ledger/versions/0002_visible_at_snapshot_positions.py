@@ -10,6 +10,10 @@ Create Date: 2026-12-02
 - `ledger_snapshot_streams`: per snapshot, per stream, the position up to which every event
   is in the snapshot, and the stream's head when it was taken (after it, every event is new
   to the snapshot): a replay from it reads only the events after the first.
+- `ledger_events_replay`: (stream, position) with what a replay sums, so a stream's tail is
+  an index-only scan.
+- `ledger_snapshot_balances.stream`: the stream of the account's latest event in the
+  snapshot, so each stream's replay joins its own accounts' balances in the database.
 - `ledger_snapshots.digest`: SHA-256 of the snapshot's canonical form (ledger/snapshots.py),
   so an exported snapshot is checked on import.
 """
@@ -17,6 +21,8 @@ from alembic import op
 import sqlalchemy as sa
 
 from ledger.snapshots import digest_of_rows
+
+REPLAY_COLUMNS = ("account_id", "currency", "amount", "reserved_delta", "version", "visible_at")
 
 revision = "L0002"
 down_revision = "L0001"
@@ -37,6 +43,10 @@ def upgrade() -> None:
     """)
     op.execute("ALTER TABLE ledger_events ENABLE TRIGGER ledger_events_append_only")
     op.alter_column("ledger_events", "visible_at", nullable=False)
+    # What a replay reads of each event, in stream order: a stream's tail is read from this
+    # index alone (an index-only scan), not from the wide rows with their hashes.
+    op.create_index("ledger_events_replay", "ledger_events", ["stream", "position"],
+                    postgresql_include=list(REPLAY_COLUMNS))
 
     op.create_table(
         "ledger_snapshot_streams",
@@ -47,6 +57,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("snapshot_id", "stream", name="ledger_snapshot_streams_pkey"),
     )
     op.add_column("ledger_snapshots", sa.Column("digest", sa.LargeBinary, nullable=True))
+    op.add_column("ledger_snapshot_balances", sa.Column("stream", sa.Text, nullable=True))
+    op.execute("ALTER TABLE ledger_snapshot_balances DISABLE TRIGGER ledger_snapshot_balances_append_only")
+    op.execute("""
+        UPDATE ledger_snapshot_balances b SET stream = e.stream FROM ledger_events e
+        WHERE e.account_id = b.account_id AND e.version = b.version
+    """)
+    op.execute("ALTER TABLE ledger_snapshot_balances ENABLE TRIGGER ledger_snapshot_balances_append_only")
+    op.alter_column("ledger_snapshot_balances", "stream", nullable=False)
+    op.create_index("ledger_snapshot_balances_stream", "ledger_snapshot_balances", ["snapshot_id", "stream"])
     bind = op.get_bind()
     snapshots = bind.execute(sa.text("SELECT snapshot_id, taken_at FROM ledger_snapshots ORDER BY snapshot_id")).all()
     op.execute("ALTER TABLE ledger_snapshots DISABLE TRIGGER ledger_snapshots_append_only")
@@ -62,7 +81,7 @@ def upgrade() -> None:
         positions = bind.execute(sa.text("SELECT stream, position, head FROM ledger_snapshot_streams "
                                          "WHERE snapshot_id = :id"),
                                  {"id": snapshot_id}).all()
-        balances = bind.execute(sa.text("SELECT account_id, currency, balance, reserved, version "
+        balances = bind.execute(sa.text("SELECT account_id, currency, balance, reserved, version, stream "
                                         "FROM ledger_snapshot_balances WHERE snapshot_id = :id"),
                                 {"id": snapshot_id}).all()
         bind.execute(sa.text("UPDATE ledger_snapshots SET digest = :digest WHERE snapshot_id = :id"),
@@ -78,6 +97,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("ledger_snapshot_streams")
+    op.drop_index("ledger_snapshot_balances_stream", "ledger_snapshot_balances")
+    op.drop_column("ledger_snapshot_balances", "stream")
     op.drop_index("ledger_snapshots_digest", "ledger_snapshots")
     op.drop_column("ledger_snapshots", "digest")
+    op.drop_index("ledger_events_replay", "ledger_events")
     op.drop_column("ledger_events", "visible_at")
