@@ -263,6 +263,8 @@ class HaCluster:
             command = ["runuser", "-u", "postgres", "--", "env", f"PYTHONPATH={environment['PYTHONPATH']}", *command]
         member.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                           cwd=member.home, env={**os.environ, **environment})
+        if self.state_path.exists():  # a member started again later: `stop()` from the state finds it
+            self._save_state()
 
     def stop_member(self, member: Member, timeout_s: float = 30) -> None:
         """Patroni stops its PostgreSQL (fast) and exits."""

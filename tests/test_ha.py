@@ -68,6 +68,20 @@ async def ha_service(ha: HaCluster, ha_settings: Settings) -> AsyncIterator[Wall
         await service.close()
 
 
+@pytest.fixture
+async def ha_serving(ha: HaCluster, ha_settings: Settings) -> AsyncIterator[WalletService]:
+    """As `wallet serve` runs: the recovery worker on, finishing what a failover cut off
+    (a branch prepared on one shard whose decision shard died mid-decision) while the load
+    goes on."""
+    for name in ha.names:
+        await asyncio.to_thread(ha.wait_healthy, name)
+    service = await WalletService(ha.topology, ha_settings).open(run_recovery=True)
+    try:
+        yield service
+    finally:
+        await service.close()
+
+
 async def recover_until_clean(service: WalletService) -> None:
     """The recovery worker's loop, bounded: a pass that met a shard mid-failover is repeated."""
     for _ in range(RECOVERY_ATTEMPTS):
@@ -206,14 +220,14 @@ async def test_prepared_branches_survive_the_primary(ha: HaCluster, ha_service: 
     await asyncio.to_thread(ha.wait_healthy, "shard0")  # the old primary back, as the standby
 
 
-async def test_mixed_load_across_a_primary_kill(ha: HaCluster, ha_service: WalletService) -> None:
+async def test_mixed_load_across_a_primary_kill(ha: HaCluster, ha_serving: WalletService) -> None:
     """2pc, tcc, saga and one-shard transfers while shard1's primary is SIGKILLed: every
     acknowledged transfer is in the balances once, money is conserved, nothing is left
     prepared, held or unfinished, and every retry agrees with the first definite answer."""
     topology = ha.topology
     rng = random.Random(16)
     everyone = [a for shard in SHARDS for a in accounts_on(topology, shard, 6)]
-    await open_accounts(ha_service, everyone, deposit="100.00")
+    await open_accounts(ha_serving, everyone, deposit="100.00")
     transfers = []
     for index in range(360):
         source, target = rng.sample(everyone, 2)
@@ -223,7 +237,7 @@ async def test_mixed_load_across_a_primary_kill(ha: HaCluster, ha_service: Walle
 
     async def send(transfer: dict[str, str]) -> None:
         await asyncio.sleep(rng.random() * 4.0)
-        first[transfer["id"]] = await definite(ha_service, transfer)
+        first[transfer["id"]] = await definite(ha_serving, transfer)
 
     async def crash() -> tuple[str, str]:
         await asyncio.sleep(1.5)
@@ -234,15 +248,15 @@ async def test_mixed_load_across_a_primary_kill(ha: HaCluster, ha_service: Walle
     await asyncio.gather(*(send(t) for t in transfers))
     old, new = await crashed
     assert old != new and time.monotonic() - started < 120
-    await recover_until_clean(ha_service)
+    await recover_until_clean(ha_serving)
     assert set(first.values()) <= {"success", "failed", "insufficient_funds"}, set(first.values())
-    again = await asyncio.gather(*(definite(ha_service, t) for t in transfers))
+    again = await asyncio.gather(*(definite(ha_serving, t) for t in transfers))
     assert dict(zip((t["id"] for t in transfers), again)) == first, "a retry disagreed with the first answer"
     applied = [t for t in transfers if first[t["id"]] == "success"]
     assert applied, "nothing was applied"
     expected = expected_after_all_once({a: 10_000 for a in everyone}, applied)
-    assert {a: (await ha_service.get_account(a)).balance for a in everyone} == expected
-    assert await leftovers(topology, ha_service, everyone) == {"prepared": 0, "reserved": 0, "unfinished": 0}
+    assert {a: (await ha_serving.get_account(a)).balance for a in everyone} == expected
+    assert await leftovers(topology, ha_serving, everyone) == {"prepared": 0, "reserved": 0, "unfinished": 0}
     await assert_outbox_explains(topology, everyone)
     await asyncio.to_thread(ha.wait_healthy, "shard1")
 
