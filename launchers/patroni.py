@@ -71,16 +71,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _gone_within(pid: int, timeout_s: float) -> bool:
+    """Whether the process ends within the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
 def _stop_group(pid: int, timeout_s: float = 30) -> None:
     """SIGTERM to a process group we started in another run, then SIGKILL past the timeout."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.2)
-    if _alive(pid):
+    if not _gone_within(pid, timeout_s):
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -292,10 +297,7 @@ class HaCluster:
             os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        if _alive(pid):
+        if not _gone_within(pid, timeout_s):
             try:
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
             except ProcessLookupError:

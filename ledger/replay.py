@@ -137,14 +137,13 @@ def _merge(at: datetime, snapshot_id: int | None, names: list[str], per_stream: 
     for name, stream_rows in zip(names, per_stream):
         these = {row[0]: row for row in stream_rows}
         events += sum(row[5] for row in stream_rows)
-        moved = {account: rows[account] for account in these.keys() & rows.keys()}
+        moved = {account: (rows[account], streams[account]) for account in these.keys() & rows.keys()}
         rows.update(these)
         streams.update(dict.fromkeys(these, name))
-        for account, earlier in moved.items():
+        for account, (earlier, earlier_stream) in moved.items():
             row = these[account]
-            if earlier[4] > row[4]:
-                streams[account] = next(n for n, r in zip(names, per_stream) if any(x[0] == account and x[4] == earlier[4]
-                                                                                   for x in r))
+            if earlier[4] > row[4]:  # its latest event is in the stream read before
+                streams[account] = earlier_stream
             rows[account] = (account, row[1], row[2] + earlier[2], row[3] + earlier[3], max(row[4], earlier[4]),
                              row[5] + earlier[5])
     impossible = [account for account, row in rows.items() if not 0 <= row[3] <= row[2]]

@@ -32,7 +32,8 @@ from launchers.postgres import LEDGER, temporary_home
 from shard_router.topology import Topology
 from shards import migrate, replication
 from tests.helpers import TEST_SECRET, accounts_on, assert_outbox_explains, bearer, cross_shard_transfers, \
-    expected_after_all_once, kill_at, open_accounts, prepared_count
+    expected_after_all_once, kill_at, open_accounts, prepared_count, reserved_of, retry_until_known, \
+    unfinished_phases
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SHARDS = ("shard0", "shard1")
@@ -92,31 +93,18 @@ async def recover_until_clean(service: WalletService) -> None:
     raise AssertionError(f"recovery never finished cleanly: {report}")
 
 
-async def definite(service: WalletService, transfer: dict[str, str], attempts: int = 120) -> str:
-    """Retry with the same transaction id until the answer is not `shard_unavailable`."""
-    for _ in range(attempts):
-        try:
-            result = await service.transfer(transfer["from"], transfer["to"], transfer["amount"], "USD",
-                                            transfer["id"], transfer.get("mode"))
-            return result.status
-        except WalletError as error:
-            if error.code != "shard_unavailable":
-                return error.code
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"transfer {transfer['id']} never got a definite answer")
-
-
 async def leftovers(topology: Topology, service: WalletService, accounts: list[str]) -> dict[str, int]:
     """Prepared transactions, holds and unfinished TC/C or Saga transfers left on the shards."""
-    unfinished = 0
-    for dsn in topology.shards.values():
-        connection = await asyncpg.connect(dsn)
-        try:
-            unfinished += await connection.fetchval("SELECT count(*) FROM phase_state WHERE second_state <> 'done'")
-        finally:
-            await connection.close()
-    reserved = sum([(await service.get_account(a)).reserved for a in accounts])
-    return {"prepared": await prepared_count(topology), "reserved": reserved, "unfinished": unfinished}
+    return {"prepared": await prepared_count(topology), "reserved": await reserved_of(service, accounts),
+            "unfinished": await unfinished_phases(topology)}
+
+# Retry with the same transaction id until the answer is not `shard_unavailable`; a failover
+# and its recovery may take a minute.
+DEFINITE_ATTEMPTS = 120
+
+
+async def definite(service: WalletService, transfer: dict[str, str]) -> str:
+    return await retry_until_known(service, transfer, DEFINITE_ATTEMPTS)
 
 
 def kill_primary(ha: HaCluster, name: str) -> tuple[str, str]:
