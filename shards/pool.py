@@ -59,6 +59,14 @@ BROKEN_CONNECTION_ERRORS = (
 )
 
 
+def forget_if_broken(connection: Connection, error: BaseException) -> None:
+    """A connection a broken-connection error came from is never lent again: terminated, the
+    pool opens a fresh one (which reaches the current primary)."""
+    cause = error.__cause__ if isinstance(error, ShardUnavailable) else error
+    if isinstance(cause, BROKEN_CONNECTION_ERRORS):
+        connection.terminate()
+
+
 def explain(dsn: str, error: BaseException) -> str:
     """What a failed connection means, in words where the driver's are not enough."""
     if isinstance(error, asyncpg.TargetServerAttributeNotMatched):
@@ -166,9 +174,7 @@ class ShardPools:
                 try:
                     yield connection
                 except Exception as error:
-                    cause = error.__cause__ if isinstance(error, ShardUnavailable) else error
-                    if isinstance(cause, BROKEN_CONNECTION_ERRORS):
-                        connection.terminate()
+                    forget_if_broken(connection, error)
                     raise
 
     @asynccontextmanager

@@ -39,9 +39,11 @@ def request_hash_sql(alias: str, kind: str | None = None) -> str:
 
 # The whole write side of a batch on one shard in one round trip: folded account
 # changes (one row update per account, however many transfers touch it), one record
-# per new transfer, one outbox row per balance change. The counts come back so the
-# caller can assert all three landed whole. Text and integer columns travel as one
-# literal each (shards/arrays.py).
+# per new transfer, one outbox row per balance change, and, on a two-phase batch's
+# decision shard, its commit decision ($25; NULL elsewhere), which is then durable exactly
+# when this transaction's COMMIT is (the commit point: coordinator/protocols/two_phase.py).
+# The counts come back so the caller can assert all landed whole. Text and integer
+# columns travel as one literal each (shards/arrays.py).
 WRITE_BATCH = """
 WITH moved AS (
     UPDATE accounts AS a
@@ -67,9 +69,12 @@ WITH moved AS (
                          ($20::text)::bigint[], ($21::text)::bigint[], ($22::text)::bigint[], ($23::text)::bigint[],
                          ($24::text)::text[])
     RETURNING 1
+), decided AS (
+    INSERT INTO commit_decisions (batch_id, outcome) SELECT $25::uuid, 'commit' WHERE $25::uuid IS NOT NULL
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM recorded) AS recorded,
-       (SELECT count(*) FROM evented) AS evented, now() AS created_at
+       (SELECT count(*) FROM evented) AS evented, (SELECT count(*) FROM decided) AS decided, now() AS created_at
 """.replace("{hash}", request_hash_sql("t"))
 
 
@@ -93,10 +98,12 @@ async def write_batch(
     changes: dict[str, AccountChange],
     records: RecordColumns,
     events: list[BalanceEvent],
+    commit_decision: str | None = None,
 ) -> datetime:
     """Write a planned batch (or one shard's part of it). Must run inside the transaction
-    that locked the accounts. Returns the records' created_at (the transaction's start:
-    one value per batch)."""
+    that locked the accounts. With `commit_decision` (a batch id), this shard is the batch's
+    decision shard and the 'commit' decision is written too. Returns the records' created_at
+    (the transaction's start: one value per batch)."""
     account_ids = sorted(changes)
     transfers = records.transfers
     # Events are tuples in the outbox's column order ($16..$24): one transpose gives the columns.
@@ -131,9 +138,11 @@ async def write_batch(
         int_array(balances_after),
         int_array(reserved_after),
         text_array(currencies),
+        commit_decision,
     )
     assert row is not None, "the write's counts are one row"
-    moved, recorded, evented, created_at = row
+    moved, recorded, evented, decided, created_at = row
+    assert decided == (commit_decision is not None), f"batch wrote {decided} commit decisions"
     assert moved == len(account_ids), f"batch moved {moved} accounts, planned {len(account_ids)}"
     assert recorded == len(transfers), f"batch recorded {recorded} transfers, planned {len(transfers)}"
     assert evented == len(events), f"batch wrote {evented} outbox events, planned {len(events)}"

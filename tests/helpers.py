@@ -72,21 +72,20 @@ async def send_all(service: WalletService, requests: list[tuple[str, str, int]],
 
 @contextlib.contextmanager
 def batches_held(service: WalletService, shard: str) -> Iterator[asyncio.Event]:
-    """Hold every batch of `shard`'s one-shard applier until the yielded event is set, so a
-    test can look at transfers while they are in flight."""
+    """Hold every group of `shard`'s one-shard transfers (rounds.py's hook) until the yielded
+    event is set, so a test can look at transfers while they are in flight."""
     release = asyncio.Event()
-    applier = service.appliers.local[shard]
-    original = applier.apply_batch
 
-    async def held(batch):
-        await release.wait()
-        return await original(batch)
+    async def held(group: str, size: int) -> None:
+        if group == shard:
+            await release.wait()
 
-    applier.apply_batch = held
+    service.rounds.hooks.append(held)
     try:
         yield release
     finally:
-        applier.apply_batch = original
+        service.rounds.hooks.remove(held)
+        release.set()
 
 @contextlib.contextmanager
 def captured_logs(level: int) -> Iterator[io.StringIO]:

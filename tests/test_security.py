@@ -10,9 +10,8 @@ from typing import AsyncIterator
 import httpx
 import jwt
 import pytest
-from starlette.applications import Starlette
 
-from coordinator.api.app import build_app
+from coordinator.api.app import WalletApp, build_app
 from coordinator.api.auth import ISSUER, issue_token
 from coordinator.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
@@ -42,7 +41,7 @@ def fill(value: object, names: dict[str, str]) -> object:
     return value
 
 
-def client_for(app: Starlette) -> httpx.AsyncClient:
+def client_for(app: WalletApp) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test")
 
 

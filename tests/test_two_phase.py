@@ -27,7 +27,7 @@ async def test_concurrent_random_cross_shard_transfers(service: WalletService, t
     assert set(outcomes) <= {"success", "failed"}, set(outcomes)
     assert await balances(service, everyone) == expected
     assert "failed" in outcomes and "success" in outcomes
-    assert service.appliers.cross["2pc"].batches_applied < service.appliers.cross["2pc"].items_applied
+    assert service.rounds.groups_applied["2pc"] < service.rounds.transfers_applied["2pc"]
     assert await prepared_count(topology) == 0
     await assert_outbox_explains(topology, everyone)
 

@@ -23,6 +23,9 @@ SHARDS = ("shard0", "shard1", "shard2", "shard3")
 @pytest.mark.parametrize(
     ("fault_point", "decided", "leftovers"),
     [
+        # Written everywhere, the decision among the decision shard's writes, nothing prepared:
+        # the dead coordinator's transactions roll back with its connections.
+        ("2pc.after_writes", False, False),
         ("2pc.after_first_prepare", False, True),
         ("2pc.after_all_prepares", False, True),
         ("2pc.after_decision", True, True),

@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any, Awaitable, Callable
 
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,13 +27,13 @@ def service_of(request: Request) -> WalletService:
 def principal_of(request: Request) -> Principal:
     return request.state.principal
 
-async def owner_of(request: Request, account_id: str) -> str | None:
+async def owner_of(state: State, account_id: str) -> str | None:
     """The account's owner (cached: owners never change), or None if there is no such account."""
-    owners: OwnerCache = request.app.state.owners
+    owners: OwnerCache = state.owners
     owner = owners.get(account_id)
     if owner is None:
         try:
-            owner = (await service_of(request).get_account(account_id)).owner
+            owner = (await state.service.get_account(account_id)).owner
         except WalletError as error:
             if error.code != "account_not_found":
                 raise
@@ -47,7 +48,7 @@ async def require_owner(request: Request, account_id: object, action: str, field
     if principal.is_admin:
         return
     checked = check_account_id(account_id, field)
-    if await owner_of(request, checked) != principal.owner:
+    if await owner_of(request.app.state, checked) != principal.owner:
         raise WalletError("forbidden", f"this token may not {action} account {checked}")
 
 async def may_see_transfer(request: Request, body: dict[str, object]) -> bool:
@@ -55,7 +56,7 @@ async def may_see_transfer(request: Request, body: dict[str, object]) -> bool:
     if principal.is_admin or body.get("status") == "pending":
         return True  # pending shows no accounts or amounts, only that the id is in use
     for account in (body.get("from_account"), body.get("to_account")):
-        if isinstance(account, str) and await owner_of(request, account) == principal.owner:
+        if isinstance(account, str) and await owner_of(request.app.state, account) == principal.owner:
             return True
     return False
 

@@ -9,9 +9,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from coordinator.api import accounts, openapi, probes, transfers
+from coordinator.api import accounts, money, openapi, probes, transfers
 from coordinator.api.access import guarded
 from coordinator.api.auth import OwnerCache, TokenVerifier
 from coordinator.api.metrics import Metrics
@@ -25,13 +25,13 @@ from coordinator.service.wallet import WalletService
 from shards import migrate
 
 
-# operationId (api/openapi.py) -> handler: one route per operation of the document.
+# operationId (api/openapi.py) -> handler: one route per operation of the document. The two
+# money routes are plain ASGI (api/money.py), answered before starlette; the rest are starlette's.
+MONEY_HANDLERS: dict[str, money.Handler] = {"transfer": money.transfer, "deposit": money.deposit}
 HANDLERS: dict[str, Callable[[Request], Awaitable[Response]]] = {
-    "transfer": transfers.transfer,
     "transferBatch": transfers.transfer_batch,
     "createAccount": accounts.create_account,
     "getAccount": accounts.get_account,
-    "deposit": transfers.deposit,
     "getBalanceAt": accounts.get_balance_at,
     "getHistory": accounts.get_history,
     "getTransfer": transfers.get_transfer,
@@ -43,7 +43,28 @@ HANDLERS: dict[str, Callable[[Request], Awaitable[Response]]] = {
 }
 
 
-def build_app(settings: Settings | None = None, service: WalletService | None = None) -> Starlette:
+class WalletApp(money.MoneyRoutes):
+    """The service's ASGI app: the money routes (api/money.py), then starlette for the rest."""
+
+    def __init__(self, starlette: Starlette) -> None:
+        super().__init__(starlette, starlette.state)
+        self.starlette = starlette
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.starlette.routes
+
+
+def route_of(operation: openapi.Operation) -> Route:
+    if operation.operation_id in MONEY_HANDLERS:
+        return Route(operation.path, money.as_endpoint(operation.path, MONEY_HANDLERS[operation.operation_id]),
+                     methods=[operation.method.upper()])
+    return Route(operation.path, guarded(HANDLERS[operation.operation_id], operation.path,
+                                         admin=operation.access == "admin", public=operation.access == "public"),
+                 methods=[operation.method.upper()])
+
+
+def build_app(settings: Settings | None = None, service: WalletService | None = None) -> WalletApp:
     """With `service`, the caller owns its lifecycle (tests); otherwise the app opens one."""
     if settings is None:  # this process's own app (`wallet serve --workers N` builds one per process)
         settings = Settings.from_environment()
@@ -74,9 +95,7 @@ def build_app(settings: Settings | None = None, service: WalletService | None = 
         finally:
             await coordination.close()
 
-    routes = [Route(op.path, guarded(HANDLERS[op.operation_id], op.path, admin=op.access == "admin",
-                                     public=op.access == "public"), methods=[op.method.upper()])
-              for op in openapi.OPERATIONS]  # matched in order: the money routes, the busiest, first
+    routes = [route_of(op) for op in openapi.OPERATIONS]
     routes.append(Route("/openapi.json", guarded(probes.openapi_endpoint, "/openapi.json", public=True)))
     app = Starlette(
         routes=routes,
@@ -96,4 +115,4 @@ def build_app(settings: Settings | None = None, service: WalletService | None = 
     if service is not None:
         app.state.service = service
         service.observe_batches(metrics.observe_batch)
-    return app
+    return WalletApp(app)

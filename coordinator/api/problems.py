@@ -25,12 +25,16 @@ def problem_type(code: str) -> str:
     return f"/problems/{code}"
 
 
+def problem_body(status: int, code: str, detail: str) -> bytes:
+    return msgspec.json.encode(schemas.Problem(problem_type(code), code.replace("_", " "), status, code, detail))
+
+
 def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
-    body = schemas.Problem(problem_type(code), code.replace("_", " "), status, code, detail)
-    return Response(msgspec.json.encode(body), status_code=status, media_type=PROBLEM_MEDIA, headers=headers)
+    return Response(problem_body(status, code, detail), status_code=status, media_type=PROBLEM_MEDIA, headers=headers)
 
 
-def wallet_error_response(error: WalletError) -> Response:
+def problem_headers(error: WalletError) -> dict[str, str]:
+    """What a client needs beside the problem: how to authenticate, when to come back."""
     headers: dict[str, str] = {}
     if error.code == "unauthorized":
         headers["WWW-Authenticate"] = 'Bearer realm="wallet", error="invalid_token"'
@@ -38,13 +42,20 @@ def wallet_error_response(error: WalletError) -> Response:
         headers["Retry-After"] = str(max(1, round(error.retry_after_s + 0.5)))
     elif error.code in ("overloaded", "shard_unavailable"):
         headers["Retry-After"] = str(OVERLOADED_RETRY_AFTER_S)
-    return problem(error.status, error.code, error.detail, headers)
+    return headers
+
+
+def wallet_error_response(error: WalletError) -> Response:
+    return problem(error.status, error.code, error.detail, problem_headers(error))
+
+
+def shard_error_detail(error: ShardError) -> str:
+    return f"shard {error.shard} is not answering; retry shortly"
 
 
 def shard_error_response(request: Request, error: ShardError) -> Response:
     log.warning("shard error on %s %s: %s", request.method, request.url.path, error)
-    return problem(503, "shard_unavailable", f"shard {error.shard} is not answering; retry shortly",
-                   {"Retry-After": str(OVERLOADED_RETRY_AFTER_S)})
+    return problem(503, "shard_unavailable", shard_error_detail(error), {"Retry-After": str(OVERLOADED_RETRY_AFTER_S)})
 
 
 async def on_http_error(request: Request, error: Exception) -> Response:

@@ -1,5 +1,5 @@
-"""The money routes: deposits, one transfer, a batch of transfers, and where a transfer stands
-(its status, the long poll and the server-sent events)."""
+"""The transfer routes beside the two money routes (api/money.py): a batch of transfers, and
+where a transfer stands (its status, the long poll and the server-sent events)."""
 from __future__ import annotations
 
 import asyncio
@@ -13,58 +13,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from coordinator.api import push, schemas
-from coordinator.api.access import may_see_transfer, owned_item, principal_of, require_owner, service_of
+from coordinator.api.access import may_see_transfer, owned_item, principal_of, service_of
 from coordinator.api.bodies import BATCH_BODY_BYTES_MAX, decode, path, query, read_body
-from coordinator.api.problems import problem
+from coordinator.api.money import MODES_SEEN
 from coordinator.api.views import json_response, transfer_view
 from coordinator.domain.errors import WalletError
 from coordinator.domain.transfers import TransferResult
 from coordinator.runtime import logs
 
 log = logging.getLogger("wallet.api")
-MODES_SEEN = ("local", "2pc", "tcc", "saga")
-
-
-async def deposit(request: Request) -> Response:
-    account = path(request, schemas.AccountPath)
-    body = await read_body(request, schemas.Deposit)
-    logs.bind_transaction(body.transaction_id)
-    started = time.perf_counter()
-    try:
-        result = await service_of(request).deposit(account.account_id, body.amount, body.transaction_id,
-                                                   currency=schemas.currency_of(body))
-    except WalletError as error:
-        observe(request, "deposit", "local", error.code, started)
-        raise
-    observe(request, "deposit", "local", result.error_code or "success", started, result)
-    return transfer_response(result)
-
-
-async def transfer(request: Request) -> Response:
-    body = await read_body(request, schemas.TransferRequest)
-    logs.bind_transaction(body.transaction_id)
-    await require_owner(request, body.from_account, "move money out of", "from_account")
-    started = time.perf_counter()
-    try:
-        result = await service_of(request).transfer(body.from_account, body.to_account, body.amount,
-                                                    schemas.currency_of(body),
-                                                    body.transaction_id, body.mode)
-    except WalletError as error:
-        observe(request, "transfer", str(body.mode or service_of(request).settings.default_mode), error.code, started)
-        raise
-    observe(request, "transfer", result.protocol, result.error_code or "success", started, result)
-    return transfer_response(result)
-
-
-def observe(request: Request, kind: str, mode: str, outcome: str, started: float, result: Any = None) -> None:
-    """Count one answered transfer or deposit, and log it with its phase."""
-    mode = mode if mode in MODES_SEEN else "invalid"
-    seconds = time.perf_counter() - started
-    request.app.state.metrics.observe_transfer(kind, mode, outcome, seconds)
-    if log.isEnabledFor(logging.INFO):
-        log.info("%s answered", kind, extra={"outcome": outcome, "mode": mode,
-                                             "duration_ms": round(seconds * 1000, 3),
-                                             "phase": getattr(result, "phase", None)})
 
 
 def item_of(raw: msgspec.Raw) -> dict[str, Any] | WalletError:
@@ -112,16 +69,6 @@ def batch_result(raw: object, outcome: TransferResult | WalletError) -> schemas.
                                from_account=view.from_account, to_account=view.to_account, amount=view.amount,
                                currency=view.currency, mode=view.mode, protocol=view.protocol, phase=view.phase,
                                error_code=view.error_code, created_at=view.created_at)
-
-
-def transfer_response(result: TransferResult) -> Response:
-    """A recorded failure is replayed as the same problem on every retry."""
-    if result.status == "failed":
-        assert result.error_code is not None
-        error = WalletError(result.error_code, f"transfer {result.transfer.transaction_id} failed: {result.error_code}")
-        return problem(error.status, error.code, error.detail,
-                       {"Wallet-Transaction-Id": str(result.transfer.transaction_id)})
-    return json_response(transfer_view(result))
 
 
 async def get_transfer(request: Request) -> Response:

@@ -27,6 +27,9 @@ Disposition = Literal["new", "replay", "conflict"]
 class BatchPlan:
     postings: Postings
     protocol: str = "local"
+    # Per transfer, where a batch mixes them: a two-phase batch also carries the one-shard
+    # transfers of its shards (coordinator/service/rounds.py), recorded as `local`.
+    protocols: list[str] | None = None
     # One entry per input transfer, in input order.
     dispositions: list[Disposition] = field(default_factory=list)
     codes: list[str | None] = field(default_factory=list)  # a new transfer's refusal (None: it moves)
@@ -44,7 +47,8 @@ class BatchPlan:
         chosen = self.new if indexes is None else indexes
         codes = [self.codes[index] for index in chosen]
         return RecordColumns(
-            [transfers[index] for index in chosen], [self.protocol] * len(chosen),
+            [transfers[index] for index in chosen],
+            [self.protocol] * len(chosen) if self.protocols is None else [self.protocols[index] for index in chosen],
             ["success" if code is None else "failed" for code in codes],
             ["committed" if code is None else "aborted" for code in codes], codes)
 
@@ -54,9 +58,11 @@ class BatchPlan:
         new records carry `stamp`, or their debit shard's from `stamp_of` (2PC writes records
         on several shards)."""
         made: list[TransferResult | None] = []
-        protocol, codes, replayed = self.protocol, self.codes, self.replayed
+        protocol, protocols, codes, replayed = self.protocol, self.protocols, self.codes, self.replayed
         for index, (transfer, disposition) in enumerate(zip(transfers, self.dispositions, strict=True)):
             if disposition == "new":
+                if protocols is not None:
+                    protocol = protocols[index]
                 moment = stamp if stamp_of is None else stamp_of(transfer)
                 code = codes[index]
                 made.append(TransferResult(transfer, "success", None, protocol, "committed", moment) if code is None
@@ -74,9 +80,11 @@ def plan_local_batch(
     accounts: dict[str, Account],
     stored: dict[str, TransferResult],
     protocol: str = "local",
+    protocols: list[str] | None = None,
 ) -> BatchPlan:
+    assert protocols is None or len(protocols) == len(transfers), "one protocol per transfer"
     postings = Postings(accounts)
-    plan = BatchPlan(postings, protocol)
+    plan = BatchPlan(postings, protocol, protocols)
     dispositions, codes, replayed, new = plan.dispositions, plan.codes, plan.replayed, plan.new
     first_of: dict[str, int] = {}  # transaction id -> index of its first occurrence in the batch
     post = postings.post

@@ -54,11 +54,10 @@ def failure_of(error: Exception) -> Failure:
 class BranchFlow:
     mode = ""
 
-    def __init__(self, pools: ShardPools, topology: Callable[[], Topology], records: PriorRecords) -> None:
+    def __init__(self, pools: ShardPools, topology: Callable[[], Topology]) -> None:
         assert self.mode in ("tcc", "saga"), "subclasses set mode"
         self.pools = pools
         self.topology = topology
-        self.records = records
 
     def debit_shard(self, transfer: Transfer) -> str:
         assert transfer.from_account is not None
@@ -81,10 +80,10 @@ class BranchFlow:
             paired.extend((item, failure) for item in members)
         return paired
 
-    async def apply_batch(self, transfers: list[Transfer]) -> list[Outcome]:
+    async def apply_batch(self, transfers: list[Transfer], records: PriorRecords) -> list[Outcome]:
         debit_shards = {self.debit_shard(t) for t in transfers}
         try:
-            elsewhere = await self.records.find([t.transaction_id for t in transfers], skip=debit_shards)
+            elsewhere = await records.find([t.transaction_id for t in transfers], skip=debit_shards)
         except ShardError as error:
             return [unavailable(error.shard)] * len(transfers)
         starts = await self.per_shard(

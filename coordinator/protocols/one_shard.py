@@ -1,14 +1,15 @@
 """The one-shard path: both accounts (or a deposit's one account) on one shard,
 so a batch of transfers is a single local transaction.
 
-Round trips per batch, whatever its size: read prior records of its ids (every shard
-at once, before the transaction), BEGIN, lock accounts, write (one statement for every
-balance, record and outbox row), COMMIT. Reading records without the locks is safe: a
+Round trips per batch, whatever its size: BEGIN (while the round's read of prior records
+runs on every shard: record_lookup.SharedRead), lock accounts, write (one statement for
+every balance, record and outbox row), COMMIT. Reading records without the locks is safe: a
 record committed after the read collides on the transfers primary key when the batch
-writes its own (a retryable conflict), and the retry sees it.
+writes its own (a retryable conflict), and the retry reads them again.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Callable
@@ -18,6 +19,7 @@ from coordinator.domain.outcomes import Outcome, Reroute, conflict, unavailable
 from coordinator.domain.transfers import Transfer
 from coordinator.protocols.prior_records import PriorRecords
 from coordinator.protocols.retries import retry_conflicts
+from coordinator.runtime.fan_out import settled
 from coordinator.runtime.logs import log_phase
 from shards import accounts as account_sql
 from shards import transfers as transfer_sql
@@ -30,24 +32,31 @@ log = logging.getLogger("wallet.local")
 class OneShard:
     """Applies batches of transfers whose accounts all live on one shard."""
 
-    def __init__(self, pools: ShardPools, records: PriorRecords) -> None:
+    def __init__(self, pools: ShardPools) -> None:
         self.pools = pools
-        self.records = records
 
-    async def apply_batch(self, shard: str, transfers: list[Transfer]) -> list[Outcome]:
+    async def apply_batch(self, shard: str, transfers: list[Transfer], records: PriorRecords) -> list[Outcome]:
         """One outcome per transfer: its result (new or replayed), a refusal, or a reroute."""
+        attempts = 0
 
         async def attempt() -> tuple[BatchPlan, datetime | None]:
-            stored = await self.records.find([t.transaction_id for t in transfers])  # again on each retry
-            async with self.pools.transaction(shard) as connection:
-                account_ids = [t.to_account for t in transfers] + [t.from_account for t in transfers if t.from_account]
-                accounts = await account_sql.lock_accounts(connection, account_ids)
-                plan = plan_local_batch(transfers, accounts, stored)
-                created_at = None
-                if plan.new:
-                    created_at = await transfer_sql.write_batch(
-                        connection, plan.postings.changes, plan.records(transfers), plan.postings.events
-                    )
+            nonlocal attempts
+            attempts += 1
+            ids = [t.transaction_id for t in transfers]
+            reading = asyncio.ensure_future(records.find(ids, fresh=attempts > 1))  # beside BEGIN and the lock
+            try:
+                async with self.pools.transaction(shard) as connection:
+                    account_ids = [t.to_account for t in transfers] + [t.from_account for t in transfers
+                                                                       if t.from_account]
+                    accounts = await account_sql.lock_accounts(connection, account_ids)
+                    plan = plan_local_batch(transfers, accounts, await reading)
+                    created_at = None
+                    if plan.new:
+                        created_at = await transfer_sql.write_batch(
+                            connection, plan.postings.changes, plan.records(transfers), plan.postings.events
+                        )
+            finally:
+                await settled(reading)
             return plan, created_at
 
         try:
@@ -66,3 +75,4 @@ def outcomes_of(transfers: list[Transfer], plan: BatchPlan, stamp: datetime | No
     records carry the time the shard stored them (BatchPlan.results)."""
     return [conflict(transfer.transaction_id) if result is None else result
             for transfer, result in zip(transfers, plan.results(transfers, stamp, stamp_of), strict=True)]
+

@@ -2,9 +2,9 @@
 record, and where. A record lives on its debit shard, but an id reused with another source
 account sits on that account's shard, so the question goes to every shard.
 
-The protocols are handed an object with this shape; the service's implementation
-(coordinator/service/record_lookup.py) folds the questions that arrive together into one
-SELECT per shard.
+The protocols are handed an object with this shape for each batch. Within a round
+(coordinator/service/rounds.py) it answers from the round's one read per shard, made when the
+round began; asked again with `fresh` (a retry after a conflict), it reads anew.
 """
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from coordinator.domain.transfers import TransferResult
 
 
 class PriorRecords(Protocol):
-    async def find(self, transaction_ids: list[str], skip: Collection[str] = ()) -> dict[str, TransferResult]:
+    async def find(self, transaction_ids: list[str], skip: Collection[str] = (),
+                   fresh: bool = False) -> dict[str, TransferResult]:
         """The stored records of these ids on every shard but those in `skip`, every shard
-        at once. Raises ShardUnavailable when a shard does not answer."""
+        at once. `fresh`: read after this call (a retry must see what a conflict wrote).
+        Raises ShardUnavailable when a shard does not answer."""
         ...

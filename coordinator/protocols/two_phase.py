@@ -1,32 +1,39 @@
 """Cross-shard transfers by XA-style two-phase commit, a batch at a time.
 
-For one batch of transfers whose accounts span several shards:
+For one batch of transfers whose accounts span several shards (each step one round trip,
+to every shard at once unless it says otherwise). A round (coordinator/service/rounds.py)
+also hands it the one-shard transfers of the shards it writes: they ride in its branches,
+recorded as `local`.
 
-  0. Read prior records of the batch's ids on every shard at once (no lock held: a
-     record committed after this read collides on the transfers primary key when this
-     batch writes its own, and the batch is retried and then sees it).
-  1. Lock, shard by shard in name order (then account-id order inside each shard):
-     BEGIN; lock the batch's accounts there. A total order over (shard, account) means
-     batches in flight together cannot deadlock across servers, which PostgreSQL could
-     not detect.
-  2. Plan: the same pure planner as the one-shard path, over every locked row.
-  3. Phase one: write each shard's part; PREPARE TRANSACTION on every writing shard
-     but the decision shard (a debit-side shard of the batch).
-  4. COMMIT POINT: the decision shard's transaction, holding its own part of the
-     batch plus the row commit_decisions(batch_id, 'commit'), commits. That single
-     COMMIT is the moment the batch becomes durable. Before it, any failure rolls
-     everything back; after it, every branch is committed, retried, and finally left
-     to the recovery worker.
-  5. Phase two: COMMIT PREPARED on every other branch.
+  1. BEGIN on every shard the batch touches. Beside it, the round's read of prior records
+     of the batch's ids on every shard (record_lookup.SharedRead; no lock held: a record
+     committed after this read collides on the transfers primary key when this batch writes
+     its own, and the batch is retried and reads again).
+  2. Lock, shard by shard in name order (then account-id order inside each shard): one
+     round trip per shard. A total order over (shard, account) means batches in flight
+     together cannot deadlock across servers, which PostgreSQL could not detect.
+  3. Plan: the same pure planner as the one-shard path, over every locked row.
+  4. Write each shard's part. The decision shard (a debit-side shard of the batch) writes,
+     with its part, the row commit_decisions(batch_id, 'commit'), not yet committed.
+  5. Phase one: PREPARE TRANSACTION on every other writing shard.
+  6. COMMIT POINT: the decision shard's COMMIT. That single COMMIT is the moment the batch
+     becomes durable. Before it, any failure rolls everything back; after it, every branch
+     is committed, retried, and finally left to the recovery worker.
+  7. Phase two: COMMIT PREPARED on every other branch, on the connections that prepared them.
+
+A batch over two shards costs 7 round trips (one more per further shard it locks).
 
 Recovery (protocols/recovery.py) fences a dead coordinator by inserting 'abort' under the
-same batch_id: the primary key lets exactly one of the two decisions exist.
+same batch_id: the primary key lets exactly one of the two decisions exist. A fence that
+meets the coordinator's 'commit' row written but not yet committed waits for that
+transaction, then finds the batch committed, or inserts 'abort' once the row is gone.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 from uuid import uuid4
@@ -34,161 +41,208 @@ from uuid import uuid4
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from coordinator.domain.batch_plan import plan_local_batch
+from coordinator.domain.accounts import Account
+from coordinator.domain.batch_plan import BatchPlan, plan_local_batch
 from coordinator.domain.outcomes import Outcome, Reroute, unavailable
-from coordinator.domain.postings import AccountChange, BalanceEvent
-from coordinator.domain.transfers import RecordColumns, Transfer
+from coordinator.domain.transfers import Transfer
 from coordinator.protocols.one_shard import outcomes_of
 from coordinator.protocols.prior_records import PriorRecords
 from coordinator.protocols.retries import retry_conflicts
 from coordinator.runtime import fault_points
-from coordinator.runtime.fan_out import fan_out
+from coordinator.runtime.fan_out import fan_out, settled
 from coordinator.runtime.logs import log_phase
 from shard_router.topology import Topology
 from shards import accounts as account_sql
 from shards import transfers as transfer_sql
 from shards import two_phase as two_phase_sql
 from shards.errors import AccountsMoved, ShardError, ShardRetryable, ShardUnavailable
-from shards.pool import Connection, ShardPools, errors_of
+from shards.pool import Connection, ShardPools, errors_of, forget_if_broken
 
 log = logging.getLogger("wallet.two_phase")
 
 COMMIT_ATTEMPTS_MAX = 4
 
 
+@dataclass
+class Batch:
+    """One attempt at a batch: its shards' connections and how far it got."""
+
+    batch_id: str
+    transaction_ids: list[str]
+    topology: Topology
+    accounts_on: dict[str, set[str]]  # shard -> the batch's accounts there
+    connections: dict[str, Connection] = field(default_factory=dict)
+    locked: dict[str, Account] = field(default_factory=dict)
+    stamps: dict[str, datetime] = field(default_factory=dict)  # writing shard -> its records' created_at
+    gids: dict[str, str] = field(default_factory=dict)  # prepared shard -> its gid
+    decision_shard: str | None = None
+    decided: bool = False  # the commit point has passed: nothing may roll back now
+
+    def debit_shard(self, transfer: Transfer) -> str:
+        return self.topology.shard_of(transfer.from_account or transfer.to_account)
+
+    def protocols(self, transfers: list[Transfer]) -> list[str] | None:
+        """Per transfer, `local` for those within one shard (a round hands them to this batch
+        on the shards it writes: rounds.py), else `2pc`; None when there are none."""
+        shard_of = self.topology.shard_of
+        found = ["2pc" if t.from_account is not None and shard_of(t.from_account) != shard_of(t.to_account) else "local"
+                 for t in transfers]
+        return found if "local" in found else None
+
+    def created_at(self, transfer: Transfer) -> datetime | None:
+        return self.stamps.get(self.debit_shard(transfer))
+
+
+def accounts_by_shard(transfers: list[Transfer], topology: Topology) -> dict[str, set[str]]:
+    accounts_on: dict[str, set[str]] = {}
+    for transfer in transfers:
+        for account_id in (transfer.from_account, transfer.to_account):
+            if account_id is not None:
+                accounts_on.setdefault(topology.shard_of(account_id), set()).add(account_id)
+    return accounts_on
+
+
 class TwoPhaseCommit:
-    def __init__(self, pools: ShardPools, topology: Callable[[], Topology], records: PriorRecords) -> None:
+    def __init__(self, pools: ShardPools, topology: Callable[[], Topology]) -> None:
         self.pools = pools
         self.topology = topology
-        self.records = records
 
-    async def apply_batch(self, transfers: list[Transfer]) -> list[Outcome]:
+    async def apply_batch(self, transfers: list[Transfer], records: PriorRecords) -> list[Outcome]:
         """One outcome per transfer: its result (new or replayed), a refusal, or a reroute."""
+        attempts = 0
+
+        async def attempt() -> list[Outcome]:
+            nonlocal attempts
+            attempts += 1
+            return await self._attempt(transfers, records, fresh=attempts > 1)
+
         try:
-            return await retry_conflicts(lambda: self._attempt(transfers), wait_max_s=0.5)
+            return await retry_conflicts(attempt, wait_max_s=0.5)
         except AccountsMoved as moved:
             return [Reroute(tuple(moved.account_ids))] * len(transfers)
         except ShardError as error:
             return [unavailable(error.shard)] * len(transfers)
 
-    async def _attempt(self, transfers: list[Transfer]) -> list[Outcome]:
+    async def _attempt(self, transfers: list[Transfer], records: PriorRecords, fresh: bool) -> list[Outcome]:
         topology = self.topology()
-        batch_id = str(uuid4())
-        accounts_on: dict[str, set[str]] = {}
-        for transfer in transfers:
-            for account_id in (transfer.from_account, transfer.to_account):
-                if account_id is not None:
-                    accounts_on.setdefault(topology.shard_of(account_id), set()).add(account_id)
-        involved = sorted(accounts_on)
-        transaction_ids = [t.transaction_id for t in transfers]
-        stored = await self.records.find(transaction_ids)  # every shard, at once
+        batch = Batch(str(uuid4()), [t.transaction_id for t in transfers], topology,
+                      accounts_by_shard(transfers, topology))
+        reading = asyncio.ensure_future(records.find(batch.transaction_ids, fresh=fresh))
+        try:
+            async with AsyncExitStack() as stack:
+                for shard in sorted(batch.accounts_on):
+                    batch.connections[shard] = await stack.enter_async_context(self.pools.connection(shard))
+                try:
+                    await self._lock(batch)
+                    plan = plan_local_batch(transfers, batch.locked, await reading, protocol="2pc",
+                                            protocols=batch.protocols(transfers))
+                    await self._write_and_prepare(batch, transfers, plan)
+                    if batch.gids:
+                        await self._decide(batch)
+                except BaseException:
+                    if not batch.decided:
+                        await self._roll_back_open(batch)
+                    raise
+                if batch.gids:
+                    await self._commit_prepared(batch)
+                    log_phase(log, "2pc.committed", batch.transaction_ids, batch_id=batch.batch_id)
+        finally:
+            await settled(reading)
+        return outcomes_of(transfers, plan, stamp_of=batch.created_at)
 
-        gids: dict[str, str] = {}
-        async with AsyncExitStack() as stack:
-            connections: dict[str, Connection] = {}
-            decided = False
-            try:
-                # 1. Lock in global order.
-                locked = {}
-                for shard in involved:
-                    connection = await stack.enter_async_context(self.pools.connection(shard))
-                    connections[shard] = connection
-                    with errors_of(shard):
-                        await two_phase_sql.begin(connection)
-                        locked.update(await account_sql.lock_accounts(connection, sorted(accounts_on[shard])))
+    async def _lock(self, batch: Batch) -> None:
+        """BEGIN everywhere at once, then the locks in the global order."""
 
-                # 2. Plan over every locked row.
-                plan = plan_local_batch(transfers, locked, stored, protocol="2pc")
-                postings = plan.postings
-                on_shard = {shard: set(accounts_on[shard]) for shard in involved}
-                changes = {shard: postings.changes_on(on_shard[shard]) for shard in involved}
-                events = {shard: postings.events_on(on_shard[shard]) for shard in involved}
-                recorded_on: dict[str, list[int]] = {shard: [] for shard in involved}  # new records' indexes
-                for index in plan.new:
-                    transfer = transfers[index]
-                    recorded_on[topology.shard_of(transfer.from_account or transfer.to_account)].append(index)
-                records = {shard: plan.records(transfers, recorded_on[shard]) for shard in involved}
-                writers = [shard for shard in involved if changes[shard] or recorded_on[shard]]
-                for shard in involved:
-                    if shard not in writers:  # read-only participant: release its locks now
-                        with errors_of(shard):
-                            await two_phase_sql.rollback(connections[shard])
-                if not writers:
-                    return outcomes_of(transfers, plan)
+        async def begin(shard: str) -> None:
+            with errors_of(shard):
+                await two_phase_sql.begin(batch.connections[shard])
 
-                # 3. Phase one. Every write finishes before any failure is acted on: a
-                # connection is never rolled back while its statement still runs.
-                written = await fan_out(writers, lambda shard: self._write(
-                    shard, connections[shard], changes[shard], records[shard], events[shard]))
-                written.raise_first()
-                stamps = written.results
+        (await fan_out(batch.connections, begin)).raise_first()
+        for shard in sorted(batch.accounts_on):
+            with errors_of(shard):
+                batch.locked.update(await account_sql.lock_accounts(batch.connections[shard],
+                                                                    sorted(batch.accounts_on[shard])))
 
-                def created_at(transfer: Transfer) -> datetime | None:
-                    return stamps.get(topology.shard_of(transfer.from_account or transfer.to_account))
+    async def _write_and_prepare(self, batch: Batch, transfers: list[Transfer], plan: BatchPlan) -> None:
+        """Each shard's part written (the decision with the decision shard's part), then PREPARE
+        on the others. A batch whose changes all fall on one shard commits there, locally."""
+        postings, involved = plan.postings, sorted(batch.accounts_on)
+        recorded_on: dict[str, list[int]] = {shard: [] for shard in involved}  # new records' indexes
+        for index in plan.new:
+            recorded_on[batch.debit_shard(transfers[index])].append(index)
+        changes = {shard: postings.changes_on(batch.accounts_on[shard]) for shard in involved}
+        writers = [shard for shard in involved if changes[shard] or recorded_on[shard]]
+        if len(writers) > 1:
+            batch.decision_shard = min(shard for shard in writers if recorded_on[shard])
+            batch.gids = {shard: two_phase_sql.make_gid(batch.batch_id, batch.decision_shard, shard)
+                          for shard in writers if shard != batch.decision_shard}
 
-                if len(writers) == 1:  # every change on one shard after all: a local commit
-                    with errors_of(writers[0]):
-                        await two_phase_sql.commit(connections[writers[0]])
-                    decided = True
-                    return outcomes_of(transfers, plan, stamp_of=created_at)
-                decision_shard = min(shard for shard in writers if recorded_on[shard])
-                gids = {
-                    shard: two_phase_sql.make_gid(batch_id, decision_shard, shard)
-                    for shard in writers if shard != decision_shard
-                }
-                await self._prepare_all(connections, gids, batch_id, decision_shard)
-                log_phase(log, "2pc.prepared", transaction_ids, batch_id=batch_id, shards=writers)
-                fault_points.reach("2pc.after_all_prepares")
+        async def write_or_release(shard: str) -> None:
+            connection = batch.connections[shard]
+            with errors_of(shard):
+                if shard not in writers:  # read-only participant: release its locks now
+                    await two_phase_sql.rollback(connection)
+                    return
+                batch.stamps[shard] = await transfer_sql.write_batch(
+                    connection, changes[shard], plan.records(transfers, recorded_on[shard]),
+                    postings.events_on(batch.accounts_on[shard]),
+                    commit_decision=batch.batch_id if shard == batch.decision_shard else None)
 
-                # 4. The commit point.
-                decided = await self._decide(batch_id, decision_shard, connections[decision_shard])
-                if not decided:
-                    await self._roll_back_prepared(gids)
-                    raise ShardRetryable(decision_shard, f"batch {batch_id} was aborted by recovery; retrying")
-                log_phase(log, "2pc.decided_commit", transaction_ids, batch_id=batch_id, decision_shard=decision_shard)
-                fault_points.reach("2pc.after_decision")
-            except BaseException:
-                if not decided:
-                    for shard, connection in connections.items():
-                        try:
-                            with errors_of(shard):
-                                await two_phase_sql.rollback(connection)
-                        except (ShardError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                            pass  # a dead connection's transaction dies with it
-                raise
+        # Every write finishes before any failure is acted on: a connection is never rolled
+        # back while its statement still runs.
+        (await fan_out(involved, write_or_release)).raise_first()
+        if len(writers) == 1:  # every change on one shard after all: a local commit
+            with errors_of(writers[0]):
+                await two_phase_sql.commit(batch.connections[writers[0]])
+            batch.decided = True
+        elif writers:
+            fault_points.reach("2pc.after_writes")
+            await self._prepare_all(batch)
+            log_phase(log, "2pc.prepared", batch.transaction_ids, batch_id=batch.batch_id, shards=writers)
+            fault_points.reach("2pc.after_all_prepares")
 
-        # 5. Phase two, outside the locks' connections.
-        await self._commit_prepared(gids)
-        log_phase(log, "2pc.committed", transaction_ids, batch_id=batch_id)
-        return outcomes_of(transfers, plan, stamp_of=created_at)
-
-    async def _write(self, shard: str, connection: Connection, changes: dict[str, AccountChange],
-                     records: RecordColumns, events: list[BalanceEvent]) -> datetime:
-        with errors_of(shard):
-            return await transfer_sql.write_batch(connection, changes, records, events)
-
-    async def _prepare_all(self, connections: dict[str, Connection], gids: dict[str, str], batch_id: str,
-                           decision_shard: str) -> None:
+    async def _prepare_all(self, batch: Batch) -> None:
         prepared = 0
 
         async def prepare(shard: str) -> None:
             nonlocal prepared
             with errors_of(shard):
-                await two_phase_sql.prepare(connections[shard], gids[shard])
+                await two_phase_sql.prepare(batch.connections[shard], batch.gids[shard])
             prepared += 1
             if prepared == 1:
                 fault_points.reach("2pc.after_first_prepare")
 
-        prepared_all = await fan_out(gids, prepare)
+        prepared_all = await fan_out(batch.gids, prepare)
         if prepared_all.errors:
-            # No decision exists: roll back what did prepare (recovery does it if we cannot).
-            await self._roll_back_prepared({shard: gids[shard] for shard in prepared_all.results})
-            # A PREPARE that failed with its connection may have landed (and, on a replicated
-            # shard, be on the promoted standby): fence the batch with 'abort' now, so recovery
-            # rolls such a branch back as soon as it finds it instead of after abort_after_ms
-            # (its locks would hold every later transfer of those accounts till then).
-            await self._fence_abort(batch_id, decision_shard)
+            assert batch.decision_shard is not None
+            # No decision exists: the decision shard's uncommitted 'commit' row goes first (the
+            # fence below would wait for it), then what did prepare (recovery does it if we
+            # cannot). A PREPARE that failed with its connection may have landed (and, on a
+            # replicated shard, be on the promoted standby): fence the batch with 'abort' now,
+            # so recovery rolls such a branch back as soon as it finds it instead of after
+            # abort_after_ms (its locks would hold every later transfer of those accounts).
+            await self._roll_back(batch.decision_shard, batch.connections[batch.decision_shard])
+            await self._roll_back_prepared({shard: batch.gids[shard] for shard in prepared_all.results})
+            await self._fence_abort(batch.batch_id, batch.decision_shard)
             prepared_all.raise_first()
+
+    async def _decide(self, batch: Batch) -> None:
+        """The commit point. If the COMMIT's answer is lost, ask again on a fresh connection; a
+        decision still missing is fenced with 'abort', so the answer cannot change later."""
+        shard = batch.decision_shard
+        assert shard is not None
+        try:
+            with errors_of(shard):
+                await two_phase_sql.commit(batch.connections[shard])  # <- THE COMMIT POINT
+        except ShardUnavailable:
+            async with self.pools.connection(shard) as fresh:
+                outcome = await two_phase_sql.decide_unless_decided(fresh, batch.batch_id, "abort")
+            if outcome != "commit":
+                await self._roll_back_prepared(batch.gids)
+                raise ShardRetryable(shard, f"batch {batch.batch_id}: its commit did not land; retrying") from None
+        batch.decided = True
+        log_phase(log, "2pc.decided_commit", batch.transaction_ids, batch_id=batch.batch_id, decision_shard=shard)
+        fault_points.reach("2pc.after_decision")
 
     async def _fence_abort(self, batch_id: str, decision_shard: str) -> None:
         try:
@@ -198,48 +252,52 @@ class TwoPhaseCommit:
             log.warning("batch %s: abort decision not recorded on %s (%s); left to recovery", batch_id,
                         decision_shard, error)
 
-    async def _decide(self, batch_id: str, decision_shard: str, connection: Connection) -> bool:
-        """True once the commit decision is durable; False if recovery aborted the batch first."""
-        try:
-            with errors_of(decision_shard):
-                await two_phase_sql.insert_decision(connection, batch_id, "commit")
-                await two_phase_sql.commit(connection)  # <- THE COMMIT POINT
-            return True
-        except ShardRetryable:  # unique violation: recovery's 'abort' stands
-            with errors_of(decision_shard):
-                await two_phase_sql.rollback(connection)
-            return False
-        except ShardUnavailable:
-            # The COMMIT may or may not have landed. Ask again on a fresh connection; if the
-            # decision is missing, fence it with 'abort' so the answer cannot change later.
-            async with self.pools.connection(decision_shard) as fresh:
-                outcome = await two_phase_sql.decide_unless_decided(fresh, batch_id, "abort")
-            return outcome == "commit"
-
-    async def _commit_prepared(self, gids: dict[str, str]) -> None:
+    async def _commit_prepared(self, batch: Batch) -> None:
+        """COMMIT PREPARED on the connection that prepared each branch; where that fails, on
+        fresh connections, retried (bounded), then left to recovery: the batch has succeeded."""
         committed = 0
 
         async def finish(shard: str, gid: str) -> None:
             nonlocal committed
             try:
-                async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(COMMIT_ATTEMPTS_MAX),
-                    wait=wait_random_exponential(multiplier=0.01, max=0.2),
-                    retry=retry_if_exception_type(ShardError),
-                    reraise=True,
-                ):
-                    with attempt:
-                        async with self.pools.connection(shard) as connection:
-                            await two_phase_sql.commit_prepared(connection, gid)
-            except Exception as error:  # noqa: BLE001: after the decision nothing may fail the batch
-                # Decided: the recovery worker will commit it. The transfer has succeeded.
-                log.warning("COMMIT PREPARED %s failed (%r); left to recovery", gid, error)
-                return
+                with errors_of(shard):
+                    await two_phase_sql.commit_prepared(batch.connections[shard], gid)
+            except (ShardError, asyncpg.PostgresError) as error:
+                forget_if_broken(batch.connections[shard], error)
+                if not await self._commit_prepared_again(shard, gid):
+                    return
             committed += 1
             if committed == 1:
                 fault_points.reach("2pc.after_first_commit")
 
-        await asyncio.gather(*(finish(shard, gid) for shard, gid in gids.items()))
+        await asyncio.gather(*(finish(shard, gid) for shard, gid in batch.gids.items()))
+
+    async def _commit_prepared_again(self, shard: str, gid: str) -> bool:
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(COMMIT_ATTEMPTS_MAX),
+                wait=wait_random_exponential(multiplier=0.01, max=0.2),
+                retry=retry_if_exception_type(ShardError),
+                reraise=True,
+            ):
+                with attempt:
+                    async with self.pools.connection(shard) as connection:
+                        await two_phase_sql.commit_prepared(connection, gid)
+        except Exception as error:  # noqa: BLE001: after the decision nothing may fail the batch
+            log.warning("COMMIT PREPARED %s failed (%r); left to recovery", gid, error)
+            return False
+        return True
+
+    async def _roll_back_open(self, batch: Batch) -> None:
+        await asyncio.gather(*(self._roll_back(shard, connection) for shard, connection in batch.connections.items()))
+
+    @staticmethod
+    async def _roll_back(shard: str, connection: Connection) -> None:
+        try:
+            with errors_of(shard):
+                await two_phase_sql.rollback(connection)
+        except (ShardError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass  # a dead connection's transaction dies with it
 
     async def _roll_back_prepared(self, gids: dict[str, str]) -> None:
         async def undo(shard: str, gid: str) -> None:
@@ -250,4 +308,3 @@ class TwoPhaseCommit:
                 log.warning("ROLLBACK PREPARED %s failed (%s); left to recovery", gid, error)
 
         await asyncio.gather(*(undo(shard, gid) for shard, gid in gids.items()))
-

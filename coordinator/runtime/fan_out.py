@@ -61,3 +61,11 @@ async def fan_out_groups(
         assert len(answers) == len(groups[key]), "a group step answers once per item, in order"
         paired.extend(zip(groups[key], answers))
     return paired, {key: (groups[key], error) for key, error in collected.errors.items()}
+
+
+async def settled(future: asyncio.Future[Result]) -> None:
+    """A step started beside another (a read beside a transaction) is over when that one is:
+    cancelled if still running (the other failed first), its error retrieved either way."""
+    if not future.done():
+        future.cancel()
+    await asyncio.gather(future, return_exceptions=True)

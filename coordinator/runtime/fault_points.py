@@ -10,6 +10,7 @@ import os
 import signal
 
 FAULT_POINTS = frozenset({
+    "2pc.after_writes",
     "2pc.after_first_prepare",
     "2pc.after_all_prepares",
     "2pc.after_decision",

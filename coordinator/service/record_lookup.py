@@ -1,4 +1,4 @@
-"""Idempotency lookups, coalesced: one SELECT per shard for every batch asking at once.
+"""Idempotency lookups: one SELECT per shard for every batch asking at once.
 
 Every one-shard and 2PC batch reads the records of its transaction ids on every shard
 before its transaction (an id used before with another debit account sits on that
@@ -9,11 +9,14 @@ reads on the same bounded BatchApplier: one transfer per call went 34% faster, w
 less PostgreSQL CPU per transfer (README.md, "Measured figures"). A shared read starts
 after every request in it was made, so no caller gets an answer older than its question.
 
-RecordLookups is what the protocols are handed as their PriorRecords
-(coordinator/protocols/prior_records.py).
+A round of transfers (coordinator/service/rounds.py) reads once per shard for all its ids
+when it begins (SharedRead), beside its groups' BEGIN and locks rather than before them; its
+groups read fresh, through RecordLookups, only when a conflict made them retry. Both are
+what the protocols are handed as their PriorRecords (coordinator/protocols/prior_records.py).
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Callable, Collection
 
 from coordinator.domain.transfers import TransferResult
@@ -64,10 +67,12 @@ class RecordLookups:
         lookups, self.lookups = self.lookups, {}
         await fan_out(lookups.values(), lambda lookup: lookup.stop())
 
-    async def find(self, transaction_ids: list[str], skip: Collection[str] = ()) -> dict[str, TransferResult]:
+    async def find(self, transaction_ids: list[str], skip: Collection[str] = (),
+                   fresh: bool = False) -> dict[str, TransferResult]:
         """Records of these ids on every shard but `skip`, every shard at once, each read
-        shared with the other batches asking that shard now. Raises ShardUnavailable (or
-        whatever else a shard raised) if a shard did not answer."""
+        shared with the other batches asking that shard now (always made after this call,
+        so `fresh` changes nothing). Raises ShardUnavailable (or whatever else a shard
+        raised) if a shard did not answer."""
         shards = sorted(shard for shard in self.shards() if shard not in skip)
         return await self.find_on(shards, transaction_ids)
 
@@ -83,3 +88,43 @@ class RecordLookups:
         for part in answers.results.values():
             found.update(part)
         return found
+
+    async def read_now(self, shard: str, transaction_ids: list[str]) -> dict[str, TransferResult]:
+        """One SELECT on `shard` for these ids, now, on a connection of its own."""
+        async with self.pools.connection(shard) as connection:
+            return await transfer_sql.select_transfers(connection, transaction_ids)
+
+    def shared_read(self, shards: list[str], transaction_ids: list[str]) -> SharedRead:
+        return SharedRead(self, shards, transaction_ids)
+
+
+class SharedRead:
+    """One round's records: a SELECT per shard for every id of the round, all started at once
+    when the round begins, answering each of its groups for its own ids. Asked `fresh`, it
+    reads again through the coalesced lookups. `close()` once the round is over."""
+
+    def __init__(self, lookups: RecordLookups, shards: list[str], transaction_ids: list[str]) -> None:
+        self.lookups = lookups
+        self.reads = {shard: asyncio.ensure_future(lookups.read_now(shard, transaction_ids)) for shard in shards}
+
+    async def find(self, transaction_ids: list[str], skip: Collection[str] = (),
+                   fresh: bool = False) -> dict[str, TransferResult]:
+        if fresh:
+            return await self.lookups.find(transaction_ids, skip)
+        # shield: a group that gives up must not cancel the read its siblings wait on
+        answers = await fan_out([s for s in self.reads if s not in skip], lambda s: asyncio.shield(self.reads[s]))
+        answers.raise_first()
+        found: dict[str, TransferResult] = {}
+        for part in answers.results.values():
+            if part:
+                for transaction_id in transaction_ids:
+                    record = part.get(transaction_id)
+                    if record is not None:
+                        found[transaction_id] = record
+        return found
+
+    async def close(self) -> None:
+        """Every read ended (cancelled if nobody needed it), its error retrieved."""
+        for read in self.reads.values():
+            read.cancel()
+        await asyncio.gather(*self.reads.values(), return_exceptions=True)

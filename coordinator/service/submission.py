@@ -1,6 +1,6 @@
-"""Submission: a validated transfer is registered in flight, handed to its applier (group
-commit), and its batch's outcome becomes the caller's answer; a transfer whose shard
-refused its accounts (a slot moved) is routed again under the same registration."""
+"""Submission: a validated transfer is registered in flight, queued for a round (rounds.py),
+and its outcome there becomes the caller's answer; a transfer whose shard refused its
+accounts (a slot moved) is routed again under the same registration."""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +8,7 @@ import asyncio
 from coordinator.domain.errors import WalletError
 from coordinator.domain.outcomes import Outcome, Refused, Reroute, conflict
 from coordinator.domain.transfers import Transfer, TransferResult
-from coordinator.service.appliers import Appliers, TransferApplier
+from coordinator.service.rounds import RoundOutcome, Rounds
 from coordinator.service.inflight import InFlight
 from coordinator.service.routing import Router
 
@@ -31,9 +31,9 @@ def same_request(transfer: Transfer, result: TransferResult) -> TransferResult:
 
 
 class Submission:
-    def __init__(self, router: Router, appliers: Appliers, inflight: InFlight) -> None:
+    def __init__(self, router: Router, rounds: Rounds, inflight: InFlight) -> None:
         self.router = router
-        self.appliers = appliers
+        self.rounds = rounds
         self.inflight = inflight
 
     async def submit(self, transfer: Transfer) -> TransferResult:
@@ -52,19 +52,16 @@ class Submission:
 
     async def routed(self, transfer: Transfer) -> Outcome:
         """The transfer's outcome, routed again (bounded) while a shard refuses its accounts."""
-        return await self.router.rerouting(lambda: self.applier_for(transfer).submit(transfer),
+        return await self.router.rerouting(lambda: self.rounds.submit(transfer),
                                            moved=lambda outcome: isinstance(outcome, Reroute))
 
-    def applier_for(self, transfer: Transfer) -> TransferApplier:
-        return self.appliers.for_transfer(transfer, self.router.topology)
-
     async def submit_many(self, transfers: list[Transfer]) -> list[TransferResult | WalletError]:
-        """Many transfers at once, each with its own answer. They are enqueued on their
-        appliers in one step per applier (no task or future per item). An id repeated in the
-        call, or already in flight, takes the one-at-a-time path, which waits for the first."""
+        """Many transfers at once, each with its own answer. They are queued in one step (no
+        task or future per item). An id repeated in the call, or already in flight, takes the
+        one-at-a-time path, which waits for the first."""
         assert len(transfers) <= TRANSFERS_PER_REQUEST_MAX, f"at most {TRANSFERS_PER_REQUEST_MAX} transfers per call"
         answers: list[TransferResult | WalletError | None] = [None] * len(transfers)
-        grouped: dict[TransferApplier, list[int]] = {}
+        placed: list[int] = []
         later: list[int] = []
         owner = object()  # this call's in-flight registrations
         inflight = self.inflight
@@ -76,9 +73,9 @@ class Submission:
                 continue
             inflight.register(transaction_id, owner)
             mine.append(transaction_id)
-            grouped.setdefault(self.applier_for(transfer), []).append(index)
+            placed.append(index)
 
-        def settle(index: int, outcome: Outcome | BaseException) -> None:
+        def settle(index: int, outcome: RoundOutcome | BaseException) -> None:
             transfer = transfers[index]
             if isinstance(outcome, BaseException):  # not a transfer's answer: the call fails
                 inflight.finish(transfer.transaction_id, owner, outcome)
@@ -107,12 +104,7 @@ class Submission:
                 answers[index] = error
 
         try:
-            placed: list[int] = []
-            tickets: list[asyncio.Future[list[Outcome | BaseException]]] = []
-            for applier, members in grouped.items():
-                tickets.append(await applier.enqueue([transfers[index] for index in members]))
-                placed.extend(members)
-            outcomes = [outcome for part in await asyncio.gather(*tickets) for outcome in part]
+            outcomes = await (await self.rounds.applier.enqueue([transfers[index] for index in placed]))
             moved = [index for index, outcome in zip(placed, outcomes) if isinstance(outcome, Reroute)]
             for index, outcome in zip(placed, outcomes):
                 if not isinstance(outcome, Reroute):

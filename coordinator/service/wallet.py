@@ -1,9 +1,9 @@
 """WalletService: where a request becomes a routed, batched, recorded transfer.
 
-  validate (domain/validation.py) -> submission.py: in flight once, to its applier
-    -> appliers.py: one shard?    group commit per shard -> protocols/one_shard.py
-                    two shards?   group commit per protocol -> protocols/two_phase.py,
-                                  tcc.py or saga.py, by the request's mode
+  validate (domain/validation.py) -> submission.py: in flight once, into the queue
+    -> rounds.py: what waits is applied together, one round; within it, a group per shard
+                  for one-shard transfers -> protocols/one_shard.py, and a group per
+                  cross-shard protocol -> protocols/two_phase.py, tcc.py or saga.py
   outcome (domain/outcomes.py) -> the caller's answer
 
 This module puts the parts together and owns their lifecycle; each part is its own module.
@@ -16,7 +16,7 @@ from coordinator.domain import validation
 from coordinator.domain.accounts import Account
 from coordinator.domain.errors import ConfigurationError, WalletError
 from coordinator.domain.money import check_currency
-from coordinator.domain.transfers import TransferResult
+from coordinator.domain.transfers import Transfer, TransferResult
 from coordinator.protocols.one_shard import OneShard
 from coordinator.protocols.recovery import ABORT_AFTER_MS_DEFAULT, Recovery, RecoveryReport, recovery_worker
 from coordinator.protocols.saga import SagaCoordinator
@@ -26,10 +26,10 @@ from coordinator.runtime.background import Periodic
 from coordinator.runtime.fan_out import fan_out
 from coordinator.runtime.settings import Settings
 from coordinator.service.accounts import Accounts
-from coordinator.service.appliers import Appliers
 from coordinator.service.group_commit import BatchObserver
 from coordinator.service.inflight import InFlight
 from coordinator.service.record_lookup import RecordLookups
+from coordinator.service.rounds import Rounds
 from coordinator.service.routing import Router
 from coordinator.service.status import TransferStatus
 from coordinator.service.submission import TRANSFERS_PER_REQUEST_MAX, Submission
@@ -52,21 +52,21 @@ class WalletService:
         self.router = Router(topology, self.pools, store)
         self.records = RecordLookups(self.pools, lambda: self.router.topology.shards)
         current = lambda: self.router.topology  # noqa: E731: the protocols route by the newest
-        self.one_shard = OneShard(self.pools, self.records)
-        self.two_phase = TwoPhaseCommit(self.pools, current, self.records)
-        self.tcc = TccCoordinator(self.pools, current, self.records)
-        self.saga = SagaCoordinator(self.pools, current, self.records)
-        self.appliers = Appliers(settings.limits, self.one_shard.apply_batch, {
+        self.one_shard = OneShard(self.pools)
+        self.two_phase = TwoPhaseCommit(self.pools, current)
+        self.tcc = TccCoordinator(self.pools, current)
+        self.saga = SagaCoordinator(self.pools, current)
+        self.rounds = Rounds(settings.limits, self.records, current, self.one_shard.apply_batch, {
             "2pc": self.two_phase.apply_batch, "tcc": self.tcc.apply_batch, "saga": self.saga.apply_batch})
         self.inflight = InFlight()
-        self.submission = Submission(self.router, self.appliers, self.inflight)
+        self.submission = Submission(self.router, self.rounds, self.inflight)
         self.accounts = Accounts(self.router, self.pools)
         self.status = TransferStatus(self.router, self.pools, self.records, self.inflight)
         self.recovery = Recovery(self.pools, self.router.shards, [self.tcc, self.saga])
         self.recovery_worker: Periodic | None = None
         self.ledger = LedgerService(topology.ledger, self.pools, sorted(topology.shards),
                                     self._anchoring(settings, store)) if topology.ledger else None
-        self.router.on_shard_added.extend([self.records.add_shard, self.appliers.add_shard, self._ledger_follows])
+        self.router.on_shard_added.extend([self.records.add_shard, self._ledger_follows])
 
     @staticmethod
     def _anchoring(settings: Settings, store: TopologyStore | None) -> Anchoring:
@@ -92,7 +92,7 @@ class WalletService:
             await self.ledger.open(run_relay=run_relay, gate=self.is_leader)
         for shard in self.router.shards():
             self.records.add_shard(shard)
-        self.appliers.start(self.router.shards())
+        self.rounds.start()
         if run_recovery:
             self.recovery_worker = recovery_worker(self.recover, gate=self.is_leader)
             self.recovery_worker.start()
@@ -116,7 +116,7 @@ class WalletService:
         if self.recovery_worker is not None:
             await self.recovery_worker.stop()
             self.recovery_worker = None
-        await self.appliers.stop()
+        await self.rounds.stop()
         await self.records.stop()
         if self.ledger is not None:
             await self.ledger.close()
@@ -129,8 +129,9 @@ class WalletService:
         await self.close()
 
     def observe_batches(self, observer: BatchObserver) -> None:
-        """`observer(applier, size)` for every batch, on every applier (later ones too)."""
-        self.appliers.observe(observer)
+        """`observer(name, size)` for every round ("round") and each of its groups (a shard's
+        one-shard transfers, by the shard's name; a cross-shard protocol's, by its mode)."""
+        self.rounds.observe(observer)
 
     # -- topology ----------------------------------------------------------------------------
     async def switch_topology(self, topology: Topology) -> bool:
@@ -172,6 +173,10 @@ class WalletService:
         if currency is None:
             currency = (await self.get_account(account_id)).currency
         return await self.submission.submit(validation.deposit_request(account_id, amount, currency, transaction_id))
+
+    async def submit(self, transfer: Transfer) -> TransferResult:
+        """A transfer or deposit already checked (the API decodes requests into these)."""
+        return await self.submission.submit(transfer)
 
     async def transfer(self, from_account: object, to_account: object, amount: object, currency: object,
                        transaction_id: object, mode: object = None) -> TransferResult:

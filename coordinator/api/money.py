@@ -1,0 +1,208 @@
+"""The two money routes, one transfer and one deposit, as plain ASGI.
+
+They are nearly every request the service serves, so they skip what the other routes go
+through: starlette's request object, its middleware, its scan of the route table, a
+response object. Everything a client sees is the same as on every other route (the token
+checked (401), its rate limit spent (429), the owner checked (403), problem+json with the
+stable codes, metrics), and the same code serves them when starlette routes to them.
+
+`MoneyRoutes` sits in front of the app: a POST to either path is answered here, anything
+else goes on to starlette (which answers 405 for another method on these paths).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Awaitable, Callable
+
+import msgspec
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from coordinator.api import schemas
+from coordinator.api.access import owner_of
+from coordinator.api.auth import Principal
+from coordinator.api.bodies import BODY_BYTES_MAX, decode
+from coordinator.api.metrics import Metrics
+from coordinator.api.problems import PROBLEM_MEDIA, problem_body, problem_headers, shard_error_detail
+from coordinator.api.views import JSON, transfer_view
+from coordinator.domain.errors import WalletError
+from coordinator.domain.transfers import Transfer, TransferResult
+from coordinator.domain.validation import check_account_id, deposit_request, transfer_request
+from coordinator.runtime import logs
+from shards.errors import ShardError
+
+log = logging.getLogger("wallet.api")
+
+TRANSFER_PATH = "/v1/wallet/balance_transfer"
+DEPOSIT_PATH = "/v1/accounts/{account_id}/deposits"
+_DEPOSIT_PREFIX, _DEPOSIT_SUFFIX = "/v1/accounts/", "/deposits"
+MODES_SEEN = ("local", "2pc", "tcc", "saga")  # label values of wallet_transfers_total{mode}
+_AUTHORIZATION, _CONTENT_LENGTH, _REQUEST_ID = b"authorization", b"content-length", b"x-request-id"
+REQUEST_ID_LENGTH_MAX = 64
+
+# (status, body, media type, extra headers)
+Answer = tuple[int, bytes, str, dict[str, str]]
+Handler = Callable[[State, Principal, Receive, bytes | None, str], Awaitable[Answer]]
+
+
+def transfer_of(body: Any, default_mode: str) -> Transfer:
+    """The domain's transfer from a decoded body (schemas.TransferRequest), made by the domain's
+    own constructor: its checks are the ones msgspec's cannot be (a pattern is searched, so
+    `$` would let a final newline in; two fields naming one account)."""
+    return transfer_request(body.from_account, body.to_account, body.amount, schemas.currency_of(body),
+                            body.transaction_id, body.mode, default_mode)
+
+
+def deposit_of(account_id: str, body: Any) -> Transfer:
+    """The domain's deposit from an account id and a decoded body (schemas.Deposit)."""
+    return deposit_request(account_id, body.amount, schemas.currency_of(body), body.transaction_id)
+
+
+async def read_body(receive: Receive, declared: bytes | None, max_bytes: int = BODY_BYTES_MAX) -> bytes:
+    """The request body, within its bound (checked against Content-Length first, then as it
+    arrives)."""
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise WalletError("malformed_request", f"request body must be at most {max_bytes} bytes")
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        body += message.get("body", b"")
+        if len(body) > max_bytes:
+            raise WalletError("malformed_request", f"request body must be at most {max_bytes} bytes")
+        if not message.get("more_body", False):
+            return body
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its body arrived: nobody to answer."""
+
+
+def answer_of(result: TransferResult) -> Answer:
+    """A success as the transfer's JSON; a recorded failure as the same problem on every retry."""
+    if result.status == "failed":
+        assert result.error_code is not None
+        error = WalletError(result.error_code, f"{result.transfer.kind} {result.transfer.transaction_id} failed: "
+                                               f"{result.error_code}")
+        return error.status, problem_body(error.status, error.code, error.detail), PROBLEM_MEDIA, {
+            "Wallet-Transaction-Id": result.transfer.transaction_id}
+    return 200, msgspec.json.encode(transfer_view(result)), JSON, {}
+
+
+def observe_transfer(metrics: Metrics, kind: str, mode: str, outcome: str, started: float,
+                     phase: str | None = None) -> None:
+    """Count one answered transfer or deposit; at DEBUG, log it with its phase."""
+    mode = mode if mode in MODES_SEEN else "invalid"
+    seconds = time.perf_counter() - started
+    metrics.observe_transfer(kind, mode, outcome, seconds)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s answered", kind, extra={"outcome": outcome, "mode": mode, "duration_ms": round(seconds * 1000, 3),
+                                              "phase": phase})
+
+
+async def transfer(state: State, principal: Principal, receive: Receive, declared: bytes | None, path: str) -> Answer:
+    body = decode(await read_body(receive, declared), schemas.TransferRequest)
+    logs.bind_transaction(body.transaction_id)
+    if not principal.is_admin and await owner_of(state, body.from_account) != principal.owner:
+        raise WalletError("forbidden", f"this token may not move money out of account {body.from_account}")
+    service = state.service
+    started = time.perf_counter()
+    try:
+        result = await service.submit(transfer_of(body, service.settings.default_mode))
+    except WalletError as error:
+        observe_transfer(state.metrics, "transfer", str(body.mode or service.settings.default_mode), error.code,
+                         started)
+        raise
+    observe_transfer(state.metrics, "transfer", result.protocol, result.error_code or "success", started, result.phase)
+    return answer_of(result)
+
+
+async def deposit(state: State, principal: Principal, receive: Receive, declared: bytes | None, path: str) -> Answer:
+    if not principal.is_admin:
+        raise WalletError("forbidden", "this needs an admin token")
+    account_id = check_account_id(path[len(_DEPOSIT_PREFIX):-len(_DEPOSIT_SUFFIX)])
+    body = decode(await read_body(receive, declared), schemas.Deposit)
+    logs.bind_transaction(body.transaction_id)
+    started = time.perf_counter()
+    try:
+        result = await state.service.submit(deposit_of(account_id, body))
+    except WalletError as error:
+        observe_transfer(state.metrics, "deposit", "local", error.code, started)
+        raise
+    observe_transfer(state.metrics, "deposit", "local", result.error_code or "success", started, result.phase)
+    return answer_of(result)
+
+
+class MoneyRoutes:
+    """POSTs of a transfer or a deposit answered here; everything else by `app`."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path == TRANSFER_PATH:
+                return await serve(self.state, scope, receive, send, TRANSFER_PATH, transfer)
+            if path.startswith(_DEPOSIT_PREFIX) and path.endswith(_DEPOSIT_SUFFIX) and path.count("/") == 4:
+                return await serve(self.state, scope, receive, send, DEPOSIT_PATH, deposit)
+        await self.app(scope, receive, send)
+
+
+def as_endpoint(route: str, handler: Handler) -> ASGIApp:
+    """The same handler as an ASGI endpoint for starlette's route table (reached only where
+    MoneyRoutes did not answer first)."""
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        await serve(scope["app"].state, scope, receive, send, route, handler)
+
+    return endpoint
+
+
+async def serve(state: State, scope: Scope, receive: Receive, send: Send, route: str, handler: Handler) -> None:
+    """Authenticate (401), rate-limit per token (429), run the handler, answer, count."""
+    started = time.perf_counter()
+    authorization = declared = request_id = None
+    for name, value in scope["headers"]:
+        if name == _AUTHORIZATION:
+            authorization = value
+        elif name == _CONTENT_LENGTH:
+            declared = value
+        elif name == _REQUEST_ID:
+            request_id = value
+    logs.transaction_id_var.set(None)
+    logs.request_id_var.set(request_id[:REQUEST_ID_LENGTH_MAX].decode("latin-1") if request_id
+                            else os.urandom(16).hex())
+    try:
+        principal = state.verifier.verify(authorization.decode("latin-1") if authorization is not None else None)
+        (state.admin_limiter if principal.is_admin else state.limiter).take(principal.token_id)
+        status, body, media, headers = await handler(state, principal, receive, declared, scope["path"])
+    except WalletError as error:
+        status, body, media = error.status, problem_body(error.status, error.code, error.detail), PROBLEM_MEDIA
+        headers = problem_headers(error)
+    except ShardError as error:
+        log.warning("shard error on POST %s: %s", scope["path"], error)
+        status, body, media = 503, problem_body(503, "shard_unavailable", shard_error_detail(error)), PROBLEM_MEDIA
+        headers = problem_headers(WalletError("shard_unavailable", ""))
+    except ClientGone:
+        return
+    except Exception:
+        log.exception("unexpected error on POST %s", scope["path"])
+        status, media, headers = 500, PROBLEM_MEDIA, {}
+        body = problem_body(500, "internal_error", "the server failed; the request may be retried with the "
+                                                   "same transaction_id")
+    await respond(send, status, body, media, headers)
+    metrics: Metrics = state.metrics
+    metrics.observe_request(route, status, time.perf_counter() - started)
+
+
+async def respond(send: Send, status: int, body: bytes, media: str, headers: dict[str, str]) -> None:
+    raw = [(b"content-length", str(len(body)).encode()), (b"content-type", media.encode())]
+    raw.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
+    start: Message = {"type": "http.response.start", "status": status, "headers": raw}
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
