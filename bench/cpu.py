@@ -22,12 +22,31 @@ def _ticks() -> float:
 
 
 def process_cpu_s(pid: int) -> float | None:
-    """User+system CPU seconds of `pid` so far."""
-    try:
-        fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    """User+system CPU seconds so far of `pid` and of every process under it, live or reaped
+    (`wallet serve` is an engine with HTTP and relay processes under it)."""
+    if not _PROC.exists():
         return None
-    return (int(fields[11]) + int(fields[12])) / _ticks()
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        stats[int(entry.name)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    if pid not in stats:
+        return None
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        found = stats.get(current)
+        if found is not None:  # utime, stime, and the children it has waited for: cutime, cstime
+            total += int(found[11]) + int(found[12]) + int(found[13]) + int(found[14])
+            todo.extend(children.get(current, []))
+    return total / _ticks()
 
 
 def postgres_cpu_s(cluster: LocalCluster) -> float | None:
@@ -58,7 +77,8 @@ def postgres_cpu_s(cluster: LocalCluster) -> float | None:
 
 
 class CpuMeter:
-    """CPU used between start() and stop() by one process (default: this one) and by the cluster."""
+    """CPU used between start() and stop() by one process (default: this one) with the processes
+    under it, and by the cluster."""
 
     def __init__(self, cluster: LocalCluster, pid: int | None = None) -> None:
         self.cluster, self.pid = cluster, pid or os.getpid()

@@ -1,12 +1,14 @@
 """The protocol's floor: what batched two-phase commit costs on these shards with nothing else.
 
-Per batch, on its own tables (floor_accounts, floor_events, made and dropped here): lock
-order as the real protocol (shards by name, one after another), on each shard one
-`UPDATE floor_accounts ... FROM unnest($ids, $deltas)` (the batch's changes folded per
-account), the batch's ledger rows by COPY, PREPARE TRANSACTION on every shard, then COMMIT
-PREPARED on every shard. No idempotency record, no prior-record read, no balance check, no
-outbox: the statements and round trips a batch cannot do without, so every point of the
-benchmark is also a fraction of this one, measured in the same run.
+Per batch, on its own tables (floor_accounts, floor_events, made and dropped here), locking
+as the real protocol does (coordinator/protocols/two_phase.py): BEGIN on every shard at once,
+then on every shard at once one `UPDATE floor_accounts ... FROM unnest($ids, $deltas)` (the
+batch's changes folded per account; it takes the locks), one batch of this process at a
+time (a lock wait ends after PARALLEL_LOCK_TIMEOUT_MS and the batch is retried shard by
+shard in name order); then the batch's ledger rows by COPY, PREPARE TRANSACTION on every
+shard, then COMMIT PREPARED on every shard. No idempotency record, no prior-record read, no
+balance check, no outbox: the statements and round trips a batch cannot do without, so every
+point of the benchmark is also a fraction of this one, measured in the same run.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
+from typing import Any
 
 import asyncpg
 
@@ -36,6 +39,7 @@ WHERE a.account_id = d.account_id
 RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError)
 ATTEMPTS_MAX = 5
 POOL_SIZE_MAX = 16
+PARALLEL_LOCK_TIMEOUT_MS = 200  # as two_phase.PARALLEL_LOCK_TIMEOUT_MS
 
 
 class Floor:
@@ -45,6 +49,7 @@ class Floor:
         self.balance = balance
         self.pools: dict[str, asyncpg.Pool] = {}
         self.retries = 0
+        self.locking = asyncio.Lock()  # one batch at a time takes its locks
 
     async def __aenter__(self) -> Floor:
         for shard, dsn in sorted(self.topology.shards.items()):
@@ -79,23 +84,33 @@ class Floor:
             events[credit].append((transaction_id, target, amount))
         for attempt in range(ATTEMPTS_MAX):
             try:
-                return await self._attempt(deltas, events)
+                return await self._attempt(deltas, events, in_order=attempt > 0)
             except RETRYABLE:
                 self.retries += 1
                 if attempt == ATTEMPTS_MAX - 1:
                     raise
 
-    async def _attempt(self, deltas: dict[str, dict[str, int]], events: dict[str, list[tuple[uuid.UUID, str, int]]]) -> None:
+    async def _attempt(self, deltas: dict[str, dict[str, int]], events: dict[str, list[tuple[uuid.UUID, str, int]]],
+                       in_order: bool) -> None:
         shards = sorted(deltas)
         batch = uuid.uuid4()
         connections = {shard: await self.pools[shard].acquire() for shard in shards}
         prepared: list[str] = []
+
+        async def lock(shard: str) -> None:
+            changes = deltas[shard]
+            ids = sorted(changes)
+            await connections[shard].execute(APPLY, ids, [changes[a] for a in ids])
+
         try:
-            for shard in shards:  # the lock order: shards by name, accounts by id within each
-                changes = deltas[shard]
-                ids = sorted(changes)
-                await connections[shard].execute("BEGIN")
-                await connections[shard].execute(APPLY, ids, [changes[a] for a in ids])
+            begin = "BEGIN" if in_order else f"BEGIN; SET LOCAL lock_timeout = '{PARALLEL_LOCK_TIMEOUT_MS}ms'"
+            await asyncio.gather(*(connections[shard].execute(begin) for shard in shards))
+            async with self.locking:
+                if in_order:  # the lock order: shards by name, accounts by id within each
+                    for shard in shards:
+                        await lock(shard)
+                else:
+                    await gather_all(*(lock(shard) for shard in shards))
 
             async def prepare(shard: str) -> None:
                 await connections[shard].copy_records_to_table(
@@ -124,6 +139,13 @@ class Floor:
             async with pool.acquire() as connection:
                 total += await connection.fetchval("SELECT coalesce(sum(balance), 0)::bigint FROM floor_accounts")
         return total
+
+
+async def gather_all(*steps: Any) -> None:
+    """Every step finishes before the first failure is raised (none is rolled back mid-statement)."""
+    for outcome in await asyncio.gather(*steps, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def floor_point(floor: Floor, workload: Workload, per_call: int, calls_in_flight: int,

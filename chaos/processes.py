@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ class Coordinator:
         self.process: subprocess.Popen[bytes] | None = None
         self.armed: str | None = None
         self.starts = 0
+        self.log_offset = 0  # where this start's lines begin in the log
 
     @property
     def url(self) -> str:
@@ -52,6 +54,7 @@ class Coordinator:
         if fault_point is not None:
             environment["WALLET_FAULT_POINT"] = fault_point
         self.armed = fault_point
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             log.write(f"--- start {self.starts} fault_point={fault_point}\n".encode())
             self.process = subprocess.Popen([WALLET, "serve"], env=environment, stdout=log, stderr=subprocess.STDOUT)
@@ -73,11 +76,19 @@ class Coordinator:
         return False
 
     def kill(self) -> None:
-        """SIGKILL: a power cut, nothing is flushed or finished."""
+        """SIGKILL: a power cut, nothing is flushed or finished. Its HTTP and relay processes
+        stop once they see it gone; the port is free again when they have."""
         if self.alive():
             assert self.process is not None
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
+        self.wait_port_free()
+
+    def wait_port_free(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not can_listen(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
 
     def stop(self) -> None:
         """A clean stop (Ctrl-C), then SIGKILL if it does not come."""
@@ -91,6 +102,27 @@ class Coordinator:
 
     def killed_itself(self) -> bool:
         return self.process is not None and self.process.poll() == -signal.SIGKILL
+
+    def relay_killed_itself(self) -> bool:
+        """The relay runs in a process of its own (`wallet serve` starts it and, when it dies,
+        starts it again, saying so in its log): an armed relay step kills that process."""
+        if not self.log_path.exists():
+            return False
+        with open(self.log_path, "rb") as log:
+            log.seek(self.log_offset)
+            return b"ledger relay process died by signal 9" in log.read()
+
+
+def can_listen(port: int) -> bool:
+    """Whether `wallet serve` could bind `port` now (it binds with SO_REUSEADDR, so closed
+    connections lingering in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def shard_pids(cluster: LocalCluster, shard: str) -> list[int]:

@@ -468,10 +468,10 @@ class Run:
     async def kill_at_fault_point(self, coordinator: Coordinator, point: str) -> None:
         """Restart the coordinator armed at `point`; it SIGKILLs itself when a request (or its
         relay) reaches that step under the ordinary load."""
-        # With leader election only the leader relays: a relay step is reached by arming a
-        # coordinator while the others are down (it leads once their sessions expire).
-        others = [c for c in self.coordinators if c is not coordinator] \
-            if self.config.zookeeper and point.startswith("relay.") else []
+        # Only one relay works at a time (elected: in ZooKeeper, or by a lock file in the shared
+        # home): a relay step is reached by arming a coordinator while the others are down (its
+        # relay leads once their sessions expire, or at once for the lock file).
+        others = [c for c in self.coordinators if c is not coordinator] if point.startswith("relay.") else []
         self.held.update(c.index for c in [coordinator, *others])
         try:
             for other in others:
@@ -479,11 +479,15 @@ class Run:
             coordinator.kill()
             coordinator.start(fault_point=point)
             deadline = time.monotonic() + FAULT_POINT_WAIT_S
+            relay = point.startswith("relay.")
             while coordinator.alive() and time.monotonic() < deadline:
+                if relay and coordinator.relay_killed_itself():
+                    break
                 await asyncio.sleep(0.1)
-            if coordinator.killed_itself():
+            if coordinator.relay_killed_itself() if relay else coordinator.killed_itself():
                 self.report.points_reached.append(point)
                 self.say(f"fault point {point} reached after {FAULT_POINT_WAIT_S - (deadline - time.monotonic()):.1f} s")
+                coordinator.kill()  # a relay step killed only its relay process: restart disarmed
             else:
                 self.report.points_missed.append(point)
                 self.say(f"fault point {point} not reached within {FAULT_POINT_WAIT_S:.0f} s")

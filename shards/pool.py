@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator, Mapping
 
 import asyncpg
 
@@ -113,11 +113,18 @@ class ShardConnection(asyncpg.Connection):
         return ""
 
 
+# Told of every statement a pool's connections run (asyncpg's query logger): the benchmark
+# counts statements and round trips with it (bench/round_trips.py). None costs nothing.
+StatementObserver = Callable[[asyncpg.connection.LoggedQuery], None]
+
+
 class ShardPools:
-    def __init__(self, shards: Mapping[str, str], size_max: int = POOL_SIZE_MAX) -> None:
+    def __init__(self, shards: Mapping[str, str], size_max: int = POOL_SIZE_MAX,
+                 statement_observer: StatementObserver | None = None) -> None:
         assert shards, "ShardPools needs at least one shard"
         self.dsns = dict(shards)
         self.size_max = size_max
+        self.statement_observer = statement_observer
         self.pools: dict[str, asyncpg.Pool] = {}
 
     async def open(self) -> None:
@@ -144,8 +151,13 @@ class ShardPools:
             command_timeout=COMMAND_TIMEOUT_S,
             server_settings=SERVER_SETTINGS,
             connection_class=ShardConnection,
-            init=carry_uuids_as_text,
+            init=self._init_connection,
         )
+
+    async def _init_connection(self, connection: asyncpg.Connection) -> None:
+        await carry_uuids_as_text(connection)
+        if self.statement_observer is not None:
+            connection.add_query_logger(self.statement_observer)
 
     async def set_address(self, name: str, dsn: str) -> None:
         """A new shard, or a shard at a new address (a topology change): connect first,

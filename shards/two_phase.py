@@ -66,8 +66,14 @@ def _quoted_gid(gid: str) -> str:
     return "'" + gid + "'"
 
 
-async def begin(connection: Connection) -> None:
-    await connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+async def begin(connection: Connection, lock_timeout_ms: int | None = None) -> None:
+    """A transaction; with `lock_timeout_ms`, one whose lock waits end sooner than the session's
+    (in the same round trip: a simple query of two statements, no value from outside)."""
+    if lock_timeout_ms is None:
+        await connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        return
+    assert isinstance(lock_timeout_ms, int) and lock_timeout_ms > 0, "a lock timeout is a positive whole number"
+    await connection.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{lock_timeout_ms}ms'")
 
 
 async def prepare(connection: Connection, gid: str) -> None:

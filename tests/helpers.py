@@ -16,11 +16,12 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 import asyncpg
 import httpx
 
+from coordinator.api.app import WalletApp, build_app
 from coordinator.api.auth import issue_token
 from coordinator.domain.errors import WalletError
 from coordinator.runtime.logs import JsonFormatter
@@ -220,3 +221,32 @@ def cross_shard_transfers(topology: Topology, accounts: list[str], count: int, s
         transfers.append({"from": source, "to": target, "amount": f"{cents // 100}.{cents % 100:02d}",
                           "id": str(uuid.uuid4())})
     return transfers
+
+
+# How the app reaches its service in the tests that run both ways: in its own process, or
+# over the engine link, as `wallet serve`'s HTTP processes do (api/engine_link.py).
+BACKENDS = ("local", "engine link")
+
+
+@contextlib.asynccontextmanager
+async def app_over(backend: str, settings, service: WalletService) -> AsyncIterator[WalletApp]:
+    """The app over `service`, directly or through an engine link on a socket pair."""
+    if backend == "local":
+        yield build_app(settings, service=service)
+        return
+    import socket
+
+    from coordinator.api.app import heads
+    from coordinator.api.backend import LocalBackend
+    from coordinator.api.engine_link import EngineServer, RemoteBackend
+    from coordinator.api.metrics import Metrics
+
+    engine_end, http_end = socket.socketpair()
+    engine = EngineServer(LocalBackend(service, settings, Metrics(), heads()))
+    engine.attach(engine_end)
+    remote = await RemoteBackend(http_end, settings.default_mode).open()
+    try:
+        yield build_app(settings, backend=remote)
+    finally:
+        await remote.close()
+        await engine.close()

@@ -7,20 +7,20 @@ from typing import AsyncIterator
 import httpx
 import pytest
 
-from coordinator.api.app import build_app
 from coordinator.api.bodies import BODY_BYTES_MAX
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from tests.helpers import accounts_on, assert_problem, batches_held, bearer
+from tests.helpers import BACKENDS, accounts_on, app_over, assert_problem, batches_held, bearer
 
 
-@pytest.fixture
-async def client(service: WalletService, settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An admin's client (authorization has its own tests in test_security.py)."""
-    app = build_app(settings, service=service)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://wallet.test", headers=bearer()) as http:
-        yield http
+@pytest.fixture(params=BACKENDS)
+async def client(request: pytest.FixtureRequest, service: WalletService, settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An admin's client (authorization has its own tests in test_security.py), on the app in
+    the service's process and over the engine link."""
+    async with app_over(request.param, settings, service) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://wallet.test", headers=bearer()) as http:
+            yield http
 
 
 async def create(client: httpx.AsyncClient, account_id: str, currency: str = "USD", deposit: str | None = None) -> None:

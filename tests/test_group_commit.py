@@ -216,3 +216,36 @@ def test_bad_limits_are_refused_with_the_setting_named(limits: dict[str, Any], m
     with pytest.raises(ConfigurationError) as refused:
         BatchLimits(**limits)
     assert str(refused.value) == message
+
+
+async def test_the_next_batch_starts_beside_one_in_flight_only_once_it_lets_it() -> None:
+    """Protects the overlap rule (runtime/gates.py): with two workers, a second batch starts
+    while the first is in flight only after the first called let_next_start()."""
+    from coordinator.runtime.gates import let_next_start
+
+    started: list[list[int]] = []
+    let_go, finish = asyncio.Event(), asyncio.Event()
+
+    async def apply(batch: list[int]) -> list[int]:
+        started.append(list(batch))
+        if len(started) == 1:
+            await let_go.wait()
+            let_next_start()
+            await finish.wait()
+        return batch
+
+    applier: BatchApplier[int, int] = BatchApplier("gated", apply, BatchLimits(batch_size_max=1, workers=2))
+    applier.start()
+    try:
+        first = await applier.enqueue([1])
+        await asyncio.sleep(0.01)
+        second = await applier.enqueue([2])
+        await asyncio.sleep(0.05)
+        assert started == [[1]], "the second batch waits while the first holds the gate"
+        let_go.set()
+        assert await asyncio.wait_for(second, 1) == [2], "once let, it runs beside the first"
+        assert not first.done()
+        finish.set()
+        assert await first == [1]
+    finally:
+        await applier.stop()

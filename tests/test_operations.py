@@ -17,15 +17,16 @@ from coordinator.api.app import build_app
 from coordinator.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from tests.helpers import accounts_on, batches_held, bearer, captured_logs
+from tests.helpers import BACKENDS, accounts_on, app_over, batches_held, bearer, captured_logs
 
 
-@pytest.fixture
-async def http(service: WalletService, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = build_app(settings, service=service)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test",
-                                 headers=bearer()) as client:
-        yield client
+@pytest.fixture(params=BACKENDS)
+async def http(request: pytest.FixtureRequest, service: WalletService, settings: Settings
+               ) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_over(request.param, settings, service) as app:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test",
+                                     headers=bearer()) as client:
+            yield client
 
 
 async def open_pair(http: httpx.AsyncClient, topology: Topology, shards: tuple[str, str]) -> tuple[str, str]:

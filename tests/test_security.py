@@ -16,7 +16,7 @@ from coordinator.api.auth import ISSUER, issue_token
 from coordinator.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from tests.helpers import TEST_SECRET, accounts_on, assert_problem, bearer
+from tests.helpers import BACKENDS, TEST_SECRET, accounts_on, app_over, assert_problem, bearer
 
 PROTECTED: list[tuple[str, str, dict[str, object] | None]] = [  # (method, path template, body or None): every route but health
     ("GET", "/v1/accounts/{a}", None),
@@ -45,9 +45,10 @@ def client_for(app: WalletApp) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test")
 
 
-@pytest.fixture
-async def http(service: WalletService, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(build_app(settings, service=service)) as client:
+@pytest.fixture(params=BACKENDS)
+async def http(request: pytest.FixtureRequest, service: WalletService, settings: Settings
+               ) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_over(request.param, settings, service) as app, client_for(app) as client:
         yield client
 
 
@@ -164,10 +165,13 @@ async def test_admin_only_operations(http: httpx.AsyncClient, topology: Topology
     assert (await http.get("/openapi.json", headers=carol)).status_code == 200
 
 
-async def test_rate_limit_per_token(service: WalletService, settings: Settings) -> None:
-    """Past its burst a token gets 429 with Retry-After; another token is not affected."""
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_rate_limit_per_token(service: WalletService, settings: Settings, backend: str) -> None:
+    """Past its burst a token gets 429 with Retry-After, before anything else is checked (a
+    bad body too); another token is not affected. Over the engine link the buckets are the
+    engine's, one for every HTTP process."""
     limited = replace(settings, rate_per_s=1, rate_burst=3, admin_rate_per_s=1, admin_rate_burst=2)
-    async with client_for(build_app(limited, service=service)) as http:
+    async with app_over(backend, limited, service) as app, client_for(app) as http:
         first, second = bearer("dave", admin=False), bearer("erin", admin=False)
         path = f"/v1/transfers/{uuid.uuid4()}"
         answers = [(await http.get(path, headers=first)).status_code for _ in range(4)]
@@ -175,6 +179,8 @@ async def test_rate_limit_per_token(service: WalletService, settings: Settings) 
         limited_response = await http.get(path, headers=first)
         assert_problem(limited_response, 429, "rate_limited")
         assert int(limited_response.headers["retry-after"]) >= 1
+        refused = await http.post("/v1/wallet/balance_transfer", headers=first, content=b"not json")
+        assert_problem(refused, 429, "rate_limited")
         assert (await http.get(path, headers=second)).status_code == 404
         admin = bearer()
         assert [(await http.get(path, headers=admin)).status_code for _ in range(3)] == [404, 404, 429]

@@ -5,27 +5,31 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 
 from coordinator.api.auth import OwnerCache, Principal
-from coordinator.api.metrics import Metrics
+from coordinator.api.backend import Backend
 from coordinator.api.problems import shard_error_response, wallet_error_response
 from coordinator.domain.errors import WalletError
+from coordinator.domain.transfers import Transfer
 from coordinator.domain.validation import check_account_id
 from coordinator.runtime import logs
-from coordinator.service.wallet import WalletService
 from shards.errors import ShardError
 
 
-def service_of(request: Request) -> WalletService:
-    return request.app.state.service
+def backend_of(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
+
 
 def principal_of(request: Request) -> Principal:
-    return request.state.principal
+    principal: Principal = request.state.principal
+    return principal
+
 
 async def owner_of(state: State, account_id: str) -> str | None:
     """The account's owner (cached: owners never change), or None if there is no such account."""
@@ -33,13 +37,14 @@ async def owner_of(state: State, account_id: str) -> str | None:
     owner = owners.get(account_id)
     if owner is None:
         try:
-            owner = (await state.service.get_account(account_id)).owner
+            owner = (await state.backend.get_account(account_id)).owner
         except WalletError as error:
             if error.code != "account_not_found":
                 raise
             return None
         owners.put(account_id, owner)
     return owner
+
 
 async def require_owner(request: Request, account_id: object, action: str, field: str = "account_id") -> None:
     """A user token acts only on its own accounts. Someone else's account and no account
@@ -51,6 +56,7 @@ async def require_owner(request: Request, account_id: object, action: str, field
     if await owner_of(request.app.state, checked) != principal.owner:
         raise WalletError("forbidden", f"this token may not {action} account {checked}")
 
+
 async def may_see_transfer(request: Request, body: dict[str, object]) -> bool:
     principal = principal_of(request)
     if principal.is_admin or body.get("status") == "pending":
@@ -60,31 +66,33 @@ async def may_see_transfer(request: Request, body: dict[str, object]) -> bool:
             return True
     return False
 
-async def owned_item(request: Request, item: dict[str, Any] | WalletError) -> dict[str, Any] | WalletError:
+
+async def owned_item(request: Request, item: Transfer | WalletError) -> Transfer | WalletError:
     """A user's batch item moving money out of an account it does not own fails alone."""
     if isinstance(item, WalletError):
         return item
     try:
-        await require_owner(request, item.get("from_account"), "move money out of", "from_account")
+        await require_owner(request, item.from_account, "move money out of", "from_account")
     except WalletError as error:
         if error.code == "forbidden":
             return error
     return item  # other bad input is the service's to name
 
+
 def guarded(request_handler: Callable[[Request], Awaitable[Response]], route: str,
             admin: bool = False, public: bool = False) -> Callable[[Request], Awaitable[Response]]:
-    """Authenticate (401), rate-limit per token (429), check the scope (403), count, log."""
+    """Authenticate (401), charge the token's rate limit (429), check the scope (403), count."""
 
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
         logs.transaction_id_var.set(None)
         logs.request_id_var.set(request.headers.get("x-request-id", "")[:64] or os.urandom(16).hex())
+        backend: Backend = request.app.state.backend
         try:
             if not public:
-                state = request.app.state
-                principal = state.verifier.verify(request.headers.get("authorization"))
+                principal = request.app.state.verifier.verify(request.headers.get("authorization"))
                 request.state.principal = principal
-                (state.admin_limiter if principal.is_admin else state.limiter).take(principal.token_id)
+                await backend.begin((principal.token_id, principal.is_admin))
                 if admin and not principal.is_admin:
                     raise WalletError("forbidden", "this needs an admin token")
             response = await request_handler(request)
@@ -92,8 +100,12 @@ def guarded(request_handler: Callable[[Request], Awaitable[Response]], route: st
             response = wallet_error_response(error)
         except ShardError as error:
             response = shard_error_response(request, error)
-        metrics: Metrics = request.app.state.metrics
-        metrics.observe_request(route, response.status_code, time.perf_counter() - started)
+        if not public:
+            try:
+                await backend.end()  # a request that asked the service nothing pays its charge now
+            except WalletError as error:
+                response = wallet_error_response(error)
+        backend.observe_request(route, response.status_code, time.perf_counter() - started)
         return response
 
     return endpoint

@@ -1,9 +1,7 @@
-"""The REST API (starlette): the routes, and the service's lifecycle inside the app's."""
+"""The REST API (starlette): the routes over a backend (api/backend.py): the service here, or the engine."""
 from __future__ import annotations
 
-import asyncio
-from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,12 +12,9 @@ from starlette.routing import BaseRoute, Route
 from coordinator.api import accounts, money, openapi, probes, transfers
 from coordinator.api.access import guarded
 from coordinator.api.auth import OwnerCache, TokenVerifier
+from coordinator.api.backend import Backend, LocalBackend
 from coordinator.api.metrics import Metrics
 from coordinator.api.problems import on_http_error, on_unexpected
-from coordinator.api.rate_limits import RateLimiter
-from coordinator.cluster.coordination import open_coordination
-from coordinator.cluster.topology_follower import TopologyFollower
-from coordinator.runtime import fault_points
 from coordinator.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from shards import migrate
@@ -64,55 +59,22 @@ def route_of(operation: openapi.Operation) -> Route:
                  methods=[operation.method.upper()])
 
 
-def build_app(settings: Settings | None = None, service: WalletService | None = None) -> WalletApp:
-    """With `service`, the caller owns its lifecycle (tests); otherwise the app opens one."""
-    if settings is None:  # this process's own app (`wallet serve --workers N` builds one per process)
-        settings = Settings.from_environment()
-        fault_points.arm(settings.fault_point)
-    verifier = TokenVerifier.from_settings(settings)
-    metrics = Metrics()
+def heads() -> dict[str, str]:
+    """The migration heads a ready shard and ledger are at."""
+    return {"shard": migrate.head_revision(), "ledger": migrate.head_revision("ledger")}
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if service is not None:
-            app.state.service = service
-            yield
-            return
-        coordination = await open_coordination(settings)
-        try:
-            topology = await asyncio.to_thread(coordination.store.load)
-            opened = await WalletService(topology, settings, coordination.store, coordination.is_leader).open(
-                run_recovery=True, run_relay=settings.run_relay)
-            opened.observe_batches(metrics.observe_batch)
-            follower = TopologyFollower(coordination.store, opened.switch_topology)
-            follower.start()
-            try:
-                app.state.service = opened
-                yield
-            finally:
-                await follower.stop()
-                await opened.close()
-        finally:
-            await coordination.close()
 
+def build_app(settings: Settings, backend: Backend | None = None, service: WalletService | None = None) -> WalletApp:
+    """The app over `backend`, or over `service` in this process (the caller owns its lifecycle)."""
+    verifier = TokenVerifier.from_settings(settings)  # a missing or weak secret is refused first
+    if backend is None:
+        assert service is not None, "build_app needs a backend or a service"
+        backend = LocalBackend(service, settings, Metrics(), heads())
     routes = [route_of(op) for op in openapi.OPERATIONS]
     routes.append(Route("/openapi.json", guarded(probes.openapi_endpoint, "/openapi.json", public=True)))
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={
-            HTTPException: on_http_error,
-            Exception: on_unexpected,
-        },
-    )
+    app = Starlette(routes=routes, exception_handlers={HTTPException: on_http_error, Exception: on_unexpected})
     app.state.verifier = verifier
-    app.state.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
-    app.state.admin_limiter = RateLimiter(settings.admin_rate_per_s, settings.admin_rate_burst)
     app.state.owners = OwnerCache()
-    app.state.metrics = metrics
     app.state.openapi = openapi.document()
-    app.state.heads = {"shard": migrate.head_revision(), "ledger": migrate.head_revision("ledger")}
-    if service is not None:
-        app.state.service = service
-        service.observe_batches(metrics.observe_batch)
+    app.state.backend = backend
     return WalletApp(app)

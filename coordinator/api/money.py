@@ -24,7 +24,7 @@ from coordinator.api import schemas
 from coordinator.api.access import owner_of
 from coordinator.api.auth import Principal
 from coordinator.api.bodies import BODY_BYTES_MAX, decode
-from coordinator.api.metrics import Metrics
+from coordinator.api.backend import Backend
 from coordinator.api.problems import PROBLEM_MEDIA, problem_body, problem_headers, shard_error_detail
 from coordinator.api.views import JSON, transfer_view
 from coordinator.domain.errors import WalletError
@@ -92,12 +92,12 @@ def answer_of(result: TransferResult) -> Answer:
     return 200, msgspec.json.encode(transfer_view(result)), JSON, {}
 
 
-def observe_transfer(metrics: Metrics, kind: str, mode: str, outcome: str, started: float,
+def observe_transfer(backend: Backend, kind: str, mode: str, outcome: str, started: float,
                      phase: str | None = None) -> None:
     """Count one answered transfer or deposit; at DEBUG, log it with its phase."""
     mode = mode if mode in MODES_SEEN else "invalid"
     seconds = time.perf_counter() - started
-    metrics.observe_transfer(kind, mode, outcome, seconds)
+    backend.observe_transfer(kind, mode, outcome, seconds)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s answered", kind, extra={"outcome": outcome, "mode": mode, "duration_ms": round(seconds * 1000, 3),
                                               "phase": phase})
@@ -108,15 +108,14 @@ async def transfer(state: State, principal: Principal, receive: Receive, declare
     logs.bind_transaction(body.transaction_id)
     if not principal.is_admin and await owner_of(state, body.from_account) != principal.owner:
         raise WalletError("forbidden", f"this token may not move money out of account {body.from_account}")
-    service = state.service
+    backend: Backend = state.backend
     started = time.perf_counter()
     try:
-        result = await service.submit(transfer_of(body, service.settings.default_mode))
+        result = await backend.submit(transfer_of(body, backend.default_mode))
     except WalletError as error:
-        observe_transfer(state.metrics, "transfer", str(body.mode or service.settings.default_mode), error.code,
-                         started)
+        observe_transfer(backend, "transfer", str(body.mode or backend.default_mode), error.code, started)
         raise
-    observe_transfer(state.metrics, "transfer", result.protocol, result.error_code or "success", started, result.phase)
+    observe_transfer(backend, "transfer", result.protocol, result.error_code or "success", started, result.phase)
     return answer_of(result)
 
 
@@ -126,13 +125,14 @@ async def deposit(state: State, principal: Principal, receive: Receive, declared
     account_id = check_account_id(path[len(_DEPOSIT_PREFIX):-len(_DEPOSIT_SUFFIX)])
     body = decode(await read_body(receive, declared), schemas.Deposit)
     logs.bind_transaction(body.transaction_id)
+    backend: Backend = state.backend
     started = time.perf_counter()
     try:
-        result = await state.service.submit(deposit_of(account_id, body))
+        result = await backend.submit(deposit_of(account_id, body))
     except WalletError as error:
-        observe_transfer(state.metrics, "deposit", "local", error.code, started)
+        observe_transfer(backend, "deposit", "local", error.code, started)
         raise
-    observe_transfer(state.metrics, "deposit", "local", result.error_code or "success", started, result.phase)
+    observe_transfer(backend, "deposit", "local", result.error_code or "success", started, result.phase)
     return answer_of(result)
 
 
@@ -166,6 +166,7 @@ def as_endpoint(route: str, handler: Handler) -> ASGIApp:
 async def serve(state: State, scope: Scope, receive: Receive, send: Send, route: str, handler: Handler) -> None:
     """Authenticate (401), rate-limit per token (429), run the handler, answer, count."""
     started = time.perf_counter()
+    backend: Backend = state.backend
     authorization = declared = request_id = None
     for name, value in scope["headers"]:
         if name == _AUTHORIZATION:
@@ -177,11 +178,18 @@ async def serve(state: State, scope: Scope, receive: Receive, send: Send, route:
     logs.transaction_id_var.set(None)
     logs.request_id_var.set(request_id[:REQUEST_ID_LENGTH_MAX].decode("latin-1") if request_id
                             else os.urandom(16).hex())
+    principal = None
     try:
         principal = state.verifier.verify(authorization.decode("latin-1") if authorization is not None else None)
-        (state.admin_limiter if principal.is_admin else state.limiter).take(principal.token_id)
+        await backend.begin((principal.token_id, principal.is_admin))
         status, body, media, headers = await handler(state, principal, receive, declared, scope["path"])
+        await backend.end()  # a request that asked the service nothing pays its charge now
     except WalletError as error:
+        if principal is not None:
+            try:
+                await backend.end()
+            except WalletError as limited:
+                error = limited
         status, body, media = error.status, problem_body(error.status, error.code, error.detail), PROBLEM_MEDIA
         headers = problem_headers(error)
     except ShardError as error:
@@ -196,8 +204,7 @@ async def serve(state: State, scope: Scope, receive: Receive, send: Send, route:
         body = problem_body(500, "internal_error", "the server failed; the request may be retried with the "
                                                    "same transaction_id")
     await respond(send, status, body, media, headers)
-    metrics: Metrics = state.metrics
-    metrics.observe_request(route, status, time.perf_counter() - started)
+    backend.observe_request(route, status, time.perf_counter() - started)
 
 
 async def respond(send: Send, status: int, body: bytes, media: str, headers: dict[str, str]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
 
 from coordinator.api.schemas import WAIT_S_MAX
 from coordinator.api.views import plain, transfer_view
@@ -21,6 +21,8 @@ POLL_INTERVAL_MS_MIN = 10
 POLL_INTERVAL_MS_MAX = 500
 STREAM_S_MAX = 120  # one event stream's longest life; the client reconnects for more
 KEEPALIVE_S = 15  # a comment line on a quiet stream, so proxies keep it open
+# Where a transfer stands, as transfer_state answers: the backend's (api/backend.py).
+StateReader = Callable[[str], Awaitable[tuple[int, dict[str, object]]]]
 
 
 async def transfer_state(service: WalletService, transaction_id: str) -> tuple[int, dict[str, object]]:
@@ -45,17 +47,17 @@ async def transfer_state(service: WalletService, transaction_id: str) -> tuple[i
     return 200, plain(transfer_view(result))
 
 
-async def wait_final(service: WalletService, transaction_id: str, wait_s: float) -> tuple[int, dict[str, object]]:
+async def wait_final(state_of: StateReader, transaction_id: str, wait_s: float) -> tuple[int, dict[str, object]]:
     """The state once final, or as it is after `wait_s`. Unknown ids are not waited for."""
     assert 0 <= wait_s <= WAIT_S_MAX, f"wait is 0..{WAIT_S_MAX} seconds"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     interval_ms = POLL_INTERVAL_MS_MIN
-    status, body = await transfer_state(service, transaction_id)
+    status, body = await state_of(transaction_id)
     while status == 202 and loop.time() < deadline:
         await asyncio.sleep(min(interval_ms / 1000, max(0.0, deadline - loop.time())))
         interval_ms = min(POLL_INTERVAL_MS_MAX, interval_ms * 2)
-        status, body = await transfer_state(service, transaction_id)
+        status, body = await state_of(transaction_id)
     return status, body
 
 
@@ -63,7 +65,7 @@ def sse(event: str, data: dict[str, object]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def stream_events(service: WalletService, transaction_id: str, first: tuple[int, dict[str, object]],
+async def stream_events(state_of: StateReader, transaction_id: str, first: tuple[int, dict[str, object]],
                         stream_s: float = STREAM_S_MAX) -> AsyncIterator[bytes]:
     """`phase` events while pending (one per change), then one `final` event, then the end.
     A stream that outlives `stream_s` ends with a `timeout` event: reconnect to go on."""
@@ -87,7 +89,7 @@ async def stream_events(service: WalletService, transaction_id: str, first: tupl
         await asyncio.sleep(interval_ms / 1000)
         interval_ms = min(POLL_INTERVAL_MS_MAX, interval_ms * 2)
         try:
-            status, body = await transfer_state(service, transaction_id)
+            status, body = await state_of(transaction_id)
         except WalletError as error:
             # A shard holding the record stopped answering: say so and end; the client reconnects.
             yield sse("error", {"transaction_id": transaction_id, "code": error.code, "detail": error.detail})

@@ -6,64 +6,69 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from coordinator.api import push, schemas
-from coordinator.api.access import may_see_transfer, owned_item, principal_of, service_of
+from coordinator.api.access import backend_of, may_see_transfer, owned_item, principal_of
 from coordinator.api.bodies import BATCH_BODY_BYTES_MAX, decode, path, query, read_body
-from coordinator.api.money import MODES_SEEN
+from coordinator.api.money import MODES_SEEN, transfer_of
 from coordinator.api.views import json_response, transfer_view
 from coordinator.domain.errors import WalletError
-from coordinator.domain.transfers import TransferResult
+from coordinator.domain.transfers import Transfer, TransferResult
 from coordinator.runtime import logs
 
 log = logging.getLogger("wallet.api")
 
 
-def item_of(raw: msgspec.Raw) -> dict[str, Any] | WalletError:
-    """One batch item (its JSON, kept raw), checked as the body of a transfer; a bad one is
-    its own answer."""
+def item_of(raw: msgspec.Raw, default_mode: str) -> tuple[str | None, Transfer | WalletError]:
+    """One batch item (its JSON, kept raw), checked as the body of a transfer: (its
+    transaction id as sent, if it decoded; the transfer, or the refusal that is its answer)."""
     try:
         checked = decode(bytes(raw), schemas.TransferRequest)
     except WalletError as error:
         if error.code == "malformed_request":  # the item is not an object
-            return WalletError("validation_error", "each transfer must be a JSON object")
-        return error
-    return {"from_account": checked.from_account, "to_account": checked.to_account, "amount": checked.amount,
-            "currency": schemas.currency_of(checked), "transaction_id": checked.transaction_id, "mode": checked.mode}
+            return None, WalletError("validation_error", "each transfer must be a JSON object")
+        return None, error
+    try:
+        return checked.transaction_id, transfer_of(checked, default_mode)
+    except WalletError as error:
+        return checked.transaction_id, error
 
 
 async def transfer_batch(request: Request) -> Response:
     """Up to TRANSFERS_PER_REQUEST_MAX transfers; a result per item, in order. Items fail alone."""
     body = await read_body(request, schemas.BatchRequest, max_bytes=BATCH_BODY_BYTES_MAX)
-    checked = [item_of(item) for item in body.transfers]
+    backend = backend_of(request)
+    sent, checked = zip(*(item_of(item, backend.default_mode) for item in body.transfers))
+    items: list[Transfer | WalletError] = list(checked)
     if not principal_of(request).is_admin:
-        checked = list(await asyncio.gather(*(owned_item(request, item) for item in checked)))
-    valid = [item for item in checked if isinstance(item, dict)]
+        items = list(await asyncio.gather(*(owned_item(request, item) for item in items)))
     started = time.perf_counter()
-    outcomes = iter(await service_of(request).transfer_many(valid))
+    outcomes = iter(await backend.submit_many([item for item in items if isinstance(item, Transfer)]))
     results = []
-    for raw_item, item in zip(body.transfers, checked):
+    for transaction_id, raw_item, item in zip(sent, body.transfers, items):
         outcome = item if isinstance(item, WalletError) else next(outcomes)
-        raw = item if isinstance(item, dict) else msgspec.json.decode(bytes(raw_item))  # a refusal: read it plainly
-        results.append(batch_result(raw, outcome))
-        if not isinstance(item, WalletError) or item.code == "forbidden":
-            mode = outcome.protocol if isinstance(outcome, TransferResult) else str(
-                raw.get("mode") if isinstance(raw, dict) else "invalid")
+        results.append(batch_result(transaction_id, outcome))
+        if transaction_id is not None:  # it decoded: count it as an answered transfer
+            mode = outcome.protocol if isinstance(outcome, TransferResult) else mode_sent(raw_item)
             code = outcome.code if isinstance(outcome, WalletError) else (outcome.error_code or "success")
-            request.app.state.metrics.observe_transfer("transfer", mode if mode in MODES_SEEN else "invalid", code,
-                                                       time.perf_counter() - started)
+            backend.observe_transfer("transfer", mode if mode in MODES_SEEN else "invalid", code,
+                                     time.perf_counter() - started)
     return json_response(schemas.BatchResults(results))
 
 
-def batch_result(raw: object, outcome: TransferResult | WalletError) -> schemas.BatchResult:
+def mode_sent(raw: msgspec.Raw) -> str:
+    item = msgspec.json.decode(bytes(raw))
+    return str(item.get("mode")) if isinstance(item, dict) else "invalid"
+
+
+def batch_result(transaction_id: str | None, outcome: TransferResult | WalletError) -> schemas.BatchResult:
     if isinstance(outcome, WalletError):
-        sent = raw.get("transaction_id") if isinstance(raw, dict) else None
-        return schemas.BatchResult("failed", sent if isinstance(sent, str) else None, outcome.code, outcome.detail)
+        return schemas.BatchResult("failed", transaction_id, outcome.code, outcome.detail)
     view = transfer_view(outcome)
     return schemas.BatchResult(view.status, view.transaction_id, code=view.error_code, kind=view.kind,
                                from_account=view.from_account, to_account=view.to_account, amount=view.amount,
@@ -76,7 +81,7 @@ async def get_transfer(request: Request) -> Response:
     transaction_id = path(request, schemas.TransferPath).transaction_id
     logs.bind_transaction(transaction_id)
     wait_s = query(request, schemas.WaitQuery).wait
-    status, body = await push.wait_final(service_of(request), transaction_id, wait_s)
+    status, body = await push.wait_final(backend_of(request).transfer_state, transaction_id, wait_s)
     if not await may_see_transfer(request, body):
         raise WalletError("transfer_not_found", f"no transfer with transaction_id {transaction_id}")
     return Response(json.dumps(body, separators=(",", ":")), status, media_type="application/json")
@@ -86,13 +91,13 @@ async def transfer_events(request: Request) -> Response:
     """Server-sent events: `phase` while the transfer is pending, then `final`, then the end."""
     transaction_id = path(request, schemas.TransferPath).transaction_id
     logs.bind_transaction(transaction_id)
-    service = service_of(request)
-    first = await push.transfer_state(service, transaction_id)
+    state_of = backend_of(request).transfer_state
+    first = await state_of(transaction_id)
     if not await may_see_transfer(request, first[1]):
         raise WalletError("transfer_not_found", f"no transfer with transaction_id {transaction_id}")
 
     async def visible() -> AsyncIterator[bytes]:
-        async for chunk in push.stream_events(service, transaction_id, first):
+        async for chunk in push.stream_events(state_of, transaction_id, first):
             if chunk.startswith(b"event: final\n") and not await may_see_transfer(
                     request, json.loads(chunk.split(b"data: ", 1)[1])):
                 yield push.sse("error", {"transaction_id": transaction_id, "code": "transfer_not_found",

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from coordinator.cli.common import ledger_of, load_topology, with_service
+from coordinator.cli.common import ledger_of, with_service
 from coordinator.cli.progress import progress
 from coordinator.domain.money import format_amount
 from coordinator.domain.validation import check_moment
@@ -15,36 +17,63 @@ from coordinator.runtime import event_loop
 from coordinator.runtime.logs import configure_logging
 from coordinator.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
-from ledger.relay import relay_worker
 
 
 def command_ledger_relay(args: argparse.Namespace, settings: Settings) -> int:
     if args.follow:
-        return follow_relay(settings)
+        return follow_relay(settings, args.watch_fd)
     moved = with_service(settings, lambda s: ledger_of(s).drain())
     print(f"relayed {moved} outbox rows into the ledger")
     return 0
 
-def follow_relay(settings: Settings) -> int:
-    """The relay as its own process (coordinators then run with WALLET_RELAY=off)."""
+
+def follow_relay(settings: Settings, watch_fd: int | None = None) -> int:
+    """The relay as a process of its own (the one `wallet serve` starts, or one beside
+    coordinators run with WALLET_RELAY=off): outboxes into the ledger, the signed checkpoints
+    and the daily snapshot, over the topology as it changes (new shards' outboxes too). One
+    relay of those sharing a ZooKeeper root (or a home) works at a time (role `relay`); the
+    others wait to take over. With `watch_fd`, it stops when that socket closes (its `wallet
+    serve` is gone)."""
+    from coordinator.cluster.coordination import RELAY_ROLE, open_coordination
+    from coordinator.cluster.topology_follower import TopologyFollower
+
     configure_logging(settings.log_format, settings.log_level)
 
     async def run() -> None:
-        async with WalletService(load_topology(settings), settings) as service:
-            ledger = ledger_of(service)
-            assert ledger.relay is not None, "the ledger service opens its relay"
-            worker = relay_worker(ledger.relay)
-            worker.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, stop.set)
+        watching = asyncio.create_task(until_closed(watch_fd, stop)) if watch_fd is not None else None
+        coordination = await open_coordination(settings, role=RELAY_ROLE)
+        try:
+            topology = await asyncio.to_thread(coordination.store.load)
+            service = await WalletService(topology, settings, coordination.store, coordination.is_leader).open(
+                run_relay=True)
+            ledger_of(service)
+            follower = TopologyFollower(coordination.store, service.switch_topology)
+            follower.start()
             try:
-                await asyncio.Event().wait()  # until Ctrl-C or SIGTERM
+                await stop.wait()
             finally:
-                await worker.stop()
+                await follower.stop()
+                await service.close()
+        finally:
+            await coordination.close()
+            if watching is not None:
+                watching.cancel()
 
-    try:
-        event_loop.run(run())
-    except KeyboardInterrupt:
-        pass
+    event_loop.run(run())
     return 0
+
+
+async def until_closed(fd: int, stop: asyncio.Event) -> None:
+    """Set `stop` once the other end of the socket `fd` closes (the process that holds it died)."""
+    reader, _ = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
+    while await reader.read(4096):
+        pass
+    stop.set()
+
 
 def command_ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
     """The chain, then the chain against every anchored head (a rewrite that kept the chain
@@ -167,7 +196,9 @@ def add_commands(commands: Any) -> None:
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
     relay = ledger_commands.add_parser("relay", help="copy every outbox row into the ledger now "
                                        "(serve does it continuously, unless WALLET_RELAY=off)")
-    relay.add_argument("--follow", action="store_true", help="keep relaying until stopped (a relay process)")
+    relay.add_argument("--follow", action="store_true", help="keep relaying until stopped (a relay process: also "
+                       "checkpoints and the daily snapshot)")
+    relay.add_argument("--watch-fd", type=int, help=argparse.SUPPRESS)  # `wallet serve`'s link: stop when it closes
     relay.set_defaults(handler=command_ledger_relay)
     ledger_commands.add_parser("verify", help="check every stream's hash chain; name any edited, removed or reordered event"
                                ).set_defaults(handler=command_ledger_verify)

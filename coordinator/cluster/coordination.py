@@ -1,8 +1,11 @@
 """What a coordinator process shares with its peers: where the topology is stored (and
-the watch that follows it), and who runs the singletons (recovery worker, ledger relay).
+the watch that follows it), and who runs a singleton, by role: the recovery worker (the
+engine of `wallet serve`, role `singletons`) and the ledger relay (its relay process, role
+`relay`).
 
-ZooKeeper when WALLET_ZK_HOSTS is set; else the topology file and a process that always
-leads (the embedded default: one machine).
+ZooKeeper when WALLET_ZK_HOSTS is set; else the topology file and an exclusive lock on a
+file in the home per role (the embedded default: one machine; `wallet serve` processes
+sharing a home run each singleton once).
 """
 from __future__ import annotations
 
@@ -11,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from coordinator.runtime.settings import Settings
-from coordinator.cluster.leadership import AlwaysLeader, Leadership, LocalLeader, NeverLeader
+from coordinator.cluster.leadership import Leadership, LocalLeader, NeverLeader
 from shard_router.stores import TopologyStore, open_store
 from shard_router.topology import TopologyError
 
-LEADER_ROLE = "singletons"
+LEADER_ROLE = "singletons"  # the recovery worker, in the engine
+RELAY_ROLE = "relay"  # the ledger relay, its checkpoints and snapshots, in the relay process
 
 
 @dataclass
@@ -35,19 +39,15 @@ def open_topology_store(settings: Settings) -> TopologyStore:
     return open_store(settings.topology_path, settings.zk_hosts, settings.zk_root, settings.zk_session_timeout_ms)
 
 
-async def open_coordination(settings: Settings, elect: bool = True) -> Coordination:
+async def open_coordination(settings: Settings, elect: bool = True, role: str = LEADER_ROLE) -> Coordination:
     store = await asyncio.to_thread(open_topology_store, settings)
     if not elect:
         return Coordination(store, NeverLeader())
     if not settings.zk_hosts:
-        # One machine. `serve --workers N`: its processes elect by a file lock in the home.
-        # A single process leads alone (separate `wallet serve` processes on one home each
-        # run the singletons, which is safe, only wasteful).
-        leader = LocalLeader(settings.home / "leader.lock") if settings.workers > 1 else AlwaysLeader()
-        return Coordination(store, leader)
+        return Coordination(store, LocalLeader(settings.home / f"{role}.lock"))
     client = getattr(store, "client", None)
     if client is None:
         raise TopologyError("a ZooKeeper store is needed for leader election")
-    leadership = Leadership(client, f"{settings.zk_root}/leaders/{LEADER_ROLE}")
+    leadership = Leadership(client, f"{settings.zk_root}/leaders/{role}")
     leadership.start()
     return Coordination(store, leadership)

@@ -3,9 +3,9 @@ kazoo's threads to the coordinator's asyncio loop:
 
   Leadership        a kazoo lock that elects one process for the singletons (recovery
                     worker, ledger relay); SUSPENDED or LOST stops the leader at once
-  LocalLeader       `serve --workers N` without ZooKeeper: the processes elect by an
-                    exclusive file lock in their home
-  AlwaysLeader      the embedded default (one coordinator process)
+  LocalLeader       without ZooKeeper (one machine): the processes of a role elect by an
+                    exclusive lock on a file in their home
+  AlwaysLeader      a process that leads alone (tests)
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ HOLD_CHECK_S = 0.2
 
 
 class LocalLeader:
-    """Several coordinator processes on one machine without ZooKeeper (`wallet serve
-    --workers N`): the one holding an exclusive lock on a file in the home leads. The kernel
-    drops the lock when its process dies, so another takes over at its next check."""
+    """Processes on one machine without ZooKeeper (`wallet serve` processes sharing a home):
+    the one holding an exclusive lock on the role's file in the home leads. The kernel drops
+    the lock when its process dies, so another takes over at its next check."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

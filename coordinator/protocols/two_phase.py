@@ -9,9 +9,13 @@ recorded as `local`.
      of the batch's ids on every shard (record_lookup.SharedRead; no lock held: a record
      committed after this read collides on the transfers primary key when this batch writes
      its own, and the batch is retried and reads again).
-  2. Lock, shard by shard in name order (then account-id order inside each shard): one
-     round trip per shard. A total order over (shard, account) means batches in flight
-     together cannot deadlock across servers, which PostgreSQL could not detect.
+  2. Lock every shard's accounts at once (account-id order inside each shard). Only one
+     batch of a process takes locks at a time (the next starts at this one's commit point:
+     runtime/gates.py), so no two of them wait on each other. One of another coordinator can:
+     a wait across servers that no server sees as a cycle. So this first attempt waits
+     at most PARALLEL_LOCK_TIMEOUT_MS for a lock; past it the batch rolls back and is retried
+     locking shard by shard in name order, one round trip each: a total order over (shard,
+     account) cannot deadlock.
   3. Plan: the same pure planner as the one-shard path, over every locked row.
   4. Write each shard's part. The decision shard (a debit-side shard of the batch) writes,
      with its part, the row commit_decisions(batch_id, 'commit'), not yet committed.
@@ -21,7 +25,8 @@ recorded as `local`.
      is committed, retried, and finally left to the recovery worker.
   7. Phase two: COMMIT PREPARED on every other branch, on the connections that prepared them.
 
-A batch over two shards costs 7 round trips (one more per further shard it locks).
+A batch costs 7 round trips whatever the shards it spans (a retry: one more per shard past
+the first).
 
 Recovery (protocols/recovery.py) fences a dead coordinator by inserting 'abort' under the
 same batch_id: the primary key lets exactly one of the two decisions exist. A fence that
@@ -50,6 +55,7 @@ from coordinator.protocols.prior_records import PriorRecords
 from coordinator.protocols.retries import retry_conflicts
 from coordinator.runtime import fault_points
 from coordinator.runtime.fan_out import fan_out, settled
+from coordinator.runtime.gates import let_next_start
 from coordinator.runtime.logs import log_phase
 from shard_router.topology import Topology
 from shards import accounts as account_sql
@@ -61,6 +67,10 @@ from shards.pool import Connection, ShardPools, errors_of, forget_if_broken
 log = logging.getLogger("wallet.two_phase")
 
 COMMIT_ATTEMPTS_MAX = 4
+# How long a first attempt, locking every shard at once, waits for a lock before it yields
+# to the ordered retry. Longer than a batch holds its locks under load (a few ms), far
+# shorter than the sessions' lock_timeout (5 s: shards/pool.py).
+PARALLEL_LOCK_TIMEOUT_MS = 200
 
 
 @dataclass
@@ -114,7 +124,7 @@ class TwoPhaseCommit:
         async def attempt() -> list[Outcome]:
             nonlocal attempts
             attempts += 1
-            return await self._attempt(transfers, records, fresh=attempts > 1)
+            return await self._attempt(transfers, records, retry=attempts > 1)
 
         try:
             return await retry_conflicts(attempt, wait_max_s=0.5)
@@ -123,17 +133,17 @@ class TwoPhaseCommit:
         except ShardError as error:
             return [unavailable(error.shard)] * len(transfers)
 
-    async def _attempt(self, transfers: list[Transfer], records: PriorRecords, fresh: bool) -> list[Outcome]:
+    async def _attempt(self, transfers: list[Transfer], records: PriorRecords, retry: bool) -> list[Outcome]:
         topology = self.topology()
         batch = Batch(str(uuid4()), [t.transaction_id for t in transfers], topology,
                       accounts_by_shard(transfers, topology))
-        reading = asyncio.ensure_future(records.find(batch.transaction_ids, fresh=fresh))
+        reading = asyncio.ensure_future(records.find(batch.transaction_ids, fresh=retry))
         try:
             async with AsyncExitStack() as stack:
                 for shard in sorted(batch.accounts_on):
                     batch.connections[shard] = await stack.enter_async_context(self.pools.connection(shard))
                 try:
-                    await self._lock(batch)
+                    await self._lock(batch, in_order=retry)
                     plan = plan_local_batch(transfers, batch.locked, await reading, protocol="2pc",
                                             protocols=batch.protocols(transfers))
                     await self._write_and_prepare(batch, transfers, plan)
@@ -150,18 +160,25 @@ class TwoPhaseCommit:
             await settled(reading)
         return outcomes_of(transfers, plan, stamp_of=batch.created_at)
 
-    async def _lock(self, batch: Batch) -> None:
-        """BEGIN everywhere at once, then the locks in the global order."""
+    async def _lock(self, batch: Batch, in_order: bool) -> None:
+        """BEGIN everywhere at once, then the locks: every shard at once, or in the global order."""
 
         async def begin(shard: str) -> None:
             with errors_of(shard):
-                await two_phase_sql.begin(batch.connections[shard])
+                await two_phase_sql.begin(batch.connections[shard],
+                                          lock_timeout_ms=None if in_order else PARALLEL_LOCK_TIMEOUT_MS)
 
-        (await fan_out(batch.connections, begin)).raise_first()
-        for shard in sorted(batch.accounts_on):
+        async def lock(shard: str) -> None:
             with errors_of(shard):
                 batch.locked.update(await account_sql.lock_accounts(batch.connections[shard],
                                                                     sorted(batch.accounts_on[shard])))
+
+        (await fan_out(batch.connections, begin)).raise_first()
+        if in_order:
+            for shard in sorted(batch.accounts_on):
+                await lock(shard)
+        else:
+            (await fan_out(batch.accounts_on, lock)).raise_first()
 
     async def _write_and_prepare(self, batch: Batch, transfers: list[Transfer], plan: BatchPlan) -> None:
         """Each shard's part written (the decision with the decision shard's part), then PREPARE
@@ -241,6 +258,7 @@ class TwoPhaseCommit:
                 await self._roll_back_prepared(batch.gids)
                 raise ShardRetryable(shard, f"batch {batch.batch_id}: its commit did not land; retrying") from None
         batch.decided = True
+        let_next_start()
         log_phase(log, "2pc.decided_commit", batch.transaction_ids, batch_id=batch.batch_id, decision_shard=shard)
         fault_points.reach("2pc.after_decision")
 

@@ -11,6 +11,7 @@ import logging
 from collections import deque
 from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 
+from coordinator.runtime.gates import next_start_gate
 from coordinator.runtime.settings import BatchLimits
 
 log = logging.getLogger("wallet.group_commit")
@@ -20,13 +21,6 @@ Outcome = TypeVar("Outcome")
 # Told of every batch as it is taken: (applier name, items in the batch). Called on the
 # event loop, so it must be quick (a histogram observation).
 BatchObserver = Callable[[str, int], None]
-
-
-# A worker starts a batch beside one already in flight only when this many items wait (or a
-# full batch, if smaller): a trickle (one transfer per REST request) then fills one batch at
-# a time instead of splitting into two half as large, each paying the same statements; a
-# flood (the batch API) still keeps every worker busy.
-CONCURRENT_BATCH_ITEMS_MIN = 32
 
 
 class Ticket(Generic[Outcome]):
@@ -95,6 +89,7 @@ class BatchApplier(Generic[Item, Outcome]):
         self.room.set()
         self.tasks: list[asyncio.Task[None]] = []
         self.in_flight = 0  # batches being applied now
+        self.holding = 0  # batches in flight that have not let the next start yet
         self.batches_applied = 0
         self.items_applied = 0
 
@@ -143,8 +138,7 @@ class BatchApplier(Generic[Item, Outcome]):
         """The next batch: at least one item, at most batch_size_max, waiting up to
         batch_wait_ms after the first for more; with whose items they are."""
         limits = self.limits
-        beside = min(CONCURRENT_BATCH_ITEMS_MIN, limits.batch_size_max)
-        while not self.pending or (self.in_flight and self.pending_items < beside):
+        while not self.pending or self.holding:
             self.arrived.clear()
             await self.arrived.wait()
         if limits.batch_wait_ms > 0 and self.pending_items < limits.batch_size_max:
@@ -184,6 +178,18 @@ class BatchApplier(Generic[Item, Outcome]):
             for observe in self.observers:
                 observe(self.name, len(items))
             self.in_flight += 1
+            self.holding += 1
+            held = True
+
+            def release() -> None:
+                nonlocal held
+                if held:
+                    held = False
+                    self.holding -= 1
+                    if self.pending:
+                        self.arrived.set()
+
+            next_start_gate(release)
             try:
                 outcomes = await self.apply_batch(items)
                 assert len(outcomes) == len(items), "apply_batch must return one outcome per item"
@@ -203,6 +209,7 @@ class BatchApplier(Generic[Item, Outcome]):
                     ticket.settle(start, outcomes if count == len(outcomes) else outcomes[offset:offset + count])
                     offset += count
             finally:
+                release()
                 self.in_flight -= 1
                 if self.pending:
                     self.arrived.set()  # a worker held back by this batch may take the next

@@ -15,7 +15,9 @@ into five queues of a few each, every one paying a batch's statements for a hand
 transfers (one-shard batches averaged 1.95 transfers under REST load), and every batch paid
 its own record read on every shard. A round pays the record read once, and each group is as
 large as what waited for it (README.md, "Measured figures"). Rounds overlap (limits.workers):
-a round never waits for the previous one's last round trip.
+a round never waits for the previous one's last round trip: the next round starts once every
+group of this one has passed its commit point (runtime/gates.py), so only one round at a time
+is taking locks across shards.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from coordinator.domain.outcomes import Outcome
 from coordinator.domain.transfers import Transfer
 from coordinator.protocols.prior_records import PriorRecords
 from coordinator.runtime.settings import BatchLimits
+from coordinator.runtime.gates import current_gate, next_start_gate
 from coordinator.service.group_commit import BatchApplier, BatchObserver
 from coordinator.service.record_lookup import RecordLookups
 from shard_router.topology import Topology
@@ -41,6 +44,18 @@ RoundApplier = BatchApplier[Transfer, RoundOutcome]
 # may hold a group here to look at its transfers in flight.
 GroupHook = Callable[[str, int], Awaitable[None]]
 ROUND = "round"  # the name the round itself is observed by (metrics: wallet_batch_size{applier})
+
+
+def once(action: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def first_time_only() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            action()
+
+    return first_time_only
 
 
 def group_of(transfer: Transfer, topology: Topology) -> tuple[bool, str]:
@@ -106,8 +121,17 @@ class Rounds:
             groups.setdefault(group_of(transfer, topology), []).append(index)
         carry_local_transfers(groups, transfers, topology)
         read = self.records.shared_read(sorted(topology.shards), [t.transaction_id for t in transfers])
+        locking = len(groups)
+        let_next_round_start = current_gate()
+
+        def locked() -> None:  # once per group: the next round starts once every group has committed
+            nonlocal locking
+            locking -= 1
+            if locking == 0:
+                let_next_round_start()
+
         try:
-            answers = await asyncio.gather(*(self._group(key, [transfers[i] for i in members], read)
+            answers = await asyncio.gather(*(self._group(key, [transfers[i] for i in members], read, once(locked))
                                              for key, members in groups.items()), return_exceptions=True)
         finally:
             await read.close()
@@ -120,16 +144,23 @@ class Rounds:
         assert all(outcome is not None for outcome in outcomes), "every transfer of a round has an outcome"
         return [outcome for outcome in outcomes if outcome is not None]
 
-    async def _group(self, key: tuple[bool, str], transfers: list[Transfer], read: PriorRecords) -> list[Outcome]:
+    async def _group(self, key: tuple[bool, str], transfers: list[Transfer], read: PriorRecords,
+                     locked: Callable[[], None]) -> list[Outcome]:
+        """One group of the round. Two-phase commit calls let_next_start() at its commit point;
+        a group that ends has passed it."""
         within_shard, name = key
+        next_start_gate(locked)  # this group's task only
         for observe in self.observers:
             observe(name, len(transfers))
         for hook in self.hooks:
             await hook(name, len(transfers))
-        if within_shard:
-            outcomes = await self.one_shard(name, transfers, read)
-        else:
-            outcomes = await self.cross_shard[name](transfers, read)
+        try:
+            if within_shard:
+                outcomes = await self.one_shard(name, transfers, read)
+            else:
+                outcomes = await self.cross_shard[name](transfers, read)
+        finally:
+            locked()
         assert len(outcomes) == len(transfers), "a group answers once per transfer"
         self.groups_applied[name] += 1
         self.transfers_applied[name] += len(transfers)

@@ -39,16 +39,18 @@ from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from shard_router.stores import TopologyStore
 from shard_router.topology import Topology
 from shards import replication
-from shards.pool import ShardPools
+from shards.pool import ShardPools, StatementObserver
 
 
 class WalletService:
     def __init__(self, topology: Topology, settings: Settings, store: TopologyStore | None = None,
-                 is_leader: Callable[[], bool] = lambda: True) -> None:
+                 is_leader: Callable[[], bool] = lambda: True, statement_observer: StatementObserver | None = None
+                 ) -> None:
         self.settings = settings
         # Whether this process runs the singletons (recovery worker, ledger relay) now.
         self.is_leader = is_leader
-        self.pools = ShardPools(topology.shards, size_max=settings.pool_size_max)
+        self.pools = ShardPools(topology.shards, size_max=settings.pool_size_max,
+                                statement_observer=statement_observer)
         self.router = Router(topology, self.pools, store)
         self.records = RecordLookups(self.pools, lambda: self.router.topology.shards)
         current = lambda: self.router.topology  # noqa: E731: the protocols route by the newest
@@ -182,6 +184,10 @@ class WalletService:
                        transaction_id: object, mode: object = None) -> TransferResult:
         return await self.submission.submit(validation.transfer_request(
             from_account, to_account, amount, currency, transaction_id, mode, self.settings.default_mode))
+
+    async def submit_many(self, transfers: list[Transfer]) -> list[TransferResult | WalletError]:
+        """Many checked transfers at once, each with its own outcome."""
+        return await self.submission.submit_many(transfers)
 
     async def transfer_many(self, items: list[dict[str, object]]) -> list[TransferResult | WalletError]:
         """Many transfers at once, each with its own outcome: a bad item fails alone."""

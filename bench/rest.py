@@ -1,0 +1,132 @@
+"""REST points: `wallet serve` as its own processes (the engine, its HTTP processes and, with the
+relay on, the relay process), or the REST floor's bare handler, driven by wrk, one transfer
+per request. Every point's CPU is that of the server's processes together."""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.cpu import CpuMeter
+from bench.points import Point, outbox_lag_s
+from bench.workload import Workload
+from launchers.postgres import LocalCluster, free_port
+from wallet_client import WalletClient
+
+REST_POINT = "REST, one transfer per request (wrk)"
+DEFAULTS_POINT = "REST, make run defaults (relay on, info logs)"
+SUSTAINED_REST_POINT = "sustained: REST, make run defaults"
+FLOOR_POINT = "REST floor, bare handler (wrk)"
+WRK_TIMEOUT_S = 10
+WRK_THREADS = 2
+
+WRK_SCRIPT = """
+local pairs = {%(pairs)s}
+local counter = 0
+local thread_seed = 0
+function setup(thread)
+  thread_seed = thread_seed + 1
+  thread:set("seed", thread_seed)
+end
+function init(args)
+  math.randomseed(os.time() * 1000 + seed)
+end
+local function uuid()
+  local template = "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx"
+  return (string.gsub(template, "[xy]", function(c)
+    local v = (c == "x") and math.random(0, 15) or math.random(8, 11)
+    return string.format("%%x", v)
+  end))
+end
+request = function()
+  counter = counter + 1
+  local pair = pairs[(counter %% #pairs) + 1]
+  local body = '{"from_account":"' .. pair[1] .. '","to_account":"' .. pair[2] ..
+    '","amount":"0.01","currency":"USD","transaction_id":"' .. uuid() .. '","mode":"%(mode)s"}'
+  return wrk.format("POST", "/v1/wallet/balance_transfer",
+    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %(token)s"}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %%d %%d %%d %%f %%f %%f\\n", summary.requests,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.duration, latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency:percentile(99.9) / 1000))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Server:
+    """Which server a REST point runs, and how."""
+
+    name: str
+    floor: bool = False  # the bare handler (bench/rest_floor.py), not `wallet serve`
+    defaults: bool = False  # exactly what `make run` runs: the relay on, logs at INFO
+    lag: bool = False  # report the outbox lag at the end (a sustained point)
+
+
+TUNED = Server(REST_POINT)
+DEFAULTS = Server(DEFAULTS_POINT, defaults=True)
+SUSTAINED = Server(SUSTAINED_REST_POINT, defaults=True, lag=True)
+FLOOR = Server(FLOOR_POINT, floor=True)
+
+
+def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections: int, seconds: float,
+               workdir: Path, server: Server = TUNED) -> Point | None:
+    """One REST point, or None without wrk. The tuned server runs with the relay in a process
+    of its own that is not started (WALLET_RELAY=off: it was measured on its own before) and
+    logs at WARNING; the defaults are `make run`'s."""
+    if shutil.which("wrk") is None:
+        return None
+    from coordinator.api.auth import issue_token, load_secret
+    from coordinator.runtime.settings import Settings
+
+    port = free_port()
+    secret = load_secret(Settings(home=cluster.home, topology_path=cluster.topology_path), create=True)
+    token = issue_token(secret or "", "bench", "admin")  # an admin token: its own, higher rate limit
+    environment = {**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_PORT": str(port)}
+    for name in ("WALLET_AUTH_SECRET", "WALLET_RELAY", "WALLET_LOG_LEVEL"):
+        environment.pop(name, None)
+    if not server.defaults:
+        environment.update({"WALLET_LOG_LEVEL": "warning", "WALLET_RELAY": "off"})
+    command = [sys.executable, "-m", "bench.rest_floor", str(port)] if server.floor else \
+        [sys.executable, "-m", "coordinator.cli.main", "serve"]
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        asyncio.run(ready(f"http://127.0.0.1:{port}", token))  # the API's own client says when it serves
+        pairs = ",".join(f'{{"{a}","{b}"}}' for a, b in (workload.pair() for _ in range(20_000)))
+        script = workdir / "transfer.lua"
+        script.write_text(WRK_SCRIPT % {"pairs": pairs, "mode": mode, "token": token})
+        meter = CpuMeter(cluster, process.pid).start()
+        completed = subprocess.run(
+            ["wrk", "-t", str(WRK_THREADS), "-c", str(connections), "-d", f"{max(1, int(seconds))}s",
+             "--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(script), f"http://127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=seconds + 120)
+        match = re.search(r"RESULT (\d+) (\d+) (\d+) ([0-9.]+) ([0-9.]+) ([0-9.]+)", completed.stdout)
+        assert match, completed.stdout + completed.stderr
+        meter.stop()
+        requests, errors, duration_us = int(match.group(1)), int(match.group(2)), int(match.group(3))
+        point = Point(server.name, mode, connections, 1)
+        point.transfers, point.failed, point.seconds = requests - errors, errors, duration_us / 1e6
+        point.cpu(meter)
+        point.per_s = point.transfers / point.seconds
+        point.p50_ms, point.p99_ms, point.p999_ms = (float(match.group(i)) for i in (4, 5, 6))
+        if server.lag:
+            point.outbox_lag_s = asyncio.run(outbox_lag_s(cluster.topology))
+        return point
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def ready(url: str, token: str) -> None:
+    async with WalletClient(url, token=token) as client:
+        await client.wait_ready(timeout_s=60)
