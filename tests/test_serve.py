@@ -119,3 +119,84 @@ def test_serve_local_round_trip() -> None:
         leftover = LocalCluster(home, shard_count=4)
         leftover.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def children_of(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_text().replace("\0", " ")
+        except (OSError, IndexError):
+            continue
+        if parent == pid:
+            found.append((int(entry.name), command))
+    return found
+
+
+@pytest.mark.cluster
+def test_serve_runs_http_and_the_relay_in_processes_that_end_with_it() -> None:
+    """Protects the process layout of `wallet serve`: HTTP in a process of its own, the relay in
+    another (events reach the ledger while serving), and neither outlives the engine: a
+    SIGKILL of the engine ends both and frees the port."""
+    home = make_home("serve-processes")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(home, port)
+    try:
+        admin = wait_ready(process, url)
+        children = children_of(process.pid)
+        assert any("coordinator.api.front" in command for _, command in children), children
+        assert any("ledger relay --follow" in command for _, command in children), children
+        httpx.post(f"{url}/v1/accounts", json={"account_id": "carol", "owner": "carol", "currency": "USD"},
+                   headers=admin).raise_for_status()
+        httpx.post(f"{url}/v1/accounts/carol/deposits", headers=admin,
+                   json={"amount": "5.00", "currency": "USD", "transaction_id": str(uuid.uuid4())}).raise_for_status()
+        deadline = time.monotonic() + 30
+        while not httpx.get(f"{url}/v1/accounts/carol/transactions", headers=admin).json()["items"]:
+            assert time.monotonic() < deadline, "the relay process never moved the deposit into the ledger"
+            time.sleep(0.2)
+
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 15
+        while any(Path(f"/proc/{pid}").exists() for pid, _ in children):
+            assert time.monotonic() < deadline, f"children outlived the engine: {children_of(1)}"
+            time.sleep(0.1)
+        from chaos.processes import can_listen
+
+        assert can_listen(port), "the port is free once the engine and its children are gone"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        from launchers.postgres import LocalCluster
+
+        LocalCluster(home, shard_count=4).stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.cluster
+def test_a_busy_port_is_refused_before_anything_starts() -> None:
+    """Protects `make run` from starting five PostgreSQL servers it cannot serve: with the port
+    taken, serve says which port and which setting changes it, in one line, exit 2, and
+    leaves nothing running."""
+    import socket
+
+    home = make_home("serve-busy")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        completed = subprocess.run([WALLET, "serve", "--local"], capture_output=True, text=True, timeout=60,
+                                   env={**os.environ, "WALLET_HOME": str(home), "WALLET_PORT": str(port)})
+    try:
+        assert completed.returncode == 2, completed.stdout + completed.stderr
+        assert completed.stderr.strip() == (f"wallet: error: port {port} on 127.0.0.1 is in use: stop what holds it, or "
+                                            "serve on another with WALLET_PORT (or --port)"), completed.stderr
+        assert servers_running(home) == [] and not (home / "shards").exists(), "nothing was started"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -20,6 +20,7 @@ import errno
 import logging
 import signal
 import socket
+import threading
 from typing import Any
 
 from coordinator.api.auth import TOKEN_TTL_S_DEFAULT, TokenVerifier, issue_token, load_secret
@@ -66,6 +67,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def command_serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Ctrl-C or SIGTERM from the first moment on means "stop": while starting, it is noted and
+    # honoured once the service is up (nothing is left half started).
+    stopping = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stopping.set())
     configure_logging(settings.log_format, settings.log_level)
     host, port = args.host or settings.host, args.port or settings.port
     workers = settings.workers if args.workers is None else args.workers
@@ -80,7 +86,7 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> int:
             if args.local:
                 print_first_steps(settings, url)
 
-        event_loop.run(serve(settings, listener, workers, announce))
+        event_loop.run(serve(settings, listener, workers, announce, stopping))
     finally:
         listener.close()
         if cluster is not None:
@@ -99,7 +105,8 @@ def print_first_steps(settings: Settings, url: str) -> None:
           """-d '{"account_id":"alice","owner":"alice","currency":"USD"}'""", flush=True)
 
 
-async def serve(settings: Settings, listener: socket.socket, workers: int, announce: Any) -> None:
+async def serve(settings: Settings, listener: socket.socket, workers: int, announce: Any,
+                stopping: threading.Event) -> None:
     from coordinator.api.app import build_app, heads
     from coordinator.api.backend import LocalBackend
     from coordinator.api.engine_link import EngineServer
@@ -113,6 +120,8 @@ async def serve(settings: Settings, listener: socket.socket, workers: int, annou
     loop = asyncio.get_running_loop()
     for number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(number, stop.set)
+    if stopping.is_set():
+        stop.set()
     coordination = await open_coordination(settings)
     try:
         topology = await asyncio.to_thread(coordination.store.load)

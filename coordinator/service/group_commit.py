@@ -23,6 +23,16 @@ Outcome = TypeVar("Outcome")
 BatchObserver = Callable[[str, int], None]
 
 
+# A bounded adaptive wait, when nothing is in flight to batch behind: a worker that finds
+# items waiting while requests keep arriving (the recent gap between arrivals under
+# DENSE_GAP_MS) gathers more for as long as they keep coming (each wait at most twice that
+# gap) and at most ADAPTIVE_WAIT_MS_MAX; when requests are sparse it goes at once. Under load
+# a batch is always in flight and the next forms behind it without any wait.
+ADAPTIVE_WAIT_MS_MAX = 2.0
+DENSE_GAP_MS = 0.5
+GAP_SMOOTHING = 0.2  # weight of the newest gap in its moving average
+
+
 class Ticket(Generic[Outcome]):
     """One enqueue call's place in the queue: an outcome per item as its batch ends (or the
     error that ended that batch), and one future, resolved with them all once the last is in.
@@ -90,6 +100,8 @@ class BatchApplier(Generic[Item, Outcome]):
         self.tasks: list[asyncio.Task[None]] = []
         self.in_flight = 0  # batches being applied now
         self.holding = 0  # batches in flight that have not let the next start yet
+        self.last_arrival_s = 0.0
+        self.gap_s = 1.0  # moving average of the time between arrivals
         self.batches_applied = 0
         self.items_applied = 0
 
@@ -119,7 +131,11 @@ class BatchApplier(Generic[Item, Outcome]):
         while self.pending_items + len(items) > self.limits.queue_size_max:
             self.room.clear()
             await self.room.wait()
-        future: asyncio.Future[list[Outcome | BaseException]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Outcome | BaseException]] = loop.create_future()
+        now = loop.time()
+        self.gap_s += GAP_SMOOTHING * (min(now - self.last_arrival_s, 1.0) - self.gap_s)
+        self.last_arrival_s = now
         if items:
             self.pending.append(Segment(Ticket(len(items), future), items))
             self.pending_items += len(items)
@@ -136,20 +152,16 @@ class BatchApplier(Generic[Item, Outcome]):
 
     async def _take(self) -> tuple[list[Item], list[Share[Outcome]]]:
         """The next batch: at least one item, at most batch_size_max, waiting up to
-        batch_wait_ms after the first for more; with whose items they are."""
+        batch_wait_ms after the first for more (or, with none set, the adaptive wait); with
+        whose items they are."""
         limits = self.limits
         while not self.pending or self.holding:
             self.arrived.clear()
             await self.arrived.wait()
         if limits.batch_wait_ms > 0 and self.pending_items < limits.batch_size_max:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + limits.batch_wait_ms / 1000
-            while self.pending_items < limits.batch_size_max and (remaining := deadline - loop.time()) > 0:
-                self.arrived.clear()
-                try:
-                    await asyncio.wait_for(self.arrived.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
+            await self._gather(limits.batch_wait_ms / 1000, limits.batch_wait_ms / 1000)
+        elif not self.in_flight and self.gap_s < DENSE_GAP_MS / 1000 and self.pending_items < limits.batch_size_max:
+            await self._gather(ADAPTIVE_WAIT_MS_MAX / 1000, 2 * self.gap_s)
         batch: list[Item] = []
         shares: list[Share[Outcome]] = []
         room = limits.batch_size_max
@@ -169,6 +181,17 @@ class BatchApplier(Generic[Item, Outcome]):
             self.arrived.set()  # another worker may start the next batch now
         self.room.set()
         return batch, shares
+
+    async def _gather(self, budget_s: float, quiet_s: float) -> None:
+        """Wait for more items, at most `budget_s` in all and `quiet_s` since the last arrival."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        while self.pending_items < self.limits.batch_size_max and (remaining := deadline - loop.time()) > 0:
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), min(remaining, quiet_s))
+            except asyncio.TimeoutError:
+                break
 
     async def _work(self) -> None:
         while True:
