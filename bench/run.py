@@ -130,7 +130,7 @@ class Bench:
         costs = await lone_transfer_costs(self.topology, self.settings, local, cross)
         self.results.round_trips = {mode: asdict(cost) for mode, cost in costs.items()}
         for mode, cost in costs.items():
-            print(f"  one lone {mode:<5} transfer: {cost.statements} statements on {cost.shards} shards, "
+            print(f"  one lone {mode:<5} transfer: {cost.statements} statements, "
                   f"{cost.round_trips} round trips in a row", flush=True)
 
     async def engine(self) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator, Mapping
 
@@ -113,9 +114,51 @@ class ShardConnection(asyncpg.Connection):
         return ""
 
 
-# Told of every statement a pool's connections run (asyncpg's query logger): the benchmark
-# counts statements and round trips with it (bench/round_trips.py). None costs nothing.
-StatementObserver = Callable[[asyncpg.connection.LoggedQuery], None]
+# Told of every statement a pool's connections run, with when it was sent and when its answer
+# came: (started, ended), time.monotonic(). The benchmark counts statements and round trips in
+# a row with it (bench/round_trips.py). Without one, the pools' connections are plain
+# ShardConnections: it costs nothing.
+StatementObserver = Callable[[float, float], None]
+
+
+class ObservedConnection(ShardConnection):
+    """A ShardConnection whose every statement is timed and told to its pool's observer."""
+
+    observer: StatementObserver = staticmethod(lambda started, ended: None)  # set per pool (a subclass each)
+
+    async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:
+        started = time.monotonic()
+        try:
+            return await super().execute(query, *args, timeout=timeout)
+        finally:
+            self.observer(started, time.monotonic())
+
+    async def fetch(self, query: str, *args: object, timeout: float | None = None,  # type: ignore[override]
+                    record_class: object = None) -> list[asyncpg.Record]:  # a timed pass-through: the stubs overload it
+        started = time.monotonic()
+        try:
+            return await super().fetch(query, *args, timeout=timeout)
+        finally:
+            self.observer(started, time.monotonic())
+
+    async def fetchval(self, query: str, *args: object, column: int = 0, timeout: float | None = None) -> object:
+        started = time.monotonic()
+        try:
+            return await super().fetchval(query, *args, column=column, timeout=timeout)
+        finally:
+            self.observer(started, time.monotonic())
+
+    async def fetchrow(self, query: str, *args: object, timeout: float | None = None,  # type: ignore[override]
+                       record_class: object = None) -> asyncpg.Record | None:  # as fetch
+        started = time.monotonic()
+        try:
+            return await super().fetchrow(query, *args, timeout=timeout)
+        finally:
+            self.observer(started, time.monotonic())
+
+
+def observed(observer: StatementObserver) -> type[ObservedConnection]:
+    return type("Observed", (ObservedConnection,), {"observer": staticmethod(observer)})
 
 
 class ShardPools:
@@ -150,14 +193,9 @@ class ShardPools:
             timeout=CONNECT_TIMEOUT_S,
             command_timeout=COMMAND_TIMEOUT_S,
             server_settings=SERVER_SETTINGS,
-            connection_class=ShardConnection,
-            init=self._init_connection,
+            connection_class=ShardConnection if self.statement_observer is None else observed(self.statement_observer),
+            init=carry_uuids_as_text,
         )
-
-    async def _init_connection(self, connection: asyncpg.Connection) -> None:
-        await carry_uuids_as_text(connection)
-        if self.statement_observer is not None:
-            connection.add_query_logger(self.statement_observer)
 
     async def set_address(self, name: str, dsn: str) -> None:
         """A new shard, or a shard at a new address (a topology change): connect first,

@@ -44,8 +44,8 @@ def request_hash_sql(alias: str, kind: str | None = None) -> str:
 # when this transaction's COMMIT is (the commit point: coordinator/protocols/two_phase.py).
 # The counts come back so the caller can assert all landed whole. Text and integer
 # columns travel as one literal each (shards/arrays.py).
-WRITE_BATCH = """
-WITH moved AS (
+WRITE_CTES = """
+moved AS (
     UPDATE accounts AS a
     SET balance = a.balance + d.delta, reserved = a.reserved + d.reserved_delta,
         version = a.version + d.versions, updated_at = now()
@@ -73,9 +73,12 @@ WITH moved AS (
     INSERT INTO commit_decisions (batch_id, outcome) SELECT $25::uuid, 'commit' WHERE $25::uuid IS NOT NULL
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM recorded) AS recorded,
-       (SELECT count(*) FROM evented) AS evented, (SELECT count(*) FROM decided) AS decided, now() AS created_at
 """.replace("{hash}", request_hash_sql("t"))
+# What the write's counts are, in this order (shards/steps.py adds its own after them).
+WRITE_COUNTS = """(SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM recorded) AS recorded,
+       (SELECT count(*) FROM evented) AS evented, (SELECT count(*) FROM decided) AS decided, now() AS created_at"""
+WRITE_BATCH = f"WITH {WRITE_CTES}\nSELECT {WRITE_COUNTS}\n"
+
 
 
 def result_from_row(row: asyncpg.Record) -> TransferResult:
@@ -104,16 +107,21 @@ async def write_batch(
     that locked the accounts. With `commit_decision` (a batch id), this shard is the batch's
     decision shard and the 'commit' decision is written too. Returns the records' created_at
     (the transaction's start: one value per batch)."""
+    row = await connection.fetchrow(WRITE_BATCH, *write_arguments(changes, records, events, commit_decision))
+    return checked_write(row, changes, records, events, commit_decision)
+
+
+def write_arguments(changes: dict[str, AccountChange], records: RecordColumns, events: list[BalanceEvent],
+                    commit_decision: str | None) -> tuple[object, ...]:
+    """WRITE_CTES' parameters, $1..$25."""
     account_ids = sorted(changes)
-    transfers = records.transfers
     # Events are tuples in the outbox's column order ($16..$24): one transpose gives the columns.
     (event_ids, event_accounts, versions, kinds, amounts, reserved_deltas, balances_after, reserved_after,
      currencies) = zip(*events) if events else ((),) * len(BalanceEvent._fields)
     # Transfers are tuples too (transaction_id, kind, from, to, amount, currency, mode).
     (ids, transfer_kinds, senders, receivers, transfer_amounts, transfer_currencies,
-     modes) = zip(*transfers) if transfers else ((),) * len(Transfer._fields)
-    row = await connection.fetchrow(
-        WRITE_BATCH,
+     modes) = zip(*records.transfers) if records.transfers else ((),) * len(Transfer._fields)
+    return (
         text_array(account_ids),
         int_array([changes[a].balance_delta for a in account_ids]),
         int_array([changes[a].reserved_delta for a in account_ids]),
@@ -140,13 +148,19 @@ async def write_batch(
         text_array(currencies),
         commit_decision,
     )
+
+
+def checked_write(row: asyncpg.Record | None, changes: dict[str, AccountChange], records: RecordColumns,
+                  events: list[BalanceEvent], commit_decision: str | None) -> datetime:
+    """The write's created_at, once its counts (WRITE_COUNTS) say every part landed whole."""
     assert row is not None, "the write's counts are one row"
-    moved, recorded, evented, decided, created_at = row
-    assert decided == (commit_decision is not None), f"batch wrote {decided} commit decisions"
-    assert moved == len(account_ids), f"batch moved {moved} accounts, planned {len(account_ids)}"
-    assert recorded == len(transfers), f"batch recorded {recorded} transfers, planned {len(transfers)}"
+    moved, recorded, evented, decided, created_at = row[:5]
+    assert moved == len(changes), f"batch moved {moved} accounts, planned {len(changes)}"
+    assert recorded == len(records.transfers), f"batch recorded {recorded} transfers, planned {len(records.transfers)}"
     assert evented == len(events), f"batch wrote {evented} outbox events, planned {len(events)}"
-    return created_at
+    assert decided == (commit_decision is not None), f"batch wrote {decided} commit decisions"
+    created: datetime = created_at
+    return created
 
 
 # Is some unfinished transaction (a prepared 2PC branch, or a batch still open) holding this

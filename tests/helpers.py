@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator
+from typing import AsyncIterator, Callable, Iterator, TypeVar
 
 import asyncpg
 import httpx
@@ -250,3 +250,13 @@ async def app_over(backend: str, settings, service: WalletService) -> AsyncItera
     finally:
         await remote.close()
         await engine.close()
+
+
+Value = TypeVar("Value")
+
+
+def settled_value(value: Value) -> asyncio.Future[Value]:
+    """A future that already holds `value` (for a step that awaits what others read)."""
+    future: asyncio.Future[Value] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future

@@ -23,7 +23,7 @@ from shard_router.topology import Topology
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from shards import migrate
 from launchers.postgres import LocalCluster
-from tests.helpers import assert_outbox_explains, make_home
+from tests.helpers import settled_value, assert_outbox_explains, make_home
 
 DEPOSIT_CENTS = 100_000
 SWITCH_WAIT_S = 10
@@ -265,7 +265,7 @@ async def test_flip_waits_for_an_open_hold(service: WalletService, store: ZooKee
     target = ids_on(topology, "shard0", 1, slot)[0]
     await open_funded(service, [source, target])
     transfer = Transfer(str(uuid.uuid4()), "transfer", source, target, 500, "USD", "tcc")
-    [start] = await branches.try_debits(service.pools, "shard1", [transfer], {})
+    [start] = await branches.try_debits(service.pools, "shard1", [transfer], settled_value({}))
     assert start.kind == "held"
     monkeypatch.setattr(slot_migration, "FLIP_ATTEMPTS_MAX", 2)
     with pytest.raises(slot_migration.MigrationError, match="busy"):

@@ -13,7 +13,7 @@ from coordinator.domain.transfers import Transfer
 from coordinator.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from tests.helpers import SHARDS, accounts_on, assert_outbox_explains, balances, bearer, fetch, open_accounts, reserved_of, send_all, unfinished_phases
+from tests.helpers import settled_value, SHARDS, accounts_on, assert_outbox_explains, balances, bearer, fetch, open_accounts, reserved_of, send_all, unfinished_phases
 
 
 
@@ -159,7 +159,7 @@ async def test_unfinished_transfer_shows_its_phase(service: WalletService, topol
     (alice,), (bob,) = accounts_on(topology, "shard0", 1), accounts_on(topology, "shard2", 1)
     await open_accounts(service, [alice, bob], deposit="5.00")
     transfer = Transfer(str(uuid.uuid4()), "transfer", alice, bob, 100, "USD", "tcc")
-    (start,) = await branches.try_debits(service.pools, "shard0", [transfer], {})
+    (start,) = await branches.try_debits(service.pools, "shard0", [transfer], settled_value({}))
     assert start.kind == "held"
     app = build_app(settings, service=service)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test",

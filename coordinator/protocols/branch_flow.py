@@ -11,6 +11,7 @@ started) or a reroute (the shard does not serve the account); the other shards g
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable, TypeVar
@@ -21,7 +22,7 @@ from coordinator.domain.transfers import Transfer, TransferResult
 from coordinator.protocols import branch_steps
 from coordinator.protocols.prior_records import PriorRecords
 from coordinator.runtime import fault_points
-from coordinator.runtime.fan_out import fan_out_groups
+from coordinator.runtime.fan_out import fan_out_groups, settled
 from coordinator.runtime.logs import log_phase
 from shard_router.topology import Topology
 from shards.errors import AccountsMoved, ShardError
@@ -82,14 +83,16 @@ class BranchFlow:
 
     async def apply_batch(self, transfers: list[Transfer], records: PriorRecords) -> list[Outcome]:
         debit_shards = {self.debit_shard(t) for t in transfers}
+        # Records elsewhere (an id reused with another debit account), read beside step one's
+        # BEGIN and locks; a shard that does not answer fails the step that needs it.
+        elsewhere = asyncio.ensure_future(records.find([t.transaction_id for t in transfers], skip=debit_shards))
         try:
-            elsewhere = await records.find([t.transaction_id for t in transfers], skip=debit_shards)
-        except ShardError as error:
-            return [unavailable(error.shard)] * len(transfers)
-        starts = await self.per_shard(
-            transfers, self.debit_shard,
-            lambda shard, group: branch_steps.try_debits(self.pools, shard, group, elsewhere),
-        )
+            starts = await self.per_shard(
+                transfers, self.debit_shard,
+                lambda shard, group: branch_steps.try_debits(self.pools, shard, group, elsewhere),
+            )
+        finally:
+            await settled(elsewhere)
         log_phase(log, f"{self.mode}.started_debit", [t.transaction_id for t in transfers])
         fault_points.reach(f"{self.mode}.after_try_debit" if self.mode == "tcc" else "saga.after_debit")
         outcomes: dict[str, Outcome] = {}

@@ -6,15 +6,13 @@ between them. What each operation does to the rows is decided by domain/branch_p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Awaitable, Literal
 
 from coordinator.domain.branch_plan import BranchOp, BranchOutcome, plan_branch_batch
 from coordinator.domain.transfers import RecordColumns, Transfer, TransferResult
 from coordinator.protocols.retries import retry_conflicts
-from shards import accounts as account_sql
-from shards import barrier as barrier_sql
 from shards import phase_state as phase_sql
-from shards import transfers as transfer_sql
+from shards import steps as step_sql
 from shards.phase_state import PhaseRow, PhaseUpdate
 from shards.pool import ShardPools
 
@@ -43,24 +41,24 @@ def record(transfer: Transfer, second_phase: str, error_code: str | None) -> Tra
 
 
 async def try_debits(
-    pools: ShardPools, shard: str, transfers: list[Transfer], elsewhere: dict[str, TransferResult]
+    pools: ShardPools, shard: str, transfers: list[Transfer], elsewhere: Awaitable[dict[str, TransferResult]]
 ) -> list[DebitStart]:
     """Step one on the debit shard: Try (hold for TC/C, debit for Saga) and the phase-state row,
-    or the replay of what is already recorded."""
+    or the replay of what is already recorded. `elsewhere`: the ids' records on other shards
+    (a future: read beside this step's BEGIN and locks)."""
     assert len({t.transaction_id for t in transfers}) == len(transfers), "one transaction id once per batch"
+    ids = [t.transaction_id for t in transfers]
 
     async def step() -> list[DebitStart]:
         async with pools.transaction(shard) as connection:
-            ids = [t.transaction_id for t in transfers]
-            accounts = await account_sql.lock_accounts(connection, [t.from_account for t in transfers if t.from_account])
-            phases = await phase_sql.lock_phases(connection, ids)
-            stored = {**elsewhere, **await transfer_sql.select_transfers(connection, ids)}
-            barrier = await barrier_sql.select_barrier(connection, ids)
+            read = await step_sql.read_step(connection, [t.from_account for t in transfers if t.from_account], ids,
+                                            phases=True, records=True)
+            stored = {**await elsewhere, **read.records}
             starts: list[DebitStart | None] = []
             fresh: list[Transfer] = []
             for transfer in transfers:
                 earlier = stored.get(transfer.transaction_id)
-                phase = phases.get(transfer.transaction_id)
+                phase = read.phases.get(transfer.transaction_id)
                 if earlier is not None:
                     same = earlier.transfer.movement == transfer.movement
                     starts.append(DebitStart("final", earlier) if same else DebitStart("conflict"))
@@ -70,13 +68,11 @@ async def try_debits(
                 else:
                     starts.append(None)
                     fresh.append(transfer)
-            plan = plan_branch_batch([BranchOp(t, "debit", "try") for t in fresh], accounts, barrier)
+            plan = plan_branch_batch([BranchOp(t, "debit", "try") for t in fresh], read.accounts, read.barrier)
             held = [t for t, o in zip(fresh, plan.outcomes) if o.ok]
             refused = [record(t, "cancel", o.error_code) for t, o in zip(fresh, plan.outcomes) if not o.ok]
-            await barrier_sql.insert_barrier(connection, plan.barrier_inserts)
-            await phase_sql.insert_phases(connection, held)
-            created_at = await transfer_sql.write_batch(connection, plan.postings.changes, RecordColumns.of(refused),
-                                                        plan.postings.events)
+            created_at = await step_sql.write_step(connection, plan.postings.changes, RecordColumns.of(refused),
+                                                   plan.postings.events, plan.barrier_inserts, opened=held)
         outcome_of = dict(zip([t.transaction_id for t in fresh], plan.outcomes))
         refused_by_id = {r.transfer.transaction_id: r for r in refused}
         results: list[DebitStart] = []
@@ -97,12 +93,11 @@ async def run_branch_ops(pools: ShardPools, shard: str, ops: list[BranchOp]) -> 
 
     async def step() -> list[BranchOutcome]:
         async with pools.transaction(shard) as connection:
-            accounts = await account_sql.lock_accounts(connection, [op.account_id for op in ops])
-            barrier = await barrier_sql.select_barrier(connection, [op.transfer.transaction_id for op in ops])
-            plan = plan_branch_batch(ops, accounts, barrier)
-            await barrier_sql.insert_barrier(connection, plan.barrier_inserts)
-            if plan.postings.changes:
-                await transfer_sql.write_batch(connection, plan.postings.changes, RecordColumns.of([]), plan.postings.events)
+            read = await step_sql.read_step(connection, [op.account_id for op in ops],
+                                            [op.transfer.transaction_id for op in ops])
+            plan = plan_branch_batch(ops, read.accounts, read.barrier)
+            await step_sql.write_step(connection, plan.postings.changes, RecordColumns.of([]), plan.postings.events,
+                                      plan.barrier_inserts)
         return plan.outcomes
 
     return await retry_conflicts(step)
@@ -123,17 +118,15 @@ async def second_phase_debits(
     decides (coordinator or recovery); then Confirm or Cancel of the debit branch, the
     phase-state update and the transfer's record, all in one local transaction."""
     assert final_state in ("sent", "done")
+    ids = [d.transfer.transaction_id for d in decisions]
 
     async def step() -> list[TransferResult]:
         async with pools.transaction(shard) as connection:
-            ids = [d.transfer.transaction_id for d in decisions]
-            accounts = await account_sql.lock_accounts(connection, [d.transfer.from_account for d in decisions if d.transfer.from_account])
-            phases = await phase_sql.lock_phases(connection, ids)
-            stored = await transfer_sql.select_transfers(connection, ids)
-            barrier = await barrier_sql.select_barrier(connection, ids)
+            read = await step_sql.read_step(connection, [d.transfer.from_account for d in decisions
+                                                         if d.transfer.from_account], ids, phases=True, records=True)
             ops, updates, new_records = [], [], []
             for decision in decisions:
-                phase = phases.get(decision.transfer.transaction_id)
+                phase = read.phases.get(decision.transfer.transaction_id)
                 assert phase is not None, f"no phase state for {decision.transfer.transaction_id} on {shard}"
                 actual = phase.second_phase or decision.wanted
                 code = phase.error_code if phase.second_phase else decision.error_code
@@ -144,15 +137,13 @@ async def second_phase_debits(
                     state = "done" if final_state == "done" or phase.second_state == "done" else final_state
                     updates.append(PhaseUpdate(phase.transfer.transaction_id, actual, state,
                                                code if actual == "cancel" else None, decision.out_of_order))
-                if phase.transfer.transaction_id not in stored:
+                if phase.transfer.transaction_id not in read.records:
                     new_records.append(record(phase.transfer, actual, code))
-            plan = plan_branch_batch(ops, accounts, barrier)
-            await barrier_sql.insert_barrier(connection, plan.barrier_inserts)
-            await phase_sql.update_phases(connection, updates)
-            created_at = await transfer_sql.write_batch(connection, plan.postings.changes, RecordColumns.of(new_records),
-                                                        plan.postings.events)
+            plan = plan_branch_batch(ops, read.accounts, read.barrier)
+            created_at = await step_sql.write_step(connection, plan.postings.changes, RecordColumns.of(new_records),
+                                                   plan.postings.events, plan.barrier_inserts, advanced=updates)
         fresh = {r.transfer.transaction_id: r.stamped(created_at) for r in new_records}
-        return [fresh.get(i) or stored[i] for i in ids]
+        return [fresh.get(i) or read.records[i] for i in ids]
 
     return await retry_conflicts(step)
 
