@@ -200,3 +200,43 @@ def test_a_busy_port_is_refused_before_anything_starts() -> None:
         assert servers_running(home) == [] and not (home / "shards").exists(), "nothing was started"
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.cluster
+def test_several_http_processes_share_one_engine_and_its_state() -> None:
+    """Protects per-process state with `--workers 2`: a token's rate limit is one bucket however
+    its requests spread over the HTTP processes, and /metrics counts every process's requests
+    (each hands its observations to the engine within OBSERVE_EVERY_S)."""
+    home = make_home("serve-workers")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    environment = {**os.environ, "WALLET_HOME": str(home), "WALLET_PORT": str(port), "WALLET_RATE_BURST": "5",
+                   "WALLET_RATE_PER_S": "0.01"}
+    process = subprocess.Popen([WALLET, "serve", "--local", "--workers", "2"], env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        admin = wait_ready(process, url)
+        assert sum("coordinator.api.front" in command for _, command in children_of(process.pid)) == 2
+        issued = subprocess.run([WALLET, "token", "issue", "--owner", "dave"], env=environment,
+                                capture_output=True, text=True, timeout=60)
+        dave = {"Authorization": f"Bearer {issued.stdout.strip()}"}
+        missing = f"{url}/v1/transfers/{uuid.uuid4()}"
+        # A fresh connection each: the kernel spreads them over both processes.
+        answers = [httpx.get(missing, headers={**dave, "Connection": "close"}).status_code for _ in range(8)]
+        assert answers == [404] * 5 + [429] * 3, answers
+        from coordinator.api.engine_link import OBSERVE_EVERY_S
+
+        time.sleep(2 * OBSERVE_EVERY_S)  # each HTTP process hands its observations over at least this often
+        text = httpx.get(f"{url}/metrics", headers=admin).text
+        counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                      if line.startswith('wallet_http_requests_total{route="/v1/transfers/{transaction_id}"'))
+        assert counted == 8, text
+        interrupt(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        from launchers.postgres import LocalCluster
+
+        LocalCluster(home, shard_count=4).stop()
+        shutil.rmtree(home, ignore_errors=True)
