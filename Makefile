@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast lint bench install system-deps clean
 # What pyflakes reads; mypy reads the files pyproject.toml names.
-LINTED := coordinator shards shard_router ledger migrations launchers bench chaos client tests
+LINTED := core coordinator shards shard_router ledger migrations launchers bench chaos client tests
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)

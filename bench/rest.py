@@ -84,7 +84,7 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
     if shutil.which("wrk") is None:
         return None
     from coordinator.api.auth import issue_token, load_secret
-    from coordinator.runtime.settings import Settings
+    from core.runtime.settings import Settings
 
     port = free_port()
     secret = load_secret(Settings(home=cluster.home, topology_path=cluster.topology_path), create=True)

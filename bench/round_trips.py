@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from coordinator.runtime.settings import Settings
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 

@@ -46,8 +46,8 @@ from bench.report import (BATCH_POINT, ENGINE_POINT, HOT_WORKLOADS, SUSTAINED_BA
                           report, summarize)
 from bench.round_trips import lone_transfer_costs
 from bench.workload import Workload
-from coordinator.runtime import event_loop
-from coordinator.runtime.settings import BatchLimits, Settings
+from core.runtime import event_loop
+from core.runtime.settings import BatchLimits, Settings
 from coordinator.service.wallet import WalletService
 from launchers.postgres import LocalCluster, temporary_home
 from shards import migrate

@@ -35,9 +35,9 @@ from chaos.naive import NaiveTransfers
 from chaos.processes import Coordinator, pause_shard, resume_shard
 from chaos.proxy import FaultyProxy
 from coordinator.api.auth import issue_token
-from coordinator.runtime.settings import Settings
-from coordinator.runtime.fan_out import fan_out
-from coordinator.runtime.fault_points import FAULT_POINTS
+from core.runtime.settings import Settings
+from core.runtime.fan_out import fan_out
+from core.runtime.fault_points import FAULT_POINTS
 from coordinator.service.wallet import WalletService
 from shard_router.file_store import FileTopologyStore
 from shard_router.stores import connect_zookeeper
@@ -594,7 +594,7 @@ def parse_pairs(items: list[str], separator: str, what: str) -> dict[str, str]:
     return pairs
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="wallet chaos",
         description="Jepsen-style bank workload: concurrent transfers in every mode over REST while coordinators "
@@ -641,3 +641,7 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(home, ignore_errors=True)
     print(report.table())
     return 1 if report.anomalies else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from coordinator.runtime.fault_points import FAULT_POINTS
+from core.runtime.fault_points import FAULT_POINTS
 
 COORDINATOR_KILL = "coordinator_kill"  # SIGKILL a coordinator, restart it after hold_s
 FAULT_POINT = "fault_point"  # restart a coordinator armed at a named step; it dies there

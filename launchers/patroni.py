@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 
-from coordinator.domain.errors import ConfigurationError
+from core.domain.errors import ConfigurationError
+from core.runtime.settings import HA_MEMBERS_MAX, HA_MEMBERS_MIN
 from launchers.postgres import DATABASE, LEDGER, SERVER_SETTINGS, SHARD_COUNT_MAX, SUPERUSER, free_port, postgres_bin
 from launchers.zookeeper import LocalZooKeeper
 from shard_router.file_store import FileTopologyStore
@@ -46,7 +47,7 @@ from shard_router.topology import Topology
 
 NAMESPACE = "/wallet-patroni"
 SYSTEM_PYTHON = "/usr/bin/python3"
-MEMBERS_MIN, MEMBERS_MAX = 2, 5
+MEMBERS_MIN, MEMBERS_MAX = HA_MEMBERS_MIN, HA_MEMBERS_MAX
 # The leader key lives this long without renewal (ZooKeeper's session); Patroni checks every
 # LOOP_WAIT_S and retries the store for RETRY_TIMEOUT_S (loop_wait + 2 * retry_timeout <= ttl).
 TTL_S = 10

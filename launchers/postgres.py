@@ -18,7 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordinator.domain.errors import ConfigurationError
+from core.domain.errors import ConfigurationError
+from core.runtime.settings import LOCAL_SHARDS_MAX
 from shard_router.file_store import FileTopologyStore
 from shard_router.topology import Topology
 
@@ -26,7 +27,7 @@ POSTGRES_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16
 DATABASE = "wallet"
 SUPERUSER = "wallet"
 START_TIMEOUT_S = 60
-SHARD_COUNT_MAX = 64
+SHARD_COUNT_MAX = LOCAL_SHARDS_MAX
 # Every setting the shards need; docker/ names the same ones (tests/test_docker.py checks).
 SERVER_SETTINGS: dict[str, str] = {
     "listen_addresses": "127.0.0.1",

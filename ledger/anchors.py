@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from coordinator.domain.errors import ConfigurationError
+from core.domain.errors import ConfigurationError
 from shards.pool import Connection
 
 FORMAT = "wallet-ledger-anchor/1"

@@ -6,7 +6,7 @@ from typing import Callable
 
 import asyncpg
 
-from coordinator.runtime.fan_out import fan_out
+from core.runtime.fan_out import fan_out
 from ledger import store
 from ledger.chain import Break, StreamVerifier
 from ledger.replay import END_OF_TIME, ReplayedBalance, replay_balances

@@ -1,5 +1,5 @@
 """Logic after a code change: each recorded transfer's balance effects re-derived with today's
-rules (coordinator/domain/effects.py) and compared with the events the ledger holds for it.
+rules (core/domain/effects.py) and compared with the events the ledger holds for it.
 
 "Live equals replay" shows the ledger and the balances agree; this shows today's planner
 would still have written those events: a transfer whose events no path of today's rules
@@ -11,8 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from coordinator.domain.effects import Effects, Posting, possible_effects
-from coordinator.domain.transfers import Transfer
+from core.domain.effects import Effects, Posting, possible_effects
+from core.domain.transfers import Transfer
 from shards.pool import Connection, ShardPools
 
 PAGE = 5_000

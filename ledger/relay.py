@@ -15,9 +15,9 @@ from typing import Callable
 
 import asyncpg
 
-from coordinator.runtime import fault_points
-from coordinator.runtime.background import Periodic
-from coordinator.runtime.fan_out import fan_out
+from core.runtime import fault_points
+from core.runtime.background import Periodic
+from core.runtime.fan_out import fan_out
 from ledger import store
 from ledger.chain import LedgerEvent, chain_hash
 from shards import outbox as outbox_sql

@@ -16,12 +16,12 @@ from ledger.anchors import AnchorStore, Rewrite
 from ledger.audit import AuditReport, audit, verify_chain
 from ledger.rederive import RederiveReport, rederive
 from ledger.chain import Break, LedgerEvent
-from coordinator.runtime.background import Periodic
+from core.runtime.background import Periodic
 from ledger.relay import Relay, relay_worker
 from ledger.replay import Replay, replay_balances
 from ledger import snapshots
 from ledger.snapshots import take_snapshot
-from coordinator.domain.errors import ConfigurationError
+from core.domain.errors import ConfigurationError
 from shards.pool import SERVER_SETTINGS, ShardPools, carry_uuids_as_text
 
 POOL_SIZE_MAX = 4

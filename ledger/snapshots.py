@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import asyncpg
 
-from coordinator.domain.errors import ConfigurationError
+from core.domain.errors import ConfigurationError
 from ledger import store
 from ledger.replay import replay_balances
 from shards.pool import Connection

@@ -13,8 +13,8 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from coordinator.domain.errors import ConfigurationError
-from coordinator.runtime.settings import Settings
+from core.domain.errors import ConfigurationError
+from core.runtime.settings import Settings
 from shard_router.file_store import FileTopologyStore
 from shard_router.stores import TopologyStore, open_store
 from shard_router.topology import Topology, TopologyError

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from coordinator.domain.accounts import Account
+from core.domain.accounts import Account
 from shards.arrays import text_array
 from shards.errors import AccountsMoved
 from shards.pool import Connection

@@ -8,7 +8,7 @@ about 10% of the coordinator's CPU per transfer on the batch path. It is still o
 parameter: no value is ever spliced into SQL.
 
 Only for values the coordinator itself validated: account ids and transaction ids (UUIDs
-in canonical text; coordinator/domain/validation.py), currencies and its own vocabulary
+in canonical text; core/domain/validation.py), currencies and its own vocabulary
 words. A double quote or backslash would change the literal's meaning, so they are refused
 whole, as is NULL where none is allowed; the server's cast checks every element's type.
 Bytes keep asyncpg's binary encoding.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import asyncpg
 
-from coordinator.domain.transfers import Transfer
+from core.domain.transfers import Transfer
 from shards.arrays import text_array
 from shards.pool import Connection
 

@@ -92,7 +92,7 @@ def errors_of(shard: str) -> Iterator[None]:
 
 async def carry_uuids_as_text(connection: asyncpg.Connection) -> None:
     """Transaction and batch ids travel as their canonical text (lower case) both ways: the
-    coordinator carries them as str (coordinator/domain/transfers.py), and a UUID object
+    coordinator carries them as str (core/domain/transfers.py), and a UUID object
     made and compared per transfer costs more than the text it came from. A UUID parameter
     is still accepted (its str is the same text)."""
     await connection.set_type_codec("uuid", schema="pg_catalog", encoder=str, decoder=str, format="text")

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from coordinator.domain.errors import ConfigurationError
+from core.domain.errors import ConfigurationError
 from shards.pool import Connection
 
 CONNECT_TIMEOUT_S = 3.0

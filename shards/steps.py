@@ -15,9 +15,9 @@ from typing import NamedTuple, Sequence
 
 import asyncpg
 
-from coordinator.domain.accounts import Account
-from coordinator.domain.postings import AccountChange, BalanceEvent
-from coordinator.domain.transfers import RecordColumns, Transfer, TransferResult
+from core.domain.accounts import Account
+from core.domain.postings import AccountChange, BalanceEvent
+from core.domain.transfers import RecordColumns, Transfer, TransferResult
 from shards.accounts import ACCOUNT_COLUMNS, account_from_row
 from shards.arrays import bool_array, int_array, nullable_text_array, text_array
 from shards.errors import AccountsMoved

@@ -5,8 +5,8 @@ from datetime import datetime
 
 import asyncpg
 
-from coordinator.domain.transfers import RecordColumns, Transfer, TransferResult
-from coordinator.domain.postings import AccountChange, BalanceEvent
+from core.domain.transfers import RecordColumns, Transfer, TransferResult
+from core.domain.postings import AccountChange, BalanceEvent
 from shards.arrays import int_array, nullable_text_array, text_array
 from shards.pool import Connection
 
@@ -30,7 +30,7 @@ def request_hash_sql(alias: str, kind: str | None = None) -> str:
     ["kind",from|null,"to",amount,"currency"], the form every record has stored, which must
     never change. The text is JSON as written because every part is a validated id, a
     currency code or a word: ASCII with no quote, backslash or control character
-    (coordinator/domain/validation.py; tests/test_hot_path.py holds it equal to json.dumps)."""
+    (core/domain/validation.py; tests/test_hot_path.py holds it equal to json.dumps)."""
     assert kind is None or kind.isalpha(), "kind is a word of our own"
     kind_sql = f"{alias}.kind" if kind is None else f"'{kind}'"
     return (f"""sha256(convert_to('["' || {kind_sql} || '",' || coalesce('"' || {alias}.from_account || '"', 'null') """

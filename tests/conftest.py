@@ -10,7 +10,7 @@ from typing import AsyncIterator, Iterator
 
 import pytest
 
-from coordinator.runtime.settings import Settings
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from shards import migrate

@@ -23,8 +23,8 @@ import httpx
 
 from coordinator.api.app import WalletApp, build_app
 from coordinator.api.auth import issue_token
-from coordinator.domain.errors import WalletError
-from coordinator.runtime.logs import JsonFormatter
+from core.domain.errors import WalletError
+from core.runtime.logs import JsonFormatter
 from coordinator.service.wallet import WalletService
 from launchers.postgres import temporary_home as make_home
 from shard_router.topology import Topology

@@ -218,7 +218,7 @@ async def test_http_conventions(client: httpx.AsyncClient, topology: Topology) -
 
 
 async def test_every_code_has_a_problem_page(client: httpx.AsyncClient) -> None:
-    from coordinator.domain.errors import ERROR_MEANINGS, ERROR_STATUS
+    from core.domain.errors import ERROR_MEANINGS, ERROR_STATUS
 
     for code in ERROR_MEANINGS:
         page = (await client.get(f"/problems/{code}")).json()

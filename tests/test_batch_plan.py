@@ -7,9 +7,9 @@ from uuid import uuid4
 
 import pytest
 
-from coordinator.domain.batch_plan import BatchPlan, plan_local_batch
-from coordinator.domain.accounts import Account
-from coordinator.domain.transfers import Transfer, TransferResult
+from core.domain.batch_plan import BatchPlan, plan_local_batch
+from core.domain.accounts import Account
+from core.domain.transfers import Transfer, TransferResult
 
 
 def account(

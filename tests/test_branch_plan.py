@@ -8,9 +8,9 @@ from uuid import uuid4
 
 import pytest
 
-from coordinator.domain.accounts import Account
-from coordinator.domain.branch_plan import BranchOp, plan_branch_batch
-from coordinator.domain.transfers import Transfer
+from core.domain.accounts import Account
+from core.domain.branch_plan import BranchOp, plan_branch_batch
+from core.domain.transfers import Transfer
 
 AMOUNT = 300
 
@@ -150,7 +150,7 @@ def test_impossible_orders_are_invariant_failures(before: dict[str, str], operat
 
 def test_every_rule_of_the_table_is_covered() -> None:
     """The table above meets every (mode, branch, operation) the protocols use."""
-    from coordinator.domain.branch_plan import BUSINESS
+    from core.domain.branch_plan import BUSINESS
 
     covered = {(mode, branch, operation) for mode, branch, operation, *_ in CASES}
     assert set(BUSINESS) <= covered

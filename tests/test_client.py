@@ -17,7 +17,7 @@ import wallet_client
 from chaos.processes import Coordinator
 from coordinator.api import openapi
 from coordinator.api.app import build_app
-from coordinator.runtime.settings import Settings
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from launchers.postgres import LocalCluster, free_port
 from shard_router.topology import Topology

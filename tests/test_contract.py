@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from coordinator.api import openapi, schemas
 from coordinator.api.app import HANDLERS, MONEY_HANDLERS
 from coordinator.api.bodies import decode
-from coordinator.domain.errors import ERROR_MEANINGS, ERROR_STATUS, WalletError
-from coordinator.domain.money import CURRENCY_DECIMALS, amount_rule, parse_amount
-from coordinator.domain.validation import (ACCOUNT_ID_RULE, OWNER_RULE, UUID_RULE, check_account_id, check_owner,
+from core.domain.errors import ERROR_MEANINGS, ERROR_STATUS, WalletError
+from core.domain.money import CURRENCY_DECIMALS, amount_rule, parse_amount
+from core.domain.validation import (ACCOUNT_ID_RULE, OWNER_RULE, UUID_RULE, check_account_id, check_owner,
                                            check_transaction_id)
 from tests.helpers import REPOSITORY
 

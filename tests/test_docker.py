@@ -14,7 +14,7 @@ from launchers.postgres import SERVER_SETTINGS
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 REPOSITORY = DOCKER.parent
-SETTINGS = REPOSITORY / "coordinator" / "runtime" / "settings.py"  # the one reader of WALLET_* settings
+SETTINGS = REPOSITORY / "core" / "runtime" / "settings.py"  # the one reader of WALLET_* settings
 
 
 def compose() -> dict:

@@ -16,8 +16,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-from coordinator.domain.money import parse_amount
-from coordinator.runtime.settings import Settings
+from core.domain.money import parse_amount
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from launchers.postgres import LocalCluster, free_port
 from shards import two_phase as two_phase_sql

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from coordinator.domain.errors import ConfigurationError
-from coordinator.runtime.settings import BatchLimits
+from core.domain.errors import ConfigurationError
+from core.runtime.settings import BatchLimits
 from coordinator.service.group_commit import BatchApplier
 
 
@@ -221,7 +221,7 @@ def test_bad_limits_are_refused_with_the_setting_named(limits: dict[str, Any], m
 async def test_the_next_batch_starts_beside_one_in_flight_only_once_it_lets_it() -> None:
     """Protects the overlap rule (runtime/gates.py): with two workers, a second batch starts
     while the first is in flight only after the first called let_next_start()."""
-    from coordinator.runtime.gates import let_next_start
+    from core.runtime.gates import let_next_start
 
     started: list[list[int]] = []
     let_go, finish = asyncio.Event(), asyncio.Event()

@@ -24,8 +24,8 @@ import pytest
 
 from bench import failover
 from coordinator.api.app import build_app
-from coordinator.domain.errors import WalletError
-from coordinator.runtime.settings import Settings
+from core.domain.errors import WalletError
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from launchers.patroni import HaCluster
 from launchers.postgres import LEDGER, temporary_home

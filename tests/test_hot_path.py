@@ -15,7 +15,7 @@ import uuid
 import asyncpg
 import pytest
 
-from coordinator.domain.transfers import Transfer
+from core.domain.transfers import Transfer
 from coordinator.service.wallet import WalletService
 from shard_router.slots import slot_of
 from shard_router.topology import Topology
@@ -131,7 +131,7 @@ async def test_a_lookup_on_a_shard_that_is_down_fails_every_caller(service: Wall
 
 
 def test_account_rows_are_read_by_position_in_the_accounts_field_order() -> None:
-    from coordinator.domain.accounts import Account
+    from core.domain.accounts import Account
     from shards.accounts import ACCOUNT_COLUMNS
 
     columns = [name.strip() for name in ACCOUNT_COLUMNS.split("#")[0].split(",")]
@@ -163,7 +163,7 @@ def test_balance_events_are_in_the_outboxs_column_order() -> None:
     """write_batch transposes the event tuples straight into the outbox's columns."""
     import re
 
-    from coordinator.domain.postings import BalanceEvent
+    from core.domain.postings import BalanceEvent
     from shards.transfers import WRITE_BATCH
 
     found = re.search(r"INSERT INTO outbox \(([^)]*)\)", WRITE_BATCH)

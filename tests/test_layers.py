@@ -9,39 +9,27 @@ from pathlib import Path
 
 from tests.helpers import REPOSITORY
 
-# Bottom to top. A module may import its own layer and the layers its row names, nothing else
-# of this repository. The coordinator's layers are its folders; shard_router, shards, ledger
-# and migrations sit between the coordinator's runtime and its protocols; launchers are
-# development tooling beside the product; the CLI is the top and reaches bench and chaos.
-DOMAIN = "coordinator.domain"
-RUNTIME = "coordinator.runtime"
+# The layers, bottom to top, in the order of the folders: a module may import its own layer
+# and any layer below it, nothing above, with no exceptions. The client is its own
+# distribution and imports nothing of this repository; launchers are development tooling the
+# CLI starts servers with; bench and chaos sit on top (the CLI runs them as programs of their
+# own, `python -m bench.run`, without importing them).
+DOMAIN = "core.domain"
+RUNTIME = "core.runtime"
 PROTOCOLS = "coordinator.protocols"
 CLUSTER = "coordinator.cluster"
 SERVICE = "coordinator.service"
 API = "coordinator.api"
 CLI = "coordinator.cli"
 CLIENT = "wallet_client"
-STORAGE = {"shard_router", "shards", "ledger", "migrations"}
-BELOW_PROTOCOLS = {DOMAIN, RUNTIME, *STORAGE}
-PRODUCT = {*BELOW_PROTOCOLS, PROTOCOLS, CLUSTER, SERVICE, API}
-MAY_IMPORT: dict[str, set[str]] = {
-    "coordinator": set(),  # the package's face: no imports
-    DOMAIN: set(),
-    RUNTIME: {DOMAIN},
-    "shard_router": set(),
-    "shards": {DOMAIN, RUNTIME, "shard_router"},
-    "ledger": {DOMAIN, RUNTIME, "shard_router", "shards"},
-    "migrations": {DOMAIN, RUNTIME, "shard_router", "shards", "ledger"},
-    PROTOCOLS: BELOW_PROTOCOLS,
-    CLUSTER: BELOW_PROTOCOLS,
-    SERVICE: {*BELOW_PROTOCOLS, PROTOCOLS, CLUSTER},
-    API: {*BELOW_PROTOCOLS, PROTOCOLS, CLUSTER, SERVICE},
-    "launchers": {DOMAIN, RUNTIME, "shard_router"},
-    CLIENT: set(),
-    "bench": {*PRODUCT, "launchers", CLIENT},
-    "chaos": {*PRODUCT, "launchers", CLIENT},
-    CLI: {*PRODUCT, "launchers", CLIENT, "bench", "chaos"},
-}
+LAYERS = ["core", DOMAIN, RUNTIME, "shard_router", "shards", "ledger", "migrations", "launchers", "coordinator",
+          PROTOCOLS, CLUSTER, SERVICE, API, CLI, "bench", "chaos"]
+MAY_IMPORT: dict[str, set[str]] = {layer: set(LAYERS[:index]) for index, layer in enumerate(LAYERS)}
+MAY_IMPORT["core"] = set()  # the package's face: no imports
+MAY_IMPORT["coordinator"] = set()
+MAY_IMPORT[CLIENT] = set()
+for layer in ("bench", "chaos"):
+    MAY_IMPORT[layer].add(CLIENT)
 # The domain imports no driver and does no I/O: only the standard library.
 STDLIB_ONLY = {DOMAIN}
 PACKAGES = sorted({layer.split(".")[0] for layer in MAY_IMPORT})
@@ -121,7 +109,7 @@ def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     """The checker itself: an upward import is reported with its file and line."""
     module = tmp_path / "upward.py"
     module.write_text("import os\n\n\ndef late():\n    from coordinator.service.wallet import WalletService\n")
-    found = imports_of("coordinator.domain.upward", module)
+    found = imports_of("core.domain.upward", module)
     assert (5, "coordinator.service.wallet") in found
     assert layer_of("coordinator.service.wallet") == SERVICE and SERVICE not in MAY_IMPORT[DOMAIN]
 
@@ -131,7 +119,7 @@ def test_settings_are_read_in_one_place() -> None:
     time: a product module that reads os.environ is named."""
     readers = []
     for module, path in product_modules():
-        if module in ("coordinator.runtime.settings", "launchers.postgres", "launchers.patroni", "bench.run", "bench.rest",
+        if module in ("core.runtime.settings", "launchers.postgres", "launchers.patroni", "bench.run", "bench.rest",
                       "chaos.processes"):
             # the settings; the launchers' WALLET_PG_BIN and WALLET_PATRONI_*; environments
             # built for child processes
@@ -140,3 +128,19 @@ def test_settings_are_read_in_one_place() -> None:
         if "os.environ" in text or "getenv(" in text:
             readers.append(str(path.relative_to(REPOSITORY)))
     assert readers == [], readers
+
+
+def test_serving_never_imports_the_development_tools() -> None:
+    """Protects the product from its tooling: what `wallet serve` runs (the CLI, the engine,
+    its HTTP and relay processes) imports no module of launchers/, bench/ or chaos/; only
+    `--local` (and `wallet dev`) start servers, importing launchers when they do."""
+    import subprocess
+
+    modules = ["coordinator.cli.main", "coordinator.cli.serve", "coordinator.cli.children", "coordinator.api.app",
+               "coordinator.api.front", "coordinator.api.engine_link", "coordinator.cli.ledger"]
+    probe = (f"import sys\nfor name in {modules!r}:\n    __import__(name)\n"
+             "import coordinator.cli.main as main\nmain.build_parser()\n"
+             "print(' '.join(sorted(n for n in sys.modules if n.split('.')[0] in ('launchers', 'bench', 'chaos'))))")
+    imported = subprocess.run([sys.executable, "-c", probe], cwd=REPOSITORY, capture_output=True, text=True,
+                              check=True).stdout.split()
+    assert imported == [], imported

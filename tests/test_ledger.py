@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from coordinator.domain.errors import WalletError
+from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from ledger.replay import END_OF_TIME
 from shard_router.topology import Topology

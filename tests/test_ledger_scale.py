@@ -17,9 +17,9 @@ from typing import AsyncIterator
 import asyncpg
 import pytest
 
-from coordinator.domain import branch_plan
-from coordinator.domain.errors import ConfigurationError
-from coordinator.runtime.settings import Settings
+from core.domain import branch_plan
+from core.domain.errors import ConfigurationError
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from ledger.chain import LedgerEvent, chain_hash
 from ledger.replay import END_OF_TIME

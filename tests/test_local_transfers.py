@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from coordinator.domain.transfers import TransferResult
-from coordinator.domain.errors import WalletError
+from core.domain.transfers import TransferResult
+from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.helpers import accounts_on, assert_outbox_explains, batches_held, open_accounts, send_all

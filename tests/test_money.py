@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from coordinator.domain.errors import WalletError
-from coordinator.domain.money import (
+from core.domain.errors import WalletError
+from core.domain.money import (
     AMOUNT_MINOR_MAX,
     AMOUNT_TEXT_LENGTH_MAX,
     CURRENCY_DECIMALS,
@@ -231,7 +231,7 @@ def test_money_str_formats_and_refuses_floats() -> None:
 def test_account_ids_are_refused_whole(account_id: str) -> None:
     """Protects ids end to end: a trailing newline (which `$` would let through) or any other
     character outside the documented set is refused, not stored."""
-    from coordinator.domain.validation import check_account_id
+    from core.domain.validation import check_account_id
 
     with pytest.raises(WalletError) as refused:
         check_account_id(account_id)

@@ -14,7 +14,7 @@ import pytest
 from starlette.routing import Route
 
 from coordinator.api.app import build_app
-from coordinator.runtime.settings import Settings
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.helpers import BACKENDS, accounts_on, app_over, batches_held, bearer, captured_logs

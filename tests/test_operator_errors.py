@@ -17,9 +17,9 @@ import pytest
 
 from coordinator.api.app import build_app
 from coordinator.cli.main import main
-from coordinator.domain.errors import ConfigurationError
-from coordinator.runtime import fault_points
-from coordinator.runtime.settings import Settings
+from core.domain.errors import ConfigurationError
+from core.runtime import fault_points
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.helpers import REPOSITORY, TEST_SECRET, accounts_on, assert_problem, batches_held, bearer
@@ -116,7 +116,7 @@ def test_fault_points_are_armed_by_settings_not_at_import() -> None:
     """Importing the module reads nothing; the name is checked by Settings and armed by the
     process that starts the service."""
     probe = subprocess.run(
-        [sys.executable, "-c", "import coordinator.runtime.fault_points as f; print(f._armed)"],
+        [sys.executable, "-c", "import core.runtime.fault_points as f; print(f._armed)"],
         cwd=REPOSITORY, env={**os.environ, "WALLET_FAULT_POINT": "2pc.after_decision"},
         capture_output=True, text=True, timeout=30)
     assert probe.returncode == 0 and probe.stdout.strip() == "None", probe.stderr

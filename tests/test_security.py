@@ -13,7 +13,7 @@ import pytest
 
 from coordinator.api.app import WalletApp, build_app
 from coordinator.api.auth import ISSUER, issue_token
-from coordinator.runtime.settings import Settings
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.helpers import BACKENDS, TEST_SECRET, accounts_on, app_over, assert_problem, bearer
@@ -214,7 +214,7 @@ def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> No
     import time as clock
 
     from coordinator.api.auth import CLOCK_LEEWAY_S, TokenVerifier, issue_token
-    from coordinator.domain.errors import WalletError
+    from core.domain.errors import WalletError
 
     verifier = TokenVerifier(TEST_SECRET)
     token = issue_token(TEST_SECRET, "alice", "user", ttl_s=60)

@@ -12,9 +12,9 @@ import pytest
 
 from coordinator.protocols import branch_steps as branches
 from coordinator.cluster import slot_migration
-from coordinator.runtime.settings import Settings
-from coordinator.domain.transfers import Transfer
-from coordinator.domain.errors import WalletError
+from core.runtime.settings import Settings
+from core.domain.transfers import Transfer
+from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from coordinator.cluster.topology_follower import TopologyFollower
 from shard_router.slots import SLOT_COUNT, slot_of

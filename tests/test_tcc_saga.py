@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from coordinator.protocols import branch_steps as branches
-from coordinator.domain.branch_plan import BranchOp
-from coordinator.domain.transfers import Transfer
-from coordinator.domain.errors import WalletError
+from core.domain.branch_plan import BranchOp
+from core.domain.transfers import Transfer
+from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.helpers import settled_value, SHARDS, accounts_on, assert_outbox_explains, balances, bearer, fetch, open_accounts, reserved_of, send_all, unfinished_phases

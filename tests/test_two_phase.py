@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from coordinator.domain.errors import WalletError
+from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.helpers import accounts_on, assert_outbox_explains, balances, open_accounts, prepared_count, send_all

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.domain.errors import WalletError
+from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from launchers.postgres import LocalCluster

@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from coordinator.runtime import fault_points
-from coordinator.runtime.settings import Settings
-from coordinator.domain.errors import WalletError
-from coordinator.runtime.settings import BatchLimits
+from core.runtime import fault_points
+from core.runtime.settings import Settings
+from core.domain.errors import WalletError
+from core.runtime.settings import BatchLimits
 from coordinator.service.wallet import WalletService
 from shard_router.file_store import FileTopologyStore
 

@@ -14,10 +14,10 @@ from starlette.responses import Response
 from coordinator.api.auth import OwnerCache, Principal
 from coordinator.api.backend import Backend
 from coordinator.api.problems import shard_error_response, wallet_error_response
-from coordinator.domain.errors import WalletError
-from coordinator.domain.transfers import Transfer
-from coordinator.domain.validation import check_account_id
-from coordinator.runtime import logs
+from core.domain.errors import WalletError
+from core.domain.transfers import Transfer
+from core.domain.validation import check_account_id
+from core.runtime import logs
 from shards.errors import ShardError
 
 

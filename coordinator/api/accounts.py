@@ -13,7 +13,7 @@ from coordinator.api import schemas
 from coordinator.api.access import backend_of, require_owner
 from coordinator.api.bodies import path, query, read_body
 from coordinator.api.views import JSON, account_view, json_response
-from coordinator.domain.validation import check_account_id, check_moment, check_owner
+from core.domain.validation import check_account_id, check_moment, check_owner
 
 
 async def create_account(request: Request) -> Response:

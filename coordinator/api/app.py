@@ -15,7 +15,7 @@ from coordinator.api.auth import OwnerCache, TokenVerifier
 from coordinator.api.backend import Backend, LocalBackend
 from coordinator.api.metrics import Metrics
 from coordinator.api.problems import on_http_error, on_unexpected
-from coordinator.runtime.settings import Settings
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from shards import migrate
 

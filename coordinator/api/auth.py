@@ -17,9 +17,9 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-from coordinator.runtime.settings import Settings
-from coordinator.domain.errors import ConfigurationError, WalletError
-from coordinator.domain.validation import OWNER_LENGTH_MAX
+from core.runtime.settings import Settings
+from core.domain.errors import ConfigurationError, WalletError
+from core.domain.validation import OWNER_LENGTH_MAX
 
 SCOPES = ("user", "admin")
 ISSUER = "wallet"

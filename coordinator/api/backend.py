@@ -25,11 +25,11 @@ from coordinator.api.metrics import Metrics
 from coordinator.api.readiness import readiness
 from coordinator.api.rate_limits import RateLimiter
 from coordinator.api import push
-from coordinator.domain.accounts import Account
-from coordinator.domain.errors import WalletError
-from coordinator.domain.money import format_amount
-from coordinator.domain.transfers import Transfer, TransferResult
-from coordinator.runtime.settings import Settings
+from core.domain.accounts import Account
+from core.domain.errors import WalletError
+from core.domain.money import format_amount
+from core.domain.transfers import Transfer, TransferResult
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from ledger.service import LedgerService
 

@@ -11,9 +11,9 @@ from typing import Any, Callable, TypeVar
 import msgspec
 from starlette.requests import Request
 
-from coordinator.domain.errors import WalletError
-from coordinator.domain.money import check_currency, parse_amount
-from coordinator.domain.validation import (check_account_id, check_mode, check_moment, check_owner,
+from core.domain.errors import WalletError
+from core.domain.money import check_currency, parse_amount
+from core.domain.validation import (check_account_id, check_mode, check_moment, check_owner,
                                            check_transaction_id)
 
 BODY_BYTES_MAX = 16 * 1024

@@ -29,9 +29,9 @@ import msgspec
 from coordinator.api import schemas
 from coordinator.api.backend import UNPAID, Charge, LocalBackend, Rendered
 from coordinator.api.rate_limits import RateLimited
-from coordinator.domain.accounts import Account
-from coordinator.domain.errors import WalletError
-from coordinator.domain.transfers import Transfer, TransferResult
+from core.domain.accounts import Account
+from core.domain.errors import WalletError
+from core.domain.transfers import Transfer, TransferResult
 from shards.errors import ShardError
 
 log = logging.getLogger("wallet.engine_link")

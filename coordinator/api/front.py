@@ -23,9 +23,9 @@ from starlette.types import ASGIApp
 
 from coordinator.api.app import build_app
 from coordinator.api.engine_link import RemoteBackend
-from coordinator.runtime import event_loop
-from coordinator.runtime.logs import configure_logging
-from coordinator.runtime.settings import Settings
+from core.runtime import event_loop
+from core.runtime.logs import configure_logging
+from core.runtime.settings import Settings
 
 STARTED_WAIT_S = 30.0
 

@@ -27,10 +27,10 @@ from coordinator.api.bodies import BODY_BYTES_MAX, decode
 from coordinator.api.backend import Backend
 from coordinator.api.problems import PROBLEM_MEDIA, problem_body, problem_headers, shard_error_detail
 from coordinator.api.views import JSON, transfer_view
-from coordinator.domain.errors import WalletError
-from coordinator.domain.transfers import Transfer, TransferResult
-from coordinator.domain.validation import check_account_id, deposit_request, transfer_request
-from coordinator.runtime import logs
+from core.domain.errors import WalletError
+from core.domain.transfers import Transfer, TransferResult
+from core.domain.validation import check_account_id, deposit_request, transfer_request
+from core.runtime import logs
 from shards.errors import ShardError
 
 log = logging.getLogger("wallet.api")

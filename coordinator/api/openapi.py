@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from coordinator.api import schemas
-from coordinator.domain.errors import ERROR_STATUS
+from core.domain.errors import ERROR_STATUS
 
 REF = "#/components/schemas/{name}"
 PROBLEM_WORDS = {400: "malformed request", 401: "no token or a bad one", 403: "not allowed for this token",

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from coordinator.api import schemas
 from coordinator.api.rate_limits import RateLimited
-from coordinator.domain.errors import ERROR_MEANINGS, ERROR_STATUS, HTTP_CODES, WalletError
+from core.domain.errors import ERROR_MEANINGS, ERROR_STATUS, HTTP_CODES, WalletError
 from shards.errors import ShardError
 
 log = logging.getLogger("wallet.api")

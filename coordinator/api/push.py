@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
 
 from coordinator.api.schemas import WAIT_S_MAX
 from coordinator.api.views import plain, transfer_view
-from coordinator.domain.errors import WalletError
+from core.domain.errors import WalletError
 
 if TYPE_CHECKING:
     from coordinator.service.wallet import WalletService

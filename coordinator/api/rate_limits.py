@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from coordinator.domain.errors import WalletError
+from core.domain.errors import WalletError
 
 # Buckets kept at once; the least recently used is dropped first (it refills to full anyway).
 BUCKETS_MAX = 100_000

@@ -9,7 +9,7 @@ import msgspec
 from coordinator.api import schemas
 from coordinator.api.problems import PROBLEM_MEDIA, problem_body
 from coordinator.api.views import JSON
-from coordinator.runtime.fan_out import fan_out
+from core.runtime.fan_out import fan_out
 from coordinator.service.wallet import WalletService
 from shards import migrate, replication
 

@@ -17,9 +17,9 @@ from coordinator.api.access import backend_of, may_see_transfer, owned_item, pri
 from coordinator.api.bodies import BATCH_BODY_BYTES_MAX, decode, path, query, read_body
 from coordinator.api.money import MODES_SEEN, transfer_of
 from coordinator.api.views import json_response, transfer_view
-from coordinator.domain.errors import WalletError
-from coordinator.domain.transfers import Transfer, TransferResult
-from coordinator.runtime import logs
+from core.domain.errors import WalletError
+from core.domain.transfers import Transfer, TransferResult
+from core.runtime import logs
 
 log = logging.getLogger("wallet.api")
 

@@ -9,9 +9,9 @@ from msgspec import UNSET
 from starlette.responses import Response
 
 from coordinator.api import schemas
-from coordinator.domain.accounts import Account
-from coordinator.domain.money import format_amount
-from coordinator.domain.transfers import TransferResult
+from core.domain.accounts import Account
+from core.domain.money import format_amount
+from core.domain.transfers import TransferResult
 
 JSON = "application/json"
 

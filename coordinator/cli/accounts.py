@@ -6,7 +6,7 @@ from typing import Any
 
 from coordinator.api.views import account_view, plain, transfer_view
 from coordinator.cli.common import print_json, with_service
-from coordinator.runtime.settings import Settings
+from core.runtime.settings import Settings
 
 
 def command_accounts_create(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 
 from coordinator.api.engine_link import EngineServer
-from coordinator.runtime.settings import Settings
+from core.runtime.settings import Settings
 
 log = logging.getLogger("wallet.serve")
 STOP_WAIT_S = 30.0  # an HTTP process answers what it holds, then ends; past this it is killed

@@ -6,9 +6,9 @@ import json
 from typing import Any, Awaitable, Callable
 
 from coordinator.cluster.coordination import open_topology_store
-from coordinator.domain.errors import ConfigurationError
-from coordinator.runtime import event_loop
-from coordinator.runtime.settings import Settings
+from core.domain.errors import ConfigurationError
+from core.runtime import event_loop
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 from ledger.service import LedgerService
 from shard_router.topology import Topology

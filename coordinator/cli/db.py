@@ -5,10 +5,10 @@ import argparse
 from typing import Any
 
 from coordinator.cli.common import load_topology
-from coordinator.domain.errors import ConfigurationError
-from coordinator.runtime import event_loop
-from coordinator.runtime.fan_out import fan_out
-from coordinator.runtime.settings import Settings
+from core.domain.errors import ConfigurationError
+from core.runtime import event_loop
+from core.runtime.fan_out import fan_out
+from core.runtime.settings import Settings
 from shards import migrate
 
 

@@ -2,25 +2,28 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coordinator.api.auth import load_secret
-from coordinator.domain.errors import ConfigurationError
-from coordinator.runtime.settings import Settings
-from launchers.patroni import MEMBERS_MAX, HaCluster
-from launchers.postgres import SHARD_COUNT_MAX, LocalCluster
+from core.domain.errors import ConfigurationError
+from core.runtime.settings import HA_MEMBERS_MAX, LOCAL_SHARDS_MAX, Settings
+
+if TYPE_CHECKING:  # development tooling, imported when a command needs it (not by `wallet serve`)
+    from launchers.patroni import HaCluster
+    from launchers.postgres import LocalCluster
 
 DEFAULT_SHARD_COUNT = 4
 
 
 def shard_count(text: str) -> int:
-    """--shards: 1..SHARD_COUNT_MAX."""
-    if not text.isdigit() or not 1 <= int(text) <= SHARD_COUNT_MAX:
-        raise argparse.ArgumentTypeError(f"must be a whole number in 1..{SHARD_COUNT_MAX}, got {text!r}")
+    """--shards: 1..LOCAL_SHARDS_MAX."""
+    if not text.isdigit() or not 1 <= int(text) <= LOCAL_SHARDS_MAX:
+        raise argparse.ArgumentTypeError(f"must be a whole number in 1..{LOCAL_SHARDS_MAX}, got {text!r}")
     return int(text)
 
 
 def start_local_cluster(settings: Settings, shards: int) -> LocalCluster:
+    from launchers.postgres import LocalCluster
     from shards import migrate
 
     cluster = LocalCluster(settings.home, shard_count=shards)
@@ -36,6 +39,7 @@ def start_local_cluster(settings: Settings, shards: int) -> LocalCluster:
 def start_ha_cluster(settings: Settings, shards: int, replicas: int) -> HaCluster:
     """Every shard and the ledger as a Patroni cluster of 1 + `replicas` servers on ZooKeeper:
     the one WALLET_ZK_HOSTS names (the topology's ensemble), else one started here."""
+    from launchers.patroni import HaCluster
     from shards import migrate
 
     cluster = HaCluster(settings.home, shard_count=shards, members=1 + replicas, zk_hosts=settings.zk_hosts)
@@ -65,6 +69,9 @@ def command_dev_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def command_dev_down(args: argparse.Namespace, settings: Settings) -> int:
+    from launchers.patroni import HaCluster
+    from launchers.postgres import LocalCluster
+
     if HaCluster.exists(settings.home):
         HaCluster(settings.home, zk_hosts=settings.zk_hosts).stop()  # what it runs is in its state file
         print("HA cluster stopped")
@@ -76,8 +83,8 @@ def command_dev_down(args: argparse.Namespace, settings: Settings) -> int:
 
 def replica_count(text: str) -> int:
     """--replicas: standbys per shard, 0 (one server, the embedded default) to 4."""
-    if not text.isdigit() or not 0 <= int(text) <= MEMBERS_MAX - 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number in 0..{MEMBERS_MAX - 1}, got {text!r}")
+    if not text.isdigit() or not 0 <= int(text) <= HA_MEMBERS_MAX - 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number in 0..{HA_MEMBERS_MAX - 1}, got {text!r}")
     return int(text)
 
 

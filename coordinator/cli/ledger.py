@@ -11,11 +11,11 @@ from typing import Any
 
 from coordinator.cli.common import ledger_of, with_service
 from coordinator.cli.progress import progress
-from coordinator.domain.money import format_amount
-from coordinator.domain.validation import check_moment
-from coordinator.runtime import event_loop
-from coordinator.runtime.logs import configure_logging
-from coordinator.runtime.settings import Settings
+from core.domain.money import format_amount
+from core.domain.validation import check_moment
+from core.runtime import event_loop
+from core.runtime.logs import configure_logging
+from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
 
 

@@ -1,21 +1,22 @@
 """`wallet`: the command line for developers, operators and DBAs.
 
-The top of the stack by design: every command group is a module here, and `wallet bench`
-and `wallet chaos` hand their arguments to the benchmark and the chaos runner (imported
-when called: they are heavy, and most commands never need them).
+Every command group is a module here. `wallet bench` and `wallet chaos` hand their arguments
+to the benchmark and the chaos runner, which run as programs of their own (`python -m
+bench.run`): development tools above the product, which the CLI never imports.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import uuid
 
 import asyncpg
 
 from coordinator.cli import accounts, db, dev, ledger, serve, tokens, topology, transfers
-from coordinator.domain.errors import ConfigurationError, WalletError
-from coordinator.runtime import fault_points
-from coordinator.runtime.settings import Settings
+from core.domain.errors import ConfigurationError, WalletError
+from core.runtime import fault_points
+from core.runtime.settings import Settings
 from shard_router.topology import TopologyError
 from shards.errors import ShardError
 
@@ -50,23 +51,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+# Development tools the CLI reaches by running them, each a program with its own parser and
+# throwaway cluster: the CLI stays below them in the layers (tests/test_layers.py).
+PROGRAMS = {("bench", "ledger"): "bench.ledger_replay", ("bench", "failover"): "bench.failover",
+            ("bench",): "bench.run", ("chaos",): "chaos.runner"}
+
+
 def run(argv: list[str]) -> int:
-    if argv[:2] == ["bench", "ledger"]:
-        from bench.ledger_replay import main as bench_ledger
-
-        return bench_ledger(argv[2:])
-    if argv[:2] == ["bench", "failover"]:
-        from bench.failover import main as bench_failover
-
-        return bench_failover(argv[2:])
-    if argv[:1] == ["bench"]:  # its own parser: many knobs, no service settings
-        from bench.run import main as bench
-
-        return bench(argv[1:])
-    if argv[:1] == ["chaos"]:  # its own parser and its own throwaway cluster
-        from chaos.runner import main as chaos
-
-        return chaos(argv[1:])
+    for words, module in PROGRAMS.items():
+        if tuple(argv[:len(words)]) == words:
+            sys.stdout.flush()
+            os.execv(sys.executable, [sys.executable, "-m", module, *argv[len(words):]])
     args = build_parser().parse_args(argv)
     if getattr(args, "transaction_id", "unset") is None:
         args.transaction_id = str(uuid.uuid4())

@@ -26,10 +26,10 @@ from typing import Any
 from coordinator.api.auth import TOKEN_TTL_S_DEFAULT, TokenVerifier, issue_token, load_secret
 from coordinator.cli.children import Children
 from coordinator.cli.dev import DEFAULT_SHARD_COUNT, shard_count, start_local_cluster
-from coordinator.domain.errors import ConfigurationError
-from coordinator.runtime import event_loop
-from coordinator.runtime.logs import configure_logging
-from coordinator.runtime.settings import WORKERS_MAX, Settings
+from core.domain.errors import ConfigurationError
+from core.runtime import event_loop
+from core.runtime.logs import configure_logging
+from core.runtime.settings import WORKERS_MAX, Settings
 
 log = logging.getLogger("wallet.serve")
 LISTEN_BACKLOG = 2048

@@ -7,9 +7,9 @@ from typing import Any
 
 from coordinator.api.auth import (ASYMMETRIC_ALGORITHMS, SCOPES, TOKEN_TTL_S_DEFAULT, TOKEN_TTL_S_MAX, issue_token,
                                   load_secret, secret_path)
-from coordinator.domain.errors import ConfigurationError
-from coordinator.domain.validation import check_owner
-from coordinator.runtime.settings import Settings
+from core.domain.errors import ConfigurationError
+from core.domain.validation import check_owner
+from core.runtime.settings import Settings
 
 
 def command_token_issue(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from coordinator.runtime.settings import Settings
+from core.runtime.settings import Settings
 from coordinator.cluster.coordination import open_topology_store
 from coordinator.cluster.slot_migration import MigrationError, move_slot, slots_in
 from shard_router.stores import TopologyStore

@@ -6,8 +6,8 @@ from typing import Any
 
 from coordinator.api.views import plain, transfer_view
 from coordinator.cli.common import print_json, with_service
-from coordinator.domain.transfers import MODES
-from coordinator.runtime.settings import Settings
+from core.domain.transfers import MODES
+from core.runtime.settings import Settings
 
 
 def seconds(text: str) -> float:

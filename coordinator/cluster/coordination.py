@@ -13,7 +13,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.runtime.settings import Settings
+from core.runtime.settings import Settings
 from coordinator.cluster.leadership import Leadership, LocalLeader, NeverLeader
 from shard_router.stores import TopologyStore, open_store
 from shard_router.topology import TopologyError

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from coordinator.runtime.fan_out import fan_out
+from core.runtime.fan_out import fan_out
 from shard_router.slots import SLOT_COUNT, slot_of
 from shard_router.stores import TopologyStore
 from shard_router.topology import Topology, TopologyError

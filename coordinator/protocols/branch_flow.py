@@ -16,14 +16,14 @@ import logging
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable, TypeVar
 
-from coordinator.domain.branch_plan import BranchOp, BranchOutcome
-from coordinator.domain.outcomes import Outcome, Refused, Reroute, conflict, unavailable
-from coordinator.domain.transfers import Transfer, TransferResult
+from core.domain.branch_plan import BranchOp, BranchOutcome
+from core.domain.outcomes import Outcome, Refused, Reroute, conflict, unavailable
+from core.domain.transfers import Transfer, TransferResult
 from coordinator.protocols import branch_steps
 from coordinator.protocols.prior_records import PriorRecords
-from coordinator.runtime import fault_points
-from coordinator.runtime.fan_out import fan_out_groups, settled
-from coordinator.runtime.logs import log_phase
+from core.runtime import fault_points
+from core.runtime.fan_out import fan_out_groups, settled
+from core.runtime.logs import log_phase
 from shard_router.topology import Topology
 from shards.errors import AccountsMoved, ShardError
 from shards.phase_state import PhaseRow

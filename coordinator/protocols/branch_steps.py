@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Awaitable, Literal
 
-from coordinator.domain.branch_plan import BranchOp, BranchOutcome, plan_branch_batch
-from coordinator.domain.transfers import RecordColumns, Transfer, TransferResult
+from core.domain.branch_plan import BranchOp, BranchOutcome, plan_branch_batch
+from core.domain.transfers import RecordColumns, Transfer, TransferResult
 from coordinator.protocols.retries import retry_conflicts
 from shards import phase_state as phase_sql
 from shards import steps as step_sql

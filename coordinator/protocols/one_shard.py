@@ -14,13 +14,13 @@ import logging
 from datetime import datetime
 from typing import Callable
 
-from coordinator.domain.batch_plan import BatchPlan, plan_local_batch
-from coordinator.domain.outcomes import Outcome, Reroute, conflict, unavailable
-from coordinator.domain.transfers import Transfer
+from core.domain.batch_plan import BatchPlan, plan_local_batch
+from core.domain.outcomes import Outcome, Reroute, conflict, unavailable
+from core.domain.transfers import Transfer
 from coordinator.protocols.prior_records import PriorRecords
 from coordinator.protocols.retries import retry_conflicts
-from coordinator.runtime.fan_out import settled
-from coordinator.runtime.logs import log_phase
+from core.runtime.fan_out import settled
+from core.runtime.logs import log_phase
 from shards import accounts as account_sql
 from shards import transfers as transfer_sql
 from shards.errors import AccountsMoved, ShardError

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Collection, Protocol
 
-from coordinator.domain.transfers import TransferResult
+from core.domain.transfers import TransferResult
 
 
 class PriorRecords(Protocol):

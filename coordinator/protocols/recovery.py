@@ -18,10 +18,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from coordinator.domain.outcomes import Refused, Reroute
+from core.domain.outcomes import Refused, Reroute
 from coordinator.protocols.branch_flow import BranchFlow
-from coordinator.runtime.background import Periodic
-from coordinator.runtime.fan_out import fan_out
+from core.runtime.background import Periodic
+from core.runtime.fan_out import fan_out
 from shards import phase_state as phase_sql
 from shards import two_phase as two_phase_sql
 from shards.errors import ShardError

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 
-from coordinator.domain.outcomes import Outcome, Refused, Reroute
+from core.domain.outcomes import Outcome, Refused, Reroute
 from coordinator.protocols.branch_flow import BranchFlow, Flow, decided_before, decision_after
-from coordinator.runtime import fault_points
-from coordinator.runtime.logs import log_phase
+from core.runtime import fault_points
+from core.runtime.logs import log_phase
 
 log = logging.getLogger("wallet.saga")
 

@@ -46,17 +46,17 @@ from uuid import uuid4
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from coordinator.domain.accounts import Account
-from coordinator.domain.batch_plan import BatchPlan, plan_local_batch
-from coordinator.domain.outcomes import Outcome, Reroute, unavailable
-from coordinator.domain.transfers import Transfer
+from core.domain.accounts import Account
+from core.domain.batch_plan import BatchPlan, plan_local_batch
+from core.domain.outcomes import Outcome, Reroute, unavailable
+from core.domain.transfers import Transfer
 from coordinator.protocols.one_shard import outcomes_of
 from coordinator.protocols.prior_records import PriorRecords
 from coordinator.protocols.retries import retry_conflicts
-from coordinator.runtime import fault_points
-from coordinator.runtime.fan_out import fan_out, settled
-from coordinator.runtime.gates import let_next_start
-from coordinator.runtime.logs import log_phase
+from core.runtime import fault_points
+from core.runtime.fan_out import fan_out, settled
+from core.runtime.gates import let_next_start
+from core.runtime.logs import log_phase
 from shard_router.topology import Topology
 from shards import accounts as account_sql
 from shards import transfers as transfer_sql

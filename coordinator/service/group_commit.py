@@ -11,8 +11,8 @@ import logging
 from collections import deque
 from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 
-from coordinator.runtime.gates import next_start_gate
-from coordinator.runtime.settings import BatchLimits
+from core.runtime.gates import next_start_gate
+from core.runtime.settings import BatchLimits
 
 log = logging.getLogger("wallet.group_commit")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from coordinator.domain.errors import WalletError
-from coordinator.domain.transfers import TransferResult
+from core.domain.errors import WalletError
+from core.domain.transfers import TransferResult
 
 INFLIGHT_MAX = 100_000
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 from typing import Callable, Collection
 
-from coordinator.domain.transfers import TransferResult
-from coordinator.runtime.fan_out import fan_out
-from coordinator.runtime.settings import BatchLimits
+from core.domain.transfers import TransferResult
+from core.runtime.fan_out import fan_out
+from core.runtime.settings import BatchLimits
 from coordinator.service.group_commit import BatchApplier
 from shards import transfers as transfer_sql
 from shards.pool import ShardPools

@@ -25,11 +25,11 @@ import asyncio
 from collections import Counter
 from typing import Awaitable, Callable
 
-from coordinator.domain.outcomes import Outcome
-from coordinator.domain.transfers import Transfer
+from core.domain.outcomes import Outcome
+from core.domain.transfers import Transfer
 from coordinator.protocols.prior_records import PriorRecords
-from coordinator.runtime.settings import BatchLimits
-from coordinator.runtime.gates import current_gate, next_start_gate
+from core.runtime.settings import BatchLimits
+from core.runtime.gates import current_gate, next_start_gate
 from coordinator.service.group_commit import BatchApplier, BatchObserver
 from coordinator.service.record_lookup import RecordLookups
 from shard_router.topology import Topology

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Awaitable, Callable, TypeVar
 
-from coordinator.domain.errors import WalletError
+from core.domain.errors import WalletError
 from shard_router.stores import TopologyStore
 from shard_router.topology import Topology
 from shards.errors import AccountsMoved

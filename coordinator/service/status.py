@@ -3,9 +3,9 @@ the step it has reached (TC/C and Saga phase state, a prepared 2PC branch, a bat
 in this process)."""
 from __future__ import annotations
 
-from coordinator.domain.errors import WalletError
-from coordinator.domain.transfers import TransferResult
-from coordinator.runtime.fan_out import fan_out
+from core.domain.errors import WalletError
+from core.domain.transfers import TransferResult
+from core.runtime.fan_out import fan_out
 from coordinator.service.inflight import InFlight
 from coordinator.service.record_lookup import RecordLookups
 from coordinator.service.routing import Router

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from coordinator.domain.errors import WalletError
-from coordinator.domain.outcomes import Outcome, Refused, Reroute, conflict
-from coordinator.domain.transfers import Transfer, TransferResult
+from core.domain.errors import WalletError
+from core.domain.outcomes import Outcome, Refused, Reroute, conflict
+from core.domain.transfers import Transfer, TransferResult
 from coordinator.service.rounds import RoundOutcome, Rounds
 from coordinator.service.inflight import InFlight
 from coordinator.service.routing import Router

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 from typing import Callable
 
-from coordinator.domain import validation
-from coordinator.domain.accounts import Account
-from coordinator.domain.errors import ConfigurationError, WalletError
-from coordinator.domain.money import check_currency
-from coordinator.domain.transfers import Transfer, TransferResult
+from core.domain import validation
+from core.domain.accounts import Account
+from core.domain.errors import ConfigurationError, WalletError
+from core.domain.money import check_currency
+from core.domain.transfers import Transfer, TransferResult
 from coordinator.protocols.one_shard import OneShard
 from coordinator.protocols.recovery import ABORT_AFTER_MS_DEFAULT, Recovery, RecoveryReport, recovery_worker
 from coordinator.protocols.saga import SagaCoordinator
 from coordinator.protocols.tcc import TccCoordinator
 from coordinator.protocols.two_phase import TwoPhaseCommit
-from coordinator.runtime.background import Periodic
-from coordinator.runtime.fan_out import fan_out
-from coordinator.runtime.settings import Settings
+from core.runtime.background import Periodic
+from core.runtime.fan_out import fan_out
+from core.runtime.settings import Settings
 from coordinator.service.accounts import Accounts
 from coordinator.service.group_commit import BatchObserver
 from coordinator.service.inflight import InFlight

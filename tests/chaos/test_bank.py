@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from chaos.runner import MODES, ChaosConfig, run_chaos
-from coordinator.runtime.fault_points import FAULT_POINTS
+from core.runtime.fault_points import FAULT_POINTS
 from chaos.schedule import KINDS
 from launchers.postgres import LocalCluster
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Literal
 
-from coordinator.domain.accounts import Account
-from coordinator.domain.postings import Postings
-from coordinator.domain.transfers import RecordColumns, Transfer, TransferResult
+from core.domain.accounts import Account
+from core.domain.postings import Postings
+from core.domain.transfers import RecordColumns, Transfer, TransferResult
 
 # What the plan does with one transfer: record it, answer with its stored record, or refuse
 # it (its id belongs to a different request).

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from coordinator.domain.errors import WalletError
+from core.domain.errors import WalletError
 
 # ISO 4217 minor-unit exponents for the currencies this service accepts.
 CURRENCY_DECIMALS: dict[str, int] = {

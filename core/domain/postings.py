@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from coordinator.domain.accounts import Account
+from core.domain.accounts import Account
 
 EVENT_KINDS = frozenset({"deposit", "debit", "credit", "hold", "release", "compensate"})
 

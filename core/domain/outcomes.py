@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coordinator.domain.errors import WalletError
-from coordinator.domain.transfers import TransferResult
+from core.domain.errors import WalletError
+from core.domain.transfers import TransferResult
 
 REFUSAL_CODES = ("idempotency_conflict", "shard_unavailable")
 

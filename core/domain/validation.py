@@ -10,9 +10,9 @@ import re
 from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
-from coordinator.domain.errors import WalletError
-from coordinator.domain.money import check_currency, parse_amount
-from coordinator.domain.transfers import MODES, Transfer
+from core.domain.errors import WalletError
+from core.domain.money import check_currency, parse_amount
+from core.domain.transfers import MODES, Transfer
 
 ACCOUNT_ID_LENGTH_MAX = 64
 ACCOUNT_ID_RULE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"

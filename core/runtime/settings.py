@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from coordinator.domain.errors import ConfigurationError
-from coordinator.domain.transfers import MODES
-from coordinator.runtime.fault_points import FAULT_POINTS
+from core.domain.errors import ConfigurationError
+from core.domain.transfers import MODES
+from core.runtime.fault_points import FAULT_POINTS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "text")
@@ -22,6 +22,9 @@ BATCH_WAIT_MS_MAX = 100
 BATCH_WORKERS_MAX = 16
 POOL_SIZE_MAX = 256
 ZK_SESSION_TIMEOUT_MS_RANGE = (2_000, 60_000)
+# Local clusters (`wallet dev up`, `wallet serve --local`): shards, and servers of an HA shard.
+LOCAL_SHARDS_MAX = 64
+HA_MEMBERS_MIN, HA_MEMBERS_MAX = 2, 5
 
 
 def require(condition: bool, message: str) -> None:

@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from coordinator.domain.accounts import Account
-from coordinator.domain.transfers import Transfer
-from coordinator.domain.postings import Postings
+from core.domain.accounts import Account
+from core.domain.transfers import Transfer
+from core.domain.postings import Postings
 
 # (mode, branch, operation) -> (what to check, posting as (kind, balance sign, reserved sign)).
 # Only debit-first Try exists: the receiver is never credited before the sender is held

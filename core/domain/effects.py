@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import NamedTuple
 
-from coordinator.domain import branch_plan
-from coordinator.domain.accounts import Account
-from coordinator.domain.batch_plan import plan_local_batch
-from coordinator.domain.transfers import Transfer
+from core.domain import branch_plan
+from core.domain.accounts import Account
+from core.domain.batch_plan import plan_local_batch
+from core.domain.transfers import Transfer
 
 
 class Posting(NamedTuple):
