@@ -1,5 +1,6 @@
 """Bulk account setup for benchmarks: COPY straight into each shard, with the matching
 outbox deposit events, so the ledger and audit stay consistent."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,12 +25,25 @@ async def create_accounts(topology: Topology, ids: list[str], balance: int, curr
         try:
             async with connection.transaction():
                 await connection.copy_records_to_table(
-                    "accounts", columns=["account_id", "owner", "currency", "balance", "reserved", "status", "version"],
-                    records=[(a, "bench", currency, balance, 0, "active", 1) for a in group])
+                    "accounts",
+                    columns=["account_id", "owner", "currency", "balance", "reserved", "status", "version"],
+                    records=[(a, "bench", currency, balance, 0, "active", 1) for a in group],
+                )
                 await connection.copy_records_to_table(
-                    "outbox", columns=["transaction_id", "account_id", "version", "kind", "amount", "reserved_delta",
-                                       "balance_after", "reserved_after", "currency"],
-                    records=[(uuid.uuid4(), a, 1, "deposit", balance, 0, balance, 0, currency) for a in group])
+                    "outbox",
+                    columns=[
+                        "transaction_id",
+                        "account_id",
+                        "version",
+                        "kind",
+                        "amount",
+                        "reserved_delta",
+                        "balance_after",
+                        "reserved_after",
+                        "currency",
+                    ],
+                    records=[(uuid.uuid4(), a, 1, "deposit", balance, 0, balance, 0, currency) for a in group],
+                )
         finally:
             await connection.close()
 

@@ -4,6 +4,7 @@ On a machine where the coordinator and four shard servers share two cores, trans
 is CPU divided by CPU per transfer; these counters say which side to make cheaper. Read
 from /proc (Linux); elsewhere every figure is None and the report leaves it out.
 """
+
 from __future__ import annotations
 
 import os
@@ -101,8 +102,10 @@ class CpuMeter:
         if transfers <= 0:
             return None, None
         process, postgres = self.process_s, self.postgres_s
-        return (None if process is None else process / transfers * 1e6,
-                None if postgres is None else postgres / transfers * 1e6)
+        return (
+            None if process is None else process / transfers * 1e6,
+            None if postgres is None else postgres / transfers * 1e6,
+        )
 
 
 async def statement_cost_us(cluster: LocalCluster, dsn: str) -> tuple[float | None, float | None]:

@@ -8,6 +8,7 @@ standby; then again. Per failover, the window is the first failed request on tha
 the next success. At the end every transfer's outcome is learnt by retrying it, and the
 balances must be what the acknowledged transfers, applied once, make them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,23 +71,31 @@ class FailoverReport:
         median = statistics.median(windows) if windows else 0.0
         longest = max(windows) if windows else 0.0
         return {
-            "failovers": len(windows), "window_min_s": min(windows) if windows else 0.0,
-            "window_median_s": median, "window_max_s": longest,
+            "failovers": len(windows),
+            "window_min_s": min(windows) if windows else 0.0,
+            "window_median_s": median,
+            "window_max_s": longest,
             "failovers_per_year_allowed": ALLOWED_DOWN_S / longest if longest else 0.0,
-            "transfers": self.transfers, "acknowledged": self.acknowledged, "lost": self.lost,
+            "transfers": self.transfers,
+            "acknowledged": self.acknowledged,
+            "lost": self.lost,
         }
 
     def table(self) -> str:
         lines = ["| failover | old primary -> new | window (s) | healed after (s) |", "|---:|---|---:|---:|"]
         for number, window in enumerate(self.failovers, 1):
-            lines.append(f"| {number} | {window.old_primary} -> {window.new_primary} | {window.window_s:.2f} | "
-                         f"{window.healed_s:.1f} |")
+            lines.append(
+                f"| {number} | {window.old_primary} -> {window.new_primary} | {window.window_s:.2f} | "
+                f"{window.healed_s:.1f} |"
+            )
         summary = self.summary()
-        lines.append(f"\nwindow min {summary['window_min_s']:.2f} s, median {summary['window_median_s']:.2f} s, max "
-                     f"{summary['window_max_s']:.2f} s; 99.99% ({ALLOWED_DOWN_S / 60:.1f} min a year) allows "
-                     f"{summary['failovers_per_year_allowed']:.0f} failovers a year at the max window; "
-                     f"{self.acknowledged}/{self.transfers} transfers acknowledged, {self.lost} lost, "
-                     f"money {'conserved' if self.conserved else 'NOT conserved'}")
+        lines.append(
+            f"\nwindow min {summary['window_min_s']:.2f} s, median {summary['window_median_s']:.2f} s, max "
+            f"{summary['window_max_s']:.2f} s; 99.99% ({ALLOWED_DOWN_S / 60:.1f} min a year) allows "
+            f"{summary['failovers_per_year_allowed']:.0f} failovers a year at the max window; "
+            f"{self.acknowledged}/{self.transfers} transfers acknowledged, {self.lost} lost, "
+            f"money {'conserved' if self.conserved else 'NOT conserved'}"
+        )
         return "\n".join(lines)
 
 
@@ -118,16 +127,22 @@ class Load:
             target = pool[(index * 13 + sequence * 3 + 1) % len(pool)]
             if target == source:
                 continue
-            transfer = {"from": source, "to": target, "amount": "0.01", "id": str(uuid.uuid4()),
-                        "mode": ("2pc", "tcc", "saga")[sequence % 3]}
+            transfer = {
+                "from": source,
+                "to": target,
+                "amount": "0.01",
+                "id": str(uuid.uuid4()),
+                "mode": ("2pc", "tcc", "saga")[sequence % 3],
+            }
             self.sent.append(transfer)
             self.outcomes[transfer["id"]] = await self.until_known(transfer)
 
     async def until_known(self, transfer: dict[str, str]) -> str:
         for _ in range(ATTEMPTS_MAX):
             try:
-                result = await self.service.transfer(transfer["from"], transfer["to"], transfer["amount"], "USD",
-                                                     transfer["id"], transfer["mode"])
+                result = await self.service.transfer(
+                    transfer["from"], transfer["to"], transfer["amount"], "USD", transfer["id"], transfer["mode"]
+                )
                 self.events.append((self.now(), True))
                 return result.status
             except WalletError as error:
@@ -145,8 +160,9 @@ class Load:
         return first_failure, next((t for t, ok in self.events if t > first_failure and ok), None)
 
 
-async def measure(cluster: HaCluster, service: WalletService, shard: str, failovers: int, workers: int = 16,
-                  between_s: float = 3.0) -> FailoverReport:
+async def measure(
+    cluster: HaCluster, service: WalletService, shard: str, failovers: int, workers: int = 16, between_s: float = 3.0
+) -> FailoverReport:
     """Failovers of `shard` under load; the service was opened on `cluster`'s topology."""
     topology = service.topology
     other = next(name for name in sorted(topology.shards) if name != shard)
@@ -209,8 +225,9 @@ async def run(args: argparse.Namespace) -> FailoverReport:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="wallet bench failover", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="wallet bench failover", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--failovers", type=int, default=5, help="primaries killed, one after another (default 5)")
     parser.add_argument("--workers", type=int, default=16, help="transfers in flight (default 16)")
     parser.add_argument("--between", type=float, default=3.0, help="seconds of healthy load between failovers")
@@ -222,9 +239,16 @@ def main(argv: list[str]) -> int:
     print(report.table())
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "failover.json").write_text(json.dumps(
-            {"summary": report.summary(), "failovers": [asdict(w) | {"window_s": w.window_s} for w in report.failovers]},
-            indent=2) + "\n")
+        (args.out / "failover.json").write_text(
+            json.dumps(
+                {
+                    "summary": report.summary(),
+                    "failovers": [asdict(w) | {"window_s": w.window_s} for w in report.failovers],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0 if report.lost == 0 and report.conserved else 1
 
 

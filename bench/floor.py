@@ -10,6 +10,7 @@ shard, then COMMIT PREPARED on every shard. No idempotency record, no prior-reco
 balance check, no outbox: the statements and round trips a batch cannot do without, so every
 point of the benchmark is also a fraction of this one, measured in the same run.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -53,16 +54,20 @@ class Floor:
 
     async def __aenter__(self) -> Floor:
         for shard, dsn in sorted(self.topology.shards.items()):
-            self.pools[shard] = await asyncpg.create_pool(dsn, min_size=2, max_size=POOL_SIZE_MAX,
-                                                          server_settings={"lock_timeout": "5s"})
+            self.pools[shard] = await asyncpg.create_pool(
+                dsn, min_size=2, max_size=POOL_SIZE_MAX, server_settings={"lock_timeout": "5s"}
+            )
         by_shard: dict[str, list[str]] = defaultdict(list)
         for account_id in self.ids:
             by_shard[self.topology.shard_of(account_id)].append(account_id)
         for shard, pool in self.pools.items():
             async with pool.acquire() as connection:
                 await connection.execute(SETUP)
-                await connection.copy_records_to_table("floor_accounts", columns=["account_id", "balance"],
-                                                       records=[(a, self.balance) for a in by_shard[shard]])
+                await connection.copy_records_to_table(
+                    "floor_accounts",
+                    columns=["account_id", "balance"],
+                    records=[(a, self.balance) for a in by_shard[shard]],
+                )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -90,8 +95,9 @@ class Floor:
                 if attempt == ATTEMPTS_MAX - 1:
                     raise
 
-    async def _attempt(self, deltas: dict[str, dict[str, int]], events: dict[str, list[tuple[uuid.UUID, str, int]]],
-                       in_order: bool) -> None:
+    async def _attempt(
+        self, deltas: dict[str, dict[str, int]], events: dict[str, list[tuple[uuid.UUID, str, int]]], in_order: bool
+    ) -> None:
         shards = sorted(deltas)
         batch = uuid.uuid4()
         connections = {shard: await self.pools[shard].acquire() for shard in shards}
@@ -114,13 +120,15 @@ class Floor:
 
             async def prepare(shard: str) -> None:
                 await connections[shard].copy_records_to_table(
-                    "floor_events", columns=["transaction_id", "account_id", "amount"], records=events[shard])
+                    "floor_events", columns=["transaction_id", "account_id", "amount"], records=events[shard]
+                )
                 await connections[shard].execute(f"PREPARE TRANSACTION 'floor:{batch}:{shard}'")
                 prepared.append(shard)
 
             await asyncio.gather(*(prepare(shard) for shard in shards))
-            await asyncio.gather(*(connections[shard].execute(f"COMMIT PREPARED 'floor:{batch}:{shard}'")
-                                   for shard in shards))
+            await asyncio.gather(
+                *(connections[shard].execute(f"COMMIT PREPARED 'floor:{batch}:{shard}'") for shard in shards)
+            )
         except BaseException:
             for shard in shards:
                 connection = connections[shard]
@@ -148,8 +156,9 @@ async def gather_all(*steps: Any) -> None:
             raise outcome
 
 
-async def floor_point(floor: Floor, workload: Workload, per_call: int, calls_in_flight: int,
-                      seconds: float) -> tuple[int, float, list[float]]:
+async def floor_point(
+    floor: Floor, workload: Workload, per_call: int, calls_in_flight: int, seconds: float
+) -> tuple[int, float, list[float]]:
     """(transfers applied, seconds, each batch's latency in seconds)."""
     applied = 0
     latencies: list[float] = []

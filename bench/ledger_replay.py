@@ -5,6 +5,7 @@ a process of its own), then, in this process, times a full replay of every accou
 last moment from the first event; a snapshot at 90% of the history; the replay from it (the
 10% tail); one account's balance at a moment; and reports this process's peak memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,24 @@ COPY_CHUNK = 200_000
 # The relay appends a stream's events in batches of up to RELAY_BATCH_MAX: the bench writes
 # each stream's events of this many generated ones together, as the relays would.
 RELAY_ROUND = 20_000
-COLUMNS = ["stream", "position", "source_event_id", "transaction_id", "account_id", "version", "kind", "amount",
-           "reserved_delta", "balance_after", "reserved_after", "currency", "created_at", "prev_hash", "hash",
-           "visible_at"]
+COLUMNS = [
+    "stream",
+    "position",
+    "source_event_id",
+    "transaction_id",
+    "account_id",
+    "version",
+    "kind",
+    "amount",
+    "reserved_delta",
+    "balance_after",
+    "reserved_after",
+    "currency",
+    "created_at",
+    "prev_hash",
+    "hash",
+    "visible_at",
+]
 ACCOUNT_AT_SAMPLES = 50
 STREAMS = 4  # as `wallet dev up`'s 4 shards
 
@@ -58,9 +74,22 @@ async def fill(dsn: str, events: int, accounts: int, streams: int, seed: int) ->
             version[account] += 1
             stream = f"shard{account % streams}"
             position, prev = heads[stream]
-            event = LedgerEvent(stream, position + 1, index + 1, str(uuid.UUID(int=rng.getrandbits(128))), f"acct-{account:07d}",
-                                version[account], kind, amount, 0, balance[account], 0, "USD",
-                                start + timedelta(milliseconds=index), prev)
+            event = LedgerEvent(
+                stream,
+                position + 1,
+                index + 1,
+                str(uuid.UUID(int=rng.getrandbits(128))),
+                f"acct-{account:07d}",
+                version[account],
+                kind,
+                amount,
+                0,
+                balance[account],
+                0,
+                "USD",
+                start + timedelta(milliseconds=index),
+                prev,
+            )
             digest = chain_hash(prev, event)
             heads[stream] = (position + 1, digest)
             # created_at grows with the index here, so visible_at (its running maximum) is it.
@@ -76,8 +105,10 @@ async def fill(dsn: str, events: int, accounts: int, streams: int, seed: int) ->
         pending.extend(chunk)
         if pending:
             await connection.copy_records_to_table("ledger_events", records=pending, columns=COLUMNS)
-        await connection.executemany("INSERT INTO ledger_heads (stream, position, hash) VALUES ($1, $2, $3)",
-                                     [(stream, position, head) for stream, (position, head) in heads.items()])
+        await connection.executemany(
+            "INSERT INTO ledger_heads (stream, position, hash) VALUES ($1, $2, $3)",
+            [(stream, position, head) for stream, (position, head) in heads.items()],
+        )
         # What autovacuum does to a table that has been written: hint bits and visibility map
         # set, so the first replay measures reading, not that.
         await connection.execute("VACUUM (ANALYZE) ledger_events")
@@ -100,8 +131,9 @@ async def measure(dsn: str, events: int, accounts: int, end: datetime) -> dict[s
         started = time.perf_counter()
         resumed = await replay_balances(pool, end)
         from_snapshot_s = time.perf_counter() - started
-        assert resumed.snapshot_id is not None and resumed.balances == scratch.balances, \
+        assert resumed.snapshot_id is not None and resumed.balances == scratch.balances, (
             "a replay from a snapshot must equal one from scratch"
+        )
         rng = random.Random(events)
         took = []
         for _ in range(ACCOUNT_AT_SAMPLES):  # one account at a moment after the snapshot
@@ -115,10 +147,17 @@ async def measure(dsn: str, events: int, accounts: int, end: datetime) -> dict[s
         await pool.close()
         await connection.close()
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-    return {"events": events, "accounts": len(scratch.balances), "from_scratch_s": from_scratch_s,
-            "replay_events_per_s": events / from_scratch_s, "snapshot_s": snapshot_s,
-            "snapshot_tail_s": from_snapshot_s, "from_snapshot_speedup": from_scratch_s / from_snapshot_s,
-            "account_at_ms": account_at_ms, "peak_rss_mib": peak_rss_mib}
+    return {
+        "events": events,
+        "accounts": len(scratch.balances),
+        "from_scratch_s": from_scratch_s,
+        "replay_events_per_s": events / from_scratch_s,
+        "snapshot_s": snapshot_s,
+        "snapshot_tail_s": from_snapshot_s,
+        "from_snapshot_speedup": from_scratch_s / from_snapshot_s,
+        "account_at_ms": account_at_ms,
+        "peak_rss_mib": peak_rss_mib,
+    }
 
 
 def build(dsn: str, events: int, accounts: int, seed: int) -> datetime:
@@ -148,10 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.stop()
         shutil.rmtree(home, ignore_errors=True)
-    print(f"replay from scratch: {figures['from_scratch_s']:.2f} s = {figures['replay_events_per_s']:,.0f} events/s; "
-          f"snapshot at 90%: {figures['snapshot_s']:.2f} s; replay from it (10% tail): {figures['snapshot_tail_s']:.2f} s "
-          f"({figures['from_snapshot_speedup']:.1f}x faster); one account at T: {figures['account_at_ms']:.1f} ms "
-          f"(median of {ACCOUNT_AT_SAMPLES}); peak memory of the replaying process {figures['peak_rss_mib']:.0f} MiB")
+    print(
+        f"replay from scratch: {figures['from_scratch_s']:.2f} s = {figures['replay_events_per_s']:,.0f} events/s; "
+        f"snapshot at 90%: {figures['snapshot_s']:.2f} s; replay from it (10% tail): {figures['snapshot_tail_s']:.2f} s "
+        f"({figures['from_snapshot_speedup']:.1f}x faster); one account at T: {figures['account_at_ms']:.1f} ms "
+        f"(median of {ACCOUNT_AT_SAMPLES}); peak memory of the replaying process {figures['peak_rss_mib']:.0f} MiB"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ledger.json").write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -1,5 +1,6 @@
 """What one measured point is, and the points run inside the benchmark's own process: the
 engine, one transfer per call or many (the batch API), and the checks that follow each."""
+
 from __future__ import annotations
 
 import asyncio
@@ -66,8 +67,16 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
 
 
-async def engine_point(service: WalletService, workload: Workload, name: str, mode: str, concurrency: int,
-                       per_call: int, seconds: float, cluster: LocalCluster | None = None) -> Point:
+async def engine_point(
+    service: WalletService,
+    workload: Workload,
+    name: str,
+    mode: str,
+    concurrency: int,
+    per_call: int,
+    seconds: float,
+    cluster: LocalCluster | None = None,
+) -> Point:
     point = Point(name, mode, concurrency, per_call)
     meter = CpuMeter(cluster).start() if cluster is not None else None
     latencies: list[float] = []

@@ -1,5 +1,6 @@
 """What a `wallet bench` run reports: each point as it is measured, the summary's keys, the
 closing lines (ratios against the baselines of the same run) and the chart."""
+
 from __future__ import annotations
 
 import math
@@ -25,9 +26,12 @@ def report(point: Point, results: Results | None = None) -> None:
     share = f" ({point.per_s / floor.per_s:4.0%} of the floor)" if floor and floor.per_s and point is not floor else ""
     extra = "" if point.outbox_lag_s is None else f"  outbox lag at the end {point.outbox_lag_s:.2f} s"
     extra += "" if point.conserved in (None, True) else "  MONEY NOT CONSERVED"
-    print(f"  {point.name:<44} {point.mode:<5} clients {point.concurrency:>5} x{point.per_call:<5} "
-          f"{point.per_s:>10,.0f}/s{share}  p50 {point.p50_ms:7.1f} ms  p99 {point.p99_ms:7.1f} ms  "
-          f"p999 {point.p999_ms:7.1f} ms  failed {point.failed}{cpu_text(point)}{extra}", flush=True)
+    print(
+        f"  {point.name:<44} {point.mode:<5} clients {point.concurrency:>5} x{point.per_call:<5} "
+        f"{point.per_s:>10,.0f}/s{share}  p50 {point.p50_ms:7.1f} ms  p99 {point.p99_ms:7.1f} ms  "
+        f"p999 {point.p999_ms:7.1f} ms  failed {point.failed}{cpu_text(point)}{extra}",
+        flush=True,
+    )
 
 
 def cpu_text(point: Point, unit: str = "transfer") -> str:
@@ -37,13 +41,17 @@ def cpu_text(point: Point, unit: str = "transfer") -> str:
 
 
 def best(results: Results, name: str, mode: str = "2pc", concurrency: int | None = None) -> Point | None:
-    found = [p for p in results.points if p.name == name and p.mode == mode
-             and (concurrency is None or p.concurrency == concurrency)]
+    found = [
+        p
+        for p in results.points
+        if p.name == name and p.mode == mode and (concurrency is None or p.concurrency == concurrency)
+    ]
     return max(found, key=lambda p: p.per_s) if found else None
 
 
 def summary_of(results: Results, rest_connections: int = 128) -> dict[str, float | None]:
     """The figures every run reports, by name (None: the point was not measured)."""
+
     def rate(point: Point | None) -> float | None:
         return round(point.per_s, 1) if point is not None else None
 
@@ -92,8 +100,10 @@ def summarize(results: Results, rest_connections: int = 128) -> None:
     engine, unbatched, batch = best(results, ENGINE_POINT), best(results, UNBATCHED_POINT), best(results, BATCH_POINT)
     print(f"\npgbench TPC-B (one shard server, 16 clients): {results.pgbench_tps:,.0f} tps")
     if results.floor is not None:
-        print(f"floor, bare batched 2PC:  {results.floor.per_s:>10,.0f}/s = "
-              f"{results.floor.per_s / results.pgbench_tps:5.1f}x pgbench{cpu_text(results.floor)}")
+        print(
+            f"floor, bare batched 2PC:  {results.floor.per_s:>10,.0f}/s = "
+            f"{results.floor.per_s / results.pgbench_tps:5.1f}x pgbench{cpu_text(results.floor)}"
+        )
     for label, point in (("batch API 2PC", batch), ("engine 2PC, one per call", engine), ("unbatched 2PC", unbatched)):
         if point is None:
             continue
@@ -101,8 +111,10 @@ def summarize(results: Results, rest_connections: int = 128) -> None:
         ratio_unbatched = point.per_s / unbatched.per_s if unbatched and unbatched.per_s else math.nan
         of_floor = f", {point.per_s / results.floor.per_s:4.0%} of the floor" if results.floor else ""
         nodes = math.ceil(TARGET_TRANSFERS_PER_S / point.per_s) if point.per_s else 0
-        print(f"{label:<26} {point.per_s:>10,.0f}/s = {ratio_pgbench:5.1f}x pgbench, {ratio_unbatched:5.1f}x unbatched"
-              f"{of_floor}; 1,000,000/s needs {nodes:,} such machines (at 1,000 TPS per node: 1,000)")
+        print(
+            f"{label:<26} {point.per_s:>10,.0f}/s = {ratio_pgbench:5.1f}x pgbench, {ratio_unbatched:5.1f}x unbatched"
+            f"{of_floor}; 1,000,000/s needs {nodes:,} such machines (at 1,000 TPS per node: 1,000)"
+        )
     for mode in ("tcc", "saga"):
         point = best(results, BATCH_POINT, mode)
         if point and batch:
@@ -116,44 +128,67 @@ def summarize(results: Results, rest_connections: int = 128) -> None:
     if client_us is not None and server_us is not None:
         print(f"\nCPU of one SELECT 1 round trip here: client {client_us:,.0f} us + server {server_us:,.0f} us")
     cores = os.cpu_count() or 1
-    for label, point in (("batch API 2PC", batch), ("engine 2PC, one per call", engine),
-                         ("REST 2PC", best(results, REST_POINT, concurrency=rest_connections))):
+    for label, point in (
+        ("batch API 2PC", batch),
+        ("engine 2PC, one per call", engine),
+        ("REST 2PC", best(results, REST_POINT, concurrency=rest_connections)),
+    ):
         if point is None or point.coordinator_cpu_us is None or point.postgres_cpu_us is None:
             continue
         per_transfer = point.coordinator_cpu_us + point.postgres_cpu_us
-        print(f"{label:<26} CPU per transfer: coordinator {point.coordinator_cpu_us:,.0f} us + postgres "
-              f"{point.postgres_cpu_us:,.0f} us = {per_transfer:,.0f} us; {cores} cores fit "
-              f"{cores / per_transfer * 1e6:,.0f}/s at most")
+        print(
+            f"{label:<26} CPU per transfer: coordinator {point.coordinator_cpu_us:,.0f} us + postgres "
+            f"{point.postgres_cpu_us:,.0f} us = {per_transfer:,.0f} us; {cores} cores fit "
+            f"{cores / per_transfer * 1e6:,.0f}/s at most"
+        )
     if results.relay is not None:
-        print(f"relay, outbox to ledger: {results.relay.per_s:,.0f} events/s (2 per transfer)"
-              f"{cpu_text(results.relay, 'event')}")
+        print(
+            f"relay, outbox to ledger: {results.relay.per_s:,.0f} events/s (2 per transfer)"
+            f"{cpu_text(results.relay, 'event')}"
+        )
     for mode, cost in results.round_trips.items():
-        print(f"one lone {mode:<5} transfer: {cost['statements']} statements, {cost['round_trips']} round trips in a row")
+        print(
+            f"one lone {mode:<5} transfer: {cost['statements']} statements, {cost['round_trips']} round trips in a row"
+        )
     print(f"money conserved after every point: {'yes' if results.conserved else 'NO'}")
     for note in results.notes:
         print(f"note: {note}")
 
 
 def summarize_rest(results: Results, rest_connections: int) -> None:
-    rest, pgbench, floor = best(results, REST_POINT, concurrency=rest_connections), results.pgbench_tps, \
-        results.rest_floor
+    rest, pgbench, floor = (
+        best(results, REST_POINT, concurrency=rest_connections),
+        results.pgbench_tps,
+        results.rest_floor,
+    )
     if rest is not None:
-        floor_share = f", {rest.per_s / floor.per_s:4.0%} of the REST floor ({floor.per_s:,.0f}/s)" \
-            if floor and floor.per_s else ""
-        print(f"REST, one per request     {rest.per_s:>10,.0f}/s = {rest.per_s / pgbench:5.2f}x pgbench, "
-              f"p99 {rest.p99_ms:,.1f} ms, errors {rest.failed}{floor_share}")
+        floor_share = (
+            f", {rest.per_s / floor.per_s:4.0%} of the REST floor ({floor.per_s:,.0f}/s)"
+            if floor and floor.per_s
+            else ""
+        )
+        print(
+            f"REST, one per request     {rest.per_s:>10,.0f}/s = {rest.per_s / pgbench:5.2f}x pgbench, "
+            f"p99 {rest.p99_ms:,.1f} ms, errors {rest.failed}{floor_share}"
+        )
         if floor is not None and floor.coordinator_cpu_us and rest.coordinator_cpu_us:
-            print(f"REST coordinator CPU per transfer: {rest.coordinator_cpu_us / floor.coordinator_cpu_us:4.1f}x "
-                  f"the REST floor's")
+            print(
+                f"REST coordinator CPU per transfer: {rest.coordinator_cpu_us / floor.coordinator_cpu_us:4.1f}x "
+                f"the REST floor's"
+            )
         batch = best(results, BATCH_POINT)
         if batch is not None and batch.postgres_cpu_us and rest.postgres_cpu_us:
-            print(f"REST PostgreSQL CPU per transfer: {rest.postgres_cpu_us / batch.postgres_cpu_us:4.1f}x the batch API's")
+            print(
+                f"REST PostgreSQL CPU per transfer: {rest.postgres_cpu_us / batch.postgres_cpu_us:4.1f}x the batch API's"
+            )
     for name in (DEFAULTS_POINT, SUSTAINED_REST_POINT, SUSTAINED_BATCH_POINT):
         point = best(results, name)
         if point is not None:
             lag = "" if point.outbox_lag_s is None else f", outbox lag at the end {point.outbox_lag_s:.2f} s"
-            print(f"{name:<44} {point.per_s:>10,.0f}/s = {point.per_s / pgbench:5.2f}x pgbench, "
-                  f"p99 {point.p99_ms:,.1f} ms{lag}")
+            print(
+                f"{name:<44} {point.per_s:>10,.0f}/s = {point.per_s / pgbench:5.2f}x pgbench, "
+                f"p99 {point.p99_ms:,.1f} ms{lag}"
+            )
 
 
 def chart(results: Results, path: Path) -> bool:
@@ -177,8 +212,10 @@ def chart(results: Results, path: Path) -> bool:
     throughput_axis.set_xlabel("concurrent clients (REST: connections)")
     throughput_axis.set_ylabel("transfers/s")
     latency_axis.set_ylabel("p99 latency (ms)")
-    throughput_axis.set_title(f"2PC, {int(float(str(results.settings['cross'])) * 100)}% cross-shard, "
-                              f"{results.settings['accounts']} accounts, fsync on")
+    throughput_axis.set_title(
+        f"2PC, {int(float(str(results.settings['cross'])) * 100)}% cross-shard, "
+        f"{results.settings['accounts']} accounts, fsync on"
+    )
     handles = throughput_axis.get_legend_handles_labels()[0] + latency_axis.get_legend_handles_labels()[0]
     labels = throughput_axis.get_legend_handles_labels()[1] + latency_axis.get_legend_handles_labels()[1]
     throughput_axis.legend(handles, labels, fontsize=7, loc="upper left")

@@ -1,6 +1,7 @@
 """REST points: `wallet serve` as its own processes (the engine, its HTTP processes and, with the
 relay on, the relay process), or the REST floor's bare handler, driven by wrk, one transfer
 per request. Every point's CPU is that of the server's processes together."""
+
 from __future__ import annotations
 
 import asyncio
@@ -76,8 +77,15 @@ SUSTAINED = Server(SUSTAINED_REST_POINT, defaults=True, lag=True)
 FLOOR = Server(FLOOR_POINT, floor=True)
 
 
-def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections: int, seconds: float,
-               workdir: Path, server: Server = TUNED) -> Point | None:
+def rest_point(
+    cluster: LocalCluster,
+    workload: Workload,
+    mode: str,
+    connections: int,
+    seconds: float,
+    workdir: Path,
+    server: Server = TUNED,
+) -> Point | None:
     """One REST point, or None without wrk. The tuned server runs with the relay in a process
     of its own that is not started (WALLET_RELAY=off: it was measured on its own before) and
     logs at WARNING; the defaults are `make run`'s."""
@@ -94,8 +102,11 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
         environment.pop(name, None)
     if not server.defaults:
         environment.update({"WALLET_LOG_LEVEL": "warning", "WALLET_RELAY": "off"})
-    command = [sys.executable, "-m", "bench.rest_floor", str(port)] if server.floor else \
-        [sys.executable, "-m", "coordinator.cli.main", "serve"]
+    command = (
+        [sys.executable, "-m", "bench.rest_floor", str(port)]
+        if server.floor
+        else [sys.executable, "-m", "coordinator.cli.main", "serve"]
+    )
     process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         asyncio.run(ready(f"http://127.0.0.1:{port}", token))  # the API's own client says when it serves
@@ -104,9 +115,24 @@ def rest_point(cluster: LocalCluster, workload: Workload, mode: str, connections
         script.write_text(WRK_SCRIPT % {"pairs": pairs, "mode": mode, "token": token})
         meter = CpuMeter(cluster, process.pid).start()
         completed = subprocess.run(
-            ["wrk", "-t", str(WRK_THREADS), "-c", str(connections), "-d", f"{max(1, int(seconds))}s",
-             "--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(script), f"http://127.0.0.1:{port}"],
-            capture_output=True, text=True, timeout=seconds + 120)
+            [
+                "wrk",
+                "-t",
+                str(WRK_THREADS),
+                "-c",
+                str(connections),
+                "-d",
+                f"{max(1, int(seconds))}s",
+                "--timeout",
+                f"{WRK_TIMEOUT_S}s",
+                "-s",
+                str(script),
+                f"http://127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+        )
         match = re.search(r"RESULT (\d+) (\d+) (\d+) ([0-9.]+) ([0-9.]+) ([0-9.]+)", completed.stdout)
         assert match, completed.stdout + completed.stderr
         meter.stop()

@@ -5,6 +5,7 @@ log), driven by the same wrk script as the REST point.
 
     python -m bench.rest_floor PORT
 """
+
 from __future__ import annotations
 
 import sys
@@ -36,13 +37,17 @@ async def readyz(request: Request) -> Response:
 
 
 def build_app() -> Starlette:
-    return Starlette(routes=[Route("/v1/wallet/balance_transfer", transfer, methods=["POST"]),
-                             Route("/healthz", healthz), Route("/readyz", readyz)])
+    return Starlette(
+        routes=[
+            Route("/v1/wallet/balance_transfer", transfer, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ]
+    )
 
 
 def main(argv: list[str]) -> int:
-    uvicorn.run(build_app(), host="127.0.0.1", port=int(argv[0]), log_level="warning", access_log=False,
-                lifespan="off")
+    uvicorn.run(build_app(), host="127.0.0.1", port=int(argv[0]), log_level="warning", access_log=False, lifespan="off")
     return 0
 
 

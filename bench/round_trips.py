@@ -8,6 +8,7 @@ the shards ran, timed through the pools' statement observer, and the round trips
 statements into waves: a wave begins with a statement that starts after every statement of the
 wave before it has ended.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -45,8 +46,9 @@ def waves(statements: list[Statement]) -> int:
     return count
 
 
-async def lone_transfer_costs(topology: Topology, settings: Settings, local: tuple[str, str],
-                              cross: tuple[str, str]) -> dict[str, Cost]:
+async def lone_transfer_costs(
+    topology: Topology, settings: Settings, local: tuple[str, str], cross: tuple[str, str]
+) -> dict[str, Cost]:
     """Per mode, one transfer of 0.01 USD between accounts that exist and hold money: `local`
     within one shard, `cross` across two."""
     seen: list[Statement] = []
@@ -59,8 +61,9 @@ async def lone_transfer_costs(topology: Topology, settings: Settings, local: tup
         for mode in MODES:
             source, target = local if mode == "local" else cross
             for _ in range(WARM_UPS):  # every pooled connection has prepared the statements once
-                await service.transfer(source, target, "0.01", "USD", str(uuid.uuid4()),
-                                       "2pc" if mode == "local" else mode)
+                await service.transfer(
+                    source, target, "0.01", "USD", str(uuid.uuid4()), "2pc" if mode == "local" else mode
+                )
             seen.clear()
             await service.transfer(source, target, "0.01", "USD", str(uuid.uuid4()), "2pc" if mode == "local" else mode)
             costs[mode] = Cost(len(seen), waves(seen))

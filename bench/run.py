@@ -22,6 +22,7 @@ in the same run on the same machine.
 Conservation is checked after every point: every balance summed equals every deposit;
 nothing reserved; nothing prepared.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,16 @@ from bench.accounts import account_ids, create_accounts
 from bench.cpu import CpuMeter, statement_cost_us
 from bench.floor import Floor, floor_point
 from bench.points import INITIAL_BALANCE, Point, Results, conserved, engine_point, outbox_lag_s, percentile
-from bench.report import (BATCH_POINT, ENGINE_POINT, HOT_WORKLOADS, SUSTAINED_BATCH_POINT, UNBATCHED_POINT, chart,
-                          report, summarize)
+from bench.report import (
+    BATCH_POINT,
+    ENGINE_POINT,
+    HOT_WORKLOADS,
+    SUSTAINED_BATCH_POINT,
+    UNBATCHED_POINT,
+    chart,
+    report,
+    summarize,
+)
 from bench.round_trips import lone_transfer_costs
 from bench.workload import Workload
 from core.runtime import event_loop
@@ -60,11 +69,17 @@ def pgbench(cluster: LocalCluster, seconds: float, clients: int) -> float:
     binary = str(cluster.bin)
     common = ["-h", "127.0.0.1", "-p", str(server.port), "-U", "wallet"]
     subprocess.run([f"{binary}/createdb", *common, "pgbench"], capture_output=True)
-    subprocess.run([f"{binary}/pgbench", *common, "-i", "-q", "-s", str(max(clients, 1)), "pgbench"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [f"{binary}/pgbench", *common, "-i", "-q", "-s", str(max(clients, 1)), "pgbench"],
+        check=True,
+        capture_output=True,
+    )
     completed = subprocess.run(
         [f"{binary}/pgbench", *common, "-n", "-c", str(clients), "-j", "2", "-T", str(max(1, int(seconds))), "pgbench"],
-        check=True, capture_output=True, text=True)
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     match = re.search(r"tps = ([0-9.]+)", completed.stdout)
     assert match, completed.stdout
     return float(match.group(1))
@@ -104,20 +119,30 @@ class Bench:
             await self.rest_points()
         async with WalletService(self.topology, self.settings) as service:
             self.results.conserved = await conserved(service, len(self.ids)) and all(
-                point.conserved is not False for point in self.results.points)
+                point.conserved is not False for point in self.results.points
+            )
 
     async def floor(self) -> None:
         args, results = self.args, self.results
         async with Floor(self.topology, self.ids, INITIAL_BALANCE) as floor:
             meter = CpuMeter(self.cluster).start()
-            applied, seconds, latencies = await floor_point(floor, self.workload, args.batch, args.batch_clients,
-                                                            args.seconds)
-            results.floor = Point("floor: bare batched 2PC", "2pc", args.batch_clients, args.batch,
-                                  transfers=applied, seconds=seconds, per_s=applied / seconds)
+            applied, seconds, latencies = await floor_point(
+                floor, self.workload, args.batch, args.batch_clients, args.seconds
+            )
+            results.floor = Point(
+                "floor: bare batched 2PC",
+                "2pc",
+                args.batch_clients,
+                args.batch,
+                transfers=applied,
+                seconds=seconds,
+                per_s=applied / seconds,
+            )
             results.floor.cpu(meter.stop())
             latencies.sort()
             results.floor.p50_ms, results.floor.p99_ms, results.floor.p999_ms = (
-                percentile(latencies, f) * 1000 for f in (0.5, 0.99, 0.999))
+                percentile(latencies, f) * 1000 for f in (0.5, 0.99, 0.999)
+            )
             results.floor.conserved = await floor.total() == len(self.ids) * INITIAL_BALANCE
             if floor.retries:
                 results.notes.append(f"the floor retried {floor.retries} batches after lock waits")
@@ -130,30 +155,42 @@ class Bench:
         costs = await lone_transfer_costs(self.topology, self.settings, local, cross)
         self.results.round_trips = {mode: asdict(cost) for mode, cost in costs.items()}
         for mode, cost in costs.items():
-            print(f"  one lone {mode:<5} transfer: {cost.statements} statements, "
-                  f"{cost.round_trips} round trips in a row", flush=True)
+            print(
+                f"  one lone {mode:<5} transfer: {cost.statements} statements, {cost.round_trips} round trips in a row",
+                flush=True,
+            )
 
     async def engine(self) -> None:
         args, results, cluster = self.args, self.results, self.cluster
         unbatched = replace(self.settings, limits=BatchLimits(batch_size_max=1, workers=16))
         async with WalletService(self.topology, self.settings) as service:
             for concurrency in args.concurrency:
-                results.points.append(await engine_point(service, self.workload, ENGINE_POINT, "2pc", concurrency,
-                                                         1, args.seconds, cluster))
+                results.points.append(
+                    await engine_point(
+                        service, self.workload, ENGINE_POINT, "2pc", concurrency, 1, args.seconds, cluster
+                    )
+                )
                 await self.check(results.points[-1])
             for mode in args.modes:
-                results.points.append(await engine_point(service, self.workload, BATCH_POINT, mode,
-                                                         args.batch_clients, args.batch, args.seconds, cluster))
+                results.points.append(
+                    await engine_point(
+                        service, self.workload, BATCH_POINT, mode, args.batch_clients, args.batch, args.seconds, cluster
+                    )
+                )
                 await self.check(results.points[-1])
             for name, zipf_s, merchant_fraction in HOT_WORKLOADS:
                 hot = Workload(self.topology, self.ids, args.cross, zipf_s, args.seed, merchant_fraction)
-                results.points.append(await engine_point(service, hot, name, "2pc", args.batch_clients, args.batch,
-                                                         args.seconds, cluster))
+                results.points.append(
+                    await engine_point(service, hot, name, "2pc", args.batch_clients, args.batch, args.seconds, cluster)
+                )
                 await self.check(results.points[-1])
         async with WalletService(self.topology, unbatched) as service:
             for concurrency in args.concurrency:
-                results.points.append(await engine_point(service, self.workload, UNBATCHED_POINT, "2pc", concurrency,
-                                                         1, args.seconds, cluster))
+                results.points.append(
+                    await engine_point(
+                        service, self.workload, UNBATCHED_POINT, "2pc", concurrency, 1, args.seconds, cluster
+                    )
+                )
                 await self.check(results.points[-1])
 
     async def relay(self, report_it: bool = True) -> None:
@@ -167,21 +204,36 @@ class Bench:
             relay.cpu(meter.stop())
         if report_it:
             self.results.relay = relay
-            print(f"  {relay.name:<44} {relay.transfers:,} events in {relay.seconds:.1f} s"
-                  f"{' ' + str(round(relay.per_s)) + '/s' if relay.seconds else ''}", flush=True)
+            print(
+                f"  {relay.name:<44} {relay.transfers:,} events in {relay.seconds:.1f} s"
+                f"{' ' + str(round(relay.per_s)) + '/s' if relay.seconds else ''}",
+                flush=True,
+            )
 
     async def sustained(self) -> None:
         """The batch API for --sustained-seconds with a relay process beside it (its CPU is
         counted as the coordinator's: it runs under this process)."""
-        environment = {**os.environ, "WALLET_HOME": str(self.cluster.home),
-                       "WALLET_TOPOLOGY": str(self.cluster.topology_path), "WALLET_LOG_LEVEL": "warning"}
-        relay = await asyncio.create_subprocess_exec(sys.executable, "-m", "coordinator.cli.main", "ledger", "relay",
-                                                     "--follow", env=environment)
+        environment = {
+            **os.environ,
+            "WALLET_HOME": str(self.cluster.home),
+            "WALLET_TOPOLOGY": str(self.cluster.topology_path),
+            "WALLET_LOG_LEVEL": "warning",
+        }
+        relay = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "coordinator.cli.main", "ledger", "relay", "--follow", env=environment
+        )
         try:
             async with WalletService(self.topology, self.settings) as service:
-                point = await engine_point(service, self.workload, SUSTAINED_BATCH_POINT, "2pc",
-                                           self.args.batch_clients, self.args.batch,
-                                           self.args.sustained_seconds, self.cluster)
+                point = await engine_point(
+                    service,
+                    self.workload,
+                    SUSTAINED_BATCH_POINT,
+                    "2pc",
+                    self.args.batch_clients,
+                    self.args.batch,
+                    self.args.sustained_seconds,
+                    self.cluster,
+                )
             point.outbox_lag_s = await outbox_lag_s(self.topology)
         finally:
             relay.send_signal(signal.SIGTERM)
@@ -214,10 +266,14 @@ class Bench:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wallet bench", description=__doc__,
-                                     epilog="Other benchmarks: `wallet bench ledger` (the ledger's replay and relay) "
-                                            "and `wallet bench failover` (primaries killed under load), each with "
-                                            "--help.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="wallet bench",
+        description=__doc__,
+        epilog="Other benchmarks: `wallet bench ledger` (the ledger's replay and relay) "
+        "and `wallet bench failover` (primaries killed under load), each with "
+        "--help.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--cross", type=float, default=0.75, help="fraction of cross-shard transfers (default 0.75)")
     parser.add_argument("--zipf", type=float, default=0.0, help="Zipf exponent for receivers; 0 = uniform")
@@ -227,10 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-clients", type=int, default=8, help="batch-API calls in flight")
     parser.add_argument("--modes", nargs="+", default=["2pc", "tcc", "saga"])
     parser.add_argument("--rest", action=argparse.BooleanOptionalAction, default=True, help="measure REST with wrk")
-    parser.add_argument("--rest-connections", type=int, nargs="+", default=[16, 128, 1024],
-                        help="wrk connections of the REST curve (default 16 128 1024)")
-    parser.add_argument("--sustained-seconds", type=float, default=SUSTAINED_S_DEFAULT,
-                        help="duration of the sustained points, with the relay running (default 30)")
+    parser.add_argument(
+        "--rest-connections",
+        type=int,
+        nargs="+",
+        default=[16, 128, 1024],
+        help="wrk connections of the REST curve (default 16 128 1024)",
+    )
+    parser.add_argument(
+        "--sustained-seconds",
+        type=float,
+        default=SUSTAINED_S_DEFAULT,
+        help="duration of the sustained points, with the relay running (default 30)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="where results.json and chart.png go")
     return parser
@@ -257,8 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({**asdict(results)}, indent=2) + "\n")
     drawn = chart(results, args.out / "chart.png")
-    print(f"results: {args.out / 'results.json'}" +
-          (f", chart: {args.out / 'chart.png'}" if drawn else " (no chart: pip install matplotlib)"))
+    print(
+        f"results: {args.out / 'results.json'}"
+        + (f", chart: {args.out / 'chart.png'}" if drawn else " (no chart: pip install matplotlib)")
+    )
     return 0 if results.conserved else 1
 
 

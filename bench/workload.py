@@ -1,4 +1,5 @@
 """The transfer workload: who pays whom, how often across shards, how skewed."""
+
 from __future__ import annotations
 
 import bisect
@@ -13,8 +14,15 @@ class Workload:
     """Draws (from, to) pairs: `cross_fraction` of them on different shards; with `zipf_s` > 0,
     receivers follow a Zipf law (a few hot merchants receive most)."""
 
-    def __init__(self, topology: Topology, ids: list[str], cross_fraction: float, zipf_s: float, seed: int,
-                 merchant_fraction: float = 0.0) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        ids: list[str],
+        cross_fraction: float,
+        zipf_s: float,
+        seed: int,
+        merchant_fraction: float = 0.0,
+    ) -> None:
         """`merchant_fraction`: that share of all transfers pays one account (a hot merchant)."""
         assert 0 <= cross_fraction <= 1, "cross_fraction is 0..1"
         assert zipf_s >= 0, "zipf_s is >= 0"
@@ -34,7 +42,7 @@ class Workload:
         self.shard_of = {a: topology.shard_of(a) for a in ids}
         self.cumulative: list[float] | None = None
         if zipf_s > 0:
-            weights = [1 / (rank ** zipf_s) for rank in range(1, len(ids) + 1)]
+            weights = [1 / (rank**zipf_s) for rank in range(1, len(ids) + 1)]
             self.cumulative = list(itertools.accumulate(weights))
 
     def receiver(self) -> str:
@@ -61,8 +69,14 @@ class Workload:
 
     def transfer(self, mode: str) -> dict[str, object]:
         source, target = self.pair()
-        return {"from_account": source, "to_account": target, "amount": "0.01", "currency": "USD",
-                "transaction_id": self.transaction_id(), "mode": mode}
+        return {
+            "from_account": source,
+            "to_account": target,
+            "amount": "0.01",
+            "currency": "USD",
+            "transaction_id": self.transaction_id(),
+            "mode": mode,
+        }
 
     def transaction_id(self) -> str:
         bits = self.ids_rng.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48) | (0x4000 << 64) | (0x8000 << 48)

@@ -15,6 +15,7 @@ Checks, each an anomaly kind when broken:
   ledger_lag, ledger_replay_differs  outbox not drained; replay of the ledger != live balances
   read_unexplained, read_saw_money_created, read_invariant  the periodic reads (below)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -111,8 +112,14 @@ async def leftovers(topology: Topology, accounts: list[str], transaction_ids: li
     return prepared, unfinished, pending
 
 
-async def check_run(topology: Topology, accounts: list[str], deposits: dict[UUID, tuple[str, int]],
-                    history: list[TransferRecord], reads: list[Read], read_anomalies: list[Anomaly]) -> CheckReport:
+async def check_run(
+    topology: Topology,
+    accounts: list[str],
+    deposits: dict[UUID, tuple[str, int]],
+    history: list[TransferRecord],
+    reads: list[Read],
+    read_anomalies: list[Anomaly],
+) -> CheckReport:
     """`deposits`: transaction id -> (account, minor units), every deposit of the run, all
     definite successes made before the workload started."""
     report = CheckReport(anomalies=list(read_anomalies))
@@ -157,8 +164,11 @@ async def check_run(topology: Topology, accounts: list[str], deposits: dict[UUID
             expected[record.to_account] += record.amount
     for account in sorted(accounts):
         if live.get(account, (0, 0, 0))[0] != expected[account]:
-            report.add("balance_mismatch", f"{account}: live {live.get(account, (0, 0, 0))[0]}, deposits plus "
-                                           f"client-seen successes {expected[account]}")
+            report.add(
+                "balance_mismatch",
+                f"{account}: live {live.get(account, (0, 0, 0))[0]}, deposits plus "
+                f"client-seen successes {expected[account]}",
+            )
 
     # Each transaction, from its own ledger events.
     assert topology.ledger, "the checker needs the ledger database"
@@ -170,8 +180,9 @@ async def check_run(topology: Topology, accounts: list[str], deposits: dict[UUID
     return report
 
 
-def check_transactions(report: CheckReport, history: list[TransferRecord], deposits: dict[UUID, tuple[str, int]],
-                       events: list[LedgerEvent]) -> None:
+def check_transactions(
+    report: CheckReport, history: list[TransferRecord], deposits: dict[UUID, tuple[str, int]], events: list[LedgerEvent]
+) -> None:
     net: dict[UUID, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     held: dict[UUID, int] = defaultdict(int)
     for event in events:
@@ -192,15 +203,22 @@ def check_transactions(report: CheckReport, history: list[TransferRecord], depos
         if record.timed_out and moved == whole:
             report.timed_out_applied += 1
         if final.outcome == SUCCESS and moved != whole:
-            kind = "applied_twice" if moved.get(record.from_account, 0) < -record.amount else \
-                "succeeded_not_applied" if not moved else "partially_applied"
+            kind = (
+                "applied_twice"
+                if moved.get(record.from_account, 0) < -record.amount
+                else "succeeded_not_applied"
+                if not moved
+                else "partially_applied"
+            )
             report.add(kind, f"{transaction_id} ({record.mode}) answered success, the ledger moved {moved}")
         elif final.outcome == FAILED and moved:
             kind = "failed_but_applied" if moved == whole else "partially_applied"
             report.add(kind, f"{transaction_id} ({record.mode}) answered {final.code}, the ledger moved {moved}")
     for transaction_id, moved in net.items():
         if any(moved.values()):
-            report.add("partially_applied", f"{transaction_id}: ledger events of no transfer the client sent: {dict(moved)}")
+            report.add(
+                "partially_applied", f"{transaction_id}: ledger events of no transfer the client sent: {dict(moved)}"
+            )
 
 
 async def check_replay(report: CheckReport, ledger_dsn: str, live: dict[str, tuple[int, int, int]]) -> None:
@@ -210,7 +228,10 @@ async def check_replay(report: CheckReport, ledger_dsn: str, live: dict[str, tup
             replayed = (await replay_balances(connection, END_OF_TIME, account)).balances.get(account)
             again = (replayed.balance, replayed.reserved, replayed.version) if replayed else (0, 0, 0)
             if again != state:
-                report.add("ledger_replay_differs", f"{account}: live {state}, ledger replay {again} (balance, reserved, version)")
+                report.add(
+                    "ledger_replay_differs",
+                    f"{account}: live {state}, ledger replay {again} (balance, reserved, version)",
+                )
     finally:
         await connection.close()
 
@@ -247,8 +268,11 @@ def check_reads(report: CheckReport, reads: list[Read], events: list[LedgerEvent
             state = (seen_event.balance_after, seen_event.reserved_after) if seen_event else (0, 0)
             if state != (balance, reserved):
                 explained = False
-                report.add("read_unexplained", f"read at {read.at_s:.1f}s: {account} (balance {balance}, reserved "
-                                               f"{reserved}) at version {version}; the ledger says {state}")
+                report.add(
+                    "read_unexplained",
+                    f"read at {read.at_s:.1f}s: {account} (balance {balance}, reserved "
+                    f"{reserved}) at version {version}; the ledger says {state}",
+                )
             for included in by_account[account]:
                 if included.version > version:
                     break
@@ -257,5 +281,7 @@ def check_reads(report: CheckReport, reads: list[Read], events: list[LedgerEvent
         report.read_excess_max = max(report.read_excess_max, excess)
         covered = sum(max(0, amount) for transaction_id, amount in seen.items() if net_of[transaction_id] == 0)
         if explained and excess > covered:
-            report.add("read_saw_money_created", f"read at {read.at_s:.1f}s: {excess} over deposits, "
-                                                 f"half-seen neutral transfers explain {covered}")
+            report.add(
+                "read_saw_money_created",
+                f"read at {read.at_s:.1f}s: {excess} over deposits, half-seen neutral transfers explain {covered}",
+            )

@@ -4,6 +4,7 @@ attempt of every transfer told to the run's history, so the checker sees what a 
 Headers come from a callback called for every request, so a caller can mint a fresh bearer
 token (`Authorization: Bearer ...`) when the API requires one.
 """
+
 from __future__ import annotations
 
 import time
@@ -14,16 +15,27 @@ from wallet_client import ApiError, Attempt, RetryPolicy, UnknownOutcome, Wallet
 
 REQUEST_TIMEOUT_S = 15.0  # past lock_timeout (5 s) and a paused shard's pool timeout (5 s)
 # Definite refusals (404, 409, 422): a "not applied" that every retry repeats.
-DEFINITE_FAILURES = frozenset({"insufficient_funds", "account_not_found", "account_frozen", "currency_mismatch",
-                               "transfer_aborted", "idempotency_conflict", "same_account", "invalid_amount",
-                               "validation_error"})
+DEFINITE_FAILURES = frozenset(
+    {
+        "insufficient_funds",
+        "account_not_found",
+        "account_frozen",
+        "currency_mismatch",
+        "transfer_aborted",
+        "idempotency_conflict",
+        "same_account",
+        "invalid_amount",
+        "validation_error",
+    }
+)
 
 Headers = Callable[[], dict[str, str]]
 
 
 class RestClient:
-    def __init__(self, urls: list[str], headers: Headers | None = None, seed: int | str = 0,
-                 timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+    def __init__(
+        self, urls: list[str], headers: Headers | None = None, seed: int | str = 0, timeout_s: float = REQUEST_TIMEOUT_S
+    ) -> None:
         self.client = WalletClient(urls, headers=headers, seed=seed, timeout_s=timeout_s)
         self.started = time.monotonic()
 
@@ -42,8 +54,16 @@ class RestClient:
 
         body = record.request_body(currency)
         try:
-            await self.client.transfer(body["from_account"], body["to_account"], body["amount"], currency,
-                                       record.transaction_id, body.get("mode"), retry=policy, on_attempt=told)
+            await self.client.transfer(
+                body["from_account"],
+                body["to_account"],
+                body["amount"],
+                currency,
+                record.transaction_id,
+                body.get("mode"),
+                retry=policy,
+                on_attempt=told,
+            )
         except (ApiError, UnknownOutcome):
             pass  # each attempt is already in the record
         return record.answers[-1]

@@ -2,6 +2,7 @@
 
 The checker judges the system against this history and the databases alone.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,8 +49,13 @@ class TransferRecord:
         return any(not a.definite for a in self.answers)
 
     def request_body(self, currency: str) -> dict[str, str]:
-        body = {"from_account": self.from_account, "to_account": self.to_account,
-                "amount": format_minor(self.amount), "currency": currency, "transaction_id": self.transaction_id}
+        body = {
+            "from_account": self.from_account,
+            "to_account": self.to_account,
+            "amount": format_minor(self.amount),
+            "currency": currency,
+            "transaction_id": self.transaction_id,
+        }
         if self.mode != "local":
             body["mode"] = self.mode
         return body

@@ -8,6 +8,7 @@ money in flight; a client retry after that unknown answer debits the sender agai
 Nothing in coordinator/ can reach this module: it is not a mode of the API, and the
 chaos runner uses it only when asked for `naive=True`.
 """
+
 from __future__ import annotations
 
 import random

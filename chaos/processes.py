@@ -1,4 +1,5 @@
 """The real processes a chaos run starts and hurts: coordinators (`wallet serve`) and shards."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,9 @@ class Coordinator:
     """One `wallet serve` subprocess on a fixed port; restartable, killable, optionally
     armed with a fault point (WALLET_FAULT_POINT) that makes it SIGKILL itself."""
 
-    def __init__(self, index: int, port: int, topology_path: Path, workdir: Path,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, index: int, port: int, topology_path: Path, workdir: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.index = index
         self.port = port
         self.topology_path = topology_path
@@ -48,8 +50,13 @@ class Coordinator:
 
     def start(self, fault_point: str | None = None) -> None:
         assert not self.alive(), f"coordinator {self.index} is already running"
-        environment = {**os.environ, **self.extra_env, "WALLET_HOME": str(self.workdir),
-                       "WALLET_TOPOLOGY": str(self.topology_path), "WALLET_PORT": str(self.port)}
+        environment = {
+            **os.environ,
+            **self.extra_env,
+            "WALLET_HOME": str(self.workdir),
+            "WALLET_TOPOLOGY": str(self.topology_path),
+            "WALLET_PORT": str(self.port),
+        }
         environment.pop("WALLET_FAULT_POINT", None)
         if fault_point is not None:
             environment["WALLET_FAULT_POINT"] = fault_point
@@ -88,7 +95,6 @@ class Coordinator:
         deadline = time.monotonic() + timeout_s
         while not can_listen(self.port) and time.monotonic() < deadline:
             time.sleep(0.05)
-
 
     def stop(self) -> None:
         """A clean stop (Ctrl-C), then SIGKILL if it does not come."""

@@ -7,6 +7,7 @@ to the real server. Its faults are what a network does to a TCP connection:
          that retransmission ends once the path is back);
   cut    every open connection is reset and new ones are refused until healed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -87,10 +88,13 @@ class FaultyProxy:
         server_writer: asyncio.StreamWriter | None = None
         try:
             server_reader, opened_writer = await asyncio.wait_for(
-                asyncio.open_connection(self.target_host, self.target_port), CONNECT_TIMEOUT_S)
+                asyncio.open_connection(self.target_host, self.target_port), CONNECT_TIMEOUT_S
+            )
             server_writer = opened_writer
-            pipes = [asyncio.create_task(self._pipe(client_reader, opened_writer)),
-                     asyncio.create_task(self._pipe(server_reader, client_writer))]
+            pipes = [
+                asyncio.create_task(self._pipe(client_reader, opened_writer)),
+                asyncio.create_task(self._pipe(server_reader, client_writer)),
+            ]
             try:
                 await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
             finally:

@@ -7,6 +7,7 @@ schedule (schedule.py). Then the faults stop, every transfer with an unknown out
 retried until the service says what happened, recovery and the relay converge, and the
 checker (checker.py) judges the databases against what the client saw.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -123,29 +124,39 @@ class ChaosReport:
 
     def table(self) -> str:
         c = self.config
-        lines = [f"wallet chaos: seed {c.seed}, {self.seconds:.0f} s, "
-                 + ("NAIVE two-update transfers" if c.naive else
-                    f"{c.coordinators} coordinators, {c.workers} clients, {c.proxied_shard} behind the proxy"
-                    + (", topology and leader election in ZooKeeper" if c.zookeeper else "")
-                    + (", every shard and the ledger a Patroni primary and synchronous standby" if c.ha else "")),
-                 "",
-                 "| mode | tried | succeeded | failed | timed out, then resolved | unresolved |",
-                 "|---|---:|---:|---:|---:|---:|"]
+        lines = [
+            f"wallet chaos: seed {c.seed}, {self.seconds:.0f} s, "
+            + (
+                "NAIVE two-update transfers"
+                if c.naive
+                else f"{c.coordinators} coordinators, {c.workers} clients, {c.proxied_shard} behind the proxy"
+                + (", topology and leader election in ZooKeeper" if c.zookeeper else "")
+                + (", every shard and the ledger a Patroni primary and synchronous standby" if c.ha else "")
+            ),
+            "",
+            "| mode | tried | succeeded | failed | timed out, then resolved | unresolved |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for mode in (*MODES, "total"):
             pick = (lambda counter: sum(counter.values())) if mode == "total" else (lambda counter: counter[mode])
-            lines.append(f"| {mode} | {pick(self.tried):,} | {pick(self.succeeded):,} | {pick(self.failed):,} | "
-                         f"{pick(self.timed_out) - pick(self.unknown):,} | {pick(self.unknown):,} |")
+            lines.append(
+                f"| {mode} | {pick(self.tried):,} | {pick(self.succeeded):,} | {pick(self.failed):,} | "
+                f"{pick(self.timed_out) - pick(self.unknown):,} | {pick(self.unknown):,} |"
+            )
         lines += ["", "| fault | injected |", "|---|---:|"]
         lines += [f"| {kind} | {self.faults[kind]} |" for kind in c.kinds]
         points = len(self.points_reached) + len(self.points_missed)
-        lines += ["", f"fault points reached: {len(set(self.points_reached))} distinct of {len(c.fault_points)}, "
-                      f"{len(self.points_reached)}/{points} armings"
-                      + (f" (missed: {', '.join(self.points_missed)})" if self.points_missed else ""),
-                  f"periodic reads: {self.check.reads_checked} checked; largest cross-shard excess over deposits "
-                  f"{self.check.read_excess_max} minor units, every one explained by transfers caught half-seen",
-                  f"timed-out transfers (first answer unknown): {self.check.timed_out}; {self.check.timed_out_applied} "
-                  "applied exactly once, the rest not at all, each as its retry reported",
-                  f"anomalies: {len(self.anomalies)}"]
+        lines += [
+            "",
+            f"fault points reached: {len(set(self.points_reached))} distinct of {len(c.fault_points)}, "
+            f"{len(self.points_reached)}/{points} armings"
+            + (f" (missed: {', '.join(self.points_missed)})" if self.points_missed else ""),
+            f"periodic reads: {self.check.reads_checked} checked; largest cross-shard excess over deposits "
+            f"{self.check.read_excess_max} minor units, every one explained by transfers caught half-seen",
+            f"timed-out transfers (first answer unknown): {self.check.timed_out}; {self.check.timed_out_applied} "
+            "applied exactly once, the rest not at all, each as its retry reported",
+            f"anomalies: {len(self.anomalies)}",
+        ]
         for kind, count in sorted(self.check.by_kind.items()):
             lines.append(f"  {kind}: {count}")
         for anomaly in self.check.examples():
@@ -209,8 +220,9 @@ class Run:
         finally:
             await self.shutdown()
         self.report.seconds = self.now_s()
-        self.report.check = await check_run(self.topology, self.accounts, self.deposits, self.history, self.reads,
-                                            self.read_anomalies)
+        self.report.check = await check_run(
+            self.topology, self.accounts, self.deposits, self.history, self.reads, self.read_anomalies
+        )
         self.tally()
         return self.report
 
@@ -247,14 +259,20 @@ class Run:
         environment = dict(self.config.coordinator_env)
         if self.config.zookeeper:
             root = f"/wallet-chaos-{uuid.uuid4().hex[:12]}"
-            store = ZooKeeperTopologyStore(connect_zookeeper(self.config.zookeeper, ZK_SESSION_TIMEOUT_MS), root,
-                                           owns_client=True)
+            store = ZooKeeperTopologyStore(
+                connect_zookeeper(self.config.zookeeper, ZK_SESSION_TIMEOUT_MS), root, owns_client=True
+            )
             try:
                 await asyncio.to_thread(store.save, FileTopologyStore(proxied).load())
             finally:
                 await asyncio.to_thread(store.close)
-            environment.update({"WALLET_ZK_HOSTS": self.config.zookeeper, "WALLET_ZK_ROOT": root,
-                                "WALLET_ZK_SESSION_TIMEOUT_MS": str(ZK_SESSION_TIMEOUT_MS)})
+            environment.update(
+                {
+                    "WALLET_ZK_HOSTS": self.config.zookeeper,
+                    "WALLET_ZK_ROOT": root,
+                    "WALLET_ZK_SESSION_TIMEOUT_MS": str(ZK_SESSION_TIMEOUT_MS),
+                }
+            )
         if "WALLET_AUTH_SECRET" not in environment:  # the API needs tokens: a secret of this run's own
             environment["WALLET_AUTH_SECRET"] = secrets.token_urlsafe(48)
         if self.headers is None:
@@ -267,8 +285,10 @@ class Run:
         for coordinator in self.coordinators:
             ready = await asyncio.to_thread(coordinator.wait_ready)
             assert ready, f"coordinator {coordinator.index} did not start: see {coordinator.log_path}"
-        self.say(f"{len(self.coordinators)} coordinators up; {self.config.proxied_shard} behind proxy ports "
-                 f"{', '.join(map(str, ports))}")
+        self.say(
+            f"{len(self.coordinators)} coordinators up; {self.config.proxied_shard} behind proxy ports "
+            f"{', '.join(map(str, ports))}"
+        )
 
     async def run_workload(self) -> None:
         tasks = [asyncio.create_task(self.worker(i)) for i in range(self.config.workers)]
@@ -296,11 +316,21 @@ class Run:
             else:
                 debit_shard, credit_shard = rng.sample(self.shards, 2)
                 source, target = rng.choice(self.by_shard[debit_shard]), rng.choice(self.by_shard[credit_shard])
-            record = TransferRecord(str(uuid.UUID(int=rng.getrandbits(128), version=4)), source, target,
-                                    rng.randint(1, TRANSFER_MINOR_MAX), mode, self.now_s())
+            record = TransferRecord(
+                str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                source,
+                target,
+                rng.randint(1, TRANSFER_MINOR_MAX),
+                mode,
+                self.now_s(),
+            )
             self.history.append(record)
-            await self.send(record, RetryPolicy(attempts_max=1 + RETRIES_DURING_RUN, wait_s_max=RETRY_PAUSE_S,
-                                                give_up=self.stopping.is_set))
+            await self.send(
+                record,
+                RetryPolicy(
+                    attempts_max=1 + RETRIES_DURING_RUN, wait_s_max=RETRY_PAUSE_S, give_up=self.stopping.is_set
+                ),
+            )
 
     async def send(self, record: TransferRecord, policy: RetryPolicy) -> Answer:
         assert self.transport is not None
@@ -315,8 +345,14 @@ class Run:
 
         async def resolve(record: TransferRecord) -> None:
             async with gate:
-                await self.send(record, RetryPolicy(attempts_max=RESOLVE_ATTEMPTS_MAX, wait_s_max=RESOLVE_PAUSE_S,
-                                                    deadline_s=RESOLVE_ATTEMPTS_MAX * RESOLVE_PAUSE_S * 2))
+                await self.send(
+                    record,
+                    RetryPolicy(
+                        attempts_max=RESOLVE_ATTEMPTS_MAX,
+                        wait_s_max=RESOLVE_PAUSE_S,
+                        deadline_s=RESOLVE_ATTEMPTS_MAX * RESOLVE_PAUSE_S * 2,
+                    ),
+                )
 
         await asyncio.gather(*(resolve(r) for r in pending))
 
@@ -365,11 +401,19 @@ class Run:
             for row in rows:
                 accounts[row["account_id"]] = (row["balance"], row["reserved"], row["version"])
                 if row["balance"] < 0 or not 0 <= row["reserved"] <= row["balance"]:
-                    self.read_anomalies.append(Anomaly("read_invariant", f"read at {at_s:.1f}s: {row['account_id']} "
-                                                       f"balance {row['balance']} reserved {row['reserved']}"))
+                    self.read_anomalies.append(
+                        Anomaly(
+                            "read_invariant",
+                            f"read at {at_s:.1f}s: {row['account_id']} "
+                            f"balance {row['balance']} reserved {row['reserved']}",
+                        )
+                    )
             if sum(row["balance"] for row in rows) > deposited:
-                self.read_anomalies.append(Anomaly("read_saw_money_created",
-                                                   f"read at {at_s:.1f}s: {shard} alone holds more than every deposit"))
+                self.read_anomalies.append(
+                    Anomaly(
+                        "read_saw_money_created", f"read at {at_s:.1f}s: {shard} alone holds more than every deposit"
+                    )
+                )
         return Read(at_s, accounts)
 
     # -- faults ---------------------------------------------------------------------------------
@@ -377,8 +421,16 @@ class Run:
         c = self.config
         # Sized for more than the run (the cost of a fault is only estimated); the deadline
         # cuts it, so faults keep coming until the workload stops.
-        return faults.build_schedule(c.seed, self.shards, c.proxied_shard, c.coordinators, list(c.fault_points),
-                                     None if c.cover_only else c.seconds * SCHEDULE_SLACK, c.hold_scale, c.kinds)
+        return faults.build_schedule(
+            c.seed,
+            self.shards,
+            c.proxied_shard,
+            c.coordinators,
+            list(c.fault_points),
+            None if c.cover_only else c.seconds * SCHEDULE_SLACK,
+            c.hold_scale,
+            c.kinds,
+        )
 
     async def drive_faults(self) -> None:
         plan = self.build_schedule()
@@ -486,7 +538,9 @@ class Run:
                 await asyncio.sleep(0.1)
             if coordinator.relay_killed_itself() if relay else coordinator.killed_itself():
                 self.report.points_reached.append(point)
-                self.say(f"fault point {point} reached after {FAULT_POINT_WAIT_S - (deadline - time.monotonic()):.1f} s")
+                self.say(
+                    f"fault point {point} reached after {FAULT_POINT_WAIT_S - (deadline - time.monotonic()):.1f} s"
+                )
                 coordinator.kill()  # a relay step killed only its relay process: restart disarmed
             else:
                 self.report.points_missed.append(point)
@@ -576,8 +630,9 @@ async def run_chaos(config: ChaosConfig, cluster: LocalCluster | HaCluster, keep
 def start_cluster(home: Path, shards: int, ha: bool = False) -> LocalCluster | HaCluster:
     from shards import migrate
 
-    cluster: LocalCluster | HaCluster = HaCluster(home, shard_count=shards, members=2) if ha else \
-        LocalCluster(home, shard_count=shards)
+    cluster: LocalCluster | HaCluster = (
+        HaCluster(home, shard_count=shards, members=2) if ha else LocalCluster(home, shard_count=shards)
+    )
     topology = cluster.start()
     assert topology.ledger
     migrate.upgrade_all(topology)
@@ -598,31 +653,57 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="wallet chaos",
         description="Jepsen-style bank workload: concurrent transfers in every mode over REST while coordinators "
-                    "and shards are killed, paused and cut off; then a check of the bank invariant.")
+        "and shards are killed, paused and cut off; then a check of the bank invariant.",
+    )
     parser.add_argument("--minutes", type=float, default=1.0, help="length of the workload (default 1)")
     parser.add_argument("--seed", type=int, default=1, help="seeds the workload and the fault schedule (default 1)")
     parser.add_argument("--coordinators", type=int, default=2, help="coordinator processes (default 2)")
     parser.add_argument("--workers", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--shards", type=int, default=4, help="shards of the throwaway cluster (default 4)")
-    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
-                        help="an HTTP header on every request, e.g. 'Authorization: Bearer TOKEN' (repeatable)")
-    parser.add_argument("--coordinator-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="an environment variable for the coordinator processes (repeatable)")
-    parser.add_argument("--naive", action="store_true",
-                        help="use the deliberately broken two-update transfer instead of the service, "
-                             "to see the checker fail (exit 1 expected)")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="an HTTP header on every request, e.g. 'Authorization: Bearer TOKEN' (repeatable)",
+    )
+    parser.add_argument(
+        "--coordinator-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable for the coordinator processes (repeatable)",
+    )
+    parser.add_argument(
+        "--naive",
+        action="store_true",
+        help="use the deliberately broken two-update transfer instead of the service, "
+        "to see the checker fail (exit 1 expected)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the coordinators' logs")
-    parser.add_argument("--zookeeper", action="store_true",
-                        help="start a ZooKeeper for the run: topology and leader election through it")
-    parser.add_argument("--ha", action="store_true",
-                        help="every shard and the ledger a Patroni primary with a synchronous standby (on a ZooKeeper "
-                             "of the run's); primary_kill and standby_kill replace shard_kill and shard_pause")
+    parser.add_argument(
+        "--zookeeper",
+        action="store_true",
+        help="start a ZooKeeper for the run: topology and leader election through it",
+    )
+    parser.add_argument(
+        "--ha",
+        action="store_true",
+        help="every shard and the ledger a Patroni primary with a synchronous standby (on a ZooKeeper "
+        "of the run's); primary_kill and standby_kill replace shard_kill and shard_pause",
+    )
     args = parser.parse_args(argv)
     headers = parse_pairs(args.header, ":", "--header")
-    config = ChaosConfig(seconds=args.minutes * 60, seed=args.seed, coordinators=args.coordinators,
-                         workers=args.workers, naive=args.naive, coordinator_env=parse_pairs(args.coordinator_env, "=",
-                                                                                            "--coordinator-env"),
-                         headers=(lambda: dict(headers)) if headers else None, ha=args.ha)
+    config = ChaosConfig(
+        seconds=args.minutes * 60,
+        seed=args.seed,
+        coordinators=args.coordinators,
+        workers=args.workers,
+        naive=args.naive,
+        coordinator_env=parse_pairs(args.coordinator_env, "=", "--coordinator-env"),
+        headers=(lambda: dict(headers)) if headers else None,
+        ha=args.ha,
+    )
     logging.basicConfig(level=logging.WARNING)
     home = temporary_home("chaos")
     zookeeper = LocalZooKeeper(home / "zookeeper") if args.zookeeper and not args.ha else None

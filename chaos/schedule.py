@@ -5,6 +5,7 @@ normally. The first cycle always holds every kind and arms every fault point onc
 (each protocol step killed deterministically, not by luck); later cycles, in long
 runs, are random picks.
 """
+
 from __future__ import annotations
 
 import random
@@ -63,9 +64,16 @@ class Fault:
         return f"{self.kind} {self.target}{extra} hold {self.hold_s:.1f}s"
 
 
-def build_schedule(seed: int, shards: list[str], proxied_shard: str, coordinators: int,
-                   fault_points: list[str], total_s: float | None = None, hold_scale: float = 1.0,
-                   kinds: tuple[str, ...] = KINDS) -> list[Fault]:
+def build_schedule(
+    seed: int,
+    shards: list[str],
+    proxied_shard: str,
+    coordinators: int,
+    fault_points: list[str],
+    total_s: float | None = None,
+    hold_scale: float = 1.0,
+    kinds: tuple[str, ...] = KINDS,
+) -> list[Fault]:
     """Every kind and every fault point once, shuffled; then, while the faults so far fit in
     `total_s` (None: stop after the first cycle), random faults."""
     assert coordinators >= 1, "a run has at least one coordinator"
@@ -107,5 +115,6 @@ def build_schedule(seed: int, shards: list[str], proxied_shard: str, coordinator
 
 def fault_overhead_s(fault: Fault) -> float:
     """A rough cost beyond the hold: restarts of processes and servers."""
-    return {COORDINATOR_KILL: 1.0, FAULT_POINT: 3.0, SHARD_KILL: 1.5, PRIMARY_KILL: 8.0,
-            STANDBY_KILL: 4.0}.get(fault.kind, 0.0)
+    return {COORDINATOR_KILL: 1.0, FAULT_POINT: 3.0, SHARD_KILL: 1.5, PRIMARY_KILL: 8.0, STANDBY_KILL: 4.0}.get(
+        fault.kind, 0.0
+    )

@@ -22,6 +22,7 @@ What it settles, and why:
 
 As root, Patroni (and so PostgreSQL) runs as the postgres user.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,9 @@ REPLICATION_USER = "replicator"
 # What every member of a cluster must share, kept in the cluster's configuration in
 # ZooKeeper; the rest of SERVER_SETTINGS is per member.
 SHARED_SETTINGS = ("max_connections", "max_prepared_transactions", "wal_level")
-MEMBER_SETTINGS = {key: value for key, value in SERVER_SETTINGS.items()
-                   if key not in SHARED_SETTINGS and key != "listen_addresses"}
+MEMBER_SETTINGS = {
+    key: value for key, value in SERVER_SETTINGS.items() if key not in SHARED_SETTINGS and key != "listen_addresses"
+}
 
 
 def _alive(pid: int) -> bool:
@@ -98,7 +100,9 @@ def bootstrap_dcs() -> dict[str, Any]:
     the local clusters and docker/patroni.yml (tests/test_docker.py holds them equal)."""
     shared = {key: SERVER_SETTINGS[key] for key in SHARED_SETTINGS}
     return {
-        "ttl": TTL_S, "loop_wait": LOOP_WAIT_S, "retry_timeout": RETRY_TIMEOUT_S,
+        "ttl": TTL_S,
+        "loop_wait": LOOP_WAIT_S,
+        "retry_timeout": RETRY_TIMEOUT_S,
         "maximum_lag_on_failover": 1_048_576,
         "primary_start_timeout": 0,
         "synchronous_mode": True,
@@ -106,8 +110,14 @@ def bootstrap_dcs() -> dict[str, Any]:
         "postgresql": {
             "use_pg_rewind": True,
             "use_slots": True,
-            "parameters": {**shared, "hot_standby": "on", "wal_log_hints": "on",
-                           "max_wal_senders": 10, "max_replication_slots": 10, "wal_keep_size": "256MB"},
+            "parameters": {
+                **shared,
+                "hot_standby": "on",
+                "wal_log_hints": "on",
+                "max_wal_senders": 10,
+                "max_replication_slots": 10,
+                "wal_keep_size": "256MB",
+            },
         },
     }
 
@@ -120,11 +130,14 @@ def patroni_command() -> tuple[list[str], dict[str, str]]:
     python = os.environ.get("WALLET_PATRONI_PYTHON", SYSTEM_PYTHON)
     packages = Path(os.environ.get("WALLET_PATRONI_PATH", str(Path(sys.prefix) / "patroni")))
     if not (packages / "patroni").is_dir():
-        raise ConfigurationError(f"Patroni is not installed in {packages}: pip install --target {packages} "
-                                 "'patroni[zookeeper,psycopg3]' (make install does it)")
+        raise ConfigurationError(
+            f"Patroni is not installed in {packages}: pip install --target {packages} "
+            "'patroni[zookeeper,psycopg3]' (make install does it)"
+        )
     if not Path(python).exists():
-        raise ConfigurationError(f"no Python at {python} for Patroni (apt-get install -y python3, or set "
-                                 "WALLET_PATRONI_PYTHON)")
+        raise ConfigurationError(
+            f"no Python at {python} for Patroni (apt-get install -y python3, or set WALLET_PATRONI_PYTHON)"
+        )
     return [python, "-m", "patroni"], {"PYTHONPATH": str(packages), "PATH": os.environ.get("PATH", "")}
 
 
@@ -188,8 +201,10 @@ class HaCluster:
         if not 1 <= self.shard_count <= SHARD_COUNT_MAX:
             raise ConfigurationError(f"an HA cluster has 1..{SHARD_COUNT_MAX} shards, not {self.shard_count}")
         if not MEMBERS_MIN <= self.members <= MEMBERS_MAX:
-            raise ConfigurationError(f"each HA cluster has {MEMBERS_MIN}..{MEMBERS_MAX} members (a primary and "
-                                     f"its standbys), not {self.members}")
+            raise ConfigurationError(
+                f"each HA cluster has {MEMBERS_MIN}..{MEMBERS_MAX} members (a primary and "
+                f"its standbys), not {self.members}"
+            )
         self.bin = postgres_bin()
         self.topology_path = self.home / "topology.json"
         self.state_path = self.home / "ha.json"
@@ -244,9 +259,16 @@ class HaCluster:
             state = self._load_state()
             for member_name, found in state.get("members", {}).items():
                 cluster = member_name.rsplit("-", 1)[0]
-                self.clusters.setdefault(cluster, []).append(Member(
-                    cluster, member_name, found["pg_port"], found["api_port"], self.home / "ha" / member_name,
-                    recorded_pid=found.get("pid")))
+                self.clusters.setdefault(cluster, []).append(
+                    Member(
+                        cluster,
+                        member_name,
+                        found["pg_port"],
+                        found["api_port"],
+                        self.home / "ha" / member_name,
+                        recorded_pid=found.get("pid"),
+                    )
+                )
             for members in self.clusters.values():
                 for member in members:
                     self.stop_member(member)
@@ -267,8 +289,14 @@ class HaCluster:
         command = [*patroni, str(member.config_path)]
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", "env", f"PYTHONPATH={environment['PYTHONPATH']}", *command]
-        member.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                          cwd=member.home, env={**os.environ, **environment})
+        member.process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=member.home,
+            env={**os.environ, **environment},
+        )
         if self.state_path.exists():  # a member started again later: `stop()` from the state finds it
             self._save_state()
 
@@ -347,9 +375,23 @@ class HaCluster:
         return None
 
     def writable(self, member: Member) -> bool:
-        answer = subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(member.pg_port), "-U", SUPERUSER,
-                                 "-d", "postgres", "-Atc", "SELECT pg_is_in_recovery()"],
-                                capture_output=True, text=True)
+        answer = subprocess.run(
+            [
+                str(self.bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(member.pg_port),
+                "-U",
+                SUPERUSER,
+                "-d",
+                "postgres",
+                "-Atc",
+                "SELECT pg_is_in_recovery()",
+            ],
+            capture_output=True,
+            text=True,
+        )
         return answer.returncode == 0 and answer.stdout.strip() == "f"
 
     def sync_standby(self, cluster: str) -> Member | None:
@@ -367,8 +409,9 @@ class HaCluster:
             if leader is not None and leader.name != old.name:
                 return leader
             time.sleep(0.1)
-        raise RuntimeError(f"cluster {cluster}: no member took over from {old.name} in {timeout_s:.0f} s: "
-                           f"{self.roles(cluster)}")
+        raise RuntimeError(
+            f"cluster {cluster}: no member took over from {old.name} in {timeout_s:.0f} s: {self.roles(cluster)}"
+        )
 
     def wait_healthy(self, cluster: str, timeout_s: float = READY_TIMEOUT_S, standby: bool = True) -> Member:
         """Until the cluster has a running leader (and a streaming synchronous standby)."""
@@ -379,11 +422,15 @@ class HaCluster:
                 return leader
             for member in self.clusters[cluster]:
                 if member.process is not None and member.process.poll() not in (None, 0):
-                    raise RuntimeError(f"Patroni of {member.name} exited with {member.process.returncode}; "
-                                       f"see {member.home / 'patroni.log'}")
+                    raise RuntimeError(
+                        f"Patroni of {member.name} exited with {member.process.returncode}; "
+                        f"see {member.home / 'patroni.log'}"
+                    )
             time.sleep(0.3)
-        raise RuntimeError(f"cluster {cluster} has no leader with a synchronous standby after {timeout_s:.0f} s: "
-                           f"{self.roles(cluster)}; see {self.home / 'ha'}/*/patroni.log")
+        raise RuntimeError(
+            f"cluster {cluster} has no leader with a synchronous standby after {timeout_s:.0f} s: "
+            f"{self.roles(cluster)}; see {self.home / 'ha'}/*/patroni.log"
+        )
 
     # -- pieces --------------------------------------------------------------------------
     def _configure(self, member: Member) -> None:
@@ -407,8 +454,11 @@ class HaCluster:
                 },
                 "parameters": {**MEMBER_SETTINGS, "unix_socket_directories": str(member.home)},
                 # Loopback only; trust is acceptable for a local development cluster and nothing else.
-                "pg_hba": ["local all all trust", "host all all 127.0.0.1/32 trust",
-                           f"host replication {REPLICATION_USER} 127.0.0.1/32 trust"],
+                "pg_hba": [
+                    "local all all trust",
+                    "host all all 127.0.0.1/32 trust",
+                    f"host replication {REPLICATION_USER} 127.0.0.1/32 trust",
+                ],
             },
             "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
         }
@@ -430,9 +480,19 @@ class HaCluster:
         assert leader is not None, f"{cluster} has no leader"
         database = self.database_of(cluster)
         common = ["-h", "127.0.0.1", "-p", str(leader.pg_port), "-U", SUPERUSER]
-        exists = subprocess.run([str(self.bin / "psql"), *common, "-d", "postgres", "-Atc",
-                                 f"SELECT 1 FROM pg_database WHERE datname = '{database}'"],
-                                capture_output=True, text=True, check=True)
+        exists = subprocess.run(
+            [
+                str(self.bin / "psql"),
+                *common,
+                "-d",
+                "postgres",
+                "-Atc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{database}'",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         if exists.stdout.strip() != "1":
             subprocess.run([str(self.bin / "createdb"), *common, database], capture_output=True, text=True, check=True)
         # A synchronous commit is flushed on the standby, not yet replayed: wait until every
@@ -440,8 +500,25 @@ class HaCluster:
         # ("database does not exist") before it tries the primary.
         deadline = time.monotonic() + READY_TIMEOUT_S
         for member in self.clusters[cluster]:
-            while subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(member.pg_port), "-U", SUPERUSER,
-                                  "-d", database, "-Atc", "SELECT 1"], capture_output=True).returncode != 0:
+            while (
+                subprocess.run(
+                    [
+                        str(self.bin / "psql"),
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(member.pg_port),
+                        "-U",
+                        SUPERUSER,
+                        "-d",
+                        database,
+                        "-Atc",
+                        "SELECT 1",
+                    ],
+                    capture_output=True,
+                ).returncode
+                != 0
+            ):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"database {database} did not reach {member.name} in {READY_TIMEOUT_S} s")
                 time.sleep(0.2)
@@ -456,19 +533,33 @@ class HaCluster:
             for index in range(self.members):
                 member_name = f"{name}-{index}"
                 found = known.get(member_name, {})
-                members.append(Member(name, member_name, found.get("pg_port") or free_port(),
-                                      found.get("api_port") or free_port(), self.home / "ha" / member_name,
-                                      recorded_pid=found.get("pid")))
+                members.append(
+                    Member(
+                        name,
+                        member_name,
+                        found.get("pg_port") or free_port(),
+                        found.get("api_port") or free_port(),
+                        self.home / "ha" / member_name,
+                        recorded_pid=found.get("pid"),
+                    )
+                )
             self.clusters[name] = members
 
     def _save_state(self) -> None:
-        members = {member.name: {"pg_port": member.pg_port, "api_port": member.api_port, "pid": member.patroni_pid}
-                   for members in self.clusters.values() for member in members}
+        members = {
+            member.name: {"pg_port": member.pg_port, "api_port": member.api_port, "pid": member.patroni_pid}
+            for members in self.clusters.values()
+            for member in members
+        }
         zookeeper = self.zookeeper
-        state = {"members": members, "zk_hosts": self.zk_hosts,
-                 "zookeeper_port": zookeeper.port if zookeeper else None,
-                 "zookeeper_pid": zookeeper.process.pid if zookeeper and zookeeper.process else
-                 self._load_state().get("zookeeper_pid")}
+        state = {
+            "members": members,
+            "zk_hosts": self.zk_hosts,
+            "zookeeper_port": zookeeper.port if zookeeper else None,
+            "zookeeper_pid": zookeeper.process.pid
+            if zookeeper and zookeeper.process
+            else self._load_state().get("zookeeper_pid"),
+        }
         self.state_path.write_text(json.dumps(state, indent=2) + "\n")
 
     def _write_topology(self) -> Topology:
@@ -481,8 +572,10 @@ class HaCluster:
                 topology = current.with_shards(addresses, ledger)
                 store.save(topology)
                 return topology
-            raise ConfigurationError(f"{self.topology_path} names shards {sorted(current.shards)}, the HA cluster "
-                                     f"has {sorted(addresses)}: use a fresh WALLET_HOME")
+            raise ConfigurationError(
+                f"{self.topology_path} names shards {sorted(current.shards)}, the HA cluster "
+                f"has {sorted(addresses)}: use a fresh WALLET_HOME"
+            )
         topology = Topology.even(addresses, ledger=ledger)
         store.save(topology)
         return topology

@@ -6,6 +6,7 @@ Each shard is its own server process (initdb + pg_ctl) with its data under
 the product. When run as root the servers run as the `postgres` user, since
 PostgreSQL refuses to run as root.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,10 @@ def postgres_bin() -> Path:
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).parent
-    raise ConfigurationError("PostgreSQL server binaries not found: install postgresql-15 (apt-get install -y "
-                             "postgresql-15) or set WALLET_PG_BIN to the directory holding pg_ctl")
+    raise ConfigurationError(
+        "PostgreSQL server binaries not found: install postgresql-15 (apt-get install -y "
+        "postgresql-15) or set WALLET_PG_BIN to the directory holding pg_ctl"
+    )
 
 
 def temporary_home(prefix: str) -> Path:
@@ -100,8 +103,9 @@ class ShardServer:
 class LocalCluster:
     """`start()` is idempotent and reuses existing data; `stop()` stops every server."""
 
-    def __init__(self, home: Path, shard_count: int = 4, settings: dict[str, str] | None = None,
-                 ledger: bool = True) -> None:
+    def __init__(
+        self, home: Path, shard_count: int = 4, settings: dict[str, str] | None = None, ledger: bool = True
+    ) -> None:
         if not 1 <= shard_count <= SHARD_COUNT_MAX:
             raise ConfigurationError(f"a local cluster has 1..{SHARD_COUNT_MAX} shards, not {shard_count}")
         self.home = Path(home).resolve()
@@ -122,7 +126,9 @@ class LocalCluster:
     def _run(self, command: list[str]) -> None:
         completed = subprocess.run(self._as_owner(command), capture_output=True, text=True)
         if completed.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stderr}{completed.stdout}")
+            raise RuntimeError(
+                f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stderr}{completed.stdout}"
+            )
 
     def _chown(self, path: Path) -> None:
         if os.geteuid() == 0:
@@ -183,18 +189,36 @@ class LocalCluster:
         server.data_dir.mkdir(parents=True, exist_ok=True)
         self._chown(server.data_dir)
         os.chmod(server.data_dir, 0o700)
-        self._run([
-            str(self.bin / "initdb"), "-D", str(server.data_dir), "-U", SUPERUSER,
-            "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions",
-        ])
-        # Loopback only; trust is acceptable for a local development cluster and nothing else.
-        (server.data_dir / "pg_hba.conf").write_text(
-            "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+        self._run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(server.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ]
         )
+        # Loopback only; trust is acceptable for a local development cluster and nothing else.
+        (server.data_dir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
         self._chown(server.data_dir)
         self._start(server)
         try:
-            self._run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", SUPERUSER, server.database])
+            self._run(
+                [
+                    str(self.bin / "createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(server.port),
+                    "-U",
+                    SUPERUSER,
+                    server.database,
+                ]
+            )
         finally:
             self._run([str(self.bin / "pg_ctl"), "-D", str(server.data_dir), "-m", "fast", "-w", "stop"])
 
@@ -203,10 +227,21 @@ class LocalCluster:
             return
         options = [f"-p {server.port}", f"-k {server.data_dir}"]
         options += [f"-c {key}={value}" for key, value in self.settings.items()]
-        self._run([
-            str(self.bin / "pg_ctl"), "-D", str(server.data_dir), "-l", str(server.data_dir / "server.log"),
-            "-o", " ".join(options), "-t", str(START_TIMEOUT_S), "-w", "start",
-        ])
+        self._run(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(server.data_dir),
+                "-l",
+                str(server.data_dir / "server.log"),
+                "-o",
+                " ".join(options),
+                "-t",
+                str(START_TIMEOUT_S),
+                "-w",
+                "start",
+            ]
+        )
 
     def _is_running(self, data_dir: Path) -> bool:
         if not (data_dir / "postmaster.pid").exists():

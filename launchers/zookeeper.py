@@ -1,6 +1,7 @@
 """A standalone ZooKeeper server for development and tests: loopback, a free port, its own
 data directory; stopped (or killed) with the process object. Production runs an ensemble
 (docker/)."""
+
 from __future__ import annotations
 
 import socket
@@ -46,14 +47,24 @@ class LocalZooKeeper:
         )
         log = open(self.home / "zookeeper.log", "ab")
         self.process = subprocess.Popen(
-            ["java", "-Xmx256m", "-cp", ZOOKEEPER_CLASSPATH, "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-             str(config)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                "java",
+                "-Xmx256m",
+                "-cp",
+                ZOOKEEPER_CLASSPATH,
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                str(config),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"ZooKeeper exited with {self.process.returncode}; see {self.home / 'zookeeper.log'}")
+                raise RuntimeError(
+                    f"ZooKeeper exited with {self.process.returncode}; see {self.home / 'zookeeper.log'}"
+                )
             if self._ok():
                 return self.hosts
             time.sleep(0.2)

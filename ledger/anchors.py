@@ -9,6 +9,7 @@ and names the stream and where the rewrite begins (after the last anchor that st
 matches, at or before the first that does not). An anchor edited by hand fails its
 signature and is refused.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,10 +62,15 @@ class Rewrite:
     reason: str
 
     def __str__(self) -> str:
-        where = (f"position {self.first_position}" if self.first_position == self.last_position else
-                 f"a position in {self.first_position}..{self.last_position}")
-        return (f"stream {self.stream}: {self.reason}; the first position that differs is {where} "
-                f"(anchored {self.anchored_at})")
+        where = (
+            f"position {self.first_position}"
+            if self.first_position == self.last_position
+            else f"a position in {self.first_position}..{self.last_position}"
+        )
+        return (
+            f"stream {self.stream}: {self.reason}; the first position that differs is {where} "
+            f"(anchored {self.anchored_at})"
+        )
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -72,14 +78,18 @@ def load_signing_key(path: Path, create: bool = False) -> Ed25519PrivateKey:
     """The Ed25519 private key at `path` (PEM, PKCS#8); made there (mode 0600) if asked."""
     if not path.exists():
         if not create:
-            raise ConfigurationError(f"no ledger signing key at {path}: `wallet ledger checkpoint` makes one, or "
-                                     "set WALLET_LEDGER_KEY_FILE")
+            raise ConfigurationError(
+                f"no ledger signing key at {path}: `wallet ledger checkpoint` makes one, or set WALLET_LEDGER_KEY_FILE"
+            )
         key = Ed25519PrivateKey.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as out:
-            out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()))
+            out.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
         return key
     try:
         loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -96,14 +106,16 @@ def public_hex(key: Ed25519PublicKey) -> str:
 
 # -- anchors -----------------------------------------------------------------------------------
 def _signed_part(document: dict[str, Any]) -> bytes:
-    return json.dumps({k: v for k, v in document.items() if k != "signature"}, sort_keys=True,
-                      separators=(",", ":")).encode()
+    return json.dumps(
+        {k: v for k, v in document.items() if k != "signature"}, sort_keys=True, separators=(",", ":")
+    ).encode()
 
 
 def sign_heads(key: Ed25519PrivateKey, heads: dict[str, tuple[int, bytes]], taken_at: datetime) -> bytes:
     """One anchor line: the heads, the moment, the public key, and the signature over them."""
     document: dict[str, Any] = {
-        "format": FORMAT, "taken_at": taken_at.astimezone(timezone.utc).isoformat(timespec="microseconds"),
+        "format": FORMAT,
+        "taken_at": taken_at.astimezone(timezone.utc).isoformat(timespec="microseconds"),
         "heads": {stream: [position, digest.hex()] for stream, (position, digest) in sorted(heads.items())},
         "key": public_hex(key.public_key()),
     }
@@ -160,8 +172,9 @@ async def chain_heads(ledger: Connection) -> dict[str, tuple[int, bytes]]:
     return {row[0]: (row[1], bytes(row[2])) for row in await ledger.fetch(HEADS)}
 
 
-async def checkpoint(ledger: Connection, key: Ed25519PrivateKey, anchor_file: Path,
-                     store: AnchorStore | None = None) -> dict[str, tuple[int, bytes]]:
+async def checkpoint(
+    ledger: Connection, key: Ed25519PrivateKey, anchor_file: Path, store: AnchorStore | None = None
+) -> dict[str, tuple[int, bytes]]:
     """Sign every stream's head now and append it to the file (and the store)."""
     heads = await chain_heads(ledger)
     line = sign_heads(key, heads, datetime.now(timezone.utc))
@@ -189,8 +202,11 @@ async def check_anchors(ledger: Connection, anchors: list[Anchor]) -> list[Rewri
             if now == digest:
                 matched = position
                 continue
-            reason = (f"the event at position {position} is gone" if now is None else
-                      f"the event at position {position} no longer has the hash anchored for it")
+            reason = (
+                f"the event at position {position} is gone"
+                if now is None
+                else f"the event at position {position} no longer has the hash anchored for it"
+            )
             rewrites.append(Rewrite(stream, matched + 1, position, when, reason))
             break
     return rewrites

@@ -1,4 +1,5 @@
 """Verification of the hash chain, and the audit of live balances against the ledger."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -70,8 +71,9 @@ async def live_balances(pools: ShardPools, shard: str) -> dict[str, tuple[str, i
             after = rows[-1]["account_id"]
 
 
-async def audit(pools: ShardPools, shards: list[str], ledger: Connection,
-                progress: Callable[[int], None] | None = None) -> AuditReport:
+async def audit(
+    pools: ShardPools, shards: list[str], ledger: Connection, progress: Callable[[int], None] | None = None
+) -> AuditReport:
     """`progress` counts the events verified, then those replayed."""
     report = AuditReport()
     report.breaks = await verify_chain(ledger, progress)
@@ -84,8 +86,7 @@ async def audit(pools: ShardPools, shards: list[str], ledger: Connection,
             report.outbox_lag[shard] = await outbox_sql.outbox_lag(connection)
         report.accounts += len(live)
         mismatched = {
-            account_id: state for account_id, state in live.items()
-            if _state(replayed.get(account_id)) != state[1:]
+            account_id: state for account_id, state in live.items() if _state(replayed.get(account_id)) != state[1:]
         }
         if not mismatched:
             continue
@@ -95,13 +96,23 @@ async def audit(pools: ShardPools, shards: list[str], ledger: Connection,
         for row in pending_rows:
             pending.setdefault(row["account_id"], []).append(row)
         for account_id, state in sorted(mismatched.items()):
-            report_difference(report, shard, account_id, state[1:], replayed.get(account_id), pending.get(account_id, []))
+            report_difference(
+                report, shard, account_id, state[1:], replayed.get(account_id), pending.get(account_id, [])
+            )
         for account_id in [a for a in sorted(mismatched) if not pending.get(a)]:
             await explain(report, ledger, account_id)
     live_ids = {account_id for live in lives for account_id in live}
     for account_id in sorted(set(replayed) - live_ids):
-        report.differences.append(Difference(account_id, "?", _state(replayed[account_id]), (0, 0, 0), [],
-                                             "the ledger has events for an account no shard holds"))
+        report.differences.append(
+            Difference(
+                account_id,
+                "?",
+                _state(replayed[account_id]),
+                (0, 0, 0),
+                [],
+                "the ledger has events for an account no shard holds",
+            )
+        )
     return report
 
 
@@ -109,8 +120,14 @@ def _state(balance: ReplayedBalance | None) -> tuple[int, int, int]:
     return (0, 0, 0) if balance is None else (balance.balance, balance.reserved, balance.version)
 
 
-def report_difference(report: AuditReport, shard: str, account_id: str, actual: tuple[int, int, int],
-                      replayed: ReplayedBalance | None, pending: list[asyncpg.Record]) -> None:
+def report_difference(
+    report: AuditReport,
+    shard: str,
+    account_id: str,
+    actual: tuple[int, int, int],
+    replayed: ReplayedBalance | None,
+    pending: list[asyncpg.Record],
+) -> None:
     balance, reserved, version = _state(replayed)
     applied: list[str] = []
     for row in pending:
@@ -119,8 +136,11 @@ def report_difference(report: AuditReport, shard: str, account_id: str, actual: 
             applied.append(row["transaction_id"])
     expected = (balance, reserved, version)
     if applied and expected == actual:
-        report.lagging.append(Difference(account_id, shard, expected, actual, applied,
-                                         f"{len(applied)} events not yet relayed explain it"))
+        report.lagging.append(
+            Difference(
+                account_id, shard, expected, actual, applied, f"{len(applied)} events not yet relayed explain it"
+            )
+        )
     else:
         report.differences.append(Difference(account_id, shard, expected, actual, applied, ""))
 
@@ -139,9 +159,14 @@ async def explain(report: AuditReport, ledger: Connection, account_id: str) -> N
             balance, reserved = balance + event.amount, reserved + event.reserved_delta
             if (balance, reserved) != (event.balance_after, event.reserved_after):
                 report.differences[index] = Difference(
-                    account_id, difference.shard, difference.expected, difference.actual, [event.transaction_id],
+                    account_id,
+                    difference.shard,
+                    difference.expected,
+                    difference.actual,
+                    [event.transaction_id],
                     f"ledger event version {event.version} (transaction {event.transaction_id}, stream "
-                    f"{event.stream} position {event.position}) does not add up: it was edited")
+                    f"{event.stream} position {event.position}) does not add up: it was edited",
+                )
                 return
             latest = (latest + [event.transaction_id])[-EXPLAINING_EVENTS_MAX:]
         if len(events) < store.PAGE_SIZE_MAX:
@@ -149,6 +174,11 @@ async def explain(report: AuditReport, ledger: Connection, account_id: str) -> N
         after = events[-1].version
     live_balance = difference.actual[0]
     report.differences[index] = Difference(
-        account_id, difference.shard, difference.expected, difference.actual, latest,
+        account_id,
+        difference.shard,
+        difference.expected,
+        difference.actual,
+        latest,
         f"no event explains a difference of {live_balance - difference.expected[0]} minor units: "
-        "the live balance changed outside the ledger")
+        "the live balance changed outside the ledger",
+    )

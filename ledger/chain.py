@@ -1,4 +1,5 @@
 """The hash chain, as pure functions: an event's canonical bytes, its hash, and verification."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,9 +34,19 @@ def canonical(event: LedgerEvent) -> bytes:
     # The same text as strftime("%Y-%m-%dT%H:%M:%S.%fZ"), at a fraction of its cost.
     moment = event.created_at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     fields = (
-        event.stream, event.position, event.source_event_id, event.transaction_id, event.account_id,
-        event.version, event.kind, event.amount, event.reserved_delta, event.balance_after,
-        event.reserved_after, event.currency, moment,
+        event.stream,
+        event.position,
+        event.source_event_id,
+        event.transaction_id,
+        event.account_id,
+        event.version,
+        event.kind,
+        event.amount,
+        event.reserved_delta,
+        event.balance_after,
+        event.reserved_after,
+        event.currency,
+        moment,
     )
     return "\x1f".join(str(field) for field in fields).encode()
 
@@ -70,13 +81,31 @@ class StreamVerifier:
         for event in events:
             assert event.stream == self.stream
             if event.position != self.position + 1:
-                self.breaks.append(Break(self.stream, event.position, event.transaction_id,
-                                         f"expected position {self.position + 1}: events removed or reordered"))
+                self.breaks.append(
+                    Break(
+                        self.stream,
+                        event.position,
+                        event.transaction_id,
+                        f"expected position {self.position + 1}: events removed or reordered",
+                    )
+                )
             elif event.prev_hash != self.hash:
-                self.breaks.append(Break(self.stream, event.position, event.transaction_id,
-                                         "prev_hash does not match the event before it: removed or reordered"))
+                self.breaks.append(
+                    Break(
+                        self.stream,
+                        event.position,
+                        event.transaction_id,
+                        "prev_hash does not match the event before it: removed or reordered",
+                    )
+                )
             elif chain_hash(event.prev_hash, event) != event.hash:
-                self.breaks.append(Break(self.stream, event.position, event.transaction_id,
-                                         "content does not match its hash: the event was edited"))
+                self.breaks.append(
+                    Break(
+                        self.stream,
+                        event.position,
+                        event.transaction_id,
+                        "content does not match its hash: the event was edited",
+                    )
+                )
             # Carry on from what is stored, so one bad event is named once, not every one after it.
             self.position, self.hash = event.position, event.hash

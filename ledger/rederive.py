@@ -5,6 +5,7 @@ rules (core/domain/effects.py) and compared with the events the ledger holds for
 would still have written those events: a transfer whose events no path of today's rules
 produces is named, with what was recorded and what today's rules allow.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -38,11 +39,14 @@ class Mismatch:
 
     def __str__(self) -> str:
         def show(postings: list[Posting]) -> str:
-            return "[" + ", ".join(f"{p.kind} {p.account_id} {p.amount:+d}/{p.reserved_delta:+d}" for p in postings) + "]"
+            return (
+                "[" + ", ".join(f"{p.kind} {p.account_id} {p.amount:+d}/{p.reserved_delta:+d}" for p in postings) + "]"
+            )
 
-        return (f"transaction {self.transaction_id} ({self.protocol}, {self.status}, recorded on {self.shard}): the "
-                f"ledger has {show(self.recorded)}; today's rules allow "
-                + " or ".join(show(a) for a in self.allowed))
+        return (
+            f"transaction {self.transaction_id} ({self.protocol}, {self.status}, recorded on {self.shard}): the "
+            f"ledger has {show(self.recorded)}; today's rules allow " + " or ".join(show(a) for a in self.allowed)
+        )
 
 
 @dataclass
@@ -59,8 +63,9 @@ def _sorted(effects: Effects) -> list[Posting]:
     return sorted(effects.elements())
 
 
-async def rederive(pools: ShardPools, shards: list[str], ledger: Connection,
-                   progress: Callable[[int], None] | None = None) -> RederiveReport:
+async def rederive(
+    pools: ShardPools, shards: list[str], ledger: Connection, progress: Callable[[int], None] | None = None
+) -> RederiveReport:
     """Every transfer record of every shard, a bounded page at a time."""
     report = RederiveReport()
     for shard in shards:
@@ -78,8 +83,16 @@ async def rederive(pools: ShardPools, shards: list[str], ledger: Connection,
                 transfer = Transfer(transaction_id, kind, source, target, amount, currency, mode)
                 allowed = possible_effects(transfer, protocol, status)
                 if recorded[transaction_id] not in allowed:
-                    report.mismatches.append(Mismatch(transaction_id, shard, protocol, status,
-                                                      _sorted(recorded[transaction_id]), [_sorted(a) for a in allowed]))
+                    report.mismatches.append(
+                        Mismatch(
+                            transaction_id,
+                            shard,
+                            protocol,
+                            status,
+                            _sorted(recorded[transaction_id]),
+                            [_sorted(a) for a in allowed],
+                        )
+                    )
             report.transfers += len(records)
             if progress is not None:
                 progress(len(records))

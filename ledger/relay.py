@@ -7,6 +7,7 @@ the relayed rows from the outbox. A crash between commit and delete re-reads row
 are already in the ledger, and they are dropped on arrival. Two relays at once serialize
 on the stream head.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -58,11 +59,27 @@ class Relay:
                     self.duplicates_dropped += 1
                     continue
                 position += 1
-                event = LedgerEvent(stream=shard, position=position, source_event_id=row["event_id"],
-                                    **{k: row[k] for k in ("transaction_id", "account_id", "version", "kind", "amount",
-                                                           "reserved_delta", "balance_after", "reserved_after",
-                                                           "currency", "created_at")},
-                                    prev_hash=head)
+                event = LedgerEvent(
+                    stream=shard,
+                    position=position,
+                    source_event_id=row["event_id"],
+                    **{
+                        k: row[k]
+                        for k in (
+                            "transaction_id",
+                            "account_id",
+                            "version",
+                            "kind",
+                            "amount",
+                            "reserved_delta",
+                            "balance_after",
+                            "reserved_after",
+                            "currency",
+                            "created_at",
+                        )
+                    },
+                    prev_hash=head,
+                )
                 head = chain_hash(head, event)
                 events.append(LedgerEvent(**{**event.__dict__, "hash": head}))
             await store.append_events(ledger, events, await store.visible_at_of(ledger, events))
@@ -91,7 +108,9 @@ class Relay:
         raise RuntimeError(f"outboxes not drained after {DRAIN_ROUNDS_MAX} rounds")
 
 
-def relay_worker(relay: Relay, interval_s: float = INTERVAL_S_DEFAULT, gate: Callable[[], bool] | None = None) -> Periodic:
+def relay_worker(
+    relay: Relay, interval_s: float = INTERVAL_S_DEFAULT, gate: Callable[[], bool] | None = None
+) -> Periodic:
     """Relays continuously while there is work, and polls every `interval_s` when there is none."""
 
     async def one_round() -> bool:

@@ -4,6 +4,7 @@ A whole replay reads, per stream, only the tail after the snapshot's position th
 aggregates it in the database (one GROUP BY per stream); given a pool, the streams are read
 at once, on connections of their own. One account is read by its (account, version) index.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -87,8 +88,13 @@ class _Lease:
             await self.acquired.__aexit__(*exc)
 
 
-async def replay_balances(source: Source, at: datetime, account_id: str | None = None, use_snapshot: bool = True,
-                          progress: Progress | None = None) -> Replay:
+async def replay_balances(
+    source: Source,
+    at: datetime,
+    account_id: str | None = None,
+    use_snapshot: bool = True,
+    progress: Progress | None = None,
+) -> Replay:
     assert at.tzinfo is not None, "replay moments carry a timezone"
     async with _Lease(source) as connection:
         snapshot = await store.latest_snapshot(connection, at) if use_snapshot else None
@@ -144,8 +150,14 @@ def _merge(at: datetime, snapshot_id: int | None, names: list[str], per_stream: 
             row = these[account]
             if earlier[4] > row[4]:  # its latest event is in the stream read before
                 streams[account] = earlier_stream
-            rows[account] = (account, row[1], row[2] + earlier[2], row[3] + earlier[3], max(row[4], earlier[4]),
-                             row[5] + earlier[5])
+            rows[account] = (
+                account,
+                row[1],
+                row[2] + earlier[2],
+                row[3] + earlier[3],
+                max(row[4], earlier[4]),
+                row[5] + earlier[5],
+            )
     impossible = [account for account, row in rows.items() if not 0 <= row[3] <= row[2]]
     assert not impossible, f"replay gives {impossible[:5]} an impossible balance"
     return Replay(at, snapshot_id, Balances(rows), events, streams)

@@ -1,4 +1,5 @@
 """The ledger database's tables (the model its migrations must produce)."""
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -47,8 +48,12 @@ ledger_events = Table(
     UniqueConstraint("account_id", "version", name="ledger_events_account_version_unique"),
     Index("ledger_events_transaction", "transaction_id"),
     # What a replay sums, in stream order: a stream's tail is an index-only scan.
-    Index("ledger_events_replay", "stream", "position",
-          postgresql_include=["account_id", "currency", "amount", "reserved_delta", "version", "visible_at"]),
+    Index(
+        "ledger_events_replay",
+        "stream",
+        "position",
+        postgresql_include=["account_id", "currency", "amount", "reserved_delta", "version", "visible_at"],
+    ),
 )
 
 # The head of each stream: where the next event goes. Locked by the relay; never trusted by verify.

@@ -1,5 +1,6 @@
 """The ledger as the coordinator uses it: one pool to the ledger database, the relay, and
 the read side (replay, history, snapshots, audit)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -54,10 +55,15 @@ class LedgerService:
         self.snapshots: asyncio.Task[None] | None = None
 
     async def open(self, run_relay: bool = False, gate: Callable[[], bool] | None = None) -> LedgerService:
-        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=POOL_SIZE_MAX, timeout=5,
-                                              command_timeout=300, server_settings={**SERVER_SETTINGS,
-                                                                                    "statement_timeout": "300s"},
-                                              init=carry_uuids_as_text)
+        self.pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=POOL_SIZE_MAX,
+            timeout=5,
+            command_timeout=300,
+            server_settings={**SERVER_SETTINGS, "statement_timeout": "300s"},
+            init=carry_uuids_as_text,
+        )
         self.relay = Relay(self.pools, self.pool, self.shards)
         if run_relay:
             self.worker = relay_worker(self.relay, gate=gate)
@@ -65,6 +71,7 @@ class LedgerService:
             self.snapshots = asyncio.create_task(self._daily_snapshots(gate), name="ledger-daily-snapshot")
             anchoring = self.anchoring
             if anchoring is not None and anchoring.every_s and anchoring.key_path.exists():
+
                 async def one_checkpoint() -> bool:
                     await self.checkpoint()
                     return False  # then wait the interval
@@ -118,8 +125,13 @@ class LedgerService:
         async with self._pool().acquire() as connection:
             return await verify_chain(connection, progress)
 
-    async def replay(self, at: datetime, account_id: str | None = None, use_snapshot: bool = True,
-                     progress: Callable[[int], None] | None = None) -> Replay:
+    async def replay(
+        self,
+        at: datetime,
+        account_id: str | None = None,
+        use_snapshot: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> Replay:
         """Streams read at once, on the pool's connections."""
         return await replay_balances(self._pool(), at, account_id, use_snapshot, progress)
 
@@ -139,8 +151,9 @@ class LedgerService:
         async with self._pool().acquire() as connection:
             return await rederive(self.pools, self.shards, connection, progress)
 
-    async def export_snapshot(self, snapshot_id: int | None, path: Path,
-                              progress: Callable[[int], None] | None = None) -> snapshots.Snapshot:
+    async def export_snapshot(
+        self, snapshot_id: int | None, path: Path, progress: Callable[[int], None] | None = None
+    ) -> snapshots.Snapshot:
         """Snapshot `snapshot_id` (None: the latest) to a file."""
         async with self._pool().acquire() as connection:
             if snapshot_id is None:

@@ -6,6 +6,7 @@ tail. It is taken from the latest snapshot before S (so taking one costs the tai
 history), and its digest is SHA-256 over a canonical form, so an exported copy (one JSON
 document per line: the header, then the balances) is checked when it is imported.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,9 @@ def digest_of_rows(taken_at: datetime, positions: Iterable[Sequence[Any]], balan
         digest.update(f"stream\x1f{stream}\x1f{position}\x1f{head}\n".encode())
     for row in sorted(tuple(b) for b in balances):
         account_id, currency, balance, reserved, version, stream = row
-        digest.update(f"{account_id}\x1f{currency}\x1f{int(balance)}\x1f{int(reserved)}\x1f{int(version)}\x1f"
-                      f"{stream}\n".encode())
+        digest.update(
+            f"{account_id}\x1f{currency}\x1f{int(balance)}\x1f{int(reserved)}\x1f{int(version)}\x1f{stream}\n".encode()
+        )
     return digest.digest()
 
 
@@ -63,8 +65,10 @@ async def take_snapshot(connection: Connection, at: datetime, progress: Callable
             first_left_out, end = await store.stream_positions(connection, stream, after, at)
             head = end if end is not None else after
             positions[stream] = (first_left_out if first_left_out is not None else head, head)
-        balances: list[Balance] = [(b.account_id, b.currency, b.balance, b.reserved, b.version,
-                                    replay.streams[b.account_id]) for b in replay.balances.values()]
+        balances: list[Balance] = [
+            (b.account_id, b.currency, b.balance, b.reserved, b.version, replay.streams[b.account_id])
+            for b in replay.balances.values()
+        ]
         digest = digest_of_rows(at, [(stream, *p) for stream, p in positions.items()], balances)
         return await store.insert_snapshot(connection, at, positions, balances, digest)
 
@@ -95,16 +99,25 @@ async def check_stored(connection: Connection, snapshot_id: int) -> bool:
     return digest_of_rows(snapshot.taken_at, positions, await balances_of(connection, snapshot_id)) == snapshot.digest
 
 
-async def export_snapshot(connection: Connection, snapshot_id: int, path: Path,
-                          progress: Callable[[int], None] | None = None) -> Snapshot:
+async def export_snapshot(
+    connection: Connection, snapshot_id: int, path: Path, progress: Callable[[int], None] | None = None
+) -> Snapshot:
     """Write snapshot `snapshot_id` to `path`: a header line, then one line per balance."""
     snapshot = await snapshot_of(connection, snapshot_id)
-    positions = {r["stream"]: [r["position"], r["head"]] for r in await connection.fetch(store.SNAPSHOT_STREAMS, snapshot_id)}
+    positions = {
+        r["stream"]: [r["position"], r["head"]] for r in await connection.fetch(store.SNAPSHOT_STREAMS, snapshot_id)
+    }
     balances = await balances_of(connection, snapshot_id)
     if digest_of_rows(snapshot.taken_at, [(k, *v) for k, v in positions.items()], balances) != snapshot.digest:
         raise ConfigurationError(f"snapshot {snapshot_id} does not match its digest in the database: not exported")
-    header = {"format": EXPORT_FORMAT, "snapshot_id": snapshot.snapshot_id, "taken_at": moment_text(snapshot.taken_at),
-              "accounts": len(balances), "positions": positions, "digest": snapshot.digest.hex()}
+    header = {
+        "format": EXPORT_FORMAT,
+        "snapshot_id": snapshot.snapshot_id,
+        "taken_at": moment_text(snapshot.taken_at),
+        "accounts": len(balances),
+        "positions": positions,
+        "digest": snapshot.digest.hex(),
+    }
     temporary = path.with_name(path.name + ".partial")
     with temporary.open("w") as out:
         out.write(json.dumps(header, sort_keys=True) + "\n")

@@ -1,4 +1,5 @@
 """SQL for the ledger database."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -82,8 +83,10 @@ FROM tail t FULL JOIN base b ON b.account_id = t.account_id
 # positions (a scan of the stream from the start, or of its tail by the index); no JIT (it
 # compiled for 90 ms of a 430 ms query) and no parallel workers (the streams already run at
 # once, one connection each).
-TAIL_SETTINGS = ("SET LOCAL work_mem = '256MB'; SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off; "
-                 "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL enable_sort = off")
+TAIL_SETTINGS = (
+    "SET LOCAL work_mem = '256MB'; SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off; "
+    "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL enable_sort = off"
+)
 # Where a new snapshot at $3 stands in a stream read after position $2: up to the first
 # event it leaves out, and the stream's end.
 STREAM_POSITIONS = """
@@ -186,7 +189,9 @@ async def streams(connection: Connection) -> list[str]:
     return [row["stream"] for row in await connection.fetch(STREAMS)]
 
 
-async def stream_events(connection: Connection, stream: str, page_size: int = PAGE_SIZE_MAX) -> AsyncIterator[list[LedgerEvent]]:
+async def stream_events(
+    connection: Connection, stream: str, page_size: int = PAGE_SIZE_MAX
+) -> AsyncIterator[list[LedgerEvent]]:
     """A stream's events in position order, a bounded page at a time."""
     after = 0
     while True:
@@ -208,8 +213,9 @@ async def latest_snapshot(connection: Connection, at: datetime) -> tuple[int, da
     return None if row is None else (row["snapshot_id"], row["taken_at"])
 
 
-async def replay_account(connection: Connection, at: datetime, snapshot_id: int | None,
-                         account_id: str) -> list[asyncpg.Record]:
+async def replay_account(
+    connection: Connection, at: datetime, snapshot_id: int | None, account_id: str
+) -> list[asyncpg.Record]:
     return await connection.fetch(REPLAY_ACCOUNT, at, snapshot_id, account_id)
 
 
@@ -217,27 +223,40 @@ async def stream_starts(connection: Connection, snapshot_id: int | None) -> list
     return [(row[0], row[1], row[2]) for row in await connection.fetch(STREAM_STARTS, snapshot_id)]
 
 
-async def stream_tail(connection: Connection, stream: str, after: int, at: datetime, head: int,
-                      since: datetime, snapshot_id: int | None) -> list[asyncpg.Record]:
+async def stream_tail(
+    connection: Connection, stream: str, after: int, at: datetime, head: int, since: datetime, snapshot_id: int | None
+) -> list[asyncpg.Record]:
     """(account_id, currency, balance, reserved, version, events) of the stream's accounts."""
     async with connection.transaction():
         await connection.execute(TAIL_SETTINGS)
         return await connection.fetch(STREAM_TAIL, stream, after, at, head, since, snapshot_id)
 
 
-async def stream_positions(connection: Connection, stream: str, after: int, at: datetime) -> tuple[int | None, int | None]:
+async def stream_positions(
+    connection: Connection, stream: str, after: int, at: datetime
+) -> tuple[int | None, int | None]:
     row = await connection.fetchrow(STREAM_POSITIONS, stream, after, at)
     assert row is not None
     return row[0], row[1]
 
 
-async def insert_snapshot(connection: Connection, taken_at: datetime, positions: dict[str, tuple[int, int]],
-                          balances: list[tuple[str, str, int, int, int, str]], digest: bytes) -> int:
+async def insert_snapshot(
+    connection: Connection,
+    taken_at: datetime,
+    positions: dict[str, tuple[int, int]],
+    balances: list[tuple[str, str, int, int, int, str]],
+    digest: bytes,
+) -> int:
     """positions: stream -> (position, head); balances: (account_id, currency, balance,
     reserved, version, stream) rows."""
     snapshot_id = await connection.fetchval(INSERT_SNAPSHOT, taken_at, len(balances), digest)
-    await connection.execute(INSERT_SNAPSHOT_STREAMS, snapshot_id, list(positions),
-                             [p[0] for p in positions.values()], [p[1] for p in positions.values()])
+    await connection.execute(
+        INSERT_SNAPSHOT_STREAMS,
+        snapshot_id,
+        list(positions),
+        [p[0] for p in positions.values()],
+        [p[1] for p in positions.values()],
+    )
     columns: list[list[object]] = [[], [], [], [], [], []]
     for row in balances:
         for column, value in zip(columns, row):

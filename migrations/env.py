@@ -1,4 +1,5 @@
 """Alembic environment: one shard per run, chosen by -x shard=<name> or -x dsn=<url>."""
+
 from __future__ import annotations
 
 from alembic import context
@@ -14,8 +15,10 @@ def shard_dsn() -> str:
         return dsn
     shard = arguments.get("shard")
     if not shard:
-        refuse("choose a shard: alembic -x shard=<name> upgrade head (or -x dsn=postgresql://...); "
-               "`wallet db upgrade --all` migrates every shard")
+        refuse(
+            "choose a shard: alembic -x shard=<name> upgrade head (or -x dsn=postgresql://...); "
+            "`wallet db upgrade --all` migrates every shard"
+        )
     topology, where = topology_from(arguments)
     if shard not in topology.shards:
         refuse(f"shard {shard!r} is not in the topology ({where}); it has {', '.join(sorted(topology.shards))}")

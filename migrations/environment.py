@@ -1,6 +1,7 @@
 """What both alembic environments (shards, ledger) share: the topology (-x topology=FILE, or
 the store the settings name: ZooKeeper when WALLET_ZK_HOSTS is set, else the file), the
 asyncpg URL, running the migrations online or offline, and refusing bad input in one line."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,9 +38,12 @@ def topology_from(arguments: dict[str, str]) -> tuple[Topology, str]:
             where = arguments["topology"]
         else:
             settings = Settings.from_environment()
-            store = open_store(settings.topology_path, settings.zk_hosts, settings.zk_root,
-                               settings.zk_session_timeout_ms)
-            where = f"zookeeper {settings.zk_hosts}{settings.zk_root}" if settings.zk_hosts else str(settings.topology_path)
+            store = open_store(
+                settings.topology_path, settings.zk_hosts, settings.zk_root, settings.zk_session_timeout_ms
+            )
+            where = (
+                f"zookeeper {settings.zk_hosts}{settings.zk_root}" if settings.zk_hosts else str(settings.topology_path)
+            )
         try:
             return store.load(), where
         finally:

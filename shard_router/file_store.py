@@ -1,4 +1,5 @@
 """The embedded-default topology store: one JSON file, replaced atomically."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,9 @@ class FileTopologyStore:
         try:
             document = json.loads(self.path.read_text())
         except FileNotFoundError as error:
-            raise TopologyError(f"no topology file at {self.path}; run `wallet dev up` or set WALLET_TOPOLOGY") from error
+            raise TopologyError(
+                f"no topology file at {self.path}; run `wallet dev up` or set WALLET_TOPOLOGY"
+            ) from error
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise TopologyError(f"topology file {self.path} is not JSON: {error}") from error
         return Topology.from_document(document)
@@ -37,9 +40,7 @@ class FileTopologyStore:
         if self.path.exists():
             current = self.load()
             if topology.version <= current.version and topology != current:
-                raise TopologyError(
-                    f"topology version {topology.version} is not newer than stored {current.version}"
-                )
+                raise TopologyError(f"topology version {topology.version} is not newer than stored {current.version}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".topology.")
         try:

@@ -4,6 +4,7 @@ JSON file (the embedded default for one machine). Both keep one contract:
   exists() -> bool; load() -> Topology; save(Topology) (newer versions only);
   watch(callback) -> stop; close()
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,12 @@ def connect_zookeeper(hosts: str, session_timeout_ms: int = SESSION_TIMEOUT_MS_D
     return client
 
 
-def open_store(topology_path: Path, zk_hosts: str | None = None, zk_root: str = "/wallet",
-               session_timeout_ms: int = SESSION_TIMEOUT_MS_DEFAULT) -> TopologyStore:
+def open_store(
+    topology_path: Path,
+    zk_hosts: str | None = None,
+    zk_root: str = "/wallet",
+    session_timeout_ms: int = SESSION_TIMEOUT_MS_DEFAULT,
+) -> TopologyStore:
     if not zk_hosts:
         return FileTopologyStore(topology_path)
     from shard_router.zookeeper_store import ZooKeeperTopologyStore

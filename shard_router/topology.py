@@ -126,7 +126,11 @@ class Topology:
                 raise TopologyError(f"slot_count must be {SLOT_COUNT}")
             slots: list[str | None] = [None] * SLOT_COUNT
             for entry in document["slots"]:
-                first, last, shard = _integer(entry["first"], "first"), _integer(entry["last"], "last"), str(entry["shard"])
+                first, last, shard = (
+                    _integer(entry["first"], "first"),
+                    _integer(entry["last"], "last"),
+                    str(entry["shard"]),
+                )
                 if not 0 <= first <= last < SLOT_COUNT:
                     raise TopologyError(f"slot range {first}..{last} is outside 0..{SLOT_COUNT - 1}")
                 for slot in range(first, last + 1):

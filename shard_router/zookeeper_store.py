@@ -5,6 +5,7 @@ Layout under the root (default /wallet):
   <root>/topology       the document (shards, slot ranges, overrides, version)
   <root>/leaders/...    leader-election locks (coordinator/cluster/leadership.py)
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """SQL for the accounts table."""
+
 from __future__ import annotations
 
 import asyncpg

@@ -19,6 +19,7 @@ generic plan that scans a table (one planned while it was small) casts such an e
 again for every row it reads, and the statement grows with the table
 (tests/test_hot_path.py keeps every statement so).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -31,8 +32,9 @@ def text_array(values: Sequence[str]) -> str:
     if not values:
         return "{}"
     joined = _SEPARATOR.join(values)
-    assert '"' not in joined and "\\" not in joined and joined.count(_SEPARATOR) == len(values) - 1, \
+    assert '"' not in joined and "\\" not in joined and joined.count(_SEPARATOR) == len(values) - 1, (
         "text_array takes validated ids and words only"
+    )
     return '{"' + joined.replace(_SEPARATOR, '","') + '"}'
 
 
@@ -40,8 +42,9 @@ def nullable_text_array(values: Sequence[str | None]) -> str:
     """As text_array, with None as NULL."""
     parts = ["NULL" if value is None else '"' + value + '"' for value in values]
     joined = ",".join(parts)
-    assert "\\" not in joined and joined.count('"') == 2 * (len(parts) - parts.count("NULL")), \
+    assert "\\" not in joined and joined.count('"') == 2 * (len(parts) - parts.count("NULL")), (
         "nullable_text_array takes validated ids and words only"
+    )
     return "{" + joined + "}"
 
 

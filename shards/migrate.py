@@ -1,4 +1,5 @@
 """Run and inspect the per-shard alembic migrations programmatically (for `wallet db`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,8 +69,13 @@ class ShardRevision:
 async def read_revision(shard: str, dsn: str, target: str = "shard") -> ShardRevision:
     try:
         connection = await asyncpg.connect(dsn, timeout=5)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-            asyncpg.TargetServerAttributeNotMatched) as error:
+    except (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.TargetServerAttributeNotMatched,
+    ) as error:
         said = explain(dsn, error) if isinstance(error, asyncpg.TargetServerAttributeNotMatched) else str(error)
         return ShardRevision(shard, None, f"unreachable: {said}", target)
     try:

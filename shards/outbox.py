@@ -1,4 +1,5 @@
 """SQL for a shard's outbox: what the relay reads and, once it is in the ledger, deletes."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -9,7 +10,9 @@ OUTBOX_COLUMNS = (
     "reserved_after, currency, created_at"
 )
 SELECT_OUTBOX = f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY event_id LIMIT $1"
-SELECT_ACCOUNT_OUTBOX = f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE account_id = ANY($1::text[]) ORDER BY account_id, version"
+SELECT_ACCOUNT_OUTBOX = (
+    f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE account_id = ANY($1::text[]) ORDER BY account_id, version"
+)
 DELETE_OUTBOX = "DELETE FROM outbox WHERE event_id = ANY($1::bigint[])"
 OUTBOX_LAG = """
 SELECT count(*) AS events, coalesce(extract(epoch FROM now() - min(created_at)) * 1000, 0)::bigint AS oldest_ms

@@ -1,5 +1,6 @@
 """SQL for the phase-state table: one row per unfinished or finished TC/C or Saga transfer, on
 its debit shard; the decision (second_phase) is taken under its row lock."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,10 +55,29 @@ class PhaseUpdate:
 
 def phase_from_row(row: asyncpg.Record) -> PhaseRow:
     """From a row of PHASE_COLUMNS, in that order."""
-    (transaction_id, mode, from_account, to_account, amount, currency, debit_try, credit_try, second_phase,
-     second_state, error_code, out_of_order) = row
-    return PhaseRow(Transfer(transaction_id, "transfer", from_account, to_account, amount, currency, mode),
-                    debit_try, credit_try, second_phase, second_state, error_code, out_of_order)
+    (
+        transaction_id,
+        mode,
+        from_account,
+        to_account,
+        amount,
+        currency,
+        debit_try,
+        credit_try,
+        second_phase,
+        second_state,
+        error_code,
+        out_of_order,
+    ) = row
+    return PhaseRow(
+        Transfer(transaction_id, "transfer", from_account, to_account, amount, currency, mode),
+        debit_try,
+        credit_try,
+        second_phase,
+        second_state,
+        error_code,
+        out_of_order,
+    )
 
 
 async def select_phases(connection: Connection, transaction_ids: list[str]) -> dict[str, PhaseRow]:

@@ -6,6 +6,7 @@ slot from shard_slots, locks the slot's accounts and marks them `moved`; on the 
 it writes their final state as `live` and claims the slot. Every write path refuses rows
 that are not live (shards/accounts.py), so an account is never live on two shards.
 """
+
 from __future__ import annotations
 
 import asyncpg
@@ -77,8 +78,9 @@ async def owns_slot(connection: Connection, slot: int) -> bool:
     return bool(await connection.fetchval(OWNS_SLOT, slot))
 
 
-async def select_slot_page(connection: Connection, slot: int, placement: str, after: str,
-                           pinned: list[str]) -> list[asyncpg.Record]:
+async def select_slot_page(
+    connection: Connection, slot: int, placement: str, after: str, pinned: list[str]
+) -> list[asyncpg.Record]:
     return await connection.fetch(SELECT_SLOT_PAGE, slot, placement, after, pinned, COPY_PAGE_MAX)
 
 

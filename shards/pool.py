@@ -1,4 +1,5 @@
 """One asyncpg pool per shard, opened at startup and closed at shutdown."""
+
 from __future__ import annotations
 
 import asyncio
@@ -72,8 +73,10 @@ def explain(dsn: str, error: BaseException) -> str:
     """What a failed connection means, in words where the driver's are not enough."""
     if isinstance(error, asyncpg.TargetServerAttributeNotMatched):
         hosts = dsn.split("@", 1)[-1].split("/", 1)[0]
-        return (f"every server at {hosts} answered as a standby (read-only): no primary to write to; "
-                "the cluster has no leader now, or the DSN names only replicas")
+        return (
+            f"every server at {hosts} answered as a standby (read-only): no primary to write to; "
+            "the cluster has no leader now, or the DSN names only replicas"
+        )
     return repr(error)
 
 
@@ -133,8 +136,10 @@ class ObservedConnection(ShardConnection):
         finally:
             self.observer(started, time.monotonic())
 
-    async def fetch(self, query: str, *args: object, timeout: float | None = None,  # type: ignore[override]
-                    record_class: object = None) -> list[asyncpg.Record]:  # a timed pass-through: the stubs overload it
+    # fetch and fetchrow: a timed pass-through of the same call; the stubs overload them
+    async def fetch(  # type: ignore[override]
+        self, query: str, *args: object, timeout: float | None = None, record_class: object = None
+    ) -> list[asyncpg.Record]:
         started = time.monotonic()
         try:
             return await super().fetch(query, *args, timeout=timeout)
@@ -148,8 +153,9 @@ class ObservedConnection(ShardConnection):
         finally:
             self.observer(started, time.monotonic())
 
-    async def fetchrow(self, query: str, *args: object, timeout: float | None = None,  # type: ignore[override]
-                       record_class: object = None) -> asyncpg.Record | None:  # as fetch
+    async def fetchrow(  # type: ignore[override]
+        self, query: str, *args: object, timeout: float | None = None, record_class: object = None
+    ) -> asyncpg.Record | None:
         started = time.monotonic()
         try:
             return await super().fetchrow(query, *args, timeout=timeout)
@@ -162,8 +168,12 @@ def observed(observer: StatementObserver) -> type[ObservedConnection]:
 
 
 class ShardPools:
-    def __init__(self, shards: Mapping[str, str], size_max: int = POOL_SIZE_MAX,
-                 statement_observer: StatementObserver | None = None) -> None:
+    def __init__(
+        self,
+        shards: Mapping[str, str],
+        size_max: int = POOL_SIZE_MAX,
+        statement_observer: StatementObserver | None = None,
+    ) -> None:
         assert shards, "ShardPools needs at least one shard"
         self.dsns = dict(shards)
         self.size_max = size_max
@@ -173,9 +183,7 @@ class ShardPools:
     async def open(self) -> None:
         assert not self.pools, "ShardPools.open() called twice"
         names = sorted(self.dsns)
-        created = await asyncio.gather(
-            *(self._create(name) for name in names), return_exceptions=True
-        )
+        created = await asyncio.gather(*(self._create(name) for name in names), return_exceptions=True)
         failures = [(name, error) for name, error in zip(names, created) if isinstance(error, BaseException)]
         for name, pool in zip(names, created):
             if not isinstance(pool, BaseException):

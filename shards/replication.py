@@ -3,6 +3,7 @@ multi-host DSN (`postgresql://u@h1:p1,h2:p2/db?target_session_attrs=read-write`,
 launchers/patroni.py and docker/ write the topology). A connection reaches whichever member
 is the primary now; these checks say what a single connection cannot: whether a synchronous
 standby has every commit, and whether the members agree on what 2PC needs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -88,11 +89,14 @@ async def check_two_phase_ready(name: str, dsn: str, primary: Connection) -> Non
         answered = [m for m in await member_settings(dsn) if m.max_prepared_transactions is not None]
     for member in answered:
         if member.max_prepared_transactions == 0:
-            raise ConfigurationError(f"{name}: max_prepared_transactions is 0 on {member.server}; 2PC needs it "
-                                     "at least max_connections (launchers/postgres.py sets it)")
+            raise ConfigurationError(
+                f"{name}: max_prepared_transactions is 0 on {member.server}; 2PC needs it "
+                "at least max_connections (launchers/postgres.py sets it)"
+            )
     for first, other in zip(answered, answered[1:]):
         if first.max_prepared_transactions != other.max_prepared_transactions:
             raise ConfigurationError(
                 f"{name}: max_prepared_transactions is {first.max_prepared_transactions} on {first.server} but "
                 f"{other.max_prepared_transactions} on {other.server}; every member of a cluster must have the "
-                "same (Patroni keeps it in the cluster's configuration)")
+                "same (Patroni keeps it in the cluster's configuration)"
+            )

@@ -3,6 +3,7 @@
 Migrations spell their DDL out (they are frozen in time); tests/test_migrations.py
 checks that `alembic upgrade head` yields exactly these tables.
 """
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -121,9 +122,12 @@ outbox = Table(
     Column("currency", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     UniqueConstraint("account_id", "version", name="outbox_account_version_unique"),
-    CheckConstraint("kind IN ('deposit', 'debit', 'credit', 'hold', 'release', 'compensate')", name="outbox_kind_known"),
-    CheckConstraint("balance_after >= 0 AND reserved_after >= 0 AND reserved_after <= balance_after",
-                    name="outbox_after_consistent"),
+    CheckConstraint(
+        "kind IN ('deposit', 'debit', 'credit', 'hold', 'release', 'compensate')", name="outbox_kind_known"
+    ),
+    CheckConstraint(
+        "balance_after >= 0 AND reserved_after >= 0 AND reserved_after <= balance_after", name="outbox_after_consistent"
+    ),
 )
 
 # TC/C and Saga progress, on the debit-side shard, one row per transfer.
@@ -148,7 +152,9 @@ phase_state = Table(
     CheckConstraint("mode IN ('tcc', 'saga')", name="phase_state_mode_known"),
     CheckConstraint("debit_try IN ('not_sent', 'sent', 'received')", name="phase_state_debit_try_known"),
     CheckConstraint("credit_try IN ('not_sent', 'sent', 'received')", name="phase_state_credit_try_known"),
-    CheckConstraint("second_phase IS NULL OR second_phase IN ('confirm', 'cancel')", name="phase_state_second_phase_known"),
+    CheckConstraint(
+        "second_phase IS NULL OR second_phase IN ('confirm', 'cancel')", name="phase_state_second_phase_known"
+    ),
     CheckConstraint("second_state IN ('none', 'sent', 'done')", name="phase_state_second_state_known"),
     Index("phase_state_unfinished", "updated_at", postgresql_where=text("second_state <> 'done'")),
 )

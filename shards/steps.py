@@ -8,6 +8,7 @@ lone TC/C transfer ran 33 statements in 23 round trips in a row (README.md, "Mea
 figures"). The statements themselves are unchanged (the same rows, locks and checks); they
 travel together.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -23,8 +24,15 @@ from shards.arrays import bool_array, int_array, nullable_text_array, text_array
 from shards.errors import AccountsMoved
 from shards.phase_state import PHASE_COLUMNS, PhaseRow, PhaseUpdate, phase_from_row
 from shards.pool import Connection
-from shards.transfers import RESULT_COLUMNS, WRITE_COUNTS, WRITE_CTES, checked_write, request_hash_sql, \
-    result_from_row, write_arguments
+from shards.transfers import (
+    RESULT_COLUMNS,
+    WRITE_COUNTS,
+    WRITE_CTES,
+    checked_write,
+    request_hash_sql,
+    result_from_row,
+    write_arguments,
+)
 
 # Inside a row of rows, values travel in binary: ids go as text, as the pools carry them
 # (shards/pool.py's uuid codec is for columns of their own).
@@ -97,38 +105,61 @@ class StepRead(NamedTuple):
     barrier: dict[tuple[str, str, str], str]
 
 
-async def read_step(connection: Connection, account_ids: list[str], transaction_ids: list[str],
-                    phases: bool = False, records: bool = False) -> StepRead:
+async def read_step(
+    connection: Connection,
+    account_ids: list[str],
+    transaction_ids: list[str],
+    phases: bool = False,
+    records: bool = False,
+) -> StepRead:
     """Lock the accounts (and, with `phases`, the phase-state rows) of a step; read its barrier
     rows (and, with `records`, its records). AccountsMoved if an account left this shard."""
-    row = await connection.fetchrow(READ_STEP, text_array(sorted(set(account_ids))),
-                                    text_array(sorted(set(transaction_ids))), phases, records)
+    row = await connection.fetchrow(
+        READ_STEP, text_array(sorted(set(account_ids))), text_array(sorted(set(transaction_ids))), phases, records
+    )
     assert row is not None, "a step's read is one row"
     locked: list[asyncpg.Record] = row["accounts"] or []
     gone = [account[0] for account in locked if account[7] != "live"]
     if gone:
         raise AccountsMoved(gone)
-    return StepRead({account[0]: account_from_row(account) for account in locked},
-                    {phase[0]: phase_from_row(phase) for phase in row["phases"] or []},
-                    {record[0]: result_from_row(record) for record in row["records"] or []},
-                    {(mark[0], mark[1], mark[2]): mark[3] for mark in row["barrier"] or []})
+    return StepRead(
+        {account[0]: account_from_row(account) for account in locked},
+        {phase[0]: phase_from_row(phase) for phase in row["phases"] or []},
+        {record[0]: result_from_row(record) for record in row["records"] or []},
+        {(mark[0], mark[1], mark[2]): mark[3] for mark in row["barrier"] or []},
+    )
 
 
-async def write_step(connection: Connection, changes: dict[str, AccountChange], records: RecordColumns,
-                     events: list[BalanceEvent], barrier: Sequence[BarrierRow], opened: Sequence[Transfer] = (),
-                     advanced: Sequence[PhaseUpdate] = ()) -> datetime:
+async def write_step(
+    connection: Connection,
+    changes: dict[str, AccountChange],
+    records: RecordColumns,
+    events: list[BalanceEvent],
+    barrier: Sequence[BarrierRow],
+    opened: Sequence[Transfer] = (),
+    advanced: Sequence[PhaseUpdate] = (),
+) -> datetime:
     """Everything a step writes, in its transaction; the records' created_at."""
     senders = [t.from_account for t in opened if t.from_account is not None]
     assert len(senders) == len(opened), "TC/C and Saga move money between two accounts: never a deposit"
     marks = list(zip(*barrier)) if barrier else [(), (), (), ()]
     row = await connection.fetchrow(
-        WRITE_STEP, *write_arguments(changes, records, events, None),
-        text_array(marks[0]), text_array(marks[1]), text_array(marks[2]), text_array(marks[3]),
-        text_array([t.transaction_id for t in opened]), text_array([t.mode for t in opened]), text_array(senders),
-        text_array([t.to_account for t in opened]), int_array([t.amount for t in opened]),
+        WRITE_STEP,
+        *write_arguments(changes, records, events, None),
+        text_array(marks[0]),
+        text_array(marks[1]),
+        text_array(marks[2]),
+        text_array(marks[3]),
+        text_array([t.transaction_id for t in opened]),
+        text_array([t.mode for t in opened]),
+        text_array(senders),
+        text_array([t.to_account for t in opened]),
+        int_array([t.amount for t in opened]),
         text_array([t.currency for t in opened]),
-        text_array([u.transaction_id for u in advanced]), text_array([u.second_phase for u in advanced]),
-        text_array([u.second_state for u in advanced]), nullable_text_array([u.error_code for u in advanced]),
+        text_array([u.transaction_id for u in advanced]),
+        text_array([u.second_phase for u in advanced]),
+        text_array([u.second_state for u in advanced]),
+        nullable_text_array([u.error_code for u in advanced]),
         bool_array([u.out_of_order for u in advanced]),
     )
     created_at = checked_write(row, changes, records, events, None)

@@ -1,4 +1,5 @@
 """SQL for transfer records (the idempotency table) and batched balance changes."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -33,8 +34,10 @@ def request_hash_sql(alias: str, kind: str | None = None) -> str:
     (core/domain/validation.py; tests/test_hot_path.py holds it equal to json.dumps)."""
     assert kind is None or kind.isalpha(), "kind is a word of our own"
     kind_sql = f"{alias}.kind" if kind is None else f"'{kind}'"
-    return (f"""sha256(convert_to('["' || {kind_sql} || '",' || coalesce('"' || {alias}.from_account || '"', 'null') """
-            f"""|| ',"' || {alias}.to_account || '",' || {alias}.amount || ',"' || {alias}.currency || '"]', 'UTF8'))""")
+    return (
+        f"""sha256(convert_to('["' || {kind_sql} || '",' || coalesce('"' || {alias}.from_account || '"', 'null') """
+        f"""|| ',"' || {alias}.to_account || '",' || {alias}.amount || ',"' || {alias}.currency || '"]', 'UTF8'))"""
+    )
 
 
 # The whole write side of a batch on one shard in one round trip: folded account
@@ -80,13 +83,30 @@ WRITE_COUNTS = """(SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM r
 WRITE_BATCH = f"WITH {WRITE_CTES}\nSELECT {WRITE_COUNTS}\n"
 
 
-
 def result_from_row(row: asyncpg.Record) -> TransferResult:
     """A stored record (its RESULT_COLUMNS, in order) as the result it answers with."""
-    (transaction_id, kind, from_account, to_account, amount, currency, mode, protocol, status, phase,
-     error_code, created_at) = row
-    return TransferResult(Transfer(transaction_id, kind, from_account, to_account, amount, currency, mode),
-                          status, error_code, protocol, phase, created_at)
+    (
+        transaction_id,
+        kind,
+        from_account,
+        to_account,
+        amount,
+        currency,
+        mode,
+        protocol,
+        status,
+        phase,
+        error_code,
+        created_at,
+    ) = row
+    return TransferResult(
+        Transfer(transaction_id, kind, from_account, to_account, amount, currency, mode),
+        status,
+        error_code,
+        protocol,
+        phase,
+        created_at,
+    )
 
 
 async def select_transfers(connection: Connection, transaction_ids: list[str]) -> dict[str, TransferResult]:
@@ -111,16 +131,27 @@ async def write_batch(
     return checked_write(row, changes, records, events, commit_decision)
 
 
-def write_arguments(changes: dict[str, AccountChange], records: RecordColumns, events: list[BalanceEvent],
-                    commit_decision: str | None) -> tuple[object, ...]:
+def write_arguments(
+    changes: dict[str, AccountChange], records: RecordColumns, events: list[BalanceEvent], commit_decision: str | None
+) -> tuple[object, ...]:
     """WRITE_CTES' parameters, $1..$25."""
     account_ids = sorted(changes)
     # Events are tuples in the outbox's column order ($16..$24): one transpose gives the columns.
-    (event_ids, event_accounts, versions, kinds, amounts, reserved_deltas, balances_after, reserved_after,
-     currencies) = zip(*events) if events else ((),) * len(BalanceEvent._fields)
+    (
+        event_ids,
+        event_accounts,
+        versions,
+        kinds,
+        amounts,
+        reserved_deltas,
+        balances_after,
+        reserved_after,
+        currencies,
+    ) = zip(*events) if events else ((),) * len(BalanceEvent._fields)
     # Transfers are tuples too (transaction_id, kind, from, to, amount, currency, mode).
-    (ids, transfer_kinds, senders, receivers, transfer_amounts, transfer_currencies,
-     modes) = zip(*records.transfers) if records.transfers else ((),) * len(Transfer._fields)
+    (ids, transfer_kinds, senders, receivers, transfer_amounts, transfer_currencies, modes) = (
+        zip(*records.transfers) if records.transfers else ((),) * len(Transfer._fields)
+    )
     return (
         text_array(account_ids),
         int_array([changes[a].balance_delta for a in account_ids]),
@@ -150,8 +181,13 @@ def write_arguments(changes: dict[str, AccountChange], records: RecordColumns, e
     )
 
 
-def checked_write(row: asyncpg.Record | None, changes: dict[str, AccountChange], records: RecordColumns,
-                  events: list[BalanceEvent], commit_decision: str | None) -> datetime:
+def checked_write(
+    row: asyncpg.Record | None,
+    changes: dict[str, AccountChange],
+    records: RecordColumns,
+    events: list[BalanceEvent],
+    commit_decision: str | None,
+) -> datetime:
     """The write's created_at, once its counts (WRITE_COUNTS) say every part landed whole."""
     assert row is not None, "the write's counts are one row"
     moved, recorded, evented, decided, created_at = row[:5]

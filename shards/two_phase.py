@@ -1,5 +1,6 @@
 """SQL for two-phase commit: prepared transactions and commit decisions. A batch id is a
 UUID in its canonical text (lower case), as in the gid."""
+
 from __future__ import annotations
 
 import re
@@ -141,8 +142,14 @@ async def select_prepared(connection: Connection) -> list[PreparedBranch]:
         match = GID_PATTERN.match(row["gid"])
         if match is None:
             continue  # not ours: never touch another application's prepared transactions
-        branches.append(PreparedBranch(
-            gid=row["gid"], batch_id=match["batch"], decision_shard=match["decision"],
-            branch_shard=match["branch"], prepared_at=row["prepared"], age_ms=row["age_ms"],
-        ))
+        branches.append(
+            PreparedBranch(
+                gid=row["gid"],
+                batch_id=match["batch"],
+                decision_shard=match["decision"],
+                branch_shard=match["branch"],
+                prepared_at=row["prepared"],
+                age_ms=row["age_ms"],
+            )
+        )
     return branches

@@ -2,6 +2,7 @@
 stop them. A test that uses one, directly or through another fixture, is marked `cluster`;
 `make test-fast` (pytest -m "not cluster") runs the rest, which need no server, in seconds.
 Shared helpers live in tests/helpers.py."""
+
 from __future__ import annotations
 
 import shutil
@@ -74,5 +75,3 @@ def zookeeper() -> Iterator[str]:
 def zk_root() -> str:
     """A fresh root znode per test, so tests sharing the server do not see each other."""
     return f"/wallet-test-{uuid.uuid4().hex[:12]}"
-
-

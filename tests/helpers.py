@@ -1,6 +1,7 @@
 """What the tests share: ids on a chosen shard, accounts opened and funded, tokens, money
 read back, waiting, logs captured, and coordinators killed at a fault point. One module:
 a test module never imports another."""
+
 from __future__ import annotations
 
 import asyncio
@@ -36,29 +37,38 @@ TEST_SECRET = "wallet-tests-secret-0123456789abcdef-0123456789"
 
 __all__ = ["make_home"]
 
+
 def bearer(owner: str = "admin", admin: bool = True) -> dict[str, str]:
     """Authorization headers for a token signed with the tests' secret."""
     return {"Authorization": f"Bearer {issue_token(TEST_SECRET, owner, 'admin' if admin else 'user')}"}
+
 
 def accounts_on(topology: Topology, shard: str, count: int, prefix: str | None = None) -> list[str]:
     """`count` fresh account ids that route to `shard`."""
     return topology.ids_on(shard, count, prefix or uuid.uuid4().hex[:8])
 
-async def open_accounts(service: WalletService, ids: list[str], currency: str = "USD", deposit: str | None = None) -> None:
+
+async def open_accounts(
+    service: WalletService, ids: list[str], currency: str = "USD", deposit: str | None = None
+) -> None:
     for account_id in ids:
         await service.create_account(account_id, f"owner-{account_id}", currency)
         if deposit is not None:
             result = await service.deposit(account_id, deposit, str(uuid.uuid4()))
             assert result.status == "success"
 
-async def send_all(service: WalletService, requests: list[tuple[str, str, int]], start: dict[str, int],
-                   mode: str | None = None) -> tuple[list[str], dict[str, int]]:
+
+async def send_all(
+    service: WalletService, requests: list[tuple[str, str, int]], start: dict[str, int], mode: str | None = None
+) -> tuple[list[str], dict[str, int]]:
     """Send every (source, target, cents) USD transfer at once. Returns each outcome (status or
     error code) and the balances implied by applying each reported success exactly once."""
+
     async def send(source: str, target: str, cents: int) -> str:
         try:
-            result = await service.transfer(source, target, f"{cents // 100}.{cents % 100:02d}", "USD",
-                                            str(uuid.uuid4()), mode=mode)
+            result = await service.transfer(
+                source, target, f"{cents // 100}.{cents % 100:02d}", "USD", str(uuid.uuid4()), mode=mode
+            )
             return result.status
         except WalletError as error:
             return error.code
@@ -70,6 +80,7 @@ async def send_all(service: WalletService, requests: list[tuple[str, str, int]],
             expected[source] -= cents
             expected[target] += cents
     return outcomes, expected
+
 
 @contextlib.contextmanager
 def batches_held(service: WalletService, shard: str) -> Iterator[asyncio.Event]:
@@ -88,6 +99,7 @@ def batches_held(service: WalletService, shard: str) -> Iterator[asyncio.Event]:
         service.rounds.hooks.remove(held)
         release.set()
 
+
 @contextlib.contextmanager
 def captured_logs(level: int) -> Iterator[io.StringIO]:
     """The `wallet` loggers' lines, as JSON, at `level`, for the duration of the block."""
@@ -104,12 +116,14 @@ def captured_logs(level: int) -> Iterator[io.StringIO]:
         logger.removeHandler(handler)
         logger.setLevel(previous)
 
+
 def eventually(condition: Callable[[], bool], what: str, timeout_s: float, poll_s: float = 0.05) -> None:
     """Wait (blocking) until `condition()` holds; fail naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(poll_s)
+
 
 async def fetch(topology: Topology, shard: str, query: str, *arguments: object) -> list[asyncpg.Record]:
     connection = await asyncpg.connect(topology.shards[shard])
@@ -118,8 +132,10 @@ async def fetch(topology: Topology, shard: str, query: str, *arguments: object) 
     finally:
         await connection.close()
 
+
 async def reserved_of(service: WalletService, ids: list[str]) -> int:
     return sum([(await service.get_account(a)).reserved for a in ids])
+
 
 async def unfinished_phases(topology: Topology) -> int:
     """Unfinished TC/C or Saga transfers on every shard of the topology."""
@@ -127,6 +143,7 @@ async def unfinished_phases(topology: Topology) -> int:
     for shard in topology.shards:
         total += len(await fetch(topology, shard, "SELECT 1 FROM phase_state WHERE second_state <> 'done'"))
     return total
+
 
 async def prepared_count(topology: Topology) -> int:
     total = 0
@@ -138,21 +155,25 @@ async def prepared_count(topology: Topology) -> int:
             await connection.close()
     return total
 
+
 async def balances(service: WalletService, ids: list[str]) -> dict[str, int]:
     return {account_id: (await service.get_account(account_id)).balance for account_id in ids}
+
 
 async def retry_until_known(service: WalletService, transfer: dict[str, str], attempts: int = 60) -> str:
     """What a client does with an unknown outcome: retry with the same transaction id."""
     for _ in range(attempts):
         try:
-            result = await service.transfer(transfer["from"], transfer["to"], transfer["amount"], "USD", transfer["id"],
-                                            transfer.get("mode"))
+            result = await service.transfer(
+                transfer["from"], transfer["to"], transfer["amount"], "USD", transfer["id"], transfer.get("mode")
+            )
             return result.status
         except WalletError as error:
             if error.code != "shard_unavailable":
                 return error.code
         await asyncio.sleep(0.5)
     raise AssertionError(f"transfer {transfer['id']} never got a definite answer")
+
 
 def expected_after_all_once(start: dict[str, int], transfers: list[dict[str, str]]) -> dict[str, int]:
     expected = dict(start)
@@ -162,12 +183,14 @@ def expected_after_all_once(start: dict[str, int], transfers: list[dict[str, str
         expected[transfer["to"]] += cents
     return expected
 
+
 def assert_problem(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
     assert body["code"] == code and body["status"] == status and body["detail"]
     assert "Traceback" not in response.text
+
 
 async def assert_outbox_explains(topology: Topology, account_ids: list[str]) -> None:
     """For each account: events numbered 1..version with no gap or repeat, their amounts
@@ -182,10 +205,15 @@ async def assert_outbox_explains(topology: Topology, account_ids: list[str]) -> 
             try:
                 if shard == topology.shard_of(account_id):
                     account = await connection.fetchrow(
-                        "SELECT balance, reserved, version, placement FROM accounts WHERE account_id = $1", account_id)
-                events.extend(await connection.fetch(
-                    "SELECT version, amount, reserved_delta, balance_after, reserved_after FROM outbox "
-                    "WHERE account_id = $1", account_id))
+                        "SELECT balance, reserved, version, placement FROM accounts WHERE account_id = $1", account_id
+                    )
+                events.extend(
+                    await connection.fetch(
+                        "SELECT version, amount, reserved_delta, balance_after, reserved_after FROM outbox "
+                        "WHERE account_id = $1",
+                        account_id,
+                    )
+                )
             finally:
                 await connection.close()
         assert account is not None and account["placement"] == "live", account_id
@@ -194,7 +222,11 @@ async def assert_outbox_explains(topology: Topology, account_ids: list[str]) -> 
         assert sum(e["amount"] for e in events) == account["balance"], account_id
         assert sum(e["reserved_delta"] for e in events) == account["reserved"], account_id
         if events:
-            assert (events[-1]["balance_after"], events[-1]["reserved_after"]) == (account["balance"], account["reserved"])
+            assert (events[-1]["balance_after"], events[-1]["reserved_after"]) == (
+                account["balance"],
+                account["reserved"],
+            )
+
 
 def kill_at(topology_path: Path, transfers: list[dict[str, str]], fault_point: str, mode: str, workdir: Path) -> None:
     """Run a coordinator subprocess (tests/victim.py) over `transfers` until it SIGKILLs itself
@@ -203,8 +235,11 @@ def kill_at(topology_path: Path, transfers: list[dict[str, str]], fault_point: s
     plan.write_text(json.dumps(transfers))
     victim = subprocess.run(
         [sys.executable, "-m", "tests.victim", str(topology_path), str(plan), mode],
-        cwd=REPOSITORY, env={**os.environ, "WALLET_FAULT_POINT": fault_point},
-        capture_output=True, text=True, timeout=120,
+        cwd=REPOSITORY,
+        env={**os.environ, "WALLET_FAULT_POINT": fault_point},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert victim.returncode == -signal.SIGKILL, f"the victim was not killed at {fault_point}: {victim.stderr}"
 
@@ -218,8 +253,9 @@ def cross_shard_transfers(topology: Topology, accounts: list[str], count: int, s
         while topology.shard_of(source) == topology.shard_of(target):
             source, target = rng.sample(accounts, 2)
         cents = rng.randint(1, 500)
-        transfers.append({"from": source, "to": target, "amount": f"{cents // 100}.{cents % 100:02d}",
-                          "id": str(uuid.uuid4())})
+        transfers.append(
+            {"from": source, "to": target, "amount": f"{cents // 100}.{cents % 100:02d}", "id": str(uuid.uuid4())}
+        )
     return transfers
 
 

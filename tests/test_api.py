@@ -1,4 +1,5 @@
 """The REST API over real shards: status codes, problem+json bodies, and every error code."""
+
 from __future__ import annotations
 
 import uuid
@@ -29,7 +30,7 @@ async def create(client: httpx.AsyncClient, account_id: str, currency: str = "US
     if deposit:
         response = await client.post(
             f"/v1/accounts/{account_id}/deposits",
-            json={"amount": deposit, "currency": currency, "transaction_id": str(uuid.uuid4())}
+            json={"amount": deposit, "currency": currency, "transaction_id": str(uuid.uuid4())},
         )
         assert response.status_code == 200, response.text
 
@@ -49,14 +50,27 @@ async def test_account_lifecycle_and_transfer(client: httpx.AsyncClient, topolog
     retry = await client.post("/v1/wallet/balance_transfer", json=body)
     assert retry.json() == response.json()
     shown = (await client.get(f"/v1/accounts/{alice}")).json()
-    assert shown == {"account_id": alice, "owner": "o", "currency": "USD", "balance": "14.95",
-                     "available": "14.95", "reserved": "0.00", "status": "active"}
+    assert shown == {
+        "account_id": alice,
+        "owner": "o",
+        "currency": "USD",
+        "balance": "14.95",
+        "available": "14.95",
+        "reserved": "0.00",
+        "status": "active",
+    }
     transfer = (await client.get(f"/v1/transfers/{key}")).json()
     assert (transfer["status"], transfer["phase"], transfer["amount"], transfer["protocol"]) == (
-        "success", "committed", "10.05", "local")
+        "success",
+        "committed",
+        "10.05",
+        "local",
+    )
 
 
-async def test_every_error_code_over_http(client: httpx.AsyncClient, service: WalletService, topology: Topology) -> None:
+async def test_every_error_code_over_http(
+    client: httpx.AsyncClient, service: WalletService, topology: Topology
+) -> None:
     """Each documented code is reachable through the API, as problem+json, never a 500."""
     alice, bob, frozen, euro = accounts_on(topology, "shard2", 4)
     await create(client, alice, deposit="1.00")
@@ -66,8 +80,13 @@ async def test_every_error_code_over_http(client: httpx.AsyncClient, service: Wa
     await service.set_account_status(frozen, "frozen")
 
     def transfer(**changes: object) -> dict[str, object]:
-        body: dict[str, object] = {"from_account": alice, "to_account": bob, "amount": "0.50", "currency": "USD",
-                "transaction_id": str(uuid.uuid4())}
+        body: dict[str, object] = {
+            "from_account": alice,
+            "to_account": bob,
+            "amount": "0.50",
+            "currency": "USD",
+            "transaction_id": str(uuid.uuid4()),
+        }
         body.update(changes)
         return body
 
@@ -92,17 +111,28 @@ async def test_every_error_code_over_http(client: httpx.AsyncClient, service: Wa
 
     key = str(uuid.uuid4())
     assert (await client.post("/v1/wallet/balance_transfer", json=transfer(transaction_id=key))).status_code == 200
-    assert_problem(await client.post("/v1/wallet/balance_transfer", json=transfer(transaction_id=key, amount="0.10")),
-                   409, "idempotency_conflict")
+    assert_problem(
+        await client.post("/v1/wallet/balance_transfer", json=transfer(transaction_id=key, amount="0.10")),
+        409,
+        "idempotency_conflict",
+    )
     assert (await client.get(f"/v1/accounts/{alice}")).json()["balance"] == "0.50"
 
 
 async def test_malformed_requests(client: httpx.AsyncClient) -> None:
     """Broken JSON, wrong shapes, huge bodies, unknown routes: clear 4xx problems."""
     headers = {"content-type": "application/json"}
-    assert_problem(await client.post("/v1/wallet/balance_transfer", content=b"{not json", headers=headers), 400, "malformed_request")
-    assert_problem(await client.post("/v1/wallet/balance_transfer", content=b"[1, 2]", headers=headers), 400, "malformed_request")
-    assert_problem(await client.post("/v1/wallet/balance_transfer", content=b"\xff\xfe", headers=headers), 400, "malformed_request")
+    assert_problem(
+        await client.post("/v1/wallet/balance_transfer", content=b"{not json", headers=headers),
+        400,
+        "malformed_request",
+    )
+    assert_problem(
+        await client.post("/v1/wallet/balance_transfer", content=b"[1, 2]", headers=headers), 400, "malformed_request"
+    )
+    assert_problem(
+        await client.post("/v1/wallet/balance_transfer", content=b"\xff\xfe", headers=headers), 400, "malformed_request"
+    )
     big = b'{"owner": "' + b"x" * (BODY_BYTES_MAX + 1) + b'"}'
     assert_problem(await client.post("/v1/accounts", content=big, headers=headers), 400, "malformed_request")
     assert_problem(await client.get("/v1/nowhere"), 404, "not_found")
@@ -110,11 +140,24 @@ async def test_malformed_requests(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/v1/accounts/has%20space"), 422, "validation_error")
     assert_problem(await client.get(f"/v1/transfers/{uuid.uuid4()}"), 404, "transfer_not_found")
     assert_problem(await client.get("/v1/transfers/nope"), 422, "validation_error")
-    assert_problem(await client.post("/v1/accounts", json={"account_id": "x1", "owner": "", "currency": "USD"}), 422, "validation_error")
-    assert_problem(await client.post("/v1/accounts", json={"account_id": "x1", "owner": "o", "currency": "usd"}), 422, "unsupported_currency")
-    assert_problem(await client.post("/v1/accounts/nobody-y/deposits", json={"amount": "1.00", "currency": "USD",
-                                                                       "transaction_id": str(uuid.uuid4())}),
-                   404, "account_not_found")
+    assert_problem(
+        await client.post("/v1/accounts", json={"account_id": "x1", "owner": "", "currency": "USD"}),
+        422,
+        "validation_error",
+    )
+    assert_problem(
+        await client.post("/v1/accounts", json={"account_id": "x1", "owner": "o", "currency": "usd"}),
+        422,
+        "unsupported_currency",
+    )
+    assert_problem(
+        await client.post(
+            "/v1/accounts/nobody-y/deposits",
+            json={"amount": "1.00", "currency": "USD", "transaction_id": str(uuid.uuid4())},
+        ),
+        404,
+        "account_not_found",
+    )
     assert (await client.get("/healthz")).json() == {"status": "ok"}
 
 
@@ -123,21 +166,36 @@ async def test_deposit_precision_follows_the_currency(client: httpx.AsyncClient,
     yen, dinar = accounts_on(topology, "shard3", 2)
     await create(client, yen, currency="JPY")
     await create(client, dinar, currency="BHD")
-    assert_problem(await client.post(f"/v1/accounts/{yen}/deposits", json={"amount": "1.5", "currency": "JPY",
-                                                                         "transaction_id": str(uuid.uuid4())}),
-                   422, "invalid_amount")
-    assert_problem(await client.post(f"/v1/accounts/{yen}/deposits", json={"amount": "1.50", "currency": "USD",
-                                                                         "transaction_id": str(uuid.uuid4())}),
-                   409, "currency_mismatch")
-    await client.post(f"/v1/accounts/{yen}/deposits", json={"amount": "1500", "currency": "JPY",
-                                                            "transaction_id": str(uuid.uuid4())})
-    await client.post(f"/v1/accounts/{dinar}/deposits", json={"amount": "1.234", "currency": "BHD",
-                                                              "transaction_id": str(uuid.uuid4())})
+    assert_problem(
+        await client.post(
+            f"/v1/accounts/{yen}/deposits",
+            json={"amount": "1.5", "currency": "JPY", "transaction_id": str(uuid.uuid4())},
+        ),
+        422,
+        "invalid_amount",
+    )
+    assert_problem(
+        await client.post(
+            f"/v1/accounts/{yen}/deposits",
+            json={"amount": "1.50", "currency": "USD", "transaction_id": str(uuid.uuid4())},
+        ),
+        409,
+        "currency_mismatch",
+    )
+    await client.post(
+        f"/v1/accounts/{yen}/deposits", json={"amount": "1500", "currency": "JPY", "transaction_id": str(uuid.uuid4())}
+    )
+    await client.post(
+        f"/v1/accounts/{dinar}/deposits",
+        json={"amount": "1.234", "currency": "BHD", "transaction_id": str(uuid.uuid4())},
+    )
     assert (await client.get(f"/v1/accounts/{yen}")).json()["balance"] == "1500"
     assert (await client.get(f"/v1/accounts/{dinar}")).json()["balance"] == "1.234"
 
 
-async def test_pending_transfer_shows_preparing(client: httpx.AsyncClient, service: WalletService, topology: Topology) -> None:
+async def test_pending_transfer_shows_preparing(
+    client: httpx.AsyncClient, service: WalletService, topology: Topology
+) -> None:
     """While a transfer's batch is still open, GET says pending/preparing rather than not found."""
     import asyncio
 
@@ -146,7 +204,13 @@ async def test_pending_transfer_shows_preparing(client: httpx.AsyncClient, servi
     await create(client, bob)
     key = str(uuid.uuid4())
     with batches_held(service, "shard0") as release:
-        body: dict[str, object] = {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD", "transaction_id": key}
+        body: dict[str, object] = {
+            "from_account": alice,
+            "to_account": bob,
+            "amount": "1.00",
+            "currency": "USD",
+            "transaction_id": key,
+        }
         sending = asyncio.create_task(client.post("/v1/wallet/balance_transfer", json=body))
         while not service.in_flight(key):
             await asyncio.sleep(0.01)
@@ -166,24 +230,44 @@ async def test_batch_endpoint_results_per_item(client: httpx.AsyncClient, topolo
     await create(client, carol)
 
     def item(**changes: object) -> dict[str, object]:
-        body: dict[str, object] = {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD",
-                "transaction_id": str(uuid.uuid4())}
+        body: dict[str, object] = {
+            "from_account": alice,
+            "to_account": bob,
+            "amount": "1.00",
+            "currency": "USD",
+            "transaction_id": str(uuid.uuid4()),
+        }
         body.update(changes)
         return body
 
-    items: list[object] = [item(), item(to_account=carol, mode="tcc"), item(amount="100.00"), item(amount="x"), "nope",
-             item(extra=1), item(to_account=carol, mode="saga")]
+    items: list[object] = [
+        item(),
+        item(to_account=carol, mode="tcc"),
+        item(amount="100.00"),
+        item(amount="x"),
+        "nope",
+        item(extra=1),
+        item(to_account=carol, mode="saga"),
+    ]
     items[-2] = {k: v for k, v in item().items() if k != "currency"}
     response = await client.post("/v1/transfers:batch", json={"transfers": items})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert [r["status"] for r in results] == ["success", "success", "failed", "failed", "failed", "failed", "success"]
-    assert [r.get("code") for r in results[2:6]] == ["insufficient_funds", "invalid_amount", "validation_error", "validation_error"]
+    assert [r.get("code") for r in results[2:6]] == [
+        "insufficient_funds",
+        "invalid_amount",
+        "validation_error",
+        "validation_error",
+    ]
     assert (await client.get(f"/v1/accounts/{alice}")).json()["balance"] == "7.00"
     bad_bodies: list[dict[str, object]] = [{"transfers": []}, {"transfers": [item()] * 1001}, {"transfers": "x"}, {}]
     for bad in bad_bodies:
         response = await client.post("/v1/transfers:batch", json=bad)
-        assert response.status_code in (400, 422) and response.json()["code"] in ("validation_error", "malformed_request")
+        assert response.status_code in (400, 422) and response.json()["code"] in (
+            "validation_error",
+            "malformed_request",
+        )
 
 
 async def test_http_conventions(client: httpx.AsyncClient, topology: Topology) -> None:
@@ -205,8 +289,10 @@ async def test_http_conventions(client: httpx.AsyncClient, topology: Topology) -
     tag = first.headers["ETag"]
     unchanged = await client.get(f"/v1/accounts/{account_id}", headers={"If-None-Match": tag})
     assert unchanged.status_code == 304 and not unchanged.content and unchanged.headers["ETag"] == tag
-    await client.post(f"/v1/accounts/{account_id}/deposits",
-                      json={"amount": "1.00", "currency": "EUR", "transaction_id": str(uuid.uuid4())})
+    await client.post(
+        f"/v1/accounts/{account_id}/deposits",
+        json={"amount": "1.00", "currency": "EUR", "transaction_id": str(uuid.uuid4())},
+    )
     changed = await client.get(f"/v1/accounts/{account_id}", headers={"If-None-Match": tag})
     assert changed.status_code == 200 and changed.headers["ETag"] != tag and changed.json()["balance"] == "1.00"
 

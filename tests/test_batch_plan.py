@@ -1,4 +1,5 @@
 """Pure tests of group commit's decision step: plan_local_batch over in-memory accounts."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,12 +13,15 @@ from core.domain.accounts import Account
 from core.domain.transfers import Transfer, TransferResult
 
 
-def account(
-    account_id: str, balance: int, currency: str = "USD", reserved: int = 0, status: str = "active"
-) -> Account:
+def account(account_id: str, balance: int, currency: str = "USD", reserved: int = 0, status: str = "active") -> Account:
     return Account(
-        account_id=account_id, owner=f"owner of {account_id}", currency=currency,
-        balance=balance, reserved=reserved, status=status, version=1,
+        account_id=account_id,
+        owner=f"owner of {account_id}",
+        currency=currency,
+        balance=balance,
+        reserved=reserved,
+        status=status,
+        version=1,
     )
 
 
@@ -26,21 +30,32 @@ def accounts_of(*rows: Account) -> dict[str, Account]:
 
 
 def transfer(
-    from_account: str, to_account: str, amount: int, currency: str = "USD",
+    from_account: str,
+    to_account: str,
+    amount: int,
+    currency: str = "USD",
     transaction_id: str | None = None,
 ) -> Transfer:
     return Transfer(
-        transaction_id=transaction_id or str(uuid4()), kind="transfer", from_account=from_account,
-        to_account=to_account, amount=amount, currency=currency, mode="2pc",
+        transaction_id=transaction_id or str(uuid4()),
+        kind="transfer",
+        from_account=from_account,
+        to_account=to_account,
+        amount=amount,
+        currency=currency,
+        mode="2pc",
     )
 
 
-def deposit(
-    to_account: str, amount: int, currency: str = "USD", transaction_id: str | None = None
-) -> Transfer:
+def deposit(to_account: str, amount: int, currency: str = "USD", transaction_id: str | None = None) -> Transfer:
     return Transfer(
-        transaction_id=transaction_id or str(uuid4()), kind="deposit", from_account=None,
-        to_account=to_account, amount=amount, currency=currency, mode="2pc",
+        transaction_id=transaction_id or str(uuid4()),
+        kind="deposit",
+        from_account=None,
+        to_account=to_account,
+        amount=amount,
+        currency=currency,
+        mode="2pc",
     )
 
 
@@ -67,8 +82,9 @@ class Planned:
 STAMP = datetime(2026, 12, 1, tzinfo=timezone.utc)
 
 
-def plan_of(transfers: list[Transfer], accounts: dict[str, Account], stored: dict[str, TransferResult],
-            protocol: str = "local") -> Planned:
+def plan_of(
+    transfers: list[Transfer], accounts: dict[str, Account], stored: dict[str, TransferResult], protocol: str = "local"
+) -> Planned:
     plan = plan_local_batch(transfers, accounts, stored, protocol=protocol)
     return Planned(plan, plan.results(transfers, STAMP))
 
@@ -78,10 +94,7 @@ def statuses(plan: Planned) -> list[tuple[str, str | None]]:
 
 
 def final_balances(accounts: dict[str, Account], plan: Planned) -> dict[str, int]:
-    return {
-        account_id: row.balance + plan.deltas.get(account_id, (0, 0))[0]
-        for account_id, row in accounts.items()
-    }
+    return {account_id: row.balance + plan.deltas.get(account_id, (0, 0))[0] for account_id, row in accounts.items()}
 
 
 # --- success and isolation of failures ---------------------------------------
@@ -97,7 +110,10 @@ def test_single_transfer_moves_money_and_counts_versions() -> None:
     assert result is not None
     assert result.transfer == move
     assert (result.status, result.error_code, result.phase, result.protocol) == (
-        "success", None, "committed", "local",
+        "success",
+        None,
+        "committed",
+        "local",
     )
     assert plan.deltas == {"alice": (-300, 1), "bob": (300, 1)}
     assert plan.new_results == [result]
@@ -300,8 +316,7 @@ def test_same_id_twice_in_batch_replays_a_first_failure() -> None:
     move = transfer("alice", "bob", 300)
     plan = plan_of([move, deposit("alice", 500), move], accounts, {})
     assert plan.dispositions == ["new", "new", "replay"]
-    assert statuses(plan) == [("failed", "insufficient_funds"), ("success", None),
-                              ("failed", "insufficient_funds")]
+    assert statuses(plan) == [("failed", "insufficient_funds"), ("success", None), ("failed", "insufficient_funds")]
     assert plan.results[2] is plan.results[0]
     assert plan.deltas == {"alice": (500, 1)}
 
@@ -366,9 +381,7 @@ def test_deposit_currency_mismatch() -> None:
 )
 def test_account_frozen(sender_status: str, receiver_status: str) -> None:
     """Protects frozen accounts: they neither send nor receive."""
-    accounts = accounts_of(
-        account("alice", 1000, status=sender_status), account("bob", 0, status=receiver_status)
-    )
+    accounts = accounts_of(account("alice", 1000, status=sender_status), account("bob", 0, status=receiver_status))
     plan = plan_of([transfer("alice", "bob", 10)], accounts, {})
     assert statuses(plan) == [("failed", "account_frozen")]
     assert plan.deltas == {}
@@ -384,7 +397,8 @@ def test_deposit_to_frozen_account_is_refused() -> None:
 def test_refusal_precedence() -> None:
     """Protects the order of refusals: not found, then currency, then frozen, then funds."""
     accounts = accounts_of(
-        account("poor_frozen_eur", 0, currency="EUR", status="frozen"), account("bob", 0),
+        account("poor_frozen_eur", 0, currency="EUR", status="frozen"),
+        account("bob", 0),
         account("bob_eur", 0, currency="EUR"),
     )
     batch = [
@@ -405,7 +419,9 @@ def test_reserved_funds_are_not_spendable() -> None:
     batch = [transfer("alice", "bob", 301), transfer("alice", "bob", 300), transfer("alice", "bob", 1)]
     plan = plan_of(batch, accounts, {})
     assert statuses(plan) == [
-        ("failed", "insufficient_funds"), ("success", None), ("failed", "insufficient_funds"),
+        ("failed", "insufficient_funds"),
+        ("success", None),
+        ("failed", "insufficient_funds"),
     ]
     assert plan.deltas == {"alice": (-300, 1), "bob": (300, 1)}
     assert final_balances(accounts, plan)["alice"] == accounts["alice"].reserved
@@ -473,7 +489,11 @@ def test_records_are_the_new_transfers_as_columns_in_order() -> None:
     records = plan.records([first, poor, first, clash])
     assert records.transfers == [first, poor]
     assert (records.protocols, records.statuses, records.phases, records.error_codes) == (
-        ["2pc", "2pc"], ["success", "failed"], ["committed", "aborted"], [None, "insufficient_funds"])
+        ["2pc", "2pc"],
+        ["success", "failed"],
+        ["committed", "aborted"],
+        [None, "insufficient_funds"],
+    )
     assert plan.records([first, poor, first, clash], [1]).transfers == [poor], "one shard's share of them"
 
 

@@ -1,4 +1,5 @@
 """The benchmarks still run end to end (tiny sizes: this checks they work, not how fast)."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,25 +16,70 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 def test_transfer_bench_runs_and_conserves(tmp_path: Path) -> None:
     """`wallet bench` measures every point, its baselines, and checks conservation."""
     completed = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli.main", "bench", "--accounts", "400", "--seconds", "0.5",
-         "--concurrency", "4", "--batch", "20", "--batch-clients", "2", "--no-rest", "--sustained-seconds", "1",
-         "--out", str(tmp_path)],
-        cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "coordinator.cli.main",
+            "bench",
+            "--accounts",
+            "400",
+            "--seconds",
+            "0.5",
+            "--concurrency",
+            "4",
+            "--batch",
+            "20",
+            "--batch-clients",
+            "2",
+            "--no-rest",
+            "--sustained-seconds",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["conserved"] and results["pgbench_tps"] > 0
     names = {point["name"] for point in results["points"]}
-    assert names == {"engine, one transfer per call", "batch API (in-process)", "unbatched, one transfer per call",
-                     "batch API, Zipf 1.0 receivers", "batch API, one merchant receives 20%",
-                     "sustained: batch API with the relay process"}
+    assert names == {
+        "engine, one transfer per call",
+        "batch API (in-process)",
+        "unbatched, one transfer per call",
+        "batch API, Zipf 1.0 receivers",
+        "batch API, one merchant receives 20%",
+        "sustained: batch API with the relay process",
+    }
     assert all(point["conserved"] for point in results["points"]), "conservation is checked after every point"
     assert results["floor"]["transfers"] > 0 and "of the floor" in completed.stdout
     summary = results["summary"]
-    assert {"pgbench_tps", "floor_tps", "batch_2pc_tps", "batch_tcc_tps", "batch_saga_tps", "engine_1024_tps",
-            "rest_tps", "rest_p99_ms", "rest_floor_tps", "zipf_2pc_tps", "batch_2pc_coordinator_cpu_us",
-            "batch_2pc_postgres_cpu_us", "rest_coordinator_cpu_us", "rest_postgres_cpu_us",
-            "rest_floor_coordinator_cpu_us", "rest_defaults_tps", "rest_defaults_p99_ms", "rest_1024_tps",
-            "rest_1024_p99_ms", "sustained_tps", "sustained_outbox_lag_s"} <= set(summary)
+    assert {
+        "pgbench_tps",
+        "floor_tps",
+        "batch_2pc_tps",
+        "batch_tcc_tps",
+        "batch_saga_tps",
+        "engine_1024_tps",
+        "rest_tps",
+        "rest_p99_ms",
+        "rest_floor_tps",
+        "zipf_2pc_tps",
+        "batch_2pc_coordinator_cpu_us",
+        "batch_2pc_postgres_cpu_us",
+        "rest_coordinator_cpu_us",
+        "rest_postgres_cpu_us",
+        "rest_floor_coordinator_cpu_us",
+        "rest_defaults_tps",
+        "rest_defaults_p99_ms",
+        "rest_1024_tps",
+        "rest_1024_p99_ms",
+        "sustained_tps",
+        "sustained_outbox_lag_s",
+    } <= set(summary)
     assert summary["floor_tps"] > 0 and summary["batch_2pc_tps"] > 0 and summary["rest_tps"] is None  # --no-rest
     assert summary["sustained_tps"] > 0 and summary["sustained_outbox_lag_s"] is not None
     assert set(results["round_trips"]) == {"local", "2pc", "tcc", "saga"}
@@ -50,8 +96,24 @@ def test_transfer_bench_runs_and_conserves(tmp_path: Path) -> None:
 def test_ledger_bench_runs(tmp_path: Path) -> None:
     """`wallet bench ledger` builds a chained ledger and replays it both ways, equal results."""
     completed = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli.main", "bench", "ledger", "--events", "3000", "--accounts", "200",
-         "--out", str(tmp_path)], cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "coordinator.cli.main",
+            "bench",
+            "ledger",
+            "--events",
+            "3000",
+            "--accounts",
+            "200",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     figures = json.loads((tmp_path / "ledger.json").read_text())
     assert figures["events"] == 3000 and figures["accounts"] == 200
@@ -84,6 +146,7 @@ async def test_the_rest_floor_answers_as_the_server_does_where_the_client_reads_
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://floor") as client:
         ready = build(Ready, (await client.get("/readyz")).json())
         assert ready.status == "ready"
-        answer = await client.post("/v1/wallet/balance_transfer", json={"transaction_id": "x"},
-                                   headers={"authorization": "Bearer t"})
+        answer = await client.post(
+            "/v1/wallet/balance_transfer", json={"transaction_id": "x"}, headers={"authorization": "Bearer t"}
+        )
         assert answer.status_code == 200 and answer.json() == {"status": "success"}

@@ -1,6 +1,7 @@
 """TC/C and Saga under a coordinator SIGKILLed at each step: recovery drives every
 unfinished transfer to its end, holds are released, retries learn the truth, and every
 transfer is applied exactly once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,19 +12,33 @@ import pytest
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from launchers.postgres import LocalCluster
-from tests.helpers import accounts_on, assert_outbox_explains, balances, cross_shard_transfers, expected_after_all_once, kill_at, open_accounts, reserved_of, retry_until_known, unfinished_phases
+from tests.helpers import (
+    accounts_on,
+    assert_outbox_explains,
+    balances,
+    cross_shard_transfers,
+    expected_after_all_once,
+    kill_at,
+    open_accounts,
+    reserved_of,
+    retry_until_known,
+    unfinished_phases,
+)
 
 SHARDS = ("shard0", "shard1", "shard2", "shard3")
 
 
-@pytest.mark.parametrize(("mode", "fault_point"), [
-    ("tcc", "tcc.after_try_debit"),
-    ("tcc", "tcc.after_try_credit"),
-    ("tcc", "tcc.after_decision"),
-    ("tcc", "tcc.after_confirm_credit"),
-    ("saga", "saga.after_debit"),
-    ("saga", "saga.after_credit"),
-])
+@pytest.mark.parametrize(
+    ("mode", "fault_point"),
+    [
+        ("tcc", "tcc.after_try_debit"),
+        ("tcc", "tcc.after_try_credit"),
+        ("tcc", "tcc.after_decision"),
+        ("tcc", "tcc.after_confirm_credit"),
+        ("saga", "saga.after_debit"),
+        ("saga", "saga.after_credit"),
+    ],
+)
 async def test_coordinator_killed_at_each_step(
     service: WalletService, topology: Topology, cluster: LocalCluster, tmp_path: Path, mode: str, fault_point: str
 ) -> None:

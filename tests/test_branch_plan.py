@@ -2,6 +2,7 @@
 plan_branch_batch over in-memory rows. Every case of the barrier: a first operation, a
 repeat, a null compensation, a late Try after it, a refused Try closing its branch, and
 operations delivered out of order within one batch."""
+
 from __future__ import annotations
 
 from uuid import uuid4
@@ -19,10 +20,13 @@ def transfer(mode: str, transaction_id: str | None = None, amount: int = AMOUNT)
     return Transfer(transaction_id or str(uuid4()), "transfer", "alice", "bob", amount, "USD", mode)
 
 
-def accounts(alice: int = 1000, alice_reserved: int = 0, bob_status: str = "active",
-             bob_currency: str = "USD") -> dict[str, Account]:
-    return {"alice": Account("alice", "a", "USD", alice, alice_reserved, "active", 1),
-            "bob": Account("bob", "b", bob_currency, 0, 0, bob_status, 1)}
+def accounts(
+    alice: int = 1000, alice_reserved: int = 0, bob_status: str = "active", bob_currency: str = "USD"
+) -> dict[str, Account]:
+    return {
+        "alice": Account("alice", "a", "USD", alice, alice_reserved, "active", 1),
+        "bob": Account("bob", "b", bob_currency, 0, 0, bob_status, 1),
+    }
 
 
 # (mode, branch, operation, barrier rows before as {operation: origin}, expected note, code,
@@ -52,7 +56,16 @@ CASES = [
     ("saga", "debit", "cancel", {}, "null_compensation", None, [("cancel", "cancel"), ("try", "cancel")], (0, 0)),
     # The late Try that finds that marker is refused: no hanging hold, no late credit.
     ("tcc", "debit", "try", {"try": "cancel", "cancel": "cancel"}, "late_try_refused", "transfer_aborted", [], (0, 0)),
-    ("saga", "credit", "try", {"try": "cancel", "cancel": "cancel"}, "late_try_refused", "transfer_aborted", [], (0, 0)),
+    (
+        "saga",
+        "credit",
+        "try",
+        {"try": "cancel", "cancel": "cancel"},
+        "late_try_refused",
+        "transfer_aborted",
+        [],
+        (0, 0),
+    ),
     ("tcc", "credit", "try", {"try": "cancel"}, "late_try_refused", "transfer_aborted", [], (0, 0)),
     # A Cancel after a refused Try: nothing to undo, but the branch is closed.
     ("tcc", "debit", "cancel", {"try": "cancel"}, "nothing_to_undo", None, [("cancel", "cancel")], (0, 0)),
@@ -61,8 +74,16 @@ CASES = [
 
 
 @pytest.mark.parametrize(("mode", "branch", "operation", "before", "note", "code", "written", "change"), CASES)
-def test_barrier_rule(mode: str, branch: str, operation: str, before: dict[str, str], note: str,
-                      code: str | None, written: list[tuple[str, str]], change: tuple[int, int]) -> None:
+def test_barrier_rule(
+    mode: str,
+    branch: str,
+    operation: str,
+    before: dict[str, str],
+    note: str,
+    code: str | None,
+    written: list[tuple[str, str]],
+    change: tuple[int, int],
+) -> None:
     """Protects each (mode, branch, operation) against every barrier state it can meet."""
     moved = transfer(mode)
     barrier = {(moved.transaction_id, branch, op): origin for op, origin in before.items()}
@@ -99,23 +120,28 @@ def test_refused_try_closes_its_branch(mode: str, branch: str, rows: dict[str, A
     assert (outcome.ok, outcome.note, outcome.error_code) == (False, "refused", code)
     assert plan.barrier_inserts == [(moved.transaction_id, branch, "try", "cancel")]
     assert not plan.postings.changes and not plan.postings.events
-    again = plan_branch_batch([BranchOp(moved, branch, "try")], accounts(), {
-        (moved.transaction_id, branch, "try"): "cancel"})
+    again = plan_branch_batch(
+        [BranchOp(moved, branch, "try")], accounts(), {(moved.transaction_id, branch, "try"): "cancel"}
+    )
     assert again.outcomes[0].note == "late_try_refused", "the duplicate Try, delivered later, is refused"
 
 
-@pytest.mark.parametrize(("operations", "notes", "change"), [
-    # In order within one batch: Try, then its Cancel releases the hold.
-    (["try", "cancel"], ["applied", "applied"], (0, 0)),
-    # Try, Confirm: the hold becomes the debit.
-    (["try", "confirm"], ["applied", "applied"], (-AMOUNT, 0)),
-    # Reordered: the Cancel arrives first (null compensation), the Try after it is refused.
-    (["cancel", "try"], ["null_compensation", "late_try_refused"], (0, 0)),
-    # Every operation twice: the second of each is a repeat.
-    (["try", "try", "cancel", "cancel"], ["applied", "repeat", "applied", "repeat"], (0, 0)),
-])
-def test_operations_of_one_transfer_in_one_batch(operations: list[str], notes: list[str],
-                                                  change: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    ("operations", "notes", "change"),
+    [
+        # In order within one batch: Try, then its Cancel releases the hold.
+        (["try", "cancel"], ["applied", "applied"], (0, 0)),
+        # Try, Confirm: the hold becomes the debit.
+        (["try", "confirm"], ["applied", "applied"], (-AMOUNT, 0)),
+        # Reordered: the Cancel arrives first (null compensation), the Try after it is refused.
+        (["cancel", "try"], ["null_compensation", "late_try_refused"], (0, 0)),
+        # Every operation twice: the second of each is a repeat.
+        (["try", "try", "cancel", "cancel"], ["applied", "repeat", "applied", "repeat"], (0, 0)),
+    ],
+)
+def test_operations_of_one_transfer_in_one_batch(
+    operations: list[str], notes: list[str], change: tuple[int, int]
+) -> None:
     """Protects the barrier inside a batch: each operation sees the rows the ones before it wrote."""
     moved = transfer("tcc")
     plan = plan_branch_batch([BranchOp(moved, "debit", op) for op in operations], accounts(), {})
@@ -133,12 +159,15 @@ def test_holds_of_one_batch_share_the_sender_s_available_funds() -> None:
     assert plan.postings.changes["alice"].reserved_delta == 600
 
 
-@pytest.mark.parametrize(("before", "operation"), [
-    ({"try": "try", "cancel": "cancel"}, "confirm"),  # confirm after cancel
-    ({}, "confirm"),  # confirm without a successful try
-    ({"try": "cancel"}, "confirm"),
-    ({"try": "try", "confirm": "confirm"}, "cancel"),  # cancel after confirm
-])
+@pytest.mark.parametrize(
+    ("before", "operation"),
+    [
+        ({"try": "try", "cancel": "cancel"}, "confirm"),  # confirm after cancel
+        ({}, "confirm"),  # confirm without a successful try
+        ({"try": "cancel"}, "confirm"),
+        ({"try": "try", "confirm": "confirm"}, "cancel"),  # cancel after confirm
+    ],
+)
 def test_impossible_orders_are_invariant_failures(before: dict[str, str], operation: str) -> None:
     """Confirm and Cancel of one branch exclude each other: the coordinator decides once, under
     the phase-state lock, so meeting both is a bug, not a state to handle."""

@@ -1,4 +1,5 @@
 """The `wallet` command line for people: accounts, deposits, transfers, and clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,14 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def wallet(cluster: LocalCluster, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coordinator.cli.main", *arguments], cwd=REPOSITORY,
-                          env={**os.environ, "WALLET_HOME": str(cluster.home)}, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator.cli.main", *arguments],
+        cwd=REPOSITORY,
+        env={**os.environ, "WALLET_HOME": str(cluster.home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_money_commands(cluster: LocalCluster) -> None:

@@ -1,6 +1,7 @@
 """The contract holds together, with no server: each rule the document states accepts exactly
 what the server's check accepts; the document, the routes and the README name the same
 operations and codes."""
+
 from __future__ import annotations
 
 import re
@@ -14,12 +15,20 @@ from coordinator.api.app import HANDLERS, MONEY_HANDLERS
 from coordinator.api.bodies import decode
 from core.domain.errors import ERROR_MEANINGS, ERROR_STATUS, WalletError
 from core.domain.money import CURRENCY_DECIMALS, amount_rule, parse_amount
-from core.domain.validation import (ACCOUNT_ID_RULE, OWNER_RULE, UUID_RULE, check_account_id, check_owner,
-                                           check_transaction_id)
+from core.domain.validation import (
+    ACCOUNT_ID_RULE,
+    OWNER_RULE,
+    UUID_RULE,
+    check_account_id,
+    check_owner,
+    check_transaction_id,
+)
 from tests.helpers import REPOSITORY
 
 DECIMALS = sorted(set(CURRENCY_DECIMALS.values()))
-CURRENCY_WITH = {decimals: next(c for c, d in sorted(CURRENCY_DECIMALS.items()) if d == decimals) for decimals in DECIMALS}
+CURRENCY_WITH = {
+    decimals: next(c for c, d in sorted(CURRENCY_DECIMALS.items()) if d == decimals) for decimals in DECIMALS
+}
 AMOUNT_LIKE = st.text(alphabet="0123456789.-+e ", max_size=40)
 
 
@@ -38,26 +47,40 @@ def test_the_amount_rule_is_parse_amount(decimals: int, data: st.DataObject) -> 
     """Protects 'a schema-valid amount is never refused': the pattern per currency accepts a
     string exactly when parse_amount does (positive, its decimals, at most 10^15 minor units)."""
     rule = amount_rule(decimals)
-    text = data.draw(st.one_of(AMOUNT_LIKE, st.from_regex(rule, fullmatch=True),
-                               st.integers(0, 10**16).map(str),
-                               st.sampled_from(["0", "0.0", "00.01", "1" + "0" * 15, "1" + "0" * (15 - decimals)])))
+    text = data.draw(
+        st.one_of(
+            AMOUNT_LIKE,
+            st.from_regex(rule, fullmatch=True),
+            st.integers(0, 10**16).map(str),
+            st.sampled_from(["0", "0.0", "00.01", "1" + "0" * 15, "1" + "0" * (15 - decimals)]),
+        )
+    )
     currency = CURRENCY_WITH[decimals]
     in_document = re.fullmatch(rule, text) is not None and len(text) <= 32
     assert in_document == accepted(lambda value: parse_amount(value, currency), text), (text, rule)
 
 
-@pytest.mark.parametrize(("rule", "check", "alphabet"), [
-    (ACCOUNT_ID_RULE, check_account_id, st.characters(codec="utf-8")),
-    (OWNER_RULE, check_owner, st.characters(codec="utf-8")),
-    (UUID_RULE, check_transaction_id, st.sampled_from("0123456789abcdefABCDEFg-{}x \n")),
-])
+@pytest.mark.parametrize(
+    ("rule", "check", "alphabet"),
+    [
+        (ACCOUNT_ID_RULE, check_account_id, st.characters(codec="utf-8")),
+        (OWNER_RULE, check_owner, st.characters(codec="utf-8")),
+        (UUID_RULE, check_transaction_id, st.sampled_from("0123456789abcdefABCDEFg-{}x \n")),
+    ],
+)
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
-def test_each_text_rule_is_its_check(rule: str, check: object, alphabet: st.SearchStrategy[str],
-                                     data: st.DataObject) -> None:
+def test_each_text_rule_is_its_check(
+    rule: str, check: object, alphabet: st.SearchStrategy[str], data: st.DataObject
+) -> None:
     """The document's pattern, read as ECMA-262 reads it (the whole string), is the server's check."""
-    text = data.draw(st.one_of(st.text(alphabet, max_size=80), st.from_regex(rule, fullmatch=True),
-                               st.from_regex(rule, fullmatch=True).map(lambda value: value + "\n")))
+    text = data.draw(
+        st.one_of(
+            st.text(alphabet, max_size=80),
+            st.from_regex(rule, fullmatch=True),
+            st.from_regex(rule, fullmatch=True).map(lambda value: value + "\n"),
+        )
+    )
     lengths = {ACCOUNT_ID_RULE: 64, OWNER_RULE: 128, UUID_RULE: 36}
     in_document = re.fullmatch(rule, text) is not None and len(text) <= lengths[rule]
     assert in_document == accepted(check, text), (text, rule)
@@ -77,7 +100,9 @@ def test_every_operation_has_its_handler_and_every_code_its_meaning() -> None:
     document = openapi.document()
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
-            for link in (link for answer in operation["responses"].values() for link in answer.get("links", {}).values()):
+            for link in (
+                link for answer in operation["responses"].values() for link in answer.get("links", {}).values()
+            ):
                 assert link["operationId"] in {*HANDLERS, *MONEY_HANDLERS}, (path, method, link)
 
 

@@ -1,5 +1,6 @@
 """docker/ stays true to the code: the shards and the ledger are Patroni pairs with the
 launcher's configuration, the topology names the compose services, and every WALLET_* setting is one the code reads."""
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,11 @@ def test_every_shard_and_the_ledger_is_a_patroni_pair() -> None:
     assert int(config["bootstrap"]["dcs"]["postgresql"]["parameters"]["max_prepared_transactions"]) > 0
     assert config["postgresql"]["parameters"] == MEMBER_SETTINGS
     shared = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
-    assert {**shared, **MEMBER_SETTINGS, "listen_addresses": SERVER_SETTINGS["listen_addresses"]}.items() >= \
-        SERVER_SETTINGS.items()
+    assert {
+        **shared,
+        **MEMBER_SETTINGS,
+        "listen_addresses": SERVER_SETTINGS["listen_addresses"],
+    }.items() >= SERVER_SETTINGS.items()
     dockerfile = (DOCKER / "Dockerfile.patroni").read_text()
     assert "COPY docker/patroni.yml /etc/patroni/patroni.yml" in dockerfile
     assert config["bootstrap"]["post_init"] == "/etc/patroni/create-database.sh"
@@ -85,7 +89,10 @@ def test_layout_zookeeper_replicas_relay_balancer() -> None:
     assert coordinator["environment"]["WALLET_RELAY"] == "off"
     assert coordinator["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["relay"]["command"] == ["wallet", "ledger", "relay", "--follow"]
-    assert services["migrate"]["command"][-1] == "wallet topology init --from /etc/wallet/topology.json && wallet db upgrade --all"
+    assert (
+        services["migrate"]["command"][-1]
+        == "wallet topology init --from /etc/wallet/topology.json && wallet db upgrade --all"
+    )
     assert services["balancer"]["ports"] == ["8000:8000"]
     haproxy = (DOCKER / "haproxy.cfg").read_text()
     assert "server-template coordinator 2 coordinator:8000" in haproxy and "GET /readyz" in haproxy
@@ -95,8 +102,9 @@ def test_every_wallet_setting_is_read_by_the_code() -> None:
     """A WALLET_* name in docker/ that nothing reads would be a silent misconfiguration; the
     settings object is the one place that reads them."""
     sources = SETTINGS.read_text()
-    named = set(re.findall(r"\bWALLET_[A-Z_]+\b", (DOCKER / "compose.yaml").read_text()
-                           + (DOCKER / "Dockerfile").read_text()))
+    named = set(
+        re.findall(r"\bWALLET_[A-Z_]+\b", (DOCKER / "compose.yaml").read_text() + (DOCKER / "Dockerfile").read_text())
+    )
     assert named, "docker/ passes no settings?"
     unread = {name for name in named if f'"{name}"' not in sources}
     assert not unread, f"docker/ sets {sorted(unread)}, which the code does not read"
@@ -111,8 +119,13 @@ def test_the_image_holds_every_package_the_command_imports() -> None:
     import subprocess
     import sys
 
-    imported = subprocess.run([sys.executable, "-c", "import sys, coordinator.cli.main; print(' '.join(sys.modules))"],
-                              cwd=REPOSITORY, capture_output=True, text=True, check=True).stdout.split()
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, coordinator.cli.main; print(' '.join(sys.modules))"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     ours = {name.split(".")[0] for name in imported if (REPOSITORY / name.split(".")[0] / "__init__.py").exists()}
     copied = set(re.findall(r"^COPY (\w+) \1$", (DOCKER / "Dockerfile").read_text(), flags=re.M))
     assert ours and ours <= copied, f"the image lacks {sorted(ours - copied)}"

@@ -1,4 +1,5 @@
 """Pure tests of the JSON-file topology store, in pytest's tmp_path."""
+
 from __future__ import annotations
 
 import json
@@ -107,7 +108,7 @@ def test_load_of_missing_file_explains_what_to_do(tmp_path: Path) -> None:
     assert isinstance(caught.value.__cause__, FileNotFoundError)
 
 
-@pytest.mark.parametrize("content", ["", "not json", "{\"version\": 1,", "version: 1\n"])
+@pytest.mark.parametrize("content", ["", "not json", '{"version": 1,', "version: 1\n"])
 def test_load_of_non_json_file_raises_topology_error(tmp_path: Path, content: str) -> None:
     """Protects against a corrupted file surfacing as a raw JSONDecodeError."""
     path = tmp_path / "topology.json"

@@ -2,6 +2,7 @@
 every check, the examples, coverage, fuzzing and stateful phases, an admin's token. No
 failure; the stateful phase walks the document's links to successful transfers; and money
 is conserved afterwards (balances move only by the deposits the run made)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,11 +36,23 @@ def served(cluster: LocalCluster) -> Iterator[tuple[str, subprocess.Popen[bytes]
     """`wallet serve` on the tests' shards: its URL."""
     port = free_port()
     environment = {key: value for key, value in os.environ.items() if not key.startswith("WALLET_")}
-    environment.update({"WALLET_HOME": str(cluster.home), "WALLET_TOPOLOGY": str(cluster.topology_path),
-                        "WALLET_PORT": str(port), "WALLET_AUTH_SECRET": TEST_SECRET, "WALLET_LOG_LEVEL": "warning"})
+    environment.update(
+        {
+            "WALLET_HOME": str(cluster.home),
+            "WALLET_TOPOLOGY": str(cluster.topology_path),
+            "WALLET_PORT": str(port),
+            "WALLET_AUTH_SECRET": TEST_SECRET,
+            "WALLET_LOG_LEVEL": "warning",
+        }
+    )
     log = open(cluster.home / f"fuzz-serve-{port}.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "coordinator.cli.main", "serve"], cwd=REPOSITORY,
-                               env=environment, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coordinator.cli.main", "serve"],
+        cwd=REPOSITORY,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -75,10 +88,31 @@ def schemathesis(url: str, phases: str, har: Path, *options: str) -> subprocess.
     config = har.with_suffix(".toml")
     config.write_text(f"[phases.stateful]\nmax-steps = {SCENARIO_STEPS_MAX}\n")
     return subprocess.run(
-        [str(SCHEMATHESIS), "--config-file", str(config), "run", f"{url}/openapi.json", "--checks", "all",
-         "--phases", phases, "--header", f"Authorization: {bearer()['Authorization']}", "--report", "har",
-         "--report-har-path", str(har), "--seed", "1", *options],
-        cwd=har.parent, capture_output=True, text=True, timeout=600)
+        [
+            str(SCHEMATHESIS),
+            "--config-file",
+            str(config),
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "all",
+            "--phases",
+            phases,
+            "--header",
+            f"Authorization: {bearer()['Authorization']}",
+            "--report",
+            "har",
+            "--report-har-path",
+            str(har),
+            "--seed",
+            "1",
+            *options,
+        ],
+        cwd=har.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def exchanges(har: Path) -> list[tuple[str, str, int, dict[str, object]]]:
@@ -91,18 +125,20 @@ def exchanges(har: Path) -> list[tuple[str, str, int, dict[str, object]]]:
         except ValueError:
             body = {}
         path = "/" + entry["request"]["url"].split("/", 3)[3].split("?")[0]
-        found.append((entry["request"]["method"], path, entry["response"]["status"],
-                      body if isinstance(body, dict) else {}))
+        found.append(
+            (entry["request"]["method"], path, entry["response"]["status"], body if isinstance(body, dict) else {})
+        )
     return found
 
 
-def test_schemathesis_finds_nothing_and_the_stateful_walk_moves_money(served: tuple[str, subprocess.Popen[bytes]],
-                                                                      cluster: LocalCluster,
-                                                                      tmp_path: Path) -> None:
+def test_schemathesis_finds_nothing_and_the_stateful_walk_moves_money(
+    served: tuple[str, subprocess.Popen[bytes]], cluster: LocalCluster, tmp_path: Path
+) -> None:
     url, process = served
     start_balance, _, _ = asyncio.run(money_state(cluster))
-    stateless = schemathesis(url, "examples,coverage,fuzzing", tmp_path / "stateless.har",
-                             "--max-examples", str(EXAMPLES_PER_OPERATION))
+    stateless = schemathesis(
+        url, "examples,coverage,fuzzing", tmp_path / "stateless.har", "--max-examples", str(EXAMPLES_PER_OPERATION)
+    )
     assert stateless.returncode == 0, stateless.stdout[-6000:]
     stateful = schemathesis(url, "stateful", tmp_path / "stateful.har", "--max-time", str(STATEFUL_S))
     assert stateful.returncode == 0, stateful.stdout[-6000:]

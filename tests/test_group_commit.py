@@ -1,5 +1,6 @@
 """Group commit's applier with no database: batch size and queue bounds, the wait for a batch
 to fill, failures and cancellation handed to every waiter, and observers."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,9 @@ async def test_batches_keep_order_and_their_bound(items: int, size_max: int, wor
     """One outcome per item, in order; no batch over batch_size_max; every item applied once."""
     apply = Recorder()
     apply.gate.clear()  # let the queue fill before the first batch is applied
-    applier = await started(BatchLimits(batch_size_max=size_max, workers=workers, queue_size_max=max(items, size_max)),
-                            apply)
+    applier = await started(
+        BatchLimits(batch_size_max=size_max, workers=workers, queue_size_max=max(items, size_max)), apply
+    )
     try:
         ticket = await applier.enqueue(list(range(items)))
         apply.gate.set()
@@ -62,8 +64,9 @@ async def test_a_call_split_across_batches_gets_every_outcome_in_order_and_one_f
             raise OSError("the shard went away")
         return [item * 10 for item in batch]
 
-    applier: BatchApplier[int, int] = BatchApplier("split", second_fails,
-                                                   BatchLimits(batch_size_max=3, queue_size_max=100, workers=1))
+    applier: BatchApplier[int, int] = BatchApplier(
+        "split", second_fails, BatchLimits(batch_size_max=3, queue_size_max=100, workers=1)
+    )
     applier.start()
     try:
         # Neither enqueue yields: both calls are queued before the first batch is taken,
@@ -206,12 +209,15 @@ async def test_observers_see_every_batch_even_when_added_later() -> None:
     assert seen and all(name == "watched" for name, _ in seen) and sum(size for _, size in seen) == 2
 
 
-@pytest.mark.parametrize(("limits", "message"), [
-    ({"batch_size_max": 0}, "WALLET_BATCH_SIZE_MAX must be in 1..10000, got 0"),
-    ({"batch_wait_ms": 500}, "WALLET_BATCH_WAIT_MS must be in 0..100, got 500"),
-    ({"workers": 0}, "WALLET_BATCH_WORKERS must be in 1..16, got 0"),
-    ({"batch_size_max": 50, "queue_size_max": 10}, "the queue (10) must hold at least one batch (50)"),
-])
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"batch_size_max": 0}, "WALLET_BATCH_SIZE_MAX must be in 1..10000, got 0"),
+        ({"batch_wait_ms": 500}, "WALLET_BATCH_WAIT_MS must be in 0..100, got 500"),
+        ({"workers": 0}, "WALLET_BATCH_WORKERS must be in 1..16, got 0"),
+        ({"batch_size_max": 50, "queue_size_max": 10}, "the queue (10) must hold at least one batch (50)"),
+    ],
+)
 def test_bad_limits_are_refused_with_the_setting_named(limits: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError) as refused:
         BatchLimits(**limits)

@@ -3,6 +3,7 @@ primary and a synchronous standby on a real ZooKeeper (launchers/patroni.py). Pr
 SIGKILLed under load, while 2PC branches are prepared and right after a commit decision; the
 standby is promoted, nothing acknowledged is lost, recovery finishes every branch by its
 decision, the old primary rejoins as a standby and refuses writes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,9 +32,20 @@ from launchers.patroni import HaCluster
 from launchers.postgres import LEDGER, temporary_home
 from shard_router.topology import Topology
 from shards import migrate, replication
-from tests.helpers import TEST_SECRET, accounts_on, assert_outbox_explains, bearer, cross_shard_transfers, \
-    expected_after_all_once, kill_at, open_accounts, prepared_count, reserved_of, retry_until_known, \
-    unfinished_phases
+from tests.helpers import (
+    TEST_SECRET,
+    accounts_on,
+    assert_outbox_explains,
+    bearer,
+    cross_shard_transfers,
+    expected_after_all_once,
+    kill_at,
+    open_accounts,
+    prepared_count,
+    reserved_of,
+    retry_until_known,
+    unfinished_phases,
+)
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SHARDS = ("shard0", "shard1")
@@ -95,8 +107,12 @@ async def recover_until_clean(service: WalletService) -> None:
 
 async def leftovers(topology: Topology, service: WalletService, accounts: list[str]) -> dict[str, int]:
     """Prepared transactions, holds and unfinished TC/C or Saga transfers left on the shards."""
-    return {"prepared": await prepared_count(topology), "reserved": await reserved_of(service, accounts),
-            "unfinished": await unfinished_phases(topology)}
+    return {
+        "prepared": await prepared_count(topology),
+        "reserved": await reserved_of(service, accounts),
+        "unfinished": await unfinished_phases(topology),
+    }
+
 
 # Retry with the same transaction id until the answer is not `shard_unavailable`; a failover
 # and its recovery may take a minute.
@@ -135,8 +151,14 @@ def test_cli_and_readiness_on_ha_shards(ha: HaCluster, ha_settings: Settings) ->
     environment = {**os.environ, "WALLET_HOME": str(ha.home)}
 
     def wallet(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "coordinator.cli.main", *arguments], cwd=REPOSITORY,
-                              env=environment, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "coordinator.cli.main", *arguments],
+            cwd=REPOSITORY,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     current = wallet("db", "current")
     assert current.returncode == 0, current.stderr
@@ -147,8 +169,9 @@ def test_cli_and_readiness_on_ha_shards(ha: HaCluster, ha_settings: Settings) ->
     async def readyz() -> httpx.Response:
         async with WalletService(ha.topology, ha_settings) as service:
             app = build_app(ha_settings, service=service)
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test",
-                                         headers=bearer()) as http:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://wallet.test", headers=bearer()
+            ) as http:
                 return await http.get("/readyz")
 
     ready = asyncio.run(readyz())
@@ -173,8 +196,9 @@ def test_cli_and_readiness_on_ha_shards(ha: HaCluster, ha_settings: Settings) ->
 
 
 @pytest.mark.parametrize(("fault_point", "decided"), [("2pc.after_all_prepares", False), ("2pc.after_decision", True)])
-async def test_prepared_branches_survive_the_primary(ha: HaCluster, ha_service: WalletService, tmp_path: Path,
-                                                     fault_point: str, decided: bool) -> None:
+async def test_prepared_branches_survive_the_primary(
+    ha: HaCluster, ha_service: WalletService, tmp_path: Path, fault_point: str, decided: bool
+) -> None:
     """The coordinator dies with branches prepared (and, after the decision, a commit decision
     recorded); then the primary of shard0 dies too. The promoted standby has the prepared
     transactions and the decision; recovery finishes each branch by it."""
@@ -219,8 +243,15 @@ async def test_mixed_load_across_a_primary_kill(ha: HaCluster, ha_serving: Walle
     transfers = []
     for index in range(360):
         source, target = rng.sample(everyone, 2)
-        transfers.append({"from": source, "to": target, "amount": f"{rng.randint(1, 900) / 100:.2f}",
-                          "id": str(uuid.uuid4()), "mode": ("2pc", "tcc", "saga")[index % 3]})
+        transfers.append(
+            {
+                "from": source,
+                "to": target,
+                "amount": f"{rng.randint(1, 900) / 100:.2f}",
+                "id": str(uuid.uuid4()),
+                "mode": ("2pc", "tcc", "saga")[index % 3],
+            }
+        )
     first: dict[str, str] = {}
 
     async def send(transfer: dict[str, str]) -> None:
@@ -288,11 +319,17 @@ async def test_ledger_primary_kill(ha: HaCluster, ha_settings: Settings) -> None
         assert not await ledger_service.verify()
         ledger = await asyncpg.connect(topology.ledger)
         try:
-            duplicated = await ledger.fetchval("SELECT count(*) - count(DISTINCT (stream, source_event_id)) "
-                                               "FROM ledger_events")
-            versions = {row["account_id"]: row["versions"] for row in await ledger.fetch(
-                "SELECT account_id, array_agg(version ORDER BY version) AS versions FROM ledger_events "
-                "WHERE account_id = ANY($1::text[]) GROUP BY account_id", everyone)}
+            duplicated = await ledger.fetchval(
+                "SELECT count(*) - count(DISTINCT (stream, source_event_id)) FROM ledger_events"
+            )
+            versions = {
+                row["account_id"]: row["versions"]
+                for row in await ledger.fetch(
+                    "SELECT account_id, array_agg(version ORDER BY version) AS versions FROM ledger_events "
+                    "WHERE account_id = ANY($1::text[]) GROUP BY account_id",
+                    everyone,
+                )
+            }
         finally:
             await ledger.close()
         assert duplicated == 0
@@ -319,8 +356,9 @@ async def test_demoted_primary_refuses_writes(ha: HaCluster, ha_service: WalletS
 
     candidate = next(m for m in ha.clusters["shard0"] if m.name != old.name)
     body = json.dumps({"leader": old.name, "candidate": candidate.name}).encode()
-    request = urllib.request.Request(f"{old.api}/switchover", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{old.api}/switchover", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=60) as answer:
         assert answer.status == 200
     with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):

@@ -5,6 +5,7 @@ request hash computed by the server (shards/transfers.py) and the coalesced idem
 lookups (coordinator/service/record_lookup.py): each is checked against the form it
 replaced, against real shards where it runs on one.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -47,7 +48,10 @@ async def test_array_literals_round_trip_through_postgres(topology: Topology) ->
     try:
         row = await connection.fetchrow(
             "SELECT ($1::text)::text[], ($2::text)::text[], ($3::text)::bigint[]",
-            text_array(texts), nullable_text_array(nullable), int_array(ints))
+            text_array(texts),
+            nullable_text_array(nullable),
+            int_array(ints),
+        )
     finally:
         await connection.close()
     assert row is not None and tuple(row) == (texts, nullable, ints)
@@ -64,8 +68,9 @@ def test_remembered_routes_match_the_hash_and_the_pins() -> None:
     assert topology == Topology.even(shards)  # the memory is not part of the value
 
 
-async def test_the_server_stores_the_request_hash_records_always_had(service: WalletService,
-                                                                     topology: Topology) -> None:
+async def test_the_server_stores_the_request_hash_records_always_had(
+    service: WalletService, topology: Topology
+) -> None:
     """Stored with every record and phase row, so it must never change: the server's hash
     equals SHA-256 of json.dumps([kind, from, to, amount, currency], separators=(",", ":")),
     for deposits (from null), transfers and TC/C phase rows."""
@@ -73,27 +78,33 @@ async def test_the_server_stores_the_request_hash_records_always_had(service: Wa
 
     ids = accounts_on(topology, "shard1", 1, "hash.a") + accounts_on(topology, "shard2", 1, "hash_B:9")
     await open_accounts(service, ids, deposit="10.00")
-    made = [await service.deposit(ids[0], "1.23", str(uuid.uuid4()), "USD"),
-            await service.transfer(ids[0], ids[1], "0.07", "USD", str(uuid.uuid4()), "2pc"),
-            await service.transfer(ids[1], ids[0], "0.05", "USD", str(uuid.uuid4()), "tcc")]
+    made = [
+        await service.deposit(ids[0], "1.23", str(uuid.uuid4()), "USD"),
+        await service.transfer(ids[0], ids[1], "0.07", "USD", str(uuid.uuid4()), "2pc"),
+        await service.transfer(ids[1], ids[0], "0.05", "USD", str(uuid.uuid4()), "tcc"),
+    ]
     for result in made:
         t = result.transfer
-        expected = hashlib.sha256(json.dumps([t.kind, t.from_account, t.to_account, t.amount, t.currency],
-                                             separators=(",", ":")).encode()).digest()
+        expected = hashlib.sha256(
+            json.dumps([t.kind, t.from_account, t.to_account, t.amount, t.currency], separators=(",", ":")).encode()
+        ).digest()
         connection = await connect(topology.shards[topology.shard_of(t.from_account or t.to_account)])
         try:
-            stored = await connection.fetchval("SELECT request_hash FROM transfers WHERE transaction_id = $1",
-                                               t.transaction_id)
-            phase = await connection.fetchval("SELECT request_hash FROM phase_state WHERE transaction_id = $1",
-                                              t.transaction_id)
+            stored = await connection.fetchval(
+                "SELECT request_hash FROM transfers WHERE transaction_id = $1", t.transaction_id
+            )
+            phase = await connection.fetchval(
+                "SELECT request_hash FROM phase_state WHERE transaction_id = $1", t.transaction_id
+            )
         finally:
             await connection.close()
         assert stored == expected, t
         assert phase == (expected if t.mode == "tcc" else None), t
 
 
-async def test_concurrent_lookups_share_statements_and_each_gets_its_own(service: WalletService,
-                                                                          topology: Topology) -> None:
+async def test_concurrent_lookups_share_statements_and_each_gets_its_own(
+    service: WalletService, topology: Topology
+) -> None:
     ids = accounts_on(topology, "shard1", 2, "look") + accounts_on(topology, "shard2", 1, "look")
     await open_accounts(service, ids, deposit="10.00")
     done = []
@@ -115,15 +126,18 @@ async def test_a_lookup_on_a_shard_that_is_down_fails_every_caller(service: Wall
     lookup = service.records.lookups["shard3"]
     await asyncio.to_thread(cluster.stop_shard, "shard3", "immediate")
     try:
-        results = await asyncio.gather(*(service.records.find_on(["shard3"], [str(uuid.uuid4())]) for _ in range(5)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(service.records.find_on(["shard3"], [str(uuid.uuid4())]) for _ in range(5)), return_exceptions=True
+        )
     finally:
         await asyncio.to_thread(cluster.start_shard, "shard3")
     assert all(isinstance(r, ShardUnavailable) and r.shard == "shard3" for r in results), results
     assert lookup.tasks and not any(task.done() for task in lookup.tasks), "the lookup worker survives"
     for attempt in range(50):  # the pool replaces connections the restart cut, as it meets them
         try:
-            assert await service.records.find_on(["shard3"], [str(uuid.uuid4())]) == {}, "and answers once the shard is back"
+            assert await service.records.find_on(["shard3"], [str(uuid.uuid4())]) == {}, (
+                "and answers once the shard is back"
+            )
             break
         except ShardUnavailable:
             assert attempt < 49, "the lookup never answered after the shard came back"
@@ -156,7 +170,7 @@ def test_transfers_are_in_the_records_column_order() -> None:
     found = re.search(r"INSERT INTO transfers \(([^)]*)\)", WRITE_BATCH)
     assert found is not None, "WRITE_BATCH inserts into transfers"
     columns = [name.strip() for name in found[1].split(",")]
-    assert columns[:len(Transfer._fields)] == list(Transfer._fields)
+    assert columns[: len(Transfer._fields)] == list(Transfer._fields)
 
 
 def test_balance_events_are_in_the_outboxs_column_order() -> None:

@@ -1,6 +1,7 @@
 """The architecture as a table: which layer may import which. Every import of every product
 module (top-level, inside functions, under TYPE_CHECKING) is read from its source and checked
 against the table; a violation names the file, the line and the rule."""
+
 from __future__ import annotations
 
 import ast
@@ -22,8 +23,24 @@ SERVICE = "coordinator.service"
 API = "coordinator.api"
 CLI = "coordinator.cli"
 CLIENT = "wallet_client"
-LAYERS = ["core", DOMAIN, RUNTIME, "shard_router", "shards", "ledger", "migrations", "launchers", "coordinator",
-          PROTOCOLS, CLUSTER, SERVICE, API, CLI, "bench", "chaos"]
+LAYERS = [
+    "core",
+    DOMAIN,
+    RUNTIME,
+    "shard_router",
+    "shards",
+    "ledger",
+    "migrations",
+    "launchers",
+    "coordinator",
+    PROTOCOLS,
+    CLUSTER,
+    SERVICE,
+    API,
+    CLI,
+    "bench",
+    "chaos",
+]
 MAY_IMPORT: dict[str, set[str]] = {layer: set(LAYERS[:index]) for index, layer in enumerate(LAYERS)}
 MAY_IMPORT["core"] = set()  # the package's face: no imports
 MAY_IMPORT["coordinator"] = set()
@@ -93,8 +110,10 @@ def violations() -> list[str]:
                     wrong.append(f"{where}: imports {imported}: {layer} imports only the standard library")
                 continue
             if target != layer and target not in MAY_IMPORT[layer]:
-                wrong.append(f"{where}: imports {imported} ({target}): {layer} may import only "
-                             f"{', '.join(sorted(MAY_IMPORT[layer])) or 'itself'}")
+                wrong.append(
+                    f"{where}: imports {imported} ({target}): {layer} may import only "
+                    f"{', '.join(sorted(MAY_IMPORT[layer])) or 'itself'}"
+                )
     return wrong
 
 
@@ -119,8 +138,14 @@ def test_settings_are_read_in_one_place() -> None:
     time: a product module that reads os.environ is named."""
     readers = []
     for module, path in product_modules():
-        if module in ("core.runtime.settings", "launchers.postgres", "launchers.patroni", "bench.run", "bench.rest",
-                      "chaos.processes"):
+        if module in (
+            "core.runtime.settings",
+            "launchers.postgres",
+            "launchers.patroni",
+            "bench.run",
+            "bench.rest",
+            "chaos.processes",
+        ):
             # the settings; the launchers' WALLET_PG_BIN and WALLET_PATRONI_*; environments
             # built for child processes
             continue
@@ -136,11 +161,21 @@ def test_serving_never_imports_the_development_tools() -> None:
     `--local` (and `wallet dev`) start servers, importing launchers when they do."""
     import subprocess
 
-    modules = ["coordinator.cli.main", "coordinator.cli.serve", "coordinator.cli.children", "coordinator.api.app",
-               "coordinator.api.front", "coordinator.api.engine_link", "coordinator.cli.ledger"]
-    probe = (f"import sys\nfor name in {modules!r}:\n    __import__(name)\n"
-             "import coordinator.cli.main as main\nmain.build_parser()\n"
-             "print(' '.join(sorted(n for n in sys.modules if n.split('.')[0] in ('launchers', 'bench', 'chaos'))))")
-    imported = subprocess.run([sys.executable, "-c", probe], cwd=REPOSITORY, capture_output=True, text=True,
-                              check=True).stdout.split()
+    modules = [
+        "coordinator.cli.main",
+        "coordinator.cli.serve",
+        "coordinator.cli.children",
+        "coordinator.api.app",
+        "coordinator.api.front",
+        "coordinator.api.engine_link",
+        "coordinator.cli.ledger",
+    ]
+    probe = (
+        f"import sys\nfor name in {modules!r}:\n    __import__(name)\n"
+        "import coordinator.cli.main as main\nmain.build_parser()\n"
+        "print(' '.join(sorted(n for n in sys.modules if n.split('.')[0] in ('launchers', 'bench', 'chaos'))))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPOSITORY, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert imported == [], imported

@@ -2,6 +2,7 @@
 two `wallet serve` processes elect one; when the leader is SIGKILLed in the middle of a
 two-phase commit, the other takes over within the session timeout and finishes the
 in-doubt transfers."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,6 +20,7 @@ from shard_router.stores import connect_zookeeper
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from launchers.postgres import LocalCluster, free_port
 from tests.helpers import TEST_SECRET, accounts_on, bearer, eventually, make_home, open_accounts, prepared_count
+
 SESSION_TIMEOUT_MS = 4000
 START_TIMEOUT_S = 60
 TAKEOVER_TIMEOUT_S = 40
@@ -39,7 +41,9 @@ def leader_pid(store: ZooKeeperTopologyStore) -> int | None:
     return int(contenders[0].rsplit(":", 1)[1]) if contenders else None
 
 
-async def test_recovery_leader_failover(service: WalletService, zk_store: ZooKeeperTopologyStore, zookeeper: str) -> None:
+async def test_recovery_leader_failover(
+    service: WalletService, zk_store: ZooKeeperTopologyStore, zookeeper: str
+) -> None:
     """Protects the in-doubt guarantee across processes: the follower does not act while the
     leader lives, and finishes the dead leader's prepared transfers after its session ends."""
     topology = service.topology
@@ -47,10 +51,15 @@ async def test_recovery_leader_failover(service: WalletService, zk_store: ZooKee
     targets = accounts_on(topology, "shard3", 4)
     await open_accounts(service, sources + targets, deposit="50.00")
     home = make_home("failover")
-    environment = {"WALLET_ZK_HOSTS": zookeeper, "WALLET_ZK_ROOT": zk_store.root,
-                   "WALLET_ZK_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS), "WALLET_AUTH_SECRET": TEST_SECRET}
-    leader, follower = (Coordinator(index, free_port(), home / "unused-topology.json", home, environment)
-                        for index in range(2))
+    environment = {
+        "WALLET_ZK_HOSTS": zookeeper,
+        "WALLET_ZK_ROOT": zk_store.root,
+        "WALLET_ZK_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+        "WALLET_AUTH_SECRET": TEST_SECRET,
+    }
+    leader, follower = (
+        Coordinator(index, free_port(), home / "unused-topology.json", home, environment) for index in range(2)
+    )
     try:
         leader.start(fault_point="2pc.after_decision")
         leader_process = leader.process
@@ -66,11 +75,21 @@ async def test_recovery_leader_failover(service: WalletService, zk_store: ZooKee
         ids = [str(uuid.uuid4()) for _ in sources]
 
         async def send(source: str, target: str, transaction_id: str) -> None:
-            body = {"from_account": source, "to_account": target, "amount": "5.00", "currency": "USD",
-                    "transaction_id": transaction_id, "mode": "2pc"}
+            body = {
+                "from_account": source,
+                "to_account": target,
+                "amount": "5.00",
+                "currency": "USD",
+                "transaction_id": transaction_id,
+                "mode": "2pc",
+            }
             try:
                 async with httpx.AsyncClient(timeout=30) as client:
-                    await client.post(f"{leader.url}/v1/wallet/balance_transfer", json=body, headers=bearer(f"owner-{source}", admin=False))
+                    await client.post(
+                        f"{leader.url}/v1/wallet/balance_transfer",
+                        json=body,
+                        headers=bearer(f"owner-{source}", admin=False),
+                    )
             except httpx.HTTPError:
                 pass  # the leader dies mid-request
 
@@ -79,8 +98,9 @@ async def test_recovery_leader_failover(service: WalletService, zk_store: ZooKee
         assert leader.killed_itself(), leader.log_path.read_text()
         assert await prepared_count(topology) > 0, "the leader died with branches prepared (in doubt)"
 
-        await asyncio.to_thread(eventually, lambda: leader_pid(zk_store) == follower_process.pid,
-                                "the follower to lead", TAKEOVER_TIMEOUT_S)
+        await asyncio.to_thread(
+            eventually, lambda: leader_pid(zk_store) == follower_process.pid, "the follower to lead", TAKEOVER_TIMEOUT_S
+        )
         deadline = time.monotonic() + TAKEOVER_TIMEOUT_S
         while await prepared_count(topology) > 0:
             assert time.monotonic() < deadline, "the new leader did not finish the in-doubt transfers"

@@ -1,6 +1,7 @@
 """The election bridge (coordinator/cluster/leadership.py) against a ZooKeeper of its own, which
 this test stops and starts: one leader at a time; a SUSPENDED session stops the leader at
 once; a LOST one hands the role to the other contender."""
+
 from __future__ import annotations
 
 import time
@@ -53,8 +54,9 @@ def test_one_leader_suspended_stops_lost_hands_over(own_zookeeper: LocalZooKeepe
         assert not (first.is_leader() and second.is_leader())
 
         # The leader's session ends (LOST): the other contender takes the role.
-        leader, other, leader_client = (first, second, first_client) if first.is_leader() else \
-            (second, first, second_client)
+        leader, other, leader_client = (
+            (first, second, first_client) if first.is_leader() else (second, first, second_client)
+        )
         leader_client.stop()
         assert not leader.is_leader()
         eventually(other.is_leader, "the other contender to lead", WAIT_S)

@@ -1,5 +1,6 @@
 """The event ledger: relay exactly once, replay == live, replay at past moments, snapshots,
 tamper detection, and the audit naming what explains each difference."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,10 +35,14 @@ async def live(service: WalletService, ids: list[str]) -> dict[str, tuple[int, i
     return states
 
 
-async def replayed(service: WalletService, ids: list[str], at: datetime = END_OF_TIME, use_snapshot: bool = True) -> dict[str, tuple[int, int]]:
+async def replayed(
+    service: WalletService, ids: list[str], at: datetime = END_OF_TIME, use_snapshot: bool = True
+) -> dict[str, tuple[int, int]]:
     assert service.ledger is not None
     replay = await service.ledger.replay(at, use_snapshot=use_snapshot)
-    return {a: (replay.balances[a].balance, replay.balances[a].reserved) if a in replay.balances else (0, 0) for a in ids}
+    return {
+        a: (replay.balances[a].balance, replay.balances[a].reserved) if a in replay.balances else (0, 0) for a in ids
+    }
 
 
 async def mixed_load(service: WalletService, ids: list[str], count: int, seed: int) -> None:
@@ -46,15 +51,23 @@ async def mixed_load(service: WalletService, ids: list[str], count: int, seed: i
     async def send() -> None:
         source, target = rng.sample(ids, 2)
         try:
-            await service.transfer(source, target, f"{rng.randint(1, 900) / 100:.2f}", "USD", str(uuid.uuid4()),
-                                   mode=rng.choice(["2pc", "tcc", "saga"]))
+            await service.transfer(
+                source,
+                target,
+                f"{rng.randint(1, 900) / 100:.2f}",
+                "USD",
+                str(uuid.uuid4()),
+                mode=rng.choice(["2pc", "tcc", "saga"]),
+            )
         except WalletError:
             pass
 
     await asyncio.gather(*(send() for _ in range(count)))
 
 
-async def test_replay_equals_live_after_mixed_load_and_at_past_moments(service: WalletService, topology: Topology) -> None:
+async def test_replay_equals_live_after_mixed_load_and_at_past_moments(
+    service: WalletService, topology: Topology
+) -> None:
     """Thousands of transfers in every mode: the replay equals live balances; a replay at
     an earlier moment equals the balances that were live then, with or without a snapshot."""
     assert service.ledger is not None
@@ -78,7 +91,9 @@ async def test_replay_equals_live_after_mixed_load_and_at_past_moments(service: 
     assert mine == [] and report.breaks == []
 
 
-async def test_relay_is_exactly_once_when_run_twice_at_once(service: WalletService, topology: Topology, settings) -> None:
+async def test_relay_is_exactly_once_when_run_twice_at_once(
+    service: WalletService, topology: Topology, settings
+) -> None:
     """Two relays draining at once land every event once."""
     assert service.ledger is not None
     ids = [a for shard in SHARDS for a in accounts_on(topology, shard, 3)]
@@ -91,7 +106,9 @@ async def test_relay_is_exactly_once_when_run_twice_at_once(service: WalletServi
     assert await service.ledger.verify() == []
 
 
-async def test_relay_killed_between_ledger_and_outbox(service: WalletService, topology: Topology, cluster: LocalCluster) -> None:
+async def test_relay_killed_between_ledger_and_outbox(
+    service: WalletService, topology: Topology, cluster: LocalCluster
+) -> None:
     """The relay SIGKILLed after its ledger commit, before deleting the outbox rows: the
     restarted relay duplicates nothing and loses nothing."""
     assert service.ledger is not None
@@ -100,9 +117,12 @@ async def test_relay_killed_between_ledger_and_outbox(service: WalletService, to
     await open_accounts(service, ids, deposit="10.00")
     await mixed_load(service, ids, 200, seed=4)
     victim = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli.main", "ledger", "relay"], cwd=REPOSITORY,
+        [sys.executable, "-m", "coordinator.cli.main", "ledger", "relay"],
+        cwd=REPOSITORY,
         env={**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_FAULT_POINT": "relay.after_ledger_commit"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert victim.returncode == -signal.SIGKILL, victim.stderr
     before = service.ledger.relay.duplicates_dropped if service.ledger.relay else 0
@@ -117,8 +137,12 @@ async def test_ledger_refuses_update_delete_truncate(topology: Topology) -> None
     assert topology.ledger is not None
     connection = await asyncpg.connect(topology.ledger)
     try:
-        for statement in ("UPDATE ledger_events SET amount = amount + 1", "DELETE FROM ledger_events",
-                          "TRUNCATE ledger_events", "DELETE FROM ledger_snapshot_balances"):
+        for statement in (
+            "UPDATE ledger_events SET amount = amount + 1",
+            "DELETE FROM ledger_events",
+            "TRUNCATE ledger_events",
+            "DELETE FROM ledger_snapshot_balances",
+        ):
             with pytest.raises(asyncpg.PostgresError, match="append-only"):
                 await connection.execute(statement)
     finally:
@@ -148,8 +172,12 @@ async def test_edited_ledger_row_and_corrupted_balance_are_named(service: Wallet
     edited = await service.transfer(alice, bob, "1.00", "USD", str(uuid.uuid4()))
     await service.ledger.drain()
 
-    await tamper(topology, "UPDATE ledger_events SET amount = amount * 2 WHERE transaction_id = $1 AND account_id = $2",
-                 edited.transfer.transaction_id, bob)
+    await tamper(
+        topology,
+        "UPDATE ledger_events SET amount = amount * 2 WHERE transaction_id = $1 AND account_id = $2",
+        edited.transfer.transaction_id,
+        bob,
+    )
     breaks = await service.ledger.verify()
     assert len(breaks) == 1 and breaks[0].transaction_id == edited.transfer.transaction_id
     assert "edited" in breaks[0].reason
@@ -167,8 +195,12 @@ async def test_edited_ledger_row_and_corrupted_balance_are_named(service: Wallet
     assert "outside the ledger" in by_account[carol].explanation
     assert alice not in by_account
     # Put things back for the other tests.
-    await tamper(topology, "UPDATE ledger_events SET amount = amount / 2 WHERE transaction_id = $1 AND account_id = $2",
-                 edited.transfer.transaction_id, bob)
+    await tamper(
+        topology,
+        "UPDATE ledger_events SET amount = amount / 2 WHERE transaction_id = $1 AND account_id = $2",
+        edited.transfer.transaction_id,
+        bob,
+    )
     connection = await asyncpg.connect(topology.shards["shard3"])
     try:
         await connection.execute("UPDATE accounts SET balance = balance - 500 WHERE account_id = $1", carol)
@@ -186,7 +218,9 @@ async def test_removed_and_reordered_events_are_named(service: WalletService, to
     connection = await asyncpg.connect(topology.ledger)
     try:
         last = await connection.fetchval("SELECT max(position) FROM ledger_events WHERE stream = 'shard0'")
-        row = await connection.fetchrow("SELECT * FROM ledger_events WHERE stream = 'shard0' AND position = $1", last - 1)
+        row = await connection.fetchrow(
+            "SELECT * FROM ledger_events WHERE stream = 'shard0' AND position = $1", last - 1
+        )
     finally:
         await connection.close()
     await tamper(topology, "DELETE FROM ledger_events WHERE stream = 'shard0' AND position = $1", last - 1)
@@ -194,8 +228,12 @@ async def test_removed_and_reordered_events_are_named(service: WalletService, to
     assert [(b.stream, b.position) for b in breaks] == [("shard0", last)]
     assert row is not None
     columns = list(row.keys())
-    await tamper(topology, f"INSERT INTO ledger_events ({', '.join(columns)}) VALUES "
-                           f"({', '.join(f'${i + 1}' for i in range(len(columns)))})", *row.values())
+    await tamper(
+        topology,
+        f"INSERT INTO ledger_events ({', '.join(columns)}) VALUES "
+        f"({', '.join(f'${i + 1}' for i in range(len(columns)))})",
+        *row.values(),
+    )
     assert await service.ledger.verify() == []
 
 
@@ -232,13 +270,13 @@ async def test_history_and_balance_at_over_http(service: WalletService, topology
     await service.transfer(alice, bob, "2.00", "USD", str(uuid.uuid4()))
     await service.ledger.drain()
     app = build_app(settings, service=service)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test",
-                                 headers=bearer()) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://wallet.test", headers=bearer()
+    ) as client:
         first = (await client.get(f"/v1/accounts/{alice}/transactions", params={"limit": 4})).json()
         assert [i["version"] for i in first["items"]] == [1, 2, 3, 4] and first["next_after_version"] == 4
         assert first["items"][0]["kind"] == "deposit" and first["items"][1]["amount"] == "-1.00"
-        rest = (await client.get(f"/v1/accounts/{alice}/transactions",
-                                 params={"after_version": 4, "limit": 4})).json()
+        rest = (await client.get(f"/v1/accounts/{alice}/transactions", params={"after_version": 4, "limit": 4})).json()
         assert [i["version"] for i in rest["items"]] == [5, 6, 7] and rest["next_after_version"] is None
         assert rest["items"][-1]["balance_after"] == "3.00"
         then = (await client.get(f"/v1/accounts/{alice}/balance", params={"at": middle.isoformat()})).json()
@@ -257,8 +295,14 @@ def test_ledger_cli(cluster: LocalCluster) -> None:
     environment = {**os.environ, "WALLET_HOME": str(cluster.home)}
 
     def wallet(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "coordinator.cli.main", *arguments], cwd=REPOSITORY, env=environment,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "coordinator.cli.main", *arguments],
+            cwd=REPOSITORY,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     assert wallet("ledger", "relay").returncode == 0
     verify = wallet("ledger", "verify")

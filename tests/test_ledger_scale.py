@@ -2,6 +2,7 @@
 from one reads the tail only, and equals one from scratch), exported and imported with their
 digest; signed, anchored chain heads that name a consistent rewrite of a stream's tail; and
 the re-derivation of every transfer's events with today's rules."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,8 +35,13 @@ SHARDS = ("shard0", "shard1", "shard2", "shard3")
 @pytest.fixture
 async def anchored(cluster: LocalCluster, tmp_path: Path) -> AsyncIterator[WalletService]:
     """A service whose ledger checkpoints go to this test's own key and anchor file."""
-    settings = Settings(home=cluster.home, topology_path=cluster.topology_path, auth_secret=TEST_SECRET,
-                        ledger_key_file=tmp_path / "key.pem", ledger_anchor_file=tmp_path / "anchors.jsonl")
+    settings = Settings(
+        home=cluster.home,
+        topology_path=cluster.topology_path,
+        auth_secret=TEST_SECRET,
+        ledger_key_file=tmp_path / "key.pem",
+        ledger_anchor_file=tmp_path / "anchors.jsonl",
+    )
     async with WalletService(cluster.topology, settings) as service:
         yield service
 
@@ -56,7 +62,9 @@ async def some_transfers(service: WalletService, topology: Topology, count: int)
     return everyone
 
 
-async def test_replay_from_a_snapshot_reads_the_tail_and_equals_scratch(service: WalletService, topology: Topology) -> None:
+async def test_replay_from_a_snapshot_reads_the_tail_and_equals_scratch(
+    service: WalletService, topology: Topology
+) -> None:
     """A snapshot records where each stream stands; a replay from it counts only later events,
     and gives what a replay from the first event gives, and what the live balances are."""
     ledger = ledger_of(service)
@@ -69,15 +77,18 @@ async def test_replay_from_a_snapshot_reads_the_tail_and_equals_scratch(service:
     assert 0 < resumed.events < scratch.events, "a replay from a snapshot reads the tail only"
     for account_id in everyone + later:
         account = await service.get_account(account_id)
-        assert (scratch.balances[account_id].balance, scratch.balances[account_id].reserved) == \
-            (account.balance, account.reserved)
+        assert (scratch.balances[account_id].balance, scratch.balances[account_id].reserved) == (
+            account.balance,
+            account.reserved,
+        )
     one = later[0]
     alone = await ledger.replay(END_OF_TIME, one)
     assert alone.balances == {one: scratch.balances[one]}
 
 
-async def test_snapshot_export_import_and_a_changed_file(service: WalletService, topology: Topology,
-                                                         tmp_path: Path) -> None:
+async def test_snapshot_export_import_and_a_changed_file(
+    service: WalletService, topology: Topology, tmp_path: Path
+) -> None:
     """An exported snapshot carries its digest; imported back it is the same snapshot; a file
     changed by hand is refused, naming why."""
     ledger = ledger_of(service)
@@ -105,20 +116,33 @@ async def rewrite_tail(topology: Topology, stream: str, first: int) -> None:
     try:
         async with connection.transaction():
             await connection.execute("ALTER TABLE ledger_events DISABLE TRIGGER ledger_events_append_only")
-            previous = bytes(await connection.fetchval(
-                "SELECT hash FROM ledger_events WHERE stream = $1 AND position = $2", stream, first - 1))
+            previous = bytes(
+                await connection.fetchval(
+                    "SELECT hash FROM ledger_events WHERE stream = $1 AND position = $2", stream, first - 1
+                )
+            )
             rows = await connection.fetch(
                 "SELECT stream, position, source_event_id, transaction_id::text AS transaction_id, account_id, version, "
                 "kind, amount, "
                 "reserved_delta, balance_after, reserved_after, currency, created_at FROM ledger_events "
-                "WHERE stream = $1 AND position >= $2 ORDER BY position", stream, first)
+                "WHERE stream = $1 AND position >= $2 ORDER BY position",
+                stream,
+                first,
+            )
             for row in rows:
-                event = LedgerEvent(**{**dict(row), "created_at": row["created_at"] + timedelta(microseconds=1),
-                                       "prev_hash": previous})
+                event = LedgerEvent(
+                    **{**dict(row), "created_at": row["created_at"] + timedelta(microseconds=1), "prev_hash": previous}
+                )
                 digest = chain_hash(previous, event)
                 await connection.execute(
                     "UPDATE ledger_events SET created_at = $3, prev_hash = $4, hash = $5 WHERE stream = $1 AND "
-                    "position = $2", stream, row[1], event.created_at, previous, digest)
+                    "position = $2",
+                    stream,
+                    row[1],
+                    event.created_at,
+                    previous,
+                    digest,
+                )
                 previous = digest
             await connection.execute("UPDATE ledger_heads SET hash = $2 WHERE stream = $1", stream, previous)
             await connection.execute("ALTER TABLE ledger_events ENABLE TRIGGER ledger_events_append_only")
@@ -126,8 +150,9 @@ async def rewrite_tail(topology: Topology, stream: str, first: int) -> None:
         await connection.close()
 
 
-async def test_a_consistent_rewrite_of_a_tail_is_named_by_the_anchors(anchored: WalletService, topology: Topology,
-                                                                     tmp_path: Path) -> None:
+async def test_a_consistent_rewrite_of_a_tail_is_named_by_the_anchors(
+    anchored: WalletService, topology: Topology, tmp_path: Path
+) -> None:
     """Checkpoints anchor each stream's head outside the database; a superuser's rewrite of the
     last events with their hashes recomputed passes the chain check, and the anchors name the
     stream and the first position that differs. An anchor edited by hand is refused."""
@@ -151,8 +176,9 @@ async def test_a_consistent_rewrite_of_a_tail_is_named_by_the_anchors(anchored: 
     anchors = (tmp_path / "anchors.jsonl").read_text().splitlines()
     document = json.loads(anchors[0])
     document["heads"][stream][0] += 1
-    (tmp_path / "anchors.jsonl").write_text(json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n"
-                                            + anchors[1] + "\n")
+    (tmp_path / "anchors.jsonl").write_text(
+        json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n" + anchors[1] + "\n"
+    )
     with pytest.raises(ConfigurationError, match="line 1: bad signature"):
         await ledger.verify_anchors()
 
@@ -160,12 +186,22 @@ async def test_a_consistent_rewrite_of_a_tail_is_named_by_the_anchors(anchored: 
 def test_checkpoint_and_verify_from_the_cli(cluster: LocalCluster, tmp_path: Path) -> None:
     """`wallet ledger checkpoint` makes the key and the first anchor; `wallet ledger verify`
     checks the chain against it."""
-    environment = {**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_LEDGER_KEY_FILE": str(tmp_path / "k.pem"),
-                   "WALLET_LEDGER_ANCHOR_FILE": str(tmp_path / "a.jsonl")}
+    environment = {
+        **os.environ,
+        "WALLET_HOME": str(cluster.home),
+        "WALLET_LEDGER_KEY_FILE": str(tmp_path / "k.pem"),
+        "WALLET_LEDGER_ANCHOR_FILE": str(tmp_path / "a.jsonl"),
+    }
 
     def wallet(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "coordinator.cli.main", *arguments], cwd=REPOSITORY,
-                              env=environment, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "coordinator.cli.main", *arguments],
+            cwd=REPOSITORY,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     made = wallet("ledger", "checkpoint")
     assert made.returncode == 0 and "signed with" in made.stdout, made.stderr
@@ -179,8 +215,9 @@ def test_checkpoint_and_verify_from_the_cli(cluster: LocalCluster, tmp_path: Pat
     assert missing.returncode == 2 and "no file at" in missing.stderr
 
 
-async def test_rederive_names_a_transfer_todays_rules_would_not_write(service: WalletService, topology: Topology,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_rederive_names_a_transfer_todays_rules_would_not_write(
+    service: WalletService, topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every transfer's ledger events are what today's rules derive from its record; after a
     rule changes on purpose (how a TC/C hold is released), the transfers whose events came
     from the old rule are named."""
@@ -212,15 +249,21 @@ async def test_the_serving_leader_checkpoints_periodically(cluster: LocalCluster
     from ledger.anchors import load_signing_key
 
     load_signing_key(tmp_path / "key.pem", create=True)
-    settings = Settings(home=cluster.home, topology_path=cluster.topology_path, auth_secret=TEST_SECRET,
-                        ledger_key_file=tmp_path / "key.pem", ledger_anchor_file=tmp_path / "anchors.jsonl",
-                        ledger_checkpoint_s=1)
+    settings = Settings(
+        home=cluster.home,
+        topology_path=cluster.topology_path,
+        auth_secret=TEST_SECRET,
+        ledger_key_file=tmp_path / "key.pem",
+        ledger_anchor_file=tmp_path / "anchors.jsonl",
+        ledger_checkpoint_s=1,
+    )
     follower = await WalletService(cluster.topology, settings, is_leader=lambda: False).open(run_relay=True)
     leader = await WalletService(cluster.topology, settings).open(run_relay=True)
     try:
         deadline = asyncio.get_running_loop().time() + 10
-        while not (tmp_path / "anchors.jsonl").exists() or \
-                len((tmp_path / "anchors.jsonl").read_text().splitlines()) < 2:
+        while (
+            not (tmp_path / "anchors.jsonl").exists() or len((tmp_path / "anchors.jsonl").read_text().splitlines()) < 2
+        ):
             assert asyncio.get_running_loop().time() < deadline, "no periodic checkpoint"
             await asyncio.sleep(0.2)
     finally:

@@ -1,4 +1,5 @@
 """One-shard transfers through the service, against real shards."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,9 @@ async def test_concurrent_random_transfers_conserve_money(service: WalletService
     assert sum(actual.values()) == 10_000 * len(everyone)
     assert min(actual.values()) >= 0
     assert "failed" in outcomes, "the workload should hit insufficient funds"
-    assert service.rounds.groups_applied["shard0"] < service.rounds.transfers_applied["shard0"], \
+    assert service.rounds.groups_applied["shard0"] < service.rounds.transfers_applied["shard0"], (
         "concurrent requests should share batches"
+    )
     await assert_outbox_explains(service.topology, everyone)
 
 
@@ -75,7 +77,9 @@ async def test_concurrent_duplicates_apply_once(service: WalletService, topology
     assert (await service.get_account(target)).balance == 1100
 
 
-async def test_duplicates_from_two_coordinators_apply_once(service: WalletService, topology: Topology, settings) -> None:
+async def test_duplicates_from_two_coordinators_apply_once(
+    service: WalletService, topology: Topology, settings
+) -> None:
     """Two coordinator instances retrying the same transfer at once apply it once."""
     source, target = accounts_on(topology, "shard3", 2)
     await open_accounts(service, [source, target], deposit="10.00")
@@ -183,8 +187,9 @@ async def test_business_refusals_are_recorded(service: WalletService, topology: 
         (("a", "", "1.00", "USD"), "validation_error"),
     ],
 )
-async def test_bad_input_is_refused_before_any_shard(service: WalletService, arguments: tuple[object, object, object, object],
-                                                     code: str) -> None:
+async def test_bad_input_is_refused_before_any_shard(
+    service: WalletService, arguments: tuple[object, object, object, object], code: str
+) -> None:
     """Bad input gets its code and never reaches a shard."""
     with pytest.raises(WalletError) as error:
         await service.transfer(*arguments, str(uuid.uuid4()))
@@ -224,11 +229,29 @@ async def test_batch_call_answers_each_item_once(service: WalletService, topolog
     repeated = str(uuid.uuid4())
     items: list[dict[str, object]] = [
         {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD", "transaction_id": repeated},
-        {"from_account": alice, "to_account": carol, "amount": "2.00", "currency": "USD",
-         "transaction_id": str(uuid.uuid4()), "mode": "2pc"},
+        {
+            "from_account": alice,
+            "to_account": carol,
+            "amount": "2.00",
+            "currency": "USD",
+            "transaction_id": str(uuid.uuid4()),
+            "mode": "2pc",
+        },
         {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD", "transaction_id": repeated},
-        {"from_account": alice, "to_account": bob, "amount": "-1", "currency": "USD", "transaction_id": str(uuid.uuid4())},
-        {"from_account": bob, "to_account": carol, "amount": "99.00", "currency": "USD", "transaction_id": str(uuid.uuid4())},
+        {
+            "from_account": alice,
+            "to_account": bob,
+            "amount": "-1",
+            "currency": "USD",
+            "transaction_id": str(uuid.uuid4()),
+        },
+        {
+            "from_account": bob,
+            "to_account": carol,
+            "amount": "99.00",
+            "currency": "USD",
+            "transaction_id": str(uuid.uuid4()),
+        },
     ]
     first, cross, again, bad, poor = await service.transfer_many(items)
     assert isinstance(first, TransferResult) and first.status == "success"
@@ -246,8 +269,13 @@ async def test_cancelled_batch_call_leaves_nothing_in_flight(service: WalletServ
     alice, bob = accounts_on(topology, "shard2", 2)
     await open_accounts(service, [alice, bob], deposit="10.00")
     key = str(uuid.uuid4())
-    item: dict[str, object] = {"from_account": alice, "to_account": bob, "amount": "3.00", "currency": "USD",
-                               "transaction_id": key}
+    item: dict[str, object] = {
+        "from_account": alice,
+        "to_account": bob,
+        "amount": "3.00",
+        "currency": "USD",
+        "transaction_id": key,
+    }
     with batches_held(service, "shard2") as release:
         call = asyncio.create_task(service.transfer_many([item]))
         while not service.in_flight(key):

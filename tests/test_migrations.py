@@ -1,4 +1,5 @@
 """Per-shard migrations: the model matches them, a DBA can run them per shard, drift is flagged."""
+
 from __future__ import annotations
 
 import asyncio

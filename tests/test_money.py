@@ -1,4 +1,5 @@
 """Pure tests of amount parsing and formatting: integer minor units, decimal strings at the edge."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -190,8 +191,23 @@ def test_format_amount_is_exact(minor: int, currency: str, text: str) -> None:
 
 
 ROUND_TRIP_MINORS = [
-    1, 2, 9, 10, 11, 99, 100, 101, 999, 1000, 1001, 12345, 100000, 123456789,
-    10**12, 10**15 - 1, AMOUNT_MINOR_MAX,
+    1,
+    2,
+    9,
+    10,
+    11,
+    99,
+    100,
+    101,
+    999,
+    1000,
+    1001,
+    12345,
+    100000,
+    123456789,
+    10**12,
+    10**15 - 1,
+    AMOUNT_MINOR_MAX,
 ]
 
 

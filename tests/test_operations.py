@@ -1,5 +1,6 @@
 """Operations over the real app on real shards: readiness, metrics that move with
 transfers, push status (server-sent events, long poll), JSON logs with the transaction id."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,22 +22,26 @@ from tests.helpers import BACKENDS, accounts_on, app_over, batches_held, bearer,
 
 
 @pytest.fixture(params=BACKENDS)
-async def http(request: pytest.FixtureRequest, service: WalletService, settings: Settings
-               ) -> AsyncIterator[httpx.AsyncClient]:
+async def http(
+    request: pytest.FixtureRequest, service: WalletService, settings: Settings
+) -> AsyncIterator[httpx.AsyncClient]:
     async with app_over(request.param, settings, service) as app:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test",
-                                     headers=bearer()) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://wallet.test", headers=bearer()
+        ) as client:
             yield client
 
 
 async def open_pair(http: httpx.AsyncClient, topology: Topology, shards: tuple[str, str]) -> tuple[str, str]:
-    source, = accounts_on(topology, shards[0], 1)
-    target, = accounts_on(topology, shards[1], 1)
+    (source,) = accounts_on(topology, shards[0], 1)
+    (target,) = accounts_on(topology, shards[1], 1)
     for account in (source, target):
         response = await http.post("/v1/accounts", json={"account_id": account, "owner": "o", "currency": "USD"})
         assert response.status_code == 201, response.text
-    deposit = await http.post(f"/v1/accounts/{source}/deposits", json={"amount": "50.00", "currency": "USD",
-                                                                       "transaction_id": str(uuid.uuid4())})
+    deposit = await http.post(
+        f"/v1/accounts/{source}/deposits",
+        json={"amount": "50.00", "currency": "USD", "transaction_id": str(uuid.uuid4())},
+    )
     assert deposit.status_code == 200
     return source, target
 
@@ -44,8 +49,12 @@ async def open_pair(http: httpx.AsyncClient, topology: Topology, shards: tuple[s
 def sample(text: str, name: str, **labels: str) -> float:
     """One sample's value from the Prometheus text format (0 when absent)."""
     wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
-    pattern = re.compile(rf"^{re.escape(name)}(\{{{re.escape(wanted)}\}})? ([0-9.e+-]+)$" if labels
-                         else rf"^{re.escape(name)} ([0-9.e+-]+)$", re.M)
+    pattern = re.compile(
+        rf"^{re.escape(name)}(\{{{re.escape(wanted)}\}})? ([0-9.e+-]+)$"
+        if labels
+        else rf"^{re.escape(name)} ([0-9.e+-]+)$",
+        re.M,
+    )
     found = pattern.search(text)
     return float(found.groups()[-1]) if found else 0.0
 
@@ -64,16 +73,29 @@ async def test_metrics_move_with_transfers(http: httpx.AsyncClient, topology: To
     source, target = await open_pair(http, topology, ("shard0", "shard1"))
     before = (await http.get("/metrics")).text
     for mode in ("2pc", "tcc", "saga"):
-        body = {"from_account": source, "to_account": target, "amount": "1.00", "currency": "USD",
-                "transaction_id": str(uuid.uuid4()), "mode": mode}
+        body = {
+            "from_account": source,
+            "to_account": target,
+            "amount": "1.00",
+            "currency": "USD",
+            "transaction_id": str(uuid.uuid4()),
+            "mode": mode,
+        }
         assert (await http.post("/v1/wallet/balance_transfer", json=body)).status_code == 200
-    poor = {"from_account": source, "to_account": target, "amount": "999.00", "currency": "USD",
-            "transaction_id": str(uuid.uuid4())}
+    poor = {
+        "from_account": source,
+        "to_account": target,
+        "amount": "999.00",
+        "currency": "USD",
+        "transaction_id": str(uuid.uuid4()),
+    }
     assert (await http.post("/v1/wallet/balance_transfer", json=poor)).status_code == 409
     after = (await http.get("/metrics")).text
     for mode in ("2pc", "tcc", "saga"):
         labels = {"kind": "transfer", "mode": mode, "outcome": "success"}
-        assert sample(after, "wallet_transfers_total", **labels) == sample(before, "wallet_transfers_total", **labels) + 1
+        assert (
+            sample(after, "wallet_transfers_total", **labels) == sample(before, "wallet_transfers_total", **labels) + 1
+        )
     labels = {"kind": "transfer", "mode": "2pc", "outcome": "insufficient_funds"}
     assert sample(after, "wallet_transfers_total", **labels) == sample(before, "wallet_transfers_total", **labels) + 1
     assert sample(after, "wallet_transfer_seconds_count", kind="transfer", mode="tcc") >= 1
@@ -83,19 +105,30 @@ async def test_metrics_move_with_transfers(http: httpx.AsyncClient, topology: To
         assert sample(after, "wallet_shard_up", shard=shard) == 1
         assert sample(after, "wallet_pool_connections_max", shard=shard) > 0
         assert sample(after, "wallet_in_doubt_branches", shard=shard) == 0
-    for name in ("wallet_open_holds", "wallet_outbox_events", "wallet_outbox_lag_seconds", "wallet_http_requests_total"):
+    for name in (
+        "wallet_open_holds",
+        "wallet_outbox_events",
+        "wallet_outbox_lag_seconds",
+        "wallet_http_requests_total",
+    ):
         assert name in after
 
 
-async def test_events_stream_phases_until_final(http: httpx.AsyncClient, service: WalletService,
-                                                topology: Topology) -> None:
+async def test_events_stream_phases_until_final(
+    http: httpx.AsyncClient, service: WalletService, topology: Topology
+) -> None:
     """GET /v1/transfers/{id}/events pushes `phase` while the batch is open, then `final`;
     ?wait= answers once final; an unknown id is a 404 at once, never a hanging stream."""
     source, target = await open_pair(http, topology, ("shard2", "shard2"))
     key = str(uuid.uuid4())
     with batches_held(service, "shard2") as release:
-        body = {"from_account": source, "to_account": target, "amount": "2.00", "currency": "USD",
-                "transaction_id": key}
+        body = {
+            "from_account": source,
+            "to_account": target,
+            "amount": "2.00",
+            "currency": "USD",
+            "transaction_id": key,
+        }
         sending = asyncio.create_task(http.post("/v1/wallet/balance_transfer", json=body))
         while not service.in_flight(key):
             await asyncio.sleep(0.01)
@@ -111,8 +144,11 @@ async def test_events_stream_phases_until_final(http: httpx.AsyncClient, service
     assert waited.status_code == 200 and waited.json()["phase"] == "committed"
     stream = await streaming
     assert stream.headers["content-type"].startswith("text/event-stream")
-    events = [(block.split("\n")[0], json.loads(block.split("data: ", 1)[1]))
-              for block in stream.text.strip().split("\n\n") if block.startswith("event:")]
+    events = [
+        (block.split("\n")[0], json.loads(block.split("data: ", 1)[1]))
+        for block in stream.text.strip().split("\n\n")
+        if block.startswith("event:")
+    ]
     assert events[0] == ("event: phase", {"transaction_id": key, "status": "pending", "phase": "preparing"})
     assert events[-1][0] == "event: final" and events[-1][1]["phase"] == "committed"
     missing = await http.get(f"/v1/transfers/{uuid.uuid4()}/events")
@@ -124,8 +160,14 @@ async def test_logs_are_json_with_the_transaction_id(http: httpx.AsyncClient, to
     """Each log line is one JSON object and carries the request's transaction id; the record
     of each answered transfer is DEBUG only (at INFO the serving loop builds none)."""
     source, target = await open_pair(http, topology, ("shard3", "shard0"))
-    body = {"from_account": source, "to_account": target, "amount": "1.00", "currency": "USD",
-            "transaction_id": str(uuid.uuid4()), "mode": "tcc"}
+    body = {
+        "from_account": source,
+        "to_account": target,
+        "amount": "1.00",
+        "currency": "USD",
+        "transaction_id": str(uuid.uuid4()),
+        "mode": "tcc",
+    }
     with captured_logs(logging.INFO) as captured:
         assert (await http.post("/v1/wallet/balance_transfer", json=body)).status_code == 200
     assert "transfer answered" not in captured.getvalue()
@@ -138,19 +180,29 @@ async def test_logs_are_json_with_the_transaction_id(http: httpx.AsyncClient, to
     assert answered[-1]["mode"] == "tcc" and answered[-1]["phase"] == "confirmed" and answered[-1]["request_id"]
 
 
-@pytest.mark.parametrize("mode, phases", [
-    ("2pc", ["2pc.prepared", "2pc.decided_commit", "2pc.committed"]),
-    ("tcc", ["tcc.started_debit", "tcc.tried_credit", "tcc.decided", "tcc.finished_credit"]),
-    ("saga", ["saga.started_debit", "saga.credited", "saga.finished"]),
-])
+@pytest.mark.parametrize(
+    "mode, phases",
+    [
+        ("2pc", ["2pc.prepared", "2pc.decided_commit", "2pc.committed"]),
+        ("tcc", ["tcc.started_debit", "tcc.tried_credit", "tcc.decided", "tcc.finished_credit"]),
+        ("saga", ["saga.started_debit", "saga.credited", "saga.finished"]),
+    ],
+)
 async def test_debug_logs_follow_the_transaction_through_every_phase(
-        http: httpx.AsyncClient, topology: Topology, mode: str, phases: list[str]) -> None:
+    http: httpx.AsyncClient, topology: Topology, mode: str, phases: list[str]
+) -> None:
     """At DEBUG, each protocol step logs one JSON line per batch naming its transaction ids."""
     source, target = await open_pair(http, topology, ("shard1", "shard2"))
     key = str(uuid.uuid4())
     with captured_logs(logging.DEBUG) as captured:
-        body = {"from_account": source, "to_account": target, "amount": "1.00", "currency": "USD",
-                "transaction_id": key, "mode": mode}
+        body = {
+            "from_account": source,
+            "to_account": target,
+            "amount": "1.00",
+            "currency": "USD",
+            "transaction_id": key,
+            "mode": mode,
+        }
         assert (await http.post("/v1/wallet/balance_transfer", json=body)).status_code == 200
     lines = [json.loads(line) for line in captured.getvalue().splitlines()]
     seen = [line["phase"] for line in lines if key in line.get("transaction_ids", [])]
@@ -161,7 +213,11 @@ async def test_openapi_document_is_served(http: httpx.AsyncClient, service: Wall
     """/openapi.json describes every route the app serves, with its methods."""
     document = (await http.get("/openapi.json")).json()
     assert document["openapi"].startswith("3.")
-    served = {(route.path, method.lower()) for route in build_app(settings, service=service).routes
-              if isinstance(route, Route) and route.methods for method in route.methods - {"HEAD"}}
+    served = {
+        (route.path, method.lower())
+        for route in build_app(settings, service=service).routes
+        if isinstance(route, Route) and route.methods
+        for method in route.methods - {"HEAD"}
+    }
     described = {(path, method) for path, operations in document["paths"].items() for method in operations}
     assert served - {("/openapi.json", "get")} == described

@@ -2,6 +2,7 @@
 without a shard each get one line naming what is wrong and what is allowed, exit status 2
 (problem+json over HTTP), never a traceback or an AssertionError, and the same under
 python -O, which removes asserts."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +28,9 @@ from tests.helpers import REPOSITORY, TEST_SECRET, accounts_on, assert_problem, 
 SHORT_SECRET = "too-short"
 
 
-def wallet(arguments: list[str], home: Path, optimize: bool = False, **environment: str) -> subprocess.CompletedProcess[str]:
+def wallet(
+    arguments: list[str], home: Path, optimize: bool = False, **environment: str
+) -> subprocess.CompletedProcess[str]:
     """`wallet ...` in a fresh process with only the given WALLET_* settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("WALLET_")}
     env.update({"WALLET_HOME": str(home), **environment})
@@ -44,8 +47,11 @@ def assert_refused(run: subprocess.CompletedProcess[str], message: str) -> None:
 
 # (arguments, settings, what the operator reads)
 REFUSALS = [
-    (["token", "issue", "--owner", "ops"], {"WALLET_AUTH_SECRET": SHORT_SECRET},
-     "WALLET_AUTH_SECRET must be at least 32 bytes"),
+    (
+        ["token", "issue", "--owner", "ops"],
+        {"WALLET_AUTH_SECRET": SHORT_SECRET},
+        "WALLET_AUTH_SECRET must be at least 32 bytes",
+    ),
     (["serve"], {"WALLET_AUTH_SECRET": SHORT_SECRET}, "WALLET_AUTH_SECRET must be at least 32 bytes"),
     (["serve"], {}, "no token secret: set WALLET_AUTH_SECRET"),
     (["serve"], {"WALLET_RATE_PER_S": "fast"}, "WALLET_RATE_PER_S must be a number such as 0.5 or 50, got 'fast'"),
@@ -59,16 +65,28 @@ REFUSALS = [
     (["serve"], {"WALLET_RELAY": "maybe"}, "WALLET_RELAY must be one of on, off, got 'maybe'"),
     (["serve"], {"WALLET_FAULT_POINT": "2pc.nowhere"}, "WALLET_FAULT_POINT must be one of 2pc.after_all_prepares"),
     (["serve"], {"WALLET_LEDGER_CHECKPOINT_S": "-1"}, "WALLET_LEDGER_CHECKPOINT_S must be in 0..86400"),
-    (["serve"], {"WALLET_AUTH_PUBLIC_KEY_FILE": "/nonexistent/key.pem"},
-     "WALLET_AUTH_PUBLIC_KEY_FILE: cannot read /nonexistent/key.pem"),
-    (["token", "issue", "--owner", "ops", "--ttl-hours", "0"], {"WALLET_AUTH_SECRET": TEST_SECRET},
-     "--ttl-hours must be in (0, 8784], got 0.0"),
-    (["token", "issue", "--owner", "ops", "--private-key", "/nonexistent/key.pem"], {},
-     "--private-key: cannot read /nonexistent/key.pem"),
+    (
+        ["serve"],
+        {"WALLET_AUTH_PUBLIC_KEY_FILE": "/nonexistent/key.pem"},
+        "WALLET_AUTH_PUBLIC_KEY_FILE: cannot read /nonexistent/key.pem",
+    ),
+    (
+        ["token", "issue", "--owner", "ops", "--ttl-hours", "0"],
+        {"WALLET_AUTH_SECRET": TEST_SECRET},
+        "--ttl-hours must be in (0, 8784], got 0.0",
+    ),
+    (
+        ["token", "issue", "--owner", "ops", "--private-key", "/nonexistent/key.pem"],
+        {},
+        "--private-key: cannot read /nonexistent/key.pem",
+    ),
     (["dev", "up", "--shards", "100"], {}, "argument --shards: must be a whole number in 1..64, got '100'"),
     (["dev", "up", "--replicas", "9"], {}, "argument --replicas: must be a whole number in 0..4, got '9'"),
-    (["dev", "up", "--replicas", "1"], {"WALLET_PATRONI_PATH": "/nonexistent/patroni"},
-     "Patroni is not installed in /nonexistent/patroni"),
+    (
+        ["dev", "up", "--replicas", "1"],
+        {"WALLET_PATRONI_PATH": "/nonexistent/patroni"},
+        "Patroni is not installed in /nonexistent/patroni",
+    ),
     (["recover", "--abort-after-s", "-1"], {}, "argument --abort-after-s: must be a number of seconds in 0..86400"),
     (["serve", "--port", "99999"], {}, "argument --port: must be a port number in 1..65535, got '99999'"),
     (["db", "upgrade"], {}, "choose one: --all or --shard NAME"),
@@ -76,11 +94,19 @@ REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize(("arguments", "environment", "message"), REFUSALS,
-                         ids=[" ".join(arguments) + " " + ",".join(env) for arguments, env, _ in REFUSALS])
-def test_wallet_refuses_in_one_line(arguments: list[str], environment: dict[str, str], message: str,
-                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("arguments", "environment", "message"),
+    REFUSALS,
+    ids=[" ".join(arguments) + " " + ",".join(env) for arguments, env, _ in REFUSALS],
+)
+def test_wallet_refuses_in_one_line(
+    arguments: list[str],
+    environment: dict[str, str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """In this process (fast); the tests below run some of them in a process of their own."""
     for key in [key for key in os.environ if key.startswith("WALLET_")]:
         monkeypatch.delenv(key)
@@ -102,8 +128,10 @@ def test_wallet_refuses_in_a_process_of_its_own(tmp_path: Path) -> None:
 
 def test_the_refusals_survive_python_dash_o(tmp_path: Path) -> None:
     """python -O drops asserts: the secret's length (once an assert) is not one, so it still refuses."""
-    assert_refused(wallet(["token", "issue", "--owner", "ops"], tmp_path, optimize=True, WALLET_AUTH_SECRET=SHORT_SECRET),
-                   "WALLET_AUTH_SECRET must be at least")
+    assert_refused(
+        wallet(["token", "issue", "--owner", "ops"], tmp_path, optimize=True, WALLET_AUTH_SECRET=SHORT_SECRET),
+        "WALLET_AUTH_SECRET must be at least",
+    )
 
 
 def test_a_fractional_rate_is_a_rate(tmp_path: Path) -> None:
@@ -117,8 +145,12 @@ def test_fault_points_are_armed_by_settings_not_at_import() -> None:
     process that starts the service."""
     probe = subprocess.run(
         [sys.executable, "-c", "import core.runtime.fault_points as f; print(f._armed)"],
-        cwd=REPOSITORY, env={**os.environ, "WALLET_FAULT_POINT": "2pc.after_decision"},
-        capture_output=True, text=True, timeout=30)
+        cwd=REPOSITORY,
+        env={**os.environ, "WALLET_FAULT_POINT": "2pc.after_decision"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert probe.returncode == 0 and probe.stdout.strip() == "None", probe.stderr
     assert Settings.from_environment({"WALLET_FAULT_POINT": "2pc.after_decision"}).fault_point == "2pc.after_decision"
     with pytest.raises(ConfigurationError, match="WALLET_FAULT_POINT must be one of"):
@@ -133,8 +165,9 @@ def test_the_app_refuses_a_short_secret(tmp_path: Path) -> None:
         build_app(Settings(home=tmp_path))
 
 
-def test_alembic_without_a_shard_says_how_to_choose_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_alembic_without_a_shard_says_how_to_choose_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """alembic's own command line, in this process: the environment refuses before any connection."""
     from alembic.config import CommandLine
 
@@ -152,11 +185,11 @@ def test_alembic_without_a_shard_says_how_to_choose_one(tmp_path: Path, monkeypa
     shards = {"shard0": "postgresql://wallet@127.0.0.1:1/wallet"}
     topology_path.write_text(json.dumps(Topology.even(shards).to_document()))
     assert_refused(alembic(["upgrade", "head"], topology_path), "choose a shard: alembic -x shard=<name> upgrade head")
-    assert_refused(alembic(["-x", "shard=shard9", "upgrade", "head"], topology_path),
-                   "shard 'shard9' is not in the topology")
+    assert_refused(
+        alembic(["-x", "shard=shard9", "upgrade", "head"], topology_path), "shard 'shard9' is not in the topology"
+    )
     assert_refused(alembic(["-n", "ledger", "upgrade", "head"], topology_path), "names no ledger database")
-    assert_refused(alembic(["-x", "shard=shard0", "upgrade", "head"], tmp_path / "missing.json"),
-                   "no topology file at")
+    assert_refused(alembic(["-x", "shard=shard0", "upgrade", "head"], tmp_path / "missing.json"), "no topology file at")
 
 
 async def test_a_deployment_without_a_ledger_says_so(topology: Topology, settings: Settings) -> None:
@@ -167,16 +200,18 @@ async def test_a_deployment_without_a_ledger_says_so(topology: Topology, setting
         app = build_app(settings, service=service)
         account_id = accounts_on(topology, "shard0", 1)[0]
         await service.create_account(account_id, "owner", "USD")
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
-                                     headers=bearer()) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test", headers=bearer()
+        ) as client:
             response = await client.get(f"/v1/accounts/{account_id}/balance", params={"at": "2026-11-23T12:00:00Z"})
             assert_problem(response, 501, "ledger_not_configured")
             response = await client.get(f"/v1/accounts/{account_id}/transactions")
             assert_problem(response, 501, "ledger_not_configured")
 
 
-async def test_too_many_transfers_in_flight_is_overloaded_not_a_shard(service: WalletService, topology: Topology,
-                                                                      settings: Settings) -> None:
+async def test_too_many_transfers_in_flight_is_overloaded_not_a_shard(
+    service: WalletService, topology: Topology, settings: Settings
+) -> None:
     """A coordinator at its in-flight bound answers 503 overloaded with Retry-After; no shard
     is at fault, and the transfer can be retried with the same id."""
     app = build_app(settings, service=service)
@@ -187,15 +222,18 @@ async def test_too_many_transfers_in_flight_is_overloaded_not_a_shard(service: W
     service.inflight.size_max = 1
     body = {"from_account": sender, "to_account": receiver, "amount": "1.00", "currency": "USD"}
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
-                                     headers=bearer()) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test", headers=bearer()
+        ) as client:
             with batches_held(service, "shard1") as release:
-                first = asyncio.create_task(client.post("/v1/wallet/balance_transfer",
-                                                        json={**body, "transaction_id": str(uuid.uuid4())}))
+                first = asyncio.create_task(
+                    client.post("/v1/wallet/balance_transfer", json={**body, "transaction_id": str(uuid.uuid4())})
+                )
                 while not len(service.inflight):
                     await asyncio.sleep(0.01)
-                refused = await client.post("/v1/wallet/balance_transfer",
-                                            json={**body, "transaction_id": str(uuid.uuid4())})
+                refused = await client.post(
+                    "/v1/wallet/balance_transfer", json={**body, "transaction_id": str(uuid.uuid4())}
+                )
                 release.set()
                 assert (await first).status_code == 200
             assert_problem(refused, 503, "overloaded")

@@ -1,5 +1,6 @@
 """The recovery worker: patient with young undecided batches, harmless when doubled, and
 reachable from the CLI."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,8 +41,9 @@ async def test_two_workers_at_once_and_young_batches(
     doubtful = [t["id"] for t in transfers if await service.in_doubt(t["id"])]
     assert doubtful, "a prepared branch holds some transfer records"
     app = build_app(service.settings, service=service)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test",
-                                 headers=bearer()) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://wallet.test", headers=bearer()
+    ) as client:
         shown = await client.get(f"/v1/transfers/{doubtful[0]}")
         assert shown.status_code == 202 and shown.json()["phase"] == "in-doubt"
 
@@ -57,14 +59,21 @@ async def test_two_workers_at_once_and_young_batches(
 def test_wallet_recover_command(cluster: LocalCluster) -> None:
     """`wallet recover` runs one pass and reports what it did."""
     environment = {**os.environ, "WALLET_HOME": str(cluster.home)}
-    completed = subprocess.run([WALLET, "recover", "--abort-after-s", "0"], cwd=REPOSITORY, env=environment,
-                               capture_output=True, text=True, timeout=60)
+    completed = subprocess.run(
+        [WALLET, "recover", "--abort-after-s", "0"],
+        cwd=REPOSITORY,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("committed ")
 
 
-async def test_old_commit_decisions_are_pruned_unless_a_branch_needs_them(service: WalletService,
-                                                                          topology: Topology) -> None:
+async def test_old_commit_decisions_are_pruned_unless_a_branch_needs_them(
+    service: WalletService, topology: Topology
+) -> None:
     """Protects commit_decisions from growing forever, and 2PC from losing a decision it still
     needs: an old decision goes; one whose batch still has a prepared branch, or a recent one, stays."""
     from coordinator.protocols.recovery import DECISION_RETENTION_S_MIN, recover_once
@@ -78,18 +87,23 @@ async def test_old_commit_decisions_are_pruned_unless_a_branch_needs_them(servic
     try:
         for batch_id in (gone, needed, recent):
             await two_phase_sql.insert_decision(decision_shard, batch_id, "commit")
-        await decision_shard.execute("UPDATE commit_decisions SET decided_at = now() - interval '2 days' "
-                                     "WHERE batch_id = ANY($1::uuid[])", [gone, needed])
+        await decision_shard.execute(
+            "UPDATE commit_decisions SET decided_at = now() - interval '2 days' WHERE batch_id = ANY($1::uuid[])",
+            [gone, needed],
+        )
         await two_phase_sql.begin(branch_shard)
         await two_phase_sql.prepare(branch_shard, gid)  # a branch of `needed`, still in doubt
 
-        report = await recover_once(service.pools, sorted(topology.shards), decision_retention_s=DECISION_RETENTION_S_MIN)
+        report = await recover_once(
+            service.pools, sorted(topology.shards), decision_retention_s=DECISION_RETENTION_S_MIN
+        )
         assert report.decisions_pruned == 1 and report.waiting == 1
         left = await two_phase_sql.select_decisions(decision_shard, [gone, needed, recent])
         assert set(left) == {needed, recent}
     finally:
         await two_phase_sql.rollback_prepared(branch_shard, gid)
-        await decision_shard.execute("DELETE FROM commit_decisions WHERE batch_id = ANY($1::uuid[])",
-                                     [gone, needed, recent])
+        await decision_shard.execute(
+            "DELETE FROM commit_decisions WHERE batch_id = ANY($1::uuid[])", [gone, needed, recent]
+        )
         await decision_shard.close()
         await branch_shard.close()

@@ -1,4 +1,5 @@
 """Pure tests of the account -> slot -> shard mapping and its document form."""
+
 from __future__ import annotations
 
 import json
@@ -76,7 +77,12 @@ def test_slot_of_does_not_use_salted_hash() -> None:
         environment = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONIOENCODING": "utf-8"}
         completed = subprocess.run(
             [sys.executable, "-c", program],
-            cwd=REPO_ROOT, env=environment, capture_output=True, text=True, check=True, timeout=60,
+            cwd=REPO_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         )
         outputs.append(completed.stdout.strip())
     slots_one, hashes_one = outputs[0].split("] [")
@@ -392,9 +398,21 @@ def test_from_document_refuses_version_below_one(version: int) -> None:
         make_document(version=None),
     ],
     ids=[
-        "none", "list", "string", "no-slots", "no-version", "no-shards", "slots-none",
-        "slot-entry-string", "slot-entry-no-last", "slot-entry-no-shard", "shards-list",
-        "shard-spec-string", "shard-spec-no-dsn", "overrides-list", "version-none",
+        "none",
+        "list",
+        "string",
+        "no-slots",
+        "no-version",
+        "no-shards",
+        "slots-none",
+        "slot-entry-string",
+        "slot-entry-no-last",
+        "slot-entry-no-shard",
+        "shards-list",
+        "shard-spec-string",
+        "shard-spec-no-dsn",
+        "overrides-list",
+        "version-none",
     ],
 )
 def test_from_document_refuses_malformed_documents(document: Any) -> None:

@@ -1,5 +1,6 @@
 """Who may call what: every 401 (no token, bad token), 403 (wrong scope, someone else's
 account) and 429 (rate limit) path, over the real app on real shards."""
+
 from __future__ import annotations
 
 import time
@@ -18,14 +19,19 @@ from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.helpers import BACKENDS, TEST_SECRET, accounts_on, app_over, assert_problem, bearer
 
-PROTECTED: list[tuple[str, str, dict[str, object] | None]] = [  # (method, path template, body or None): every route but health
+PROTECTED: list[
+    tuple[str, str, dict[str, object] | None]
+] = [  # (method, path template, body or None): every route but health
     ("GET", "/v1/accounts/{a}", None),
     ("POST", "/v1/accounts", {"account_id": "x", "owner": "x", "currency": "USD"}),
     ("POST", "/v1/accounts/{a}/deposits", {"amount": "1.00", "currency": "USD", "transaction_id": "{t}"}),
     ("GET", "/v1/accounts/{a}/balance?at=2026-01-01T00:00:00Z", None),
     ("GET", "/v1/accounts/{a}/transactions", None),
-    ("POST", "/v1/wallet/balance_transfer", {"from_account": "{a}", "to_account": "{b}", "amount": "1.00",
-                                             "currency": "USD", "transaction_id": "{t}"}),
+    (
+        "POST",
+        "/v1/wallet/balance_transfer",
+        {"from_account": "{a}", "to_account": "{b}", "amount": "1.00", "currency": "USD", "transaction_id": "{t}"},
+    ),
     ("POST", "/v1/transfers:batch", {"transfers": []}),
     ("GET", "/v1/transfers/{t}", None),
     ("GET", "/v1/transfers/{t}/events", None),
@@ -46,26 +52,32 @@ def client_for(app: WalletApp) -> httpx.AsyncClient:
 
 
 @pytest.fixture(params=BACKENDS)
-async def http(request: pytest.FixtureRequest, service: WalletService, settings: Settings
-               ) -> AsyncIterator[httpx.AsyncClient]:
+async def http(
+    request: pytest.FixtureRequest, service: WalletService, settings: Settings
+) -> AsyncIterator[httpx.AsyncClient]:
     async with app_over(request.param, settings, service) as app, client_for(app) as client:
         yield client
 
 
 async def open_account(http: httpx.AsyncClient, account_id: str, owner: str, deposit: str | None = None) -> None:
-    created = await http.post("/v1/accounts", json={"account_id": account_id, "owner": owner, "currency": "USD"},
-                              headers=bearer())
+    created = await http.post(
+        "/v1/accounts", json={"account_id": account_id, "owner": owner, "currency": "USD"}, headers=bearer()
+    )
     assert created.status_code == 201, created.text
     if deposit:
-        response = await http.post(f"/v1/accounts/{account_id}/deposits", headers=bearer(),
-                                   json={"amount": deposit, "currency": "USD", "transaction_id": str(uuid.uuid4())})
+        response = await http.post(
+            f"/v1/accounts/{account_id}/deposits",
+            headers=bearer(),
+            json={"amount": deposit, "currency": "USD", "transaction_id": str(uuid.uuid4())},
+        )
         assert response.status_code == 200, response.text
 
 
 def expired_token() -> str:
     past = int(time.time()) - 3600
-    return jwt.encode({"sub": "admin", "scope": "admin", "iat": past - 60, "exp": past, "iss": ISSUER},
-                      TEST_SECRET, algorithm="HS256")
+    return jwt.encode(
+        {"sub": "admin", "scope": "admin", "iat": past - 60, "exp": past, "iss": ISSUER}, TEST_SECRET, algorithm="HS256"
+    )
 
 
 BAD_AUTHORIZATIONS = {
@@ -75,13 +87,24 @@ BAD_AUTHORIZATIONS = {
     "garbage": "Bearer not.a.token",
     "other secret": "Bearer " + issue_token("another-secret-that-is-long-enough-0123456789", "admin", "admin"),
     "expired": "Bearer " + expired_token(),
-    "no scope": "Bearer " + jwt.encode({"sub": "a", "iat": int(time.time()), "exp": int(time.time()) + 60,
-                                        "iss": ISSUER}, TEST_SECRET, algorithm="HS256"),
-    "unknown scope": "Bearer " + jwt.encode({"sub": "a", "scope": "root", "iat": int(time.time()),
-                                             "exp": int(time.time()) + 60, "iss": ISSUER}, TEST_SECRET,
-                                            algorithm="HS256"),
-    "alg none": "Bearer " + jwt.encode({"sub": "admin", "scope": "admin", "iat": int(time.time()),
-                                        "exp": int(time.time()) + 60, "iss": ISSUER}, "", algorithm="none"),
+    "no scope": "Bearer "
+    + jwt.encode(
+        {"sub": "a", "iat": int(time.time()), "exp": int(time.time()) + 60, "iss": ISSUER},
+        TEST_SECRET,
+        algorithm="HS256",
+    ),
+    "unknown scope": "Bearer "
+    + jwt.encode(
+        {"sub": "a", "scope": "root", "iat": int(time.time()), "exp": int(time.time()) + 60, "iss": ISSUER},
+        TEST_SECRET,
+        algorithm="HS256",
+    ),
+    "alg none": "Bearer "
+    + jwt.encode(
+        {"sub": "admin", "scope": "admin", "iat": int(time.time()), "exp": int(time.time()) + 60, "iss": ISSUER},
+        "",
+        algorithm="none",
+    ),
 }
 
 
@@ -106,16 +129,21 @@ async def test_every_endpoint_but_health_needs_a_valid_token(http: httpx.AsyncCl
 async def test_user_tokens_act_only_on_their_own_accounts(http: httpx.AsyncClient, topology: Topology) -> None:
     """A user moves money only out of accounts it owns and reads only its own accounts and
     transfers; someone else's account and no account answer alike."""
-    alice_account, = accounts_on(topology, "shard0", 1)
-    bob_account, = accounts_on(topology, "shard1", 1)
-    ghost, = accounts_on(topology, "shard2", 1, prefix="ghost")
+    (alice_account,) = accounts_on(topology, "shard0", 1)
+    (bob_account,) = accounts_on(topology, "shard1", 1)
+    (ghost,) = accounts_on(topology, "shard2", 1, prefix="ghost")
     await open_account(http, alice_account, "alice", deposit="10.00")
     await open_account(http, bob_account, "bob", deposit="10.00")
     alice, bob = bearer("alice", admin=False), bearer("bob", admin=False)
 
     def transfer(source: str, target: str, key: str | None = None) -> dict[str, object]:
-        return {"from_account": source, "to_account": target, "amount": "1.00", "currency": "USD",
-                "transaction_id": key or str(uuid.uuid4())}
+        return {
+            "from_account": source,
+            "to_account": target,
+            "amount": "1.00",
+            "currency": "USD",
+            "transaction_id": key or str(uuid.uuid4()),
+        }
 
     # Alice pays Bob out of her own account: allowed, across shards.
     key = str(uuid.uuid4())
@@ -124,16 +152,28 @@ async def test_user_tokens_act_only_on_their_own_accounts(http: httpx.AsyncClien
     # Alice moving money out of Bob's account: 403, and nothing moved.
     stolen = await http.post("/v1/wallet/balance_transfer", json=transfer(bob_account, alice_account), headers=alice)
     assert_problem(stolen, 403, "forbidden")
-    batch = await http.post("/v1/transfers:batch", headers=alice, json={"transfers": [
-        transfer(alice_account, bob_account), transfer(bob_account, alice_account), transfer(ghost, alice_account)]})
+    batch = await http.post(
+        "/v1/transfers:batch",
+        headers=alice,
+        json={
+            "transfers": [
+                transfer(alice_account, bob_account),
+                transfer(bob_account, alice_account),
+                transfer(ghost, alice_account),
+            ]
+        },
+    )
     assert [r.get("code", r["status"]) for r in batch.json()["results"]] == ["success", "forbidden", "forbidden"]
     assert (await http.get(f"/v1/accounts/{bob_account}", headers=bob)).json()["balance"] == "12.00"
 
     # Reads: own account yes; Bob's and a missing one get the same 403.
     assert (await http.get(f"/v1/accounts/{alice_account}", headers=alice)).json()["balance"] == "8.00"
     for other in (bob_account, ghost):
-        for path in (f"/v1/accounts/{other}", f"/v1/accounts/{other}/transactions",
-                     f"/v1/accounts/{other}/balance?at=2026-01-01T00:00:00Z"):
+        for path in (
+            f"/v1/accounts/{other}",
+            f"/v1/accounts/{other}/transactions",
+            f"/v1/accounts/{other}/balance?at=2026-01-01T00:00:00Z",
+        ):
             response = await http.get(path, headers=alice)
             assert_problem(response, 403, "forbidden")
             assert response.json()["detail"] == f"this token may not read account {other}"
@@ -151,14 +191,18 @@ async def test_user_tokens_act_only_on_their_own_accounts(http: httpx.AsyncClien
 
 async def test_admin_only_operations(http: httpx.AsyncClient, topology: Topology) -> None:
     """Opening accounts, deposits and metrics need the admin scope: a user gets 403."""
-    mine, = accounts_on(topology, "shard3", 1)
+    (mine,) = accounts_on(topology, "shard3", 1)
     await open_account(http, mine, "carol")
     carol = bearer("carol", admin=False)
-    response = await http.post("/v1/accounts", json={"account_id": f"{mine}-2", "owner": "carol", "currency": "USD"},
-                               headers=carol)
+    response = await http.post(
+        "/v1/accounts", json={"account_id": f"{mine}-2", "owner": "carol", "currency": "USD"}, headers=carol
+    )
     assert_problem(response, 403, "forbidden")
-    response = await http.post(f"/v1/accounts/{mine}/deposits", headers=carol,
-                               json={"amount": "5.00", "currency": "USD", "transaction_id": str(uuid.uuid4())})
+    response = await http.post(
+        f"/v1/accounts/{mine}/deposits",
+        headers=carol,
+        json={"amount": "5.00", "currency": "USD", "transaction_id": str(uuid.uuid4())},
+    )
     assert_problem(response, 403, "forbidden")
     assert_problem(await http.get("/metrics", headers=carol), 403, "forbidden")
     assert (await http.get(f"/v1/accounts/{mine}", headers=carol)).json()["balance"] == "0.00"
@@ -194,17 +238,24 @@ async def test_asymmetric_tokens(service: WalletService, settings: Settings) -> 
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     async with client_for(build_app(replace(settings, auth_public_key=public), service=service)) as http:
         good = issue_token(private, "admin", "admin", algorithm="RS256")
         path = f"/v1/transfers/{uuid.uuid4()}"
         assert (await http.get(path, headers={"Authorization": f"Bearer {good}"})).status_code == 404
         assert (await http.get(path, headers=bearer())).status_code == 401
-        confused = jwt.encode({"sub": "admin", "scope": "admin", "iat": int(time.time()),
-                               "exp": int(time.time()) + 60, "iss": ISSUER}, "x" * 64, algorithm="HS256")
+        confused = jwt.encode(
+            {"sub": "admin", "scope": "admin", "iat": int(time.time()), "exp": int(time.time()) + 60, "iss": ISSUER},
+            "x" * 64,
+            algorithm="HS256",
+        )
         assert (await http.get(path, headers={"Authorization": f"Bearer {confused}"})).status_code == 401
 
 

@@ -1,5 +1,6 @@
 """`wallet serve --local` (what `make run` runs) as a real process: serves, survives a
 shard outage with clear 503s, stops everything on Ctrl-C, and reuses its data."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,9 @@ START_TIMEOUT_S = 120
 
 def start(home: Path, port: int) -> subprocess.Popen[str]:
     environment = {**os.environ, "WALLET_HOME": str(home), "WALLET_PORT": str(port)}
-    return subprocess.Popen([WALLET, "serve", "--local"], env=environment, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [WALLET, "serve", "--local"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def wait_ready(process: subprocess.Popen[str], url: str) -> dict[str, str]:
@@ -71,15 +73,24 @@ def test_serve_local_round_trip() -> None:
         admin = wait_ready(process, url)
         assert len(servers_running(home)) == 5  # 4 shards and the ledger
         assert httpx.get(f"{url}/v1/accounts/alice").status_code == 401
-        response = httpx.post(f"{url}/v1/accounts", json={"account_id": "alice", "owner": "alice", "currency": "EUR"},
-                              headers=admin)
+        response = httpx.post(
+            f"{url}/v1/accounts", json={"account_id": "alice", "owner": "alice", "currency": "EUR"}, headers=admin
+        )
         assert response.status_code == 201, response.text
-        response = httpx.post(f"{url}/v1/accounts/alice/deposits", json={"amount": "42.00", "currency": "EUR", "transaction_id": str(uuid.uuid4())},
-                              headers=admin)
+        response = httpx.post(
+            f"{url}/v1/accounts/alice/deposits",
+            json={"amount": "42.00", "currency": "EUR", "transaction_id": str(uuid.uuid4())},
+            headers=admin,
+        )
         assert response.status_code == 200, response.text
         # `wallet token issue` signs with the secret `serve --local` keeps in the home.
-        issued = subprocess.run([WALLET, "token", "issue", "--owner", "alice"], env={**os.environ, "WALLET_HOME": str(home)},
-                                capture_output=True, text=True, timeout=60)
+        issued = subprocess.run(
+            [WALLET, "token", "issue", "--owner", "alice"],
+            env={**os.environ, "WALLET_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert issued.returncode == 0, issued.stderr
         alice = {"Authorization": f"Bearer {issued.stdout.strip()}"}
         assert httpx.get(f"{url}/v1/accounts/alice", headers=alice).json()["balance"] == "42.00"
@@ -151,10 +162,14 @@ def test_serve_runs_http_and_the_relay_in_processes_that_end_with_it() -> None:
         children = children_of(process.pid)
         assert any("coordinator.api.front" in command for _, command in children), children
         assert any("ledger relay --follow" in command for _, command in children), children
-        httpx.post(f"{url}/v1/accounts", json={"account_id": "carol", "owner": "carol", "currency": "USD"},
-                   headers=admin).raise_for_status()
-        httpx.post(f"{url}/v1/accounts/carol/deposits", headers=admin,
-                   json={"amount": "5.00", "currency": "USD", "transaction_id": str(uuid.uuid4())}).raise_for_status()
+        httpx.post(
+            f"{url}/v1/accounts", json={"account_id": "carol", "owner": "carol", "currency": "USD"}, headers=admin
+        ).raise_for_status()
+        httpx.post(
+            f"{url}/v1/accounts/carol/deposits",
+            headers=admin,
+            json={"amount": "5.00", "currency": "USD", "transaction_id": str(uuid.uuid4())},
+        ).raise_for_status()
         deadline = time.monotonic() + 30
         while not httpx.get(f"{url}/v1/accounts/carol/transactions", headers=admin).json()["items"]:
             assert time.monotonic() < deadline, "the relay process never moved the deposit into the ledger"
@@ -191,12 +206,19 @@ def test_a_busy_port_is_refused_before_anything_starts() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        completed = subprocess.run([WALLET, "serve", "--local"], capture_output=True, text=True, timeout=60,
-                                   env={**os.environ, "WALLET_HOME": str(home), "WALLET_PORT": str(port)})
+        completed = subprocess.run(
+            [WALLET, "serve", "--local"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "WALLET_HOME": str(home), "WALLET_PORT": str(port)},
+        )
     try:
         assert completed.returncode == 2, completed.stdout + completed.stderr
-        assert completed.stderr.strip() == (f"wallet: error: port {port} on 127.0.0.1 is in use: stop what holds it, or "
-                                            "serve on another with WALLET_PORT (or --port)"), completed.stderr
+        assert completed.stderr.strip() == (
+            f"wallet: error: port {port} on 127.0.0.1 is in use: stop what holds it, or "
+            "serve on another with WALLET_PORT (or --port)"
+        ), completed.stderr
         assert servers_running(home) == [] and not (home / "shards").exists(), "nothing was started"
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -210,15 +232,26 @@ def test_several_http_processes_share_one_engine_and_its_state() -> None:
     home = make_home("serve-workers")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    environment = {**os.environ, "WALLET_HOME": str(home), "WALLET_PORT": str(port), "WALLET_RATE_BURST": "5",
-                   "WALLET_RATE_PER_S": "0.01"}
-    process = subprocess.Popen([WALLET, "serve", "--local", "--workers", "2"], env=environment,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    environment = {
+        **os.environ,
+        "WALLET_HOME": str(home),
+        "WALLET_PORT": str(port),
+        "WALLET_RATE_BURST": "5",
+        "WALLET_RATE_PER_S": "0.01",
+    }
+    process = subprocess.Popen(
+        [WALLET, "serve", "--local", "--workers", "2"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         admin = wait_ready(process, url)
         assert sum("coordinator.api.front" in command for _, command in children_of(process.pid)) == 2
-        issued = subprocess.run([WALLET, "token", "issue", "--owner", "dave"], env=environment,
-                                capture_output=True, text=True, timeout=60)
+        issued = subprocess.run(
+            [WALLET, "token", "issue", "--owner", "dave"], env=environment, capture_output=True, text=True, timeout=60
+        )
         dave = {"Authorization": f"Bearer {issued.stdout.strip()}"}
         missing = f"{url}/v1/transfers/{uuid.uuid4()}"
         # A fresh connection each: the kernel spreads them over both processes.
@@ -228,8 +261,11 @@ def test_several_http_processes_share_one_engine_and_its_state() -> None:
 
         time.sleep(2 * OBSERVE_EVERY_S)  # each HTTP process hands its observations over at least this often
         text = httpx.get(f"{url}/metrics", headers=admin).text
-        counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                      if line.startswith('wallet_http_requests_total{route="/v1/transfers/{transaction_id}"'))
+        counted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith('wallet_http_requests_total{route="/v1/transfers/{transaction_id}"')
+        )
         assert counted == 8, text
         interrupt(process)
     finally:

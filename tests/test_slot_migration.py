@@ -1,5 +1,6 @@
 """Online slot migration and the fence, on a cluster of our own (three shards, the third
 added empty, as a DBA adds one) with the topology in a real ZooKeeper."""
+
 from __future__ import annotations
 
 import asyncio
@@ -45,7 +46,9 @@ def three_shards() -> Iterator[tuple[LocalCluster, Topology]]:
 
 
 @pytest.fixture
-async def store(three_shards: tuple[LocalCluster, Topology], zookeeper: str, zk_root: str) -> AsyncIterator[ZooKeeperTopologyStore]:
+async def store(
+    three_shards: tuple[LocalCluster, Topology], zookeeper: str, zk_root: str
+) -> AsyncIterator[ZooKeeperTopologyStore]:
     _, topology = three_shards
     opened = ZooKeeperTopologyStore(connect_zookeeper(zookeeper, 4000), zk_root, owns_client=True)
     # Each test starts from what the shards say now (earlier tests moved slots).
@@ -71,7 +74,9 @@ async def owned(topology: Topology, shard: str) -> list[int]:
 
 
 @pytest.fixture
-async def service(three_shards: tuple[LocalCluster, Topology], store: ZooKeeperTopologyStore) -> AsyncIterator[WalletService]:
+async def service(
+    three_shards: tuple[LocalCluster, Topology], store: ZooKeeperTopologyStore
+) -> AsyncIterator[WalletService]:
     cluster, _ = three_shards
     settings = Settings(home=cluster.home, topology_path=cluster.topology_path)
     opened = await WalletService(store.load(), settings, store).open()
@@ -93,8 +98,11 @@ def ids_in_slot(slot: int, count: int) -> list[str]:
 
 def ids_on(topology: Topology, shard: str, count: int, avoid_slot: int) -> list[str]:
     prefix = uuid.uuid4().hex[:8]
-    found = [f"{prefix}-{i}" for i in range(100_000)
-             if topology.shard_of(f"{prefix}-{i}") == shard and slot_of(f"{prefix}-{i}") != avoid_slot]
+    found = [
+        f"{prefix}-{i}"
+        for i in range(100_000)
+        if topology.shard_of(f"{prefix}-{i}") == shard and slot_of(f"{prefix}-{i}") != avoid_slot
+    ]
     return found[:count]
 
 
@@ -130,8 +138,11 @@ async def test_sql_slot_function_matches_the_router(three_shards: tuple[LocalClu
     """Protects the fence: the database computes each account's slot exactly as the router does."""
     _, topology = three_shards
     rng = random.Random(7)
-    ids = [uuid.uuid4().hex for _ in range(300)] + ["a", "Zoë-ünïcode-账户", "x" * 64] + \
-          ["".join(rng.choice("abc-_:.0123456789") for _ in range(rng.randint(1, 40))) for _ in range(200)]
+    ids = (
+        [uuid.uuid4().hex for _ in range(300)]
+        + ["a", "Zoë-ünïcode-账户", "x" * 64]
+        + ["".join(rng.choice("abc-_:.0123456789") for _ in range(rng.randint(1, 40))) for _ in range(200)]
+    )
     connection = await asyncpg.connect(topology.shards["shard0"])
     try:
         rows = await connection.fetch("SELECT id, wallet_slot(id) AS slot FROM unnest($1::text[]) AS id", ids)
@@ -160,8 +171,9 @@ async def test_slot_moves_while_transfers_run(service: WalletService, store: Zoo
             cents = rng.randint(1, 500)
             mode = rng.choice(["2pc", "tcc", "saga"])
             try:
-                result = await service.transfer(source, target, f"{cents // 100}.{cents % 100:02d}", "USD",
-                                                str(uuid.uuid4()), mode)
+                result = await service.transfer(
+                    source, target, f"{cents // 100}.{cents % 100:02d}", "USD", str(uuid.uuid4()), mode
+                )
                 status = result.status if result.status == "success" else f"{result.status}:{result.error_code}:{mode}"
             except WalletError as error:
                 status = error.code
@@ -195,8 +207,9 @@ async def test_slot_moves_while_transfers_run(service: WalletService, store: Zoo
     await assert_outbox_explains(service.topology, everyone)
 
 
-async def test_stale_coordinator_is_fenced(service: WalletService, store: ZooKeeperTopologyStore,
-                                           three_shards: tuple[LocalCluster, Topology]) -> None:
+async def test_stale_coordinator_is_fenced(
+    service: WalletService, store: ZooKeeperTopologyStore, three_shards: tuple[LocalCluster, Topology]
+) -> None:
     """Protects 'never live on two shards': a coordinator routing with the old topology is
     refused by the old shard (nothing written there) and, given the store, routes again."""
     cluster, _ = three_shards
@@ -221,10 +234,18 @@ async def test_stale_coordinator_is_fenced(service: WalletService, store: ZooKee
     new_shard = await asyncpg.connect(old.shards["shard2"])
     old_shard = await asyncpg.connect(old.shards["shard1"])
     try:
-        balances_new = {r["account_id"]: r["balance"] for r in await new_shard.fetch(
-            "SELECT account_id, balance FROM accounts WHERE account_id = ANY($1)", moving)}
-        balances_old = {r["account_id"]: r["balance"] for r in await old_shard.fetch(
-            "SELECT account_id, balance FROM accounts WHERE account_id = ANY($1)", moving)}
+        balances_new = {
+            r["account_id"]: r["balance"]
+            for r in await new_shard.fetch(
+                "SELECT account_id, balance FROM accounts WHERE account_id = ANY($1)", moving
+            )
+        }
+        balances_old = {
+            r["account_id"]: r["balance"]
+            for r in await old_shard.fetch(
+                "SELECT account_id, balance FROM accounts WHERE account_id = ANY($1)", moving
+            )
+        }
     finally:
         await new_shard.close()
         await old_shard.close()
@@ -232,7 +253,9 @@ async def test_stale_coordinator_is_fenced(service: WalletService, store: ZooKee
     assert balances_old == {moving[0]: DEPOSIT_CENTS, moving[1]: DEPOSIT_CENTS}, "the old shard took no write"
 
 
-async def test_interrupted_move_is_finished_by_running_it_again(service: WalletService, store: ZooKeeperTopologyStore) -> None:
+async def test_interrupted_move_is_finished_by_running_it_again(
+    service: WalletService, store: ZooKeeperTopologyStore
+) -> None:
     """Protects against a mover killed between the flip and the landing: the slot is served by
     nobody (never by two), and the same command resumes and lands it with exact balances."""
     topology = service.topology
@@ -255,8 +278,9 @@ async def test_interrupted_move_is_finished_by_running_it_again(service: WalletS
         assert (await service.get_account(account_id)).balance == DEPOSIT_CENTS
 
 
-async def test_flip_waits_for_an_open_hold(service: WalletService, store: ZooKeeperTopologyStore,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_flip_waits_for_an_open_hold(
+    service: WalletService, store: ZooKeeperTopologyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Protects holds and phase state: a slot with an unfinished TC/C transfer does not move
     (nothing changes), and moves once recovery has finished the transfer."""
     topology = service.topology
@@ -282,8 +306,9 @@ async def test_flip_waits_for_an_open_hold(service: WalletService, store: ZooKee
     assert account.balance + other.balance == 2 * DEPOSIT_CENTS
 
 
-async def test_watch_switches_the_coordinator_without_a_request(service: WalletService,
-                                                                store: ZooKeeperTopologyStore) -> None:
+async def test_watch_switches_the_coordinator_without_a_request(
+    service: WalletService, store: ZooKeeperTopologyStore
+) -> None:
     """Protects 'switch without restart': a version written to ZooKeeper reaches a running
     coordinator by its watch alone, and it routes by it."""
     current = service.topology

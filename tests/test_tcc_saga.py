@@ -1,5 +1,6 @@
 """TC/C and Saga across shards, against real shards: concurrency, refusals, barrier
 behaviour with messages delivered out of order on purpose, and recovery."""
+
 from __future__ import annotations
 
 import random
@@ -13,9 +14,19 @@ from core.domain.transfers import Transfer
 from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
-from tests.helpers import settled_value, SHARDS, accounts_on, assert_outbox_explains, balances, bearer, fetch, open_accounts, reserved_of, send_all, unfinished_phases
-
-
+from tests.helpers import (
+    settled_value,
+    SHARDS,
+    accounts_on,
+    assert_outbox_explains,
+    balances,
+    bearer,
+    fetch,
+    open_accounts,
+    reserved_of,
+    send_all,
+    unfinished_phases,
+)
 
 
 @pytest.mark.parametrize("mode", ["tcc", "saga"])
@@ -39,10 +50,13 @@ async def test_concurrent_random_transfers(service: WalletService, topology: Top
     await assert_outbox_explains(topology, everyone)
 
 
-@pytest.mark.parametrize(("mode", "phase", "kinds"), [
-    ("tcc", "cancelled", ["deposit", "hold", "release"]),
-    ("saga", "compensated", ["deposit", "debit", "compensate"]),
-])
+@pytest.mark.parametrize(
+    ("mode", "phase", "kinds"),
+    [
+        ("tcc", "cancelled", ["deposit", "hold", "release"]),
+        ("saga", "compensated", ["deposit", "debit", "compensate"]),
+    ],
+)
 async def test_frozen_receiver_is_cancelled_or_compensated(
     service: WalletService, topology: Topology, mode: str, phase: str, kinds: list[str]
 ) -> None:
@@ -53,7 +67,12 @@ async def test_frozen_receiver_is_cancelled_or_compensated(
     await service.set_account_status(frozen, "frozen")
     key = str(uuid.uuid4())
     result = await service.transfer(alice, frozen, "4.00", "USD", key, mode=mode)
-    assert (result.status, result.error_code, result.phase, result.protocol) == ("failed", "account_frozen", phase, mode)
+    assert (result.status, result.error_code, result.phase, result.protocol) == (
+        "failed",
+        "account_frozen",
+        phase,
+        mode,
+    )
     assert await balances(service, [alice, frozen]) == {alice: 1000, frozen: 1000}
     assert await reserved_of(service, [alice]) == 0
     events = await fetch(topology, "shard0", "SELECT kind FROM outbox WHERE account_id = $1 ORDER BY version", alice)
@@ -162,8 +181,9 @@ async def test_unfinished_transfer_shows_its_phase(service: WalletService, topol
     (start,) = await branches.try_debits(service.pools, "shard0", [transfer], settled_value({}))
     assert start.kind == "held"
     app = build_app(settings, service=service)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wallet.test",
-                                 headers=bearer()) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://wallet.test", headers=bearer()
+    ) as client:
         pending = await client.get(f"/v1/transfers/{transfer.transaction_id}")
         assert pending.status_code == 202 and pending.json()["phase"] == "trying"
         await service.recover(abort_after_ms=0)

@@ -1,5 +1,6 @@
 """`wallet topology` as a DBA uses it with ZooKeeper: store the topology, add a shard,
 migrate it, move slots to it online, pin an account; each step's errors explained."""
+
 from __future__ import annotations
 
 import json
@@ -31,12 +32,14 @@ def two_servers() -> Iterator[LocalCluster]:
 
 
 def wallet(*args: str, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([WALLET, *args], env={**os.environ, **environment}, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [WALLET, *args], env={**os.environ, **environment}, capture_output=True, text=True, timeout=300
+    )
 
 
-def test_dba_adds_a_shard_and_moves_slots_to_it(two_servers: LocalCluster, zookeeper: str, zk_root: str,
-                                                tmp_path: Path) -> None:
+def test_dba_adds_a_shard_and_moves_slots_to_it(
+    two_servers: LocalCluster, zookeeper: str, zk_root: str, tmp_path: Path
+) -> None:
     """Protects the documented DBA flow, end to end through the command line."""
     addresses = two_servers.topology.shards
     first = Topology.even({"shard0": addresses["shard0"]}, ledger=two_servers.topology.ledger)
@@ -54,8 +57,12 @@ def test_dba_adds_a_shard_and_moves_slots_to_it(two_servers: LocalCluster, zooke
     moving = [a for a in ids if slot_of(a) in MOVED][:3] or pytest.fail("no id in the moved slots")
     staying = [a for a in ids if slot_of(a) not in MOVED][:3]
     for account_id in moving + staying:
-        assert wallet("accounts", "create", account_id, "--owner", "o", "--currency", "EUR",
-                      environment=environment).returncode == 0
+        assert (
+            wallet(
+                "accounts", "create", account_id, "--owner", "o", "--currency", "EUR", environment=environment
+            ).returncode
+            == 0
+        )
         assert wallet("deposit", account_id, "7.00", environment=environment).returncode == 0
 
     added = wallet("topology", "set-shard", "shard1", addresses["shard1"], environment=environment)
@@ -73,9 +80,15 @@ def test_dba_adds_a_shard_and_moves_slots_to_it(two_servers: LocalCluster, zooke
 
     pinned = wallet("topology", "pin", "vip-merchant", "shard1", environment=environment)
     assert pinned.returncode == 0, pinned.stderr
-    assert wallet("accounts", "create", "vip-merchant", "--owner", "o", "--currency", "EUR",
-                  environment=environment).returncode == 0
-    assert json.loads(wallet("topology", "show", environment=environment).stdout)["overrides"] == {"vip-merchant": "shard1"}
+    assert (
+        wallet(
+            "accounts", "create", "vip-merchant", "--owner", "o", "--currency", "EUR", environment=environment
+        ).returncode
+        == 0
+    )
+    assert json.loads(wallet("topology", "show", environment=environment).stdout)["overrides"] == {
+        "vip-merchant": "shard1"
+    }
     refused = wallet("topology", "pin", staying[0], "shard1", environment=environment)
     assert refused.returncode == 2 and "already exists" in refused.stderr
     bad = wallet("topology", "move-slot", "4096", "shard1", environment=environment)

@@ -1,5 +1,6 @@
 """The one contract every topology store keeps (file and ZooKeeper), run against both:
 round trip, newer-only saves, concurrent writers refused, watches that deliver each version."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """Cross-shard transfers by two-phase commit, against real shards."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,6 +1,7 @@
 """Two-phase commit under faults: the coordinator SIGKILLed at each protocol step, and a
 shard server stopped and restarted mid-transfer. After recovery, every transfer is
 all-or-nothing, a client retry learns the true outcome, and money is conserved."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,17 @@ from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from launchers.postgres import LocalCluster
-from tests.helpers import accounts_on, assert_outbox_explains, balances, cross_shard_transfers, expected_after_all_once, kill_at, open_accounts, prepared_count, retry_until_known
+from tests.helpers import (
+    accounts_on,
+    assert_outbox_explains,
+    balances,
+    cross_shard_transfers,
+    expected_after_all_once,
+    kill_at,
+    open_accounts,
+    prepared_count,
+    retry_until_known,
+)
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SHARDS = ("shard0", "shard1", "shard2", "shard3")
@@ -35,7 +46,12 @@ SHARDS = ("shard0", "shard1", "shard2", "shard3")
     ],
 )
 async def test_coordinator_killed_at_each_step(
-    service: WalletService, topology: Topology, cluster: LocalCluster, tmp_path: Path, fault_point: str, decided: bool,
+    service: WalletService,
+    topology: Topology,
+    cluster: LocalCluster,
+    tmp_path: Path,
+    fault_point: str,
+    decided: bool,
     leftovers: bool,
 ) -> None:
     """SIGKILL at a named step: recovery commits a decided batch and rolls back an
@@ -71,7 +87,9 @@ async def test_coordinator_killed_at_each_step(
     await assert_outbox_explains(topology, everyone)
 
 
-async def test_shard_stopped_and_restarted_mid_transfer(service: WalletService, topology: Topology, cluster: LocalCluster) -> None:
+async def test_shard_stopped_and_restarted_mid_transfer(
+    service: WalletService, topology: Topology, cluster: LocalCluster
+) -> None:
     """A shard crashes (immediate stop) under load and comes back: after recovery and
     client retries, each transfer happened once and money is conserved."""
     rng = random.Random(5)

@@ -1,5 +1,6 @@
 """A coordinator process for fault tests: submits cross-shard transfers and is killed
 by its own WALLET_FAULT_POINT. Usage: python -m tests.victim TOPOLOGY TRANSFERS_JSON [MODE]"""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,6 +24,7 @@ async def main(topology_path: str, transfers_path: str, mode: str) -> None:
     settings = Settings(limits=BatchLimits(batch_wait_ms=50))
     fault_points.arm(Settings.from_environment().fault_point)
     async with WalletService(topology, settings) as service:
+
         async def send(t: dict[str, str]) -> None:
             try:
                 await service.transfer(t["from"], t["to"], t["amount"], "USD", t["id"], mode)
@@ -35,5 +37,3 @@ async def main(topology_path: str, transfers_path: str, mode: str) -> None:
 if __name__ == "__main__":
     asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "2pc"))
     sys.exit(3)  # reaching here means the fault point was never hit
-
-

@@ -8,6 +8,7 @@ times (tenacity), honouring Retry-After. The first definite answer ends it: the 
 transfer, or the ApiError of a refusal. Past the budget: UnknownOutcome, naming the id, which
 `get_transfer` or `wait_final` resolve later.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,8 +24,19 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity import wait_random_exponential
 from tenacity.stop import stop_base
 
-from wallet_client.models import (Account, BalanceAt, BatchResult, Event, History, HistoryItem, Pending, ProblemType,
-                                  Ready, Transfer, build)
+from wallet_client.models import (
+    Account,
+    BalanceAt,
+    BatchResult,
+    Event,
+    History,
+    HistoryItem,
+    Pending,
+    ProblemType,
+    Ready,
+    Transfer,
+    build,
+)
 
 REQUEST_TIMEOUT_S = 15.0
 CONNECTIONS_MAX = 64
@@ -99,9 +111,16 @@ class _GiveUp(stop_base):
 
 
 class WalletClient:
-    def __init__(self, base_url: str | list[str], token: str | None = None, headers: Headers | None = None,
-                 timeout_s: float = REQUEST_TIMEOUT_S, retry: RetryPolicy = RetryPolicy(), seed: int | str = 0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str | list[str],
+        token: str | None = None,
+        headers: Headers | None = None,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+        retry: RetryPolicy = RetryPolicy(),
+        seed: int | str = 0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         """`base_url`: one coordinator, or several (each call starts at one picked at random,
         seeded, and each retry moves to the next). `token`: a bearer token; or `headers`,
         called for every request."""
@@ -111,8 +130,11 @@ class WalletClient:
         self.headers = headers or ((lambda: {"Authorization": f"Bearer {token}"}) if token else (lambda: {}))
         self.retry = retry
         self.rng = random.Random(seed)
-        self.http = httpx.AsyncClient(timeout=timeout_s, transport=transport, limits=httpx.Limits(
-            max_connections=CONNECTIONS_MAX, max_keepalive_connections=16))
+        self.http = httpx.AsyncClient(
+            timeout=timeout_s,
+            transport=transport,
+            limits=httpx.Limits(max_connections=CONNECTIONS_MAX, max_keepalive_connections=16),
+        )
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -124,15 +146,31 @@ class WalletClient:
         await self.close()
 
     # -- one request ------------------------------------------------------------------------
-    async def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None,
-                      headers: dict[str, str] | None = None, url_index: int = 0) -> httpx.Response:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        url_index: int = 0,
+    ) -> httpx.Response:
         url = self.urls[url_index % len(self.urls)] + path
-        return await self.http.request(method, url, json=body, params=params, headers={**self.headers(), **(headers or {})})
+        return await self.http.request(
+            method, url, json=body, params=params, headers={**self.headers(), **(headers or {})}
+        )
 
-    async def call(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None,
-                   transaction_id: str | None = None, retry: RetryPolicy | None = None,
-                   on_attempt: Callable[[Attempt], None] | None = None,
-                   headers: dict[str, str] | None = None) -> httpx.Response:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        transaction_id: str | None = None,
+        retry: RetryPolicy | None = None,
+        on_attempt: Callable[[Attempt], None] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         """The first definite answer (raising ApiError if it is a refusal), retrying unknown
         ones with the same request."""
         policy = retry or self.retry
@@ -159,8 +197,12 @@ class WalletClient:
 
         try:
             async for trying in AsyncRetrying(
-                stop=stop_after_attempt(policy.attempts_max) | stop_after_delay(policy.deadline_s) | _GiveUp(policy.give_up),
-                wait=self._wait(policy), retry=retry_if_exception_type(_Unknown), reraise=True,
+                stop=stop_after_attempt(policy.attempts_max)
+                | stop_after_delay(policy.deadline_s)
+                | _GiveUp(policy.give_up),
+                wait=self._wait(policy),
+                retry=retry_if_exception_type(_Unknown),
+                reraise=True,
             ):
                 with trying:
                     response = await attempt()
@@ -189,54 +231,97 @@ class WalletClient:
     # -- accounts ---------------------------------------------------------------------------
     async def create_account(self, account_id: str, owner: str, currency: str) -> tuple[Account, bool]:
         """(the account, True if this call created it). The same again is a no-op."""
-        response = await self.call("POST", "/v1/accounts", {"account_id": account_id, "owner": owner,
-                                                            "currency": currency})
+        response = await self.call(
+            "POST", "/v1/accounts", {"account_id": account_id, "owner": owner, "currency": currency}
+        )
         return build(Account, response.json()), response.status_code == 201
 
     async def get_account(self, account_id: str, if_none_match: str | None = None) -> Account | None:
         """The account, or None when `if_none_match` names its current ETag (unchanged)."""
-        response = await self.call("GET", f"/v1/accounts/{account_id}",
-                                   headers={"If-None-Match": if_none_match} if if_none_match else None)
+        response = await self.call(
+            "GET", f"/v1/accounts/{account_id}", headers={"If-None-Match": if_none_match} if if_none_match else None
+        )
         if response.status_code == 304:
             return None
         return build(Account, {**response.json(), "etag": response.headers.get("ETag")})
 
     async def get_balance_at(self, account_id: str, at: str) -> BalanceAt:
         """The balance at an RFC 3339 moment, rebuilt from the ledger."""
-        return build(BalanceAt, (await self.call("GET", f"/v1/accounts/{account_id}/balance",
-                                                 params={"at": at})).json())
+        return build(
+            BalanceAt, (await self.call("GET", f"/v1/accounts/{account_id}/balance", params={"at": at})).json()
+        )
 
     async def get_history(self, account_id: str, after_version: int = 0, limit: int = 100) -> History:
-        body = (await self.call("GET", f"/v1/accounts/{account_id}/transactions",
-                                params={"after_version": after_version, "limit": limit})).json()
-        return History(body["account_id"], [build(HistoryItem, item) for item in body["items"]],
-                       body["next_after_version"])
+        body = (
+            await self.call(
+                "GET",
+                f"/v1/accounts/{account_id}/transactions",
+                params={"after_version": after_version, "limit": limit},
+            )
+        ).json()
+        return History(
+            body["account_id"], [build(HistoryItem, item) for item in body["items"]], body["next_after_version"]
+        )
 
     # -- money ------------------------------------------------------------------------------
-    async def deposit(self, account_id: str, amount: str, currency: str, transaction_id: str | None = None,
-                      retry: RetryPolicy | None = None, on_attempt: Callable[[Attempt], None] | None = None) -> Transfer:
+    async def deposit(
+        self,
+        account_id: str,
+        amount: str,
+        currency: str,
+        transaction_id: str | None = None,
+        retry: RetryPolicy | None = None,
+        on_attempt: Callable[[Attempt], None] | None = None,
+    ) -> Transfer:
         """Money enters from outside (admin). Retried with the same id until definite."""
         transaction_id = transaction_id or str(uuid.uuid4())
         body = {"amount": amount, "currency": currency, "transaction_id": transaction_id}
-        response = await self.call("POST", f"/v1/accounts/{account_id}/deposits", body, transaction_id=transaction_id,
-                                   retry=retry, on_attempt=on_attempt)
+        response = await self.call(
+            "POST",
+            f"/v1/accounts/{account_id}/deposits",
+            body,
+            transaction_id=transaction_id,
+            retry=retry,
+            on_attempt=on_attempt,
+        )
         return build(Transfer, response.json())
 
-    async def transfer(self, from_account: str, to_account: str, amount: str, currency: str,
-                       transaction_id: str | None = None, mode: str | None = None, retry: RetryPolicy | None = None,
-                       on_attempt: Callable[[Attempt], None] | None = None) -> Transfer:
+    async def transfer(
+        self,
+        from_account: str,
+        to_account: str,
+        amount: str,
+        currency: str,
+        transaction_id: str | None = None,
+        mode: str | None = None,
+        retry: RetryPolicy | None = None,
+        on_attempt: Callable[[Attempt], None] | None = None,
+    ) -> Transfer:
         """Move money out of `from_account`. Retried with the same id until definite: the
         recorded transfer, or ApiError for a refusal (insufficient_funds, ...)."""
         transaction_id = transaction_id or str(uuid.uuid4())
-        body: dict[str, Any] = {"from_account": from_account, "to_account": to_account, "amount": amount,
-                                "currency": currency, "transaction_id": transaction_id}
+        body: dict[str, Any] = {
+            "from_account": from_account,
+            "to_account": to_account,
+            "amount": amount,
+            "currency": currency,
+            "transaction_id": transaction_id,
+        }
         if mode is not None:
             body["mode"] = mode
-        response = await self.call("POST", "/v1/wallet/balance_transfer", body, transaction_id=transaction_id,
-                                   retry=retry, on_attempt=on_attempt)
+        response = await self.call(
+            "POST",
+            "/v1/wallet/balance_transfer",
+            body,
+            transaction_id=transaction_id,
+            retry=retry,
+            on_attempt=on_attempt,
+        )
         return build(Transfer, response.json())
 
-    async def transfer_batch(self, transfers: list[dict[str, Any]], retry: RetryPolicy | None = None) -> list[BatchResult]:
+    async def transfer_batch(
+        self, transfers: list[dict[str, Any]], retry: RetryPolicy | None = None
+    ) -> list[BatchResult]:
         """Up to 1,000 transfers, each with its own answer. Every item needs its transaction_id
         (one is added where missing), so retrying the whole batch applies none twice."""
         items = [{**item, "transaction_id": item.get("transaction_id") or str(uuid.uuid4())} for item in transfers]
@@ -245,8 +330,12 @@ class WalletClient:
 
     async def get_transfer(self, transaction_id: str, wait_s: int = 0) -> Transfer | Pending:
         """The recorded outcome, or the phase while pending (`wait_s`: the long poll, 0..30)."""
-        response = await self.call("GET", f"/v1/transfers/{transaction_id}", params={"wait": wait_s} if wait_s else None,
-                                   transaction_id=transaction_id)
+        response = await self.call(
+            "GET",
+            f"/v1/transfers/{transaction_id}",
+            params={"wait": wait_s} if wait_s else None,
+            transaction_id=transaction_id,
+        )
         body = response.json()
         return build(Pending, body) if response.status_code == 202 else build(Transfer, body)
 
@@ -271,9 +360,9 @@ class WalletClient:
             event = ""
             async for line in response.aiter_lines():
                 if line.startswith("event: "):
-                    event = line[len("event: "):]
+                    event = line[len("event: ") :]
                 elif line.startswith("data: ") and event:
-                    yield Event(event, json.loads(line[len("data: "):]))
+                    yield Event(event, json.loads(line[len("data: ") :]))
                     event = ""
 
     # -- the service itself -----------------------------------------------------------------
@@ -322,6 +411,9 @@ def api_error(response: httpx.Response, transaction_id: str | None) -> ApiError:
     except ValueError:
         body = {}
     body = body if isinstance(body, dict) else {}
-    return ApiError(response.status_code, str(body.get("code") or f"http_{response.status_code}"),
-                    str(body.get("detail") or response.text[:200]),
-                    response.headers.get("Wallet-Transaction-Id") or transaction_id)
+    return ApiError(
+        response.status_code,
+        str(body.get("code") or f"http_{response.status_code}"),
+        str(body.get("detail") or response.text[:200]),
+        response.headers.get("Wallet-Transaction-Id") or transaction_id,
+    )

@@ -1,6 +1,7 @@
 """What the API answers, as typed values: one class per response schema of the OpenAPI
 document (tests/test_client.py holds their fields to it). Amounts stay decimal strings, as
 the API sends them; never floats."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields

@@ -1,6 +1,7 @@
 """Who may do what: the bearer token checked (401), its rate limit spent (429), its scope and
 owner checked (403), every request counted. Someone else's account and no account get the
 same answer, so nothing tells whether another person's account exists."""
+
 from __future__ import annotations
 
 import os
@@ -79,8 +80,9 @@ async def owned_item(request: Request, item: Transfer | WalletError) -> Transfer
     return item  # other bad input is the service's to name
 
 
-def guarded(request_handler: Callable[[Request], Awaitable[Response]], route: str,
-            admin: bool = False, public: bool = False) -> Callable[[Request], Awaitable[Response]]:
+def guarded(
+    request_handler: Callable[[Request], Awaitable[Response]], route: str, admin: bool = False, public: bool = False
+) -> Callable[[Request], Awaitable[Response]]:
     """Authenticate (401), charge the token's rate limit (429), check the scope (403), count."""
 
     async def endpoint(request: Request) -> Response:

@@ -1,5 +1,6 @@
 """The account routes: open, read (with an ETag), and the ledger's read side (the balance at a
 moment, the history)."""
+
 from __future__ import annotations
 
 import base64
@@ -18,8 +19,9 @@ from core.domain.validation import check_account_id, check_moment, check_owner
 
 async def create_account(request: Request) -> Response:
     body = await read_body(request, schemas.NewAccount)
-    account, created = await backend_of(request).create_account(check_account_id(body.account_id),
-                                                                check_owner(body.owner), body.currency)
+    account, created = await backend_of(request).create_account(
+        check_account_id(body.account_id), check_owner(body.owner), body.currency
+    )
     headers = {"Location": f"/v1/accounts/{account.account_id}"} if created else None
     return json_response(account_view(account), 201 if created else 200, headers)
 

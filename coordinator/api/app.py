@@ -1,4 +1,5 @@
 """The REST API (starlette): the routes over a backend (api/backend.py): the service here, or the engine."""
+
 from __future__ import annotations
 
 from typing import Awaitable, Callable
@@ -52,11 +53,21 @@ class WalletApp(money.MoneyRoutes):
 
 def route_of(operation: openapi.Operation) -> Route:
     if operation.operation_id in MONEY_HANDLERS:
-        return Route(operation.path, money.as_endpoint(operation.path, MONEY_HANDLERS[operation.operation_id]),
-                     methods=[operation.method.upper()])
-    return Route(operation.path, guarded(HANDLERS[operation.operation_id], operation.path,
-                                         admin=operation.access == "admin", public=operation.access == "public"),
-                 methods=[operation.method.upper()])
+        return Route(
+            operation.path,
+            money.as_endpoint(operation.path, MONEY_HANDLERS[operation.operation_id]),
+            methods=[operation.method.upper()],
+        )
+    return Route(
+        operation.path,
+        guarded(
+            HANDLERS[operation.operation_id],
+            operation.path,
+            admin=operation.access == "admin",
+            public=operation.access == "public",
+        ),
+        methods=[operation.method.upper()],
+    )
 
 
 def heads() -> dict[str, str]:

@@ -5,6 +5,7 @@ configured, an asymmetric signature (RS256, ES256, EdDSA) made by whoever holds 
 key. Claims: `sub` (the owner, as stored on accounts), `scope` (`user` or `admin`), `iat`,
 `exp`, `iss`.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,16 +77,19 @@ def load_secret(settings: Settings, create: bool = False) -> str | None:
 
 def checked_secret(secret: str, where: str) -> str:
     if len(secret.encode()) < SECRET_BYTES_MIN:
-        raise ConfigurationError(f"{where} must be at least {SECRET_BYTES_MIN} bytes (HS256 keys shorter than its "
-                                 f"output are weak), got {len(secret.encode())}: `openssl rand -base64 48` makes one")
+        raise ConfigurationError(
+            f"{where} must be at least {SECRET_BYTES_MIN} bytes (HS256 keys shorter than its "
+            f"output are weak), got {len(secret.encode())}: `openssl rand -base64 48` makes one"
+        )
     return secret
 
 
 class TokenVerifier:
     def __init__(self, secret: str | None, public_key: str | None = None) -> None:
         if not secret and not public_key:
-            raise ConfigurationError("no token secret: set WALLET_AUTH_SECRET (or WALLET_AUTH_PUBLIC_KEY_FILE), "
-                                     "or run `wallet dev up`")
+            raise ConfigurationError(
+                "no token secret: set WALLET_AUTH_SECRET (or WALLET_AUTH_PUBLIC_KEY_FILE), or run `wallet dev up`"
+            )
         if public_key is not None:
             try:
                 serialization.load_pem_public_key(public_key.encode())
@@ -104,8 +108,10 @@ class TokenVerifier:
     def from_settings(cls, settings: Settings) -> TokenVerifier:
         secret = None if settings.auth_public_key else load_secret(settings)
         if secret is None and settings.auth_public_key is None:
-            raise ConfigurationError(f"no token secret: set WALLET_AUTH_SECRET, or keep one in "
-                                     f"{secret_path(settings.home)} (`wallet serve --local` and `wallet dev up` make one)")
+            raise ConfigurationError(
+                f"no token secret: set WALLET_AUTH_SECRET, or keep one in "
+                f"{secret_path(settings.home)} (`wallet serve --local` and `wallet dev up` make one)"
+            )
         return cls(secret, settings.auth_public_key)
 
     def verify(self, authorization: str | None) -> Principal:
@@ -130,8 +136,14 @@ class TokenVerifier:
 
     def _verify(self, token: str) -> tuple[Principal, float]:
         try:
-            claims = jwt.decode(token, self.key, algorithms=self.algorithms, issuer=ISSUER, leeway=CLOCK_LEEWAY_S,
-                                options={"require": ["sub", "scope", "exp", "iat", "iss"]})
+            claims = jwt.decode(
+                token,
+                self.key,
+                algorithms=self.algorithms,
+                issuer=ISSUER,
+                leeway=CLOCK_LEEWAY_S,
+                options={"require": ["sub", "scope", "exp", "iat", "iss"]},
+            )
         except jwt.ExpiredSignatureError:
             raise WalletError("unauthorized", "the token has expired; issue a new one") from None
         except jwt.PyJWTError:
@@ -142,8 +154,9 @@ class TokenVerifier:
         return Principal(owner=owner, scope=scope, token_id=token.rsplit(".", 1)[-1]), float(claims["exp"])
 
 
-def issue_token(key: str, owner: str, scope: str = "user", ttl_s: int = TOKEN_TTL_S_DEFAULT,
-                algorithm: str = "HS256") -> str:
+def issue_token(
+    key: str, owner: str, scope: str = "user", ttl_s: int = TOKEN_TTL_S_DEFAULT, algorithm: str = "HS256"
+) -> str:
     """A signed token; `key` is the shared secret (HS256) or a private key in PEM."""
     if scope not in SCOPES:
         raise ConfigurationError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")

@@ -13,6 +13,7 @@ A request's rate-limit charge is paid before anything it asks of the service: th
 backend pays it at once; the remote one sends it with the request's first call to the engine
 (one round trip, not two), or on its own when the request ends without one.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -78,8 +79,7 @@ class Backend(Protocol):
 class LocalBackend:
     """The service in this process."""
 
-    def __init__(self, service: WalletService, settings: Settings, metrics: Metrics,
-                 heads: dict[str, str]) -> None:
+    def __init__(self, service: WalletService, settings: Settings, metrics: Metrics, heads: dict[str, str]) -> None:
         self.service = service
         self.default_mode = settings.default_mode
         self.metrics_registry = metrics
@@ -120,25 +120,42 @@ class LocalBackend:
         found = replay.balances.get(account.account_id)
         balance, reserved, version = (found.balance, found.reserved, found.version) if found else (0, 0, 0)
         currency = account.currency
-        return schemas.BalanceAt(account.account_id, currency, at.isoformat(), format_amount(balance, currency),
-                                 format_amount(reserved, currency), format_amount(balance - reserved, currency),
-                                 version)
+        return schemas.BalanceAt(
+            account.account_id,
+            currency,
+            at.isoformat(),
+            format_amount(balance, currency),
+            format_amount(reserved, currency),
+            format_amount(balance - reserved, currency),
+            version,
+        )
 
     async def history(self, account_id: str, after_version: int, limit: int) -> schemas.History:
         """A page of the account's history from the ledger (the read side), by version."""
         account = await self.service.get_account(account_id)
         events = await self._ledger().history(account.account_id, after_version, limit)
-        items = [schemas.HistoryItem(e.version, str(e.transaction_id), e.kind, format_amount(e.amount, e.currency),
-                                     format_amount(e.reserved_delta, e.currency),
-                                     format_amount(e.balance_after, e.currency), e.created_at.isoformat())
-                 for e in events]
+        items = [
+            schemas.HistoryItem(
+                e.version,
+                str(e.transaction_id),
+                e.kind,
+                format_amount(e.amount, e.currency),
+                format_amount(e.reserved_delta, e.currency),
+                format_amount(e.balance_after, e.currency),
+                e.created_at.isoformat(),
+            )
+            for e in events
+        ]
         return schemas.History(account.account_id, items, events[-1].version if len(events) == limit else None)
 
     def _ledger(self) -> LedgerService:
         ledger = self.service.ledger
         if ledger is None:
-            raise WalletError("ledger_not_configured", "this deployment has no event ledger (the topology names "
-                                                       "none), so balances at a moment and history are not served")
+            raise WalletError(
+                "ledger_not_configured",
+                "this deployment has no event ledger (the topology names "
+                "none), so balances at a moment and history are not served",
+            )
         return ledger
 
     async def ready(self) -> Rendered:

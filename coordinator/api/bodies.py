@@ -3,6 +3,7 @@ path and query parameters by theirs. When msgspec refuses a value, the domain's 
 that field names the code and the sentence (the same ones the service would give), so a
 refusal reads the same whichever layer catches it.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,8 +14,7 @@ from starlette.requests import Request
 
 from core.domain.errors import WalletError
 from core.domain.money import check_currency, parse_amount
-from core.domain.validation import (check_account_id, check_mode, check_moment, check_owner,
-                                           check_transaction_id)
+from core.domain.validation import check_account_id, check_mode, check_moment, check_owner, check_transaction_id
 
 BODY_BYTES_MAX = 16 * 1024
 BATCH_BODY_BYTES_MAX = 512 * 1024

@@ -15,6 +15,7 @@ a named constant: frame size, calls outstanding, observations held.
 Money never crosses as a float: transfers and results are the domain's tuples (integer minor
 units), encoded as MessagePack arrays.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -130,7 +131,7 @@ class Framed:
     async def receive(self) -> bytes | None:
         """The next frame's payload; None once the other side has closed."""
         try:
-            size, = _HEADER.unpack(await self.reader.readexactly(_HEADER.size))
+            (size,) = _HEADER.unpack(await self.reader.readexactly(_HEADER.size))
             if size > FRAME_BYTES_MAX:
                 raise ConnectionError(f"a frame of {size} bytes is over the bound of {FRAME_BYTES_MAX}")
             return await self.reader.readexactly(size)
@@ -152,10 +153,18 @@ class EngineServer:
         self.serving = 0  # HTTP processes that said hello
         self.hello = asyncio.Condition()
         handlers: dict[str, Callable[..., Any]] = {
-            "hello": self._hello, "charge": self._nothing, "submit": backend.submit, "submit_many": self._submit_many,
-            "get_account": backend.get_account, "create_account": backend.create_account,
-            "transfer_state": backend.transfer_state, "balance_at": backend.balance_at, "history": backend.history,
-            "ready": backend.ready, "metrics": backend.metrics}
+            "hello": self._hello,
+            "charge": self._nothing,
+            "submit": backend.submit,
+            "submit_many": self._submit_many,
+            "get_account": backend.get_account,
+            "create_account": backend.create_account,
+            "transfer_state": backend.transfer_state,
+            "balance_at": backend.balance_at,
+            "history": backend.history,
+            "ready": backend.ready,
+            "metrics": backend.metrics,
+        }
         assert set(handlers) | {"observe"} == set(METHODS), "every method of the link is served"
         self.handlers = handlers
 
@@ -183,8 +192,10 @@ class EngineServer:
             await self.hello.wait_for(lambda: self.serving >= processes)
 
     async def _submit_many(self, transfers: list[Transfer]) -> list[Item]:
-        return [failure_of(answer) if isinstance(answer, WalletError) else answer
-                for answer in await self.backend.submit_many(transfers)]
+        return [
+            failure_of(answer) if isinstance(answer, WalletError) else answer
+            for answer in await self.backend.submit_many(transfers)
+        ]
 
     async def _serve(self, sock: socket.socket) -> None:
         link = await framed(sock)
@@ -203,8 +214,9 @@ class EngineServer:
                 task.cancel()
             link.writer.close()
 
-    async def _answer(self, link: Framed, call_id: int, method: str, charge: Charge | None,
-                      arguments: msgspec.Raw) -> None:
+    async def _answer(
+        self, link: Framed, call_id: int, method: str, charge: Charge | None, arguments: msgspec.Raw
+    ) -> None:
         try:
             if charge is not None:
                 self.backend.charge(charge)
@@ -240,8 +252,10 @@ class RemoteBackend:
 
     async def open(self) -> RemoteBackend:
         self.link = await framed(self.sock)
-        self.tasks = [asyncio.create_task(self._read(), name="engine-link-read"),
-                      asyncio.create_task(self._send_observations(), name="engine-link-observe")]
+        self.tasks = [
+            asyncio.create_task(self._read(), name="engine-link-read"),
+            asyncio.create_task(self._send_observations(), name="engine-link-observe"),
+        ]
         return self
 
     async def close(self) -> None:
@@ -256,8 +270,11 @@ class RemoteBackend:
         link = self.link
         assert link is not None, "RemoteBackend.open() first"
         if len(self.calls) >= CALLS_OUTSTANDING_MAX:
-            raise WalletError("overloaded", f"this HTTP process has {CALLS_OUTSTANDING_MAX} calls waiting on the "
-                                            "engine; retry shortly with the same transaction_id")
+            raise WalletError(
+                "overloaded",
+                f"this HTTP process has {CALLS_OUTSTANDING_MAX} calls waiting on the "
+                "engine; retry shortly with the same transaction_id",
+            )
         unpaid = UNPAID.get()
         charge = unpaid.pop() if unpaid else None
         self.last_id += 1
@@ -280,8 +297,10 @@ class RemoteBackend:
                         method, future = found
                         future.set_result(_VALUES[method].decode(raw) if ok else _FAILURE.decode(raw))
         finally:
-            lost = WalletError("shard_unavailable", "the engine process went away; the outcome is unknown until "
-                                                    "you retry with the same transaction_id")
+            lost = WalletError(
+                "shard_unavailable",
+                "the engine process went away; the outcome is unknown until you retry with the same transaction_id",
+            )
             for _, future in self.calls.values():
                 if not future.done():
                     future.set_exception(lost)

@@ -8,6 +8,7 @@ It parses HTTP, checks tokens and bodies, and asks the engine for the rest. It e
 told to (SIGTERM, SIGINT: requests in flight are answered first) or when the engine goes
 away (their answers are 503, `shard_unavailable`: retry with the same transaction id).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,9 @@ async def serve_http(settings: Settings, listen_fd: int, engine_fd: int) -> None
         loop.add_signal_handler(number, stop.set)
     backend.on_lost = stop.set  # the engine went away: what is in flight was answered 503
     try:
-        await server.serve_until(socket.socket(fileno=listen_fd), stop,
-                                 lambda: asyncio.ensure_future(backend.hello()))  # the engine says "serving"
+        await server.serve_until(
+            socket.socket(fileno=listen_fd), stop, lambda: asyncio.ensure_future(backend.hello())
+        )  # the engine says "serving"
     finally:
         await backend.close()
 

@@ -2,6 +2,7 @@
 
 One registry per app (tests build several apps in one process).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,29 +35,61 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.transfers = Counter("wallet_transfers", "Transfers and deposits answered, by mode (protocol) and outcome "
-                                 "(success or the error code)", ["kind", "mode", "outcome"], registry=r)
-        self.transfer_seconds = Histogram("wallet_transfer_seconds", "Time to answer one transfer or deposit",
-                                          ["kind", "mode"], buckets=LATENCY_BUCKETS_S, registry=r)
-        self.requests = Counter("wallet_http_requests", "HTTP requests by route and status", ["route", "status"],
-                                registry=r)
-        self.request_seconds = Histogram("wallet_http_request_seconds", "HTTP request latency by route", ["route"],
-                                         buckets=LATENCY_BUCKETS_S, registry=r)
-        self.batch_size = Histogram("wallet_batch_size", "Transfers per applied batch, by applier (shard or protocol)",
-                                    ["applier"], buckets=BATCH_SIZE_BUCKETS, registry=r)
-        self.in_doubt = Gauge("wallet_in_doubt_branches", "Prepared 2PC branches on the shard (in doubt until "
-                              "COMMIT/ROLLBACK PREPARED)", ["shard"], registry=r)
-        self.open_holds = Gauge("wallet_open_holds", "Unfinished TC/C transfers whose debit shard is this one "
-                                "(money held)", ["shard"], registry=r)
-        self.unfinished_sagas = Gauge("wallet_unfinished_sagas", "Unfinished Saga transfers whose debit shard is "
-                                      "this one", ["shard"], registry=r)
-        self.outbox_events = Gauge("wallet_outbox_events", "Outbox rows not yet relayed to the ledger", ["shard"],
-                                   registry=r)
-        self.outbox_lag = Gauge("wallet_outbox_lag_seconds", "Age of the oldest outbox row not yet relayed",
-                                ["shard"], registry=r)
+        self.transfers = Counter(
+            "wallet_transfers",
+            "Transfers and deposits answered, by mode (protocol) and outcome (success or the error code)",
+            ["kind", "mode", "outcome"],
+            registry=r,
+        )
+        self.transfer_seconds = Histogram(
+            "wallet_transfer_seconds",
+            "Time to answer one transfer or deposit",
+            ["kind", "mode"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.requests = Counter(
+            "wallet_http_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "wallet_http_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "wallet_batch_size",
+            "Transfers per applied batch, by applier (shard or protocol)",
+            ["applier"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.in_doubt = Gauge(
+            "wallet_in_doubt_branches",
+            "Prepared 2PC branches on the shard (in doubt until COMMIT/ROLLBACK PREPARED)",
+            ["shard"],
+            registry=r,
+        )
+        self.open_holds = Gauge(
+            "wallet_open_holds",
+            "Unfinished TC/C transfers whose debit shard is this one (money held)",
+            ["shard"],
+            registry=r,
+        )
+        self.unfinished_sagas = Gauge(
+            "wallet_unfinished_sagas", "Unfinished Saga transfers whose debit shard is this one", ["shard"], registry=r
+        )
+        self.outbox_events = Gauge(
+            "wallet_outbox_events", "Outbox rows not yet relayed to the ledger", ["shard"], registry=r
+        )
+        self.outbox_lag = Gauge(
+            "wallet_outbox_lag_seconds", "Age of the oldest outbox row not yet relayed", ["shard"], registry=r
+        )
         self.pool_size = Gauge("wallet_pool_connections", "Connections open in the shard's pool", ["shard"], registry=r)
-        self.pool_in_use = Gauge("wallet_pool_connections_in_use", "Connections lent out by the shard's pool",
-                                 ["shard"], registry=r)
+        self.pool_in_use = Gauge(
+            "wallet_pool_connections_in_use", "Connections lent out by the shard's pool", ["shard"], registry=r
+        )
         self.pool_max = Gauge("wallet_pool_connections_max", "The shard pool's size limit", ["shard"], registry=r)
         self.shard_up = Gauge("wallet_shard_up", "1 if the shard answered this scrape", ["shard"], registry=r)
         self.inflight = Gauge("wallet_inflight_transfers", "Transaction ids this process is working on", registry=r)

@@ -9,6 +9,7 @@ stable codes, metrics), and the same code serves them when starlette routes to t
 `MoneyRoutes` sits in front of the app: a POST to either path is answered here, anything
 else goes on to starlette (which answers 405 for another method on these paths).
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,15 @@ def transfer_of(body: Any, default_mode: str) -> Transfer:
     """The domain's transfer from a decoded body (schemas.TransferRequest), made by the domain's
     own constructor: its checks are the ones msgspec's cannot be (a pattern is searched, so
     `$` would let a final newline in; two fields naming one account)."""
-    return transfer_request(body.from_account, body.to_account, body.amount, schemas.currency_of(body),
-                            body.transaction_id, body.mode, default_mode)
+    return transfer_request(
+        body.from_account,
+        body.to_account,
+        body.amount,
+        schemas.currency_of(body),
+        body.transaction_id,
+        body.mode,
+        default_mode,
+    )
 
 
 def deposit_of(account_id: str, body: Any) -> Transfer:
@@ -85,22 +93,31 @@ def answer_of(result: TransferResult) -> Answer:
     """A success as the transfer's JSON; a recorded failure as the same problem on every retry."""
     if result.status == "failed":
         assert result.error_code is not None
-        error = WalletError(result.error_code, f"{result.transfer.kind} {result.transfer.transaction_id} failed: "
-                                               f"{result.error_code}")
-        return error.status, problem_body(error.status, error.code, error.detail), PROBLEM_MEDIA, {
-            "Wallet-Transaction-Id": result.transfer.transaction_id}
+        error = WalletError(
+            result.error_code, f"{result.transfer.kind} {result.transfer.transaction_id} failed: {result.error_code}"
+        )
+        return (
+            error.status,
+            problem_body(error.status, error.code, error.detail),
+            PROBLEM_MEDIA,
+            {"Wallet-Transaction-Id": result.transfer.transaction_id},
+        )
     return 200, msgspec.json.encode(transfer_view(result)), JSON, {}
 
 
-def observe_transfer(backend: Backend, kind: str, mode: str, outcome: str, started: float,
-                     phase: str | None = None) -> None:
+def observe_transfer(
+    backend: Backend, kind: str, mode: str, outcome: str, started: float, phase: str | None = None
+) -> None:
     """Count one answered transfer or deposit; at DEBUG, log it with its phase."""
     mode = mode if mode in MODES_SEEN else "invalid"
     seconds = time.perf_counter() - started
     backend.observe_transfer(kind, mode, outcome, seconds)
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("%s answered", kind, extra={"outcome": outcome, "mode": mode, "duration_ms": round(seconds * 1000, 3),
-                                              "phase": phase})
+        log.debug(
+            "%s answered",
+            kind,
+            extra={"outcome": outcome, "mode": mode, "duration_ms": round(seconds * 1000, 3), "phase": phase},
+        )
 
 
 async def transfer(state: State, principal: Principal, receive: Receive, declared: bytes | None, path: str) -> Answer:
@@ -122,7 +139,7 @@ async def transfer(state: State, principal: Principal, receive: Receive, declare
 async def deposit(state: State, principal: Principal, receive: Receive, declared: bytes | None, path: str) -> Answer:
     if not principal.is_admin:
         raise WalletError("forbidden", "this needs an admin token")
-    account_id = check_account_id(path[len(_DEPOSIT_PREFIX):-len(_DEPOSIT_SUFFIX)])
+    account_id = check_account_id(path[len(_DEPOSIT_PREFIX) : -len(_DEPOSIT_SUFFIX)])
     body = decode(await read_body(receive, declared), schemas.Deposit)
     logs.bind_transaction(body.transaction_id)
     backend: Backend = state.backend
@@ -176,8 +193,9 @@ async def serve(state: State, scope: Scope, receive: Receive, send: Send, route:
         elif name == _REQUEST_ID:
             request_id = value
     logs.transaction_id_var.set(None)
-    logs.request_id_var.set(request_id[:REQUEST_ID_LENGTH_MAX].decode("latin-1") if request_id
-                            else os.urandom(16).hex())
+    logs.request_id_var.set(
+        request_id[:REQUEST_ID_LENGTH_MAX].decode("latin-1") if request_id else os.urandom(16).hex()
+    )
     principal = None
     try:
         principal = state.verifier.verify(authorization.decode("latin-1") if authorization is not None else None)
@@ -201,8 +219,9 @@ async def serve(state: State, scope: Scope, receive: Receive, send: Send, route:
     except Exception:
         log.exception("unexpected error on POST %s", scope["path"])
         status, media, headers = 500, PROBLEM_MEDIA, {}
-        body = problem_body(500, "internal_error", "the server failed; the request may be retried with the "
-                                                   "same transaction_id")
+        body = problem_body(
+            500, "internal_error", "the server failed; the request may be retried with the same transaction_id"
+        )
     await respond(send, status, body, media, headers)
     backend.observe_request(route, status, time.perf_counter() - started)
 

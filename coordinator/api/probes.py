@@ -1,6 +1,7 @@
 """What operators, load balancers and clients ask of the service itself: up, ready (every
 shard and the ledger at the migration head), metrics, the OpenAPI document, and what a
 problem code means."""
+
 from __future__ import annotations
 
 from starlette.requests import Request

@@ -1,5 +1,6 @@
 """Every error answer is application/problem+json (RFC 9457) with the stable `code` of
 domain/errors.py; its `type` is /problems/{code}, which this app serves."""
+
 from __future__ import annotations
 
 import logging
@@ -62,8 +63,13 @@ async def on_http_error(request: Request, error: Exception) -> Response:
     """The router's own answers: no such path (404), or a method the path does not take (405,
     with the Allow header the router names)."""
     assert isinstance(error, HTTPException)
-    code = "not_found" if error.status_code == 404 else "method_not_allowed" if error.status_code == 405 else \
-        "malformed_request"
+    code = (
+        "not_found"
+        if error.status_code == 404
+        else "method_not_allowed"
+        if error.status_code == 405
+        else "malformed_request"
+    )
     headers = dict(error.headers or {})
     if error.status_code == 405 and "Allow" in headers:
         methods = [method.strip() for method in headers["Allow"].split(",")]

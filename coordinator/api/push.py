@@ -4,6 +4,7 @@
 answers once the transfer is final or S seconds have passed. Both read the same state the
 status endpoint shows, checking again with a growing interval.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -65,8 +66,9 @@ def sse(event: str, data: dict[str, object]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def stream_events(state_of: StateReader, transaction_id: str, first: tuple[int, dict[str, object]],
-                        stream_s: float = STREAM_S_MAX) -> AsyncIterator[bytes]:
+async def stream_events(
+    state_of: StateReader, transaction_id: str, first: tuple[int, dict[str, object]], stream_s: float = STREAM_S_MAX
+) -> AsyncIterator[bytes]:
     """`phase` events while pending (one per change), then one `final` event, then the end.
     A stream that outlives `stream_s` ends with a `timeout` event: reconnect to go on."""
     loop = asyncio.get_running_loop()

@@ -1,4 +1,5 @@
 """Rate limiting per token: a token bucket each, refilled continuously."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """Readiness: the topology is loaded and every shard (and the ledger) answers at the migration
 head. Asked of the engine (api/backend.py), which holds the topology; /readyz serves it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,10 +42,14 @@ async def readiness(service: WalletService, heads: dict[str, str]) -> tuple[int,
             return "unreachable: no answer"
 
     answers = await fan_out(databases, lambda database: one(*database))
-    checks = {name: answers.results.get(database) or f"failed: {answers.errors[database]!r}"
-              for database in databases for name in database[:1]}
+    checks = {
+        name: answers.results.get(database) or f"failed: {answers.errors[database]!r}"
+        for database in databases
+        for name in database[:1]
+    }
     if any(not answer.startswith("ok") for answer in checks.values()):
         detail = "not ready: " + "; ".join(
-            f"{name}: {answer}" for name, answer in checks.items() if not answer.startswith("ok"))
+            f"{name}: {answer}" for name, answer in checks.items() if not answer.startswith("ok")
+        )
         return 503, problem_body(503, "shard_unavailable", detail), PROBLEM_MEDIA
     return 200, msgspec.json.encode(schemas.Ready("ready", checks, service.topology.version)), JSON

@@ -8,6 +8,7 @@ here is the pattern the server checks. Amounts depend on the currency (JPY has n
 BHD three), so a body that carries an amount is one schema per currency, told apart by its
 `currency` field (a discriminated union).
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union, get_args
@@ -17,8 +18,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from core.domain.money import AMOUNT_TEXT_LENGTH_MAX, CURRENCY_DECIMALS, amount_rule
 from core.domain.transfers import MODES
-from core.domain.validation import (ACCOUNT_ID_LENGTH_MAX, ACCOUNT_ID_RULE, OWNER_LENGTH_MAX, OWNER_RULE,
-                                           UUID_RULE)
+from core.domain.validation import ACCOUNT_ID_LENGTH_MAX, ACCOUNT_ID_RULE, OWNER_LENGTH_MAX, OWNER_RULE, UUID_RULE
 from coordinator.service.submission import TRANSFERS_PER_REQUEST_MAX
 from ledger.store import PAGE_SIZE_MAX
 
@@ -27,16 +27,35 @@ WAIT_S_MAX = 30  # ?wait= longest long poll
 AFTER_VERSION_MAX = 2**62
 HISTORY_PAGE_DEFAULT = 100
 
-AccountId = Annotated[str, Meta(pattern=ACCOUNT_ID_RULE, max_length=ACCOUNT_ID_LENGTH_MAX, examples=["alice"],
-                                description="1-64 of [A-Za-z0-9_.:-], starting with a letter or digit")]
-Owner = Annotated[str, Meta(pattern=OWNER_RULE, min_length=1, max_length=OWNER_LENGTH_MAX, examples=["alice"],
-                            description="1-128 characters, no control characters, not only spaces")]
+AccountId = Annotated[
+    str,
+    Meta(
+        pattern=ACCOUNT_ID_RULE,
+        max_length=ACCOUNT_ID_LENGTH_MAX,
+        examples=["alice"],
+        description="1-64 of [A-Za-z0-9_.:-], starting with a letter or digit",
+    ),
+]
+Owner = Annotated[
+    str,
+    Meta(
+        pattern=OWNER_RULE,
+        min_length=1,
+        max_length=OWNER_LENGTH_MAX,
+        examples=["alice"],
+        description="1-128 characters, no control characters, not only spaces",
+    ),
+]
 # No example: generated requests that reused one id would only meet idempotency_conflict.
-TransactionId = Annotated[str, Meta(pattern=UUID_RULE, extra_json_schema={"format": "uuid"},
-                                    description="the idempotency key: a retry with the same id and body gets the "
-                                                "first answer")]
-Currency = Annotated[str, Meta(extra_json_schema={"enum": list(CURRENCIES)}, examples=["USD"],
-                               description="ISO 4217")]
+TransactionId = Annotated[
+    str,
+    Meta(
+        pattern=UUID_RULE,
+        extra_json_schema={"format": "uuid"},
+        description="the idempotency key: a retry with the same id and body gets the first answer",
+    ),
+]
+Currency = Annotated[str, Meta(extra_json_schema={"enum": list(CURRENCIES)}, examples=["USD"], description="ISO 4217")]
 Mode = Literal["2pc", "tcc", "saga"]
 assert get_args(Mode) == MODES, "Mode lists the cross-shard protocols of domain/transfers.py"
 # A signed decimal string, as balances and history report them.
@@ -48,9 +67,16 @@ Moment = Annotated[str, Meta(extra_json_schema={"format": "date-time"}, examples
 def amount(currency: str) -> Any:
     decimals = CURRENCY_DECIMALS[currency]
     example = "1500" if decimals == 0 else "12." + "50"[:decimals].ljust(decimals, "0")
-    return Annotated[str, Meta(pattern=amount_rule(decimals), max_length=AMOUNT_TEXT_LENGTH_MAX, examples=[example],
-                               description=f"a positive decimal string with at most {decimals} decimals "
-                                           f"({currency}), at most 10^15 minor units")]
+    return Annotated[
+        str,
+        Meta(
+            pattern=amount_rule(decimals),
+            max_length=AMOUNT_TEXT_LENGTH_MAX,
+            examples=[example],
+            description=f"a positive decimal string with at most {decimals} decimals "
+            f"({currency}), at most 10^15 minor units",
+        ),
+    ]
 
 
 # The currency of a decoded body: its tag (msgspec keeps the tag on the class, not the object).
@@ -61,9 +87,15 @@ def per_currency(name: str, fields: list[tuple[str, Any] | tuple[str, Any, Any]]
     """The union of one Struct per currency, each with that currency's amount rule."""
     members = []
     for currency in CURRENCIES:
-        member = msgspec.defstruct(f"{name}{currency}", [*fields[:1], ("amount", amount(currency)), *fields[1:]],
-                                   tag=currency, tag_field="currency", forbid_unknown_fields=True, kw_only=True,
-                                   module=__name__)
+        member = msgspec.defstruct(
+            f"{name}{currency}",
+            [*fields[:1], ("amount", amount(currency)), *fields[1:]],
+            tag=currency,
+            tag_field="currency",
+            forbid_unknown_fields=True,
+            kw_only=True,
+            module=__name__,
+        )
         CURRENCY_OF[member] = currency
         members.append(member)
     return Union[tuple(members)]  # noqa: UP007: a runtime union of the generated types
@@ -81,11 +113,23 @@ class NewAccount(Struct, forbid_unknown_fields=True):
 
 
 Deposit = per_currency("Deposit", [("transaction_id", TransactionId)])
-TransferRequest = per_currency("Transfer", [("from_account", AccountId), ("to_account", AccountId),
-                                            ("transaction_id", TransactionId), ("mode", Mode | None, None)])
-BatchItem = Annotated[msgspec.Raw, Meta(description="a transfer, as the body of POST /v1/wallet/balance_transfer; each item "
-                                            "is checked on its own, and a bad one fails alone with its code in the "
-                                            "results, so any JSON value is accepted here")]
+TransferRequest = per_currency(
+    "Transfer",
+    [
+        ("from_account", AccountId),
+        ("to_account", AccountId),
+        ("transaction_id", TransactionId),
+        ("mode", Mode | None, None),
+    ],
+)
+BatchItem = Annotated[
+    msgspec.Raw,
+    Meta(
+        description="a transfer, as the body of POST /v1/wallet/balance_transfer; each item "
+        "is checked on its own, and a bad one fails alone with its code in the "
+        "results, so any JSON value is accepted here"
+    ),
+]
 
 
 class BatchRequest(Struct, forbid_unknown_fields=True):
@@ -110,8 +154,14 @@ class WaitQuery(Struct):
 
 
 class BalanceQuery(Struct):
-    at: Annotated[str, Meta(extra_json_schema={"format": "date-time"}, examples=["2026-11-23T12:00:00Z"],
-                            description="RFC 3339, with its offset")]
+    at: Annotated[
+        str,
+        Meta(
+            extra_json_schema={"format": "date-time"},
+            examples=["2026-11-23T12:00:00Z"],
+            description="RFC 3339, with its offset",
+        ),
+    ]
 
 
 class HistoryQuery(Struct):
@@ -125,8 +175,9 @@ AccountStatus = Annotated[str, Meta(extra_json_schema={"enum": ["active", "froze
 TransferStatus = Annotated[str, Meta(extra_json_schema={"enum": ["success", "failed"]})]
 TransferKind = Annotated[str, Meta(extra_json_schema={"enum": ["transfer", "deposit"]})]
 Protocol = Annotated[str, Meta(extra_json_schema={"enum": ["local", "2pc", "tcc", "saga"]})]
-PendingPhase = Annotated[str, Meta(extra_json_schema={"enum": ["preparing", "in-doubt", "trying", "debited",
-                                                                "confirming", "cancelling"]})]
+PendingPhase = Annotated[
+    str, Meta(extra_json_schema={"enum": ["preparing", "in-doubt", "trying", "debited", "confirming", "cancelling"]})
+]
 
 
 class Account(Struct):

@@ -1,5 +1,6 @@
 """The transfer routes beside the two money routes (api/money.py): a batch of transfers, and
 where a transfer stands (its status, the long poll and the server-sent events)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -56,8 +57,9 @@ async def transfer_batch(request: Request) -> Response:
         if transaction_id is not None:  # it decoded: count it as an answered transfer
             mode = outcome.protocol if isinstance(outcome, TransferResult) else mode_sent(raw_item)
             code = outcome.code if isinstance(outcome, WalletError) else (outcome.error_code or "success")
-            backend.observe_transfer("transfer", mode if mode in MODES_SEEN else "invalid", code,
-                                     time.perf_counter() - started)
+            backend.observe_transfer(
+                "transfer", mode if mode in MODES_SEEN else "invalid", code, time.perf_counter() - started
+            )
     return json_response(schemas.BatchResults(results))
 
 
@@ -70,10 +72,21 @@ def batch_result(transaction_id: str | None, outcome: TransferResult | WalletErr
     if isinstance(outcome, WalletError):
         return schemas.BatchResult("failed", transaction_id, outcome.code, outcome.detail)
     view = transfer_view(outcome)
-    return schemas.BatchResult(view.status, view.transaction_id, code=view.error_code, kind=view.kind,
-                               from_account=view.from_account, to_account=view.to_account, amount=view.amount,
-                               currency=view.currency, mode=view.mode, protocol=view.protocol, phase=view.phase,
-                               error_code=view.error_code, created_at=view.created_at)
+    return schemas.BatchResult(
+        view.status,
+        view.transaction_id,
+        code=view.error_code,
+        kind=view.kind,
+        from_account=view.from_account,
+        to_account=view.to_account,
+        amount=view.amount,
+        currency=view.currency,
+        mode=view.mode,
+        protocol=view.protocol,
+        phase=view.phase,
+        error_code=view.error_code,
+        created_at=view.created_at,
+    )
 
 
 async def get_transfer(request: Request) -> Response:
@@ -99,11 +112,19 @@ async def transfer_events(request: Request) -> Response:
     async def visible() -> AsyncIterator[bytes]:
         async for chunk in push.stream_events(state_of, transaction_id, first):
             if chunk.startswith(b"event: final\n") and not await may_see_transfer(
-                    request, json.loads(chunk.split(b"data: ", 1)[1])):
-                yield push.sse("error", {"transaction_id": transaction_id, "code": "transfer_not_found",
-                                         "detail": "no transfer with this transaction_id for this token"})
+                request, json.loads(chunk.split(b"data: ", 1)[1])
+            ):
+                yield push.sse(
+                    "error",
+                    {
+                        "transaction_id": transaction_id,
+                        "code": "transfer_not_found",
+                        "detail": "no transfer with this transaction_id for this token",
+                    },
+                )
                 return
             yield chunk
 
-    return StreamingResponse(visible(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        visible(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

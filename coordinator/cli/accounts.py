@@ -1,4 +1,5 @@
 """`wallet accounts create|show|freeze` and `wallet deposit`."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,14 +15,17 @@ def command_accounts_create(args: argparse.Namespace, settings: Settings) -> int
     print_json({**plain(account_view(account)), "created": created})
     return 0
 
+
 def command_accounts_show(args: argparse.Namespace, settings: Settings) -> int:
     print_json(plain(account_view(with_service(settings, lambda s: s.get_account(args.account_id)))))
     return 0
+
 
 def command_accounts_freeze(args: argparse.Namespace, settings: Settings) -> int:
     status = "active" if args.unfreeze else "frozen"
     print_json(plain(account_view(with_service(settings, lambda s: s.set_account_status(args.account_id, status)))))
     return 0
+
 
 def command_deposit(args: argparse.Namespace, settings: Settings) -> int:
     result = with_service(settings, lambda s: s.deposit(args.account_id, args.amount, args.transaction_id))

@@ -3,6 +3,7 @@
 --follow`). One that dies while serving is started again, as a process manager would (the
 relay after a pause: it may be failing on a ledger that is down). Each watches its end of a
 socket pair with the engine and stops when the engine is gone, so none outlives it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -48,8 +49,15 @@ class Children:
     async def _spawn_http(self, name: str, restarts: int = 0) -> Child:
         engine_end, child_end = socket.socketpair()
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "coordinator.api.front", "--listen-fd", str(self.listener.fileno()),
-            "--engine-fd", str(child_end.fileno()), pass_fds=(self.listener.fileno(), child_end.fileno()))
+            sys.executable,
+            "-m",
+            "coordinator.api.front",
+            "--listen-fd",
+            str(self.listener.fileno()),
+            "--engine-fd",
+            str(child_end.fileno()),
+            pass_fds=(self.listener.fileno(), child_end.fileno()),
+        )
         child_end.close()
         self.engine.attach(engine_end)
         return Child(name, process, engine_end, restarts)
@@ -57,8 +65,16 @@ class Children:
     async def _spawn_relay(self, restarts: int = 0) -> Child:
         engine_end, child_end = socket.socketpair()
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "coordinator.cli.main", "ledger", "relay", "--follow",
-            "--watch-fd", str(child_end.fileno()), pass_fds=(child_end.fileno(),))
+            sys.executable,
+            "-m",
+            "coordinator.cli.main",
+            "ledger",
+            "relay",
+            "--follow",
+            "--watch-fd",
+            str(child_end.fileno()),
+            pass_fds=(child_end.fileno(),),
+        )
         child_end.close()
         return Child("relay", process, engine_end, restarts)
 

@@ -1,4 +1,5 @@
 """What the command groups share: JSON output, the topology, a service for one command."""
+
 from __future__ import annotations
 
 import asyncio

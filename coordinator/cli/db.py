@@ -1,4 +1,5 @@
 """`wallet db upgrade|current`: the per-shard (and ledger) alembic migrations."""
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,11 @@ def command_db_current(args: argparse.Namespace, settings: Settings) -> int:
             state = "behind head"
         drift |= not revision.current
         print(f"{revision.shard}\t{revision.revision or '-'}\t{state}")
-    print(f"head: {head}" + (f" (ledger {migrate.head_revision('ledger')})" if topology.ledger else "")
-          + ("  DRIFT: shards differ from head" if drift else "  all shards at head"))
+    print(
+        f"head: {head}"
+        + (f" (ledger {migrate.head_revision('ledger')})" if topology.ledger else "")
+        + ("  DRIFT: shards differ from head" if drift else "  all shards at head")
+    )
     return 1 if drift else 0
 
 
@@ -64,7 +68,8 @@ def add_commands(commands: Any) -> None:
     db = commands.add_parser("db", help="per-shard schema migrations (alembic)")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     upgrade = db_commands.add_parser(
-        "upgrade", help="migrate one shard (or the ledger: --shard ledger) or every database of the topology")
+        "upgrade", help="migrate one shard (or the ledger: --shard ledger) or every database of the topology"
+    )
     upgrade.add_argument("--all", action="store_true", help="every shard in the topology")
     upgrade.add_argument("--shard", help="one shard by name")
     upgrade.add_argument("--revision", default="head", help="target revision (default head)")

@@ -1,4 +1,5 @@
 """`wallet dev up|down`: the local cluster of PostgreSQL shards (and the ledger's server)."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,10 @@ def start_local_cluster(settings: Settings, shards: int) -> LocalCluster:
 
     cluster = LocalCluster(settings.home, shard_count=shards)
     if cluster.topology_path.resolve() != settings.topology_path.resolve():
-        raise ConfigurationError(f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} "
-                                 "for a local cluster (or unset it)")
+        raise ConfigurationError(
+            f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} "
+            "for a local cluster (or unset it)"
+        )
     topology = cluster.start()
     migrate.upgrade_all(topology)
     load_secret(settings, create=True)  # kept in the home: restarts keep issued tokens valid
@@ -44,8 +47,10 @@ def start_ha_cluster(settings: Settings, shards: int, replicas: int) -> HaCluste
 
     cluster = HaCluster(settings.home, shard_count=shards, members=1 + replicas, zk_hosts=settings.zk_hosts)
     if cluster.topology_path.resolve() != settings.topology_path.resolve():
-        raise ConfigurationError(f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} "
-                                 "for a local cluster (or unset it)")
+        raise ConfigurationError(
+            f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} "
+            "for a local cluster (or unset it)"
+        )
     topology = cluster.start()
     migrate.upgrade_all(topology)
     load_secret(settings, create=True)
@@ -55,8 +60,10 @@ def start_ha_cluster(settings: Settings, shards: int, replicas: int) -> HaCluste
 def command_dev_up(args: argparse.Namespace, settings: Settings) -> int:
     if args.replicas:
         ha = start_ha_cluster(settings, args.shards, args.replicas)
-        print(f"HA cluster running: {len(ha.names)} Patroni clusters of {ha.members} servers on ZooKeeper "
-              f"{ha.zk_hosts}, topology {ha.topology_path}")
+        print(
+            f"HA cluster running: {len(ha.names)} Patroni clusters of {ha.members} servers on ZooKeeper "
+            f"{ha.zk_hosts}, topology {ha.topology_path}"
+        )
         for name in ha.names:
             leader = ha.leader(name)
             print(f"  {name}: {ha.dsn(name)} (primary now {leader.name if leader else 'none'})")
@@ -93,9 +100,13 @@ def add_commands(commands: Any) -> None:
     dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     up = dev_commands.add_parser("up", help="start (or restart) the local shards under WALLET_HOME and migrate them")
     up.add_argument("--shards", type=shard_count, default=DEFAULT_SHARD_COUNT, help="number of shards (default 4)")
-    up.add_argument("--replicas", type=replica_count, default=0,
-                    help="synchronous standbys per shard and for the ledger, each cluster run by Patroni on "
-                         "ZooKeeper (default 0: one server each)")
+    up.add_argument(
+        "--replicas",
+        type=replica_count,
+        default=0,
+        help="synchronous standbys per shard and for the ledger, each cluster run by Patroni on "
+        "ZooKeeper (default 0: one server each)",
+    )
     up.set_defaults(handler=command_dev_up)
     down = dev_commands.add_parser("down", help="stop the local shards (data is kept)")
     down.add_argument("--shards", type=shard_count, default=DEFAULT_SHARD_COUNT, help=argparse.SUPPRESS)

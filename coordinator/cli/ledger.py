@@ -1,4 +1,5 @@
 """`wallet ledger relay|verify|replay|snapshot|checkpoint|audit`: the hash-chained event ledger."""
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,8 @@ def follow_relay(settings: Settings, watch_fd: int | None = None) -> int:
         try:
             topology = await asyncio.to_thread(coordination.store.load)
             service = await WalletService(topology, settings, coordination.store, coordination.is_leader).open(
-                run_relay=True)
+                run_relay=True
+            )
             ledger_of(service)
             follower = TopologyFollower(coordination.store, service.switch_topology)
             follower.start()
@@ -90,8 +92,10 @@ def command_ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
         for rewrite in rewrites:
             print(f"REWRITTEN: {rewrite}")
         if checked:
-            print(f"{checked} anchors checked: " + ("every anchored head matches" if not rewrites else
-                                                   f"{len(rewrites)} streams rewritten"))
+            print(
+                f"{checked} anchors checked: "
+                + ("every anchored head matches" if not rewrites else f"{len(rewrites)} streams rewritten")
+            )
         else:
             print(f"no anchors yet (none at {settings.ledger_anchor_path}): `wallet ledger checkpoint` makes one")
         return 0 if not breaks and not rewrites else 1
@@ -103,9 +107,12 @@ def command_ledger_checkpoint(args: argparse.Namespace, settings: Settings) -> i
     heads = with_service(settings, lambda s: ledger_of(s).checkpoint(create_key=True))
     for stream, (position, digest) in sorted(heads.items()):
         print(f"{stream}\tposition {position}\t{digest.hex()}")
-    print(f"checkpoint of {len(heads)} streams signed with {settings.ledger_key_path}, appended to "
-          f"{settings.ledger_anchor_path}" + (" and ZooKeeper" if settings.zk_hosts else ""))
+    print(
+        f"checkpoint of {len(heads)} streams signed with {settings.ledger_key_path}, appended to "
+        f"{settings.ledger_anchor_path}" + (" and ZooKeeper" if settings.zk_hosts else "")
+    )
     return 0
+
 
 def command_ledger_replay(args: argparse.Namespace, settings: Settings) -> int:
     at = check_moment(args.at, "--at") if args.at else datetime.now(timezone.utc)
@@ -117,19 +124,25 @@ def command_ledger_replay(args: argparse.Namespace, settings: Settings) -> int:
     replay = with_service(settings, replay_at)
     print(f"balances at {at.isoformat()} (from snapshot {replay.snapshot_id or 'none'})")
     for balance in sorted(replay.balances.values()):
-        print(f"{balance.account_id}\t{format_amount(balance.balance, balance.currency)} {balance.currency}"
-              f"\treserved {format_amount(balance.reserved, balance.currency)}\tversion {balance.version}")
+        print(
+            f"{balance.account_id}\t{format_amount(balance.balance, balance.currency)} {balance.currency}"
+            f"\treserved {format_amount(balance.reserved, balance.currency)}\tversion {balance.version}"
+        )
     return 0
+
 
 def command_ledger_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     if args.export_to is not None:
+
         async def export(service: WalletService) -> Any:
             with progress("export", None, unit="balances") as advance:
                 return await ledger_of(service).export_snapshot(args.id, args.export_to, advance)
 
         snapshot = with_service(settings, export)
-        print(f"snapshot {snapshot.snapshot_id} of {snapshot.taken_at.isoformat()} ({snapshot.accounts} accounts, "
-              f"digest {snapshot.digest.hex()}) exported to {args.export_to}")
+        print(
+            f"snapshot {snapshot.snapshot_id} of {snapshot.taken_at.isoformat()} ({snapshot.accounts} accounts, "
+            f"digest {snapshot.digest.hex()}) exported to {args.export_to}"
+        )
         return 0
     if args.import_from is not None:
         imported = with_service(settings, lambda s: ledger_of(s).import_snapshot(args.import_from))
@@ -145,6 +158,7 @@ def command_ledger_snapshot(args: argparse.Namespace, settings: Settings) -> int
     print(f"snapshot {with_service(settings, take)} of balances at {at.isoformat()}")
     return 0
 
+
 def command_ledger_audit(args: argparse.Namespace, settings: Settings) -> int:
     if args.rederive:
         return rederive(settings)
@@ -158,15 +172,19 @@ def command_ledger_audit(args: argparse.Namespace, settings: Settings) -> int:
     for found in report.breaks:
         print(f"BROKEN CHAIN: {found}")
     for difference in report.differences:
-        print(f"DIFFERENCE {difference.account_id} on {difference.shard}: ledger says {difference.expected}, "
-              f"live is {difference.actual} (balance, reserved, version): {difference.explanation}; "
-              f"transactions {', '.join(str(t) for t in difference.transactions) or '-'}")
+        print(
+            f"DIFFERENCE {difference.account_id} on {difference.shard}: ledger says {difference.expected}, "
+            f"live is {difference.actual} (balance, reserved, version): {difference.explanation}; "
+            f"transactions {', '.join(str(t) for t in difference.transactions) or '-'}"
+        )
     for lag in report.lagging:
         print(f"lag {lag.account_id}: {lag.explanation}: {', '.join(str(t) for t in lag.transactions)}")
     for shard, (events, oldest_ms) in sorted(report.outbox_lag.items()):
         print(f"outbox {shard}: {events} events waiting, oldest {oldest_ms} ms")
-    print(f"audited {report.accounts} accounts: " + ("clean" if report.clean else
-          f"{len(report.differences)} differences, {len(report.breaks)} chain breaks"))
+    print(
+        f"audited {report.accounts} accounts: "
+        + ("clean" if report.clean else f"{len(report.differences)} differences, {len(report.breaks)} chain breaks")
+    )
     return 0 if report.clean else 1
 
 
@@ -178,9 +196,14 @@ def rederive(settings: Settings) -> int:
     report = with_service(settings, run)
     for mismatch in report.mismatches:
         print(f"NOT TODAY'S RULES: {mismatch}")
-    print(f"re-derived {report.transfers} transfers with today's rules: " + (
-        "every one's ledger events are what today's code would write" if report.clean else
-        f"{len(report.mismatches)} differ"))
+    print(
+        f"re-derived {report.transfers} transfers with today's rules: "
+        + (
+            "every one's ledger events are what today's code would write"
+            if report.clean
+            else f"{len(report.mismatches)} differ"
+        )
+    )
     return 0 if report.clean else 1
 
 
@@ -194,34 +217,58 @@ def existing_file(text: str) -> Path:
 def add_commands(commands: Any) -> None:
     ledger = commands.add_parser("ledger", help="the hash-chained event ledger: relay, verify, replay, snapshot, audit")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
-    relay = ledger_commands.add_parser("relay", help="copy every outbox row into the ledger now "
-                                       "(serve does it continuously, unless WALLET_RELAY=off)")
-    relay.add_argument("--follow", action="store_true", help="keep relaying until stopped (a relay process: also "
-                       "checkpoints and the daily snapshot)")
+    relay = ledger_commands.add_parser(
+        "relay", help="copy every outbox row into the ledger now (serve does it continuously, unless WALLET_RELAY=off)"
+    )
+    relay.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep relaying until stopped (a relay process: also checkpoints and the daily snapshot)",
+    )
     relay.add_argument("--watch-fd", type=int, help=argparse.SUPPRESS)  # `wallet serve`'s link: stop when it closes
     relay.set_defaults(handler=command_ledger_relay)
-    ledger_commands.add_parser("verify", help="check every stream's hash chain; name any edited, removed or reordered event"
-                               ).set_defaults(handler=command_ledger_verify)
+    ledger_commands.add_parser(
+        "verify", help="check every stream's hash chain; name any edited, removed or reordered event"
+    ).set_defaults(handler=command_ledger_verify)
     replay = ledger_commands.add_parser("replay", help="rebuild balances from the ledger at a moment")
     replay.add_argument("--at", help="ISO 8601 time with timezone (default: now)")
     replay.add_argument("--account", help="one account only")
     replay.set_defaults(handler=command_ledger_replay)
-    snapshot = ledger_commands.add_parser("snapshot", help="store every balance at a moment; replays start from it; "
-                                          "or move one out (--export) and back (--import) for an offline audit")
+    snapshot = ledger_commands.add_parser(
+        "snapshot",
+        help="store every balance at a moment; replays start from it; "
+        "or move one out (--export) and back (--import) for an offline audit",
+    )
     snapshot.add_argument("--at", help="ISO 8601 time with timezone (default: now)")
     moved = snapshot.add_mutually_exclusive_group()
-    moved.add_argument("--export", dest="export_to", type=Path, metavar="FILE",
-                       help="write a stored snapshot (--id, default the latest) with its digest to FILE")
-    moved.add_argument("--import", dest="import_from", type=existing_file, metavar="FILE",
-                       help="store an exported snapshot, refused unless its content matches its digest")
+    moved.add_argument(
+        "--export",
+        dest="export_to",
+        type=Path,
+        metavar="FILE",
+        help="write a stored snapshot (--id, default the latest) with its digest to FILE",
+    )
+    moved.add_argument(
+        "--import",
+        dest="import_from",
+        type=existing_file,
+        metavar="FILE",
+        help="store an exported snapshot, refused unless its content matches its digest",
+    )
     snapshot.add_argument("--id", type=int, help="the snapshot to export (default: the latest)")
     snapshot.set_defaults(handler=command_ledger_snapshot)
-    ledger_commands.add_parser("checkpoint", help="sign every stream's head (Ed25519, WALLET_LEDGER_KEY_FILE) into the "
-                               "append-only anchor file and ZooKeeper; verify checks the chain against them"
-                               ).set_defaults(handler=command_ledger_checkpoint)
-    audit = ledger_commands.add_parser("audit", help="compare live balances with the ledger replay; exit 1 on any "
-                                       "difference")
-    audit.add_argument("--rederive", action="store_true",
-                       help="instead: re-derive each recorded transfer's balance effects with today's rules and name "
-                            "every transfer whose ledger events they would not produce")
+    ledger_commands.add_parser(
+        "checkpoint",
+        help="sign every stream's head (Ed25519, WALLET_LEDGER_KEY_FILE) into the "
+        "append-only anchor file and ZooKeeper; verify checks the chain against them",
+    ).set_defaults(handler=command_ledger_checkpoint)
+    audit = ledger_commands.add_parser(
+        "audit", help="compare live balances with the ledger replay; exit 1 on any difference"
+    )
+    audit.add_argument(
+        "--rederive",
+        action="store_true",
+        help="instead: re-derive each recorded transfer's balance effects with today's rules and name "
+        "every transfer whose ledger events they would not produce",
+    )
     audit.set_defaults(handler=command_ledger_audit)

@@ -4,6 +4,7 @@ Every command group is a module here. `wallet bench` and `wallet chaos` hand the
 to the benchmark and the chaos runner, which run as programs of their own (`python -m
 bench.run`): development tools above the product, which the CLI never imports.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (dev, serve, tokens, db, accounts, transfers):
         group.add_commands(commands)
-    commands.add_parser("bench", help="the benchmark with its baselines (pgbench, unbatched), measured in one run; "
-                        "`wallet bench --help` for its options", add_help=False)
-    commands.add_parser("chaos", help="the bank workload under faults (kills, pauses, a faulty proxy) and its "
-                        "checker; `wallet chaos --minutes N --seed S`, `wallet chaos --help`", add_help=False)
+    commands.add_parser(
+        "bench",
+        help="the benchmark with its baselines (pgbench, unbatched), measured in one run; "
+        "`wallet bench --help` for its options",
+        add_help=False,
+    )
+    commands.add_parser(
+        "chaos",
+        help="the bank workload under faults (kills, pauses, a faulty proxy) and its "
+        "checker; `wallet chaos --minutes N --seed S`, `wallet chaos --help`",
+        add_help=False,
+    )
     ledger.add_commands(commands)
     topology.add_commands(commands)
     return parser
@@ -53,15 +62,19 @@ def main(argv: list[str] | None = None) -> int:
 
 # Development tools the CLI reaches by running them, each a program with its own parser and
 # throwaway cluster: the CLI stays below them in the layers (tests/test_layers.py).
-PROGRAMS = {("bench", "ledger"): "bench.ledger_replay", ("bench", "failover"): "bench.failover",
-            ("bench",): "bench.run", ("chaos",): "chaos.runner"}
+PROGRAMS = {
+    ("bench", "ledger"): "bench.ledger_replay",
+    ("bench", "failover"): "bench.failover",
+    ("bench",): "bench.run",
+    ("chaos",): "chaos.runner",
+}
 
 
 def run(argv: list[str]) -> int:
     for words, module in PROGRAMS.items():
-        if tuple(argv[:len(words)]) == words:
+        if tuple(argv[: len(words)]) == words:
             sys.stdout.flush()
-            os.execv(sys.executable, [sys.executable, "-m", module, *argv[len(words):]])
+            os.execv(sys.executable, [sys.executable, "-m", module, *argv[len(words) :]])
     args = build_parser().parse_args(argv)
     if getattr(args, "transaction_id", "unset") is None:
         args.transaction_id = str(uuid.uuid4())

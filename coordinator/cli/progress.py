@@ -1,5 +1,6 @@
 """Progress of long ledger work: a rich progress bar (count, events/s, time left) on a
 terminal; a plain line every few seconds otherwise (logs, CI)."""
+
 from __future__ import annotations
 
 import sys
@@ -29,8 +30,15 @@ class RateColumn(ProgressColumn):
 def progress(description: str, total: int | None, unit: str = "events") -> Iterator[Advance]:
     """Yields `advance(n)`: n more done. `total` None: a count without an end."""
     if sys.stderr.isatty():
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(unit),
-                       TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(unit),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         with bar:
             task = bar.add_task(description, total=total)
             yield lambda count: bar.advance(task, count)
@@ -51,5 +59,8 @@ def progress(description: str, total: int | None, unit: str = "events") -> Itera
 
     yield advance
     elapsed = time.monotonic() - started
-    print(f"{description}: {done:,} {unit} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):,.0f} {unit}/s)",
-          file=sys.stderr, flush=True)
+    print(
+        f"{description}: {done:,} {unit} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):,.0f} {unit}/s)",
+        file=sys.stderr,
+        flush=True,
+    )

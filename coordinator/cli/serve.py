@@ -12,6 +12,7 @@
 `--workers 0` serves HTTP on the engine's own event loop instead (kept to measure against).
 The children end with the engine: an HTTP process or the relay whose link to it closes stops.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,10 +58,13 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as error:
         listener.close()
         if error.errno == errno.EADDRINUSE:
-            raise ConfigurationError(f"port {port} on {host} is in use: stop what holds it, or serve on another "
-                                     "with WALLET_PORT (or --port)") from None
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {error.strerror}; choose another with "
-                                 "WALLET_HOST/WALLET_PORT (or --host/--port)") from None
+            raise ConfigurationError(
+                f"port {port} on {host} is in use: stop what holds it, or serve on another with WALLET_PORT (or --port)"
+            ) from None
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {error.strerror}; choose another with "
+            "WALLET_HOST/WALLET_PORT (or --host/--port)"
+        ) from None
     listener.listen(LISTEN_BACKLOG)
     listener.setblocking(False)
     return listener
@@ -100,13 +104,17 @@ def print_first_steps(settings: Settings, url: str) -> None:
     if secret is None:
         raise ConfigurationError("no token secret: set WALLET_AUTH_SECRET or run `wallet dev up`")
     token = issue_token(secret, "admin", "admin")
-    print(f"admin token (valid {TOKEN_TTL_S_DEFAULT // 86400} days): {token}\n"
-          f"  curl -H 'Authorization: Bearer {token}' -XPOST {url}/v1/accounts "
-          """-d '{"account_id":"alice","owner":"alice","currency":"USD"}'""", flush=True)
+    print(
+        f"admin token (valid {TOKEN_TTL_S_DEFAULT // 86400} days): {token}\n"
+        f"  curl -H 'Authorization: Bearer {token}' -XPOST {url}/v1/accounts "
+        """-d '{"account_id":"alice","owner":"alice","currency":"USD"}'""",
+        flush=True,
+    )
 
 
-async def serve(settings: Settings, listener: socket.socket, workers: int, announce: Any,
-                stopping: threading.Event) -> None:
+async def serve(
+    settings: Settings, listener: socket.socket, workers: int, announce: Any, stopping: threading.Event
+) -> None:
     from coordinator.api.app import build_app, heads
     from coordinator.api.backend import LocalBackend
     from coordinator.api.engine_link import EngineServer
@@ -126,7 +134,8 @@ async def serve(settings: Settings, listener: socket.socket, workers: int, annou
     try:
         topology = await asyncio.to_thread(coordination.store.load)
         service = await WalletService(topology, settings, coordination.store, coordination.is_leader).open(
-            run_recovery=True)
+            run_recovery=True
+        )
         follower = TopologyFollower(coordination.store, service.switch_topology)
         follower.start()
         try:
@@ -154,13 +163,18 @@ async def serve(settings: Settings, listener: socket.socket, workers: int, annou
 
 def add_commands(commands: Any) -> None:
     serve_command = commands.add_parser("serve", help="serve the REST API")
-    serve_command.add_argument("--local", action="store_true",
-                               help="also start the local cluster, migrate it, and stop it on exit")
-    serve_command.add_argument("--shards", type=shard_count, default=DEFAULT_SHARD_COUNT,
-                               help="shards for --local (default 4)")
+    serve_command.add_argument(
+        "--local", action="store_true", help="also start the local cluster, migrate it, and stop it on exit"
+    )
+    serve_command.add_argument(
+        "--shards", type=shard_count, default=DEFAULT_SHARD_COUNT, help="shards for --local (default 4)"
+    )
     serve_command.add_argument("--host", help="listen address (default WALLET_HOST or 127.0.0.1)")
     serve_command.add_argument("--port", type=port_number, help="listen port (default WALLET_PORT or 8000)")
-    serve_command.add_argument("--workers", type=worker_count,
-                               help="HTTP processes in front of the engine (default WALLET_WORKERS or 1); 0 serves "
-                                    "HTTP in the engine's own process")
+    serve_command.add_argument(
+        "--workers",
+        type=worker_count,
+        help="HTTP processes in front of the engine (default WALLET_WORKERS or 1); 0 serves "
+        "HTTP in the engine's own process",
+    )
     serve_command.set_defaults(handler=command_serve)

@@ -1,11 +1,12 @@
 """`wallet topology ...`: the topology as operators and DBAs change it (file or ZooKeeper).
 
-  show                          the stored document
-  init --from FILE              store a topology document (first install, or file -> ZooKeeper)
-  set-shard NAME DSN            add a shard (owning no slots) or give one a new address
-  move-slot SLOT|FIRST-LAST SHARD  move slots online (coordinator/cluster/slot_migration.py)
-  pin ACCOUNT SHARD             place a not-yet-created account on a shard (the directory)
+show                          the stored document
+init --from FILE              store a topology document (first install, or file -> ZooKeeper)
+set-shard NAME DSN            add a shard (owning no slots) or give one a new address
+move-slot SLOT|FIRST-LAST SHARD  move slots online (coordinator/cluster/slot_migration.py)
+pin ACCOUNT SHARD             place a not-yet-created account on a shard (the directory)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,10 @@ def command_init(args: argparse.Namespace, settings: Settings) -> int:
         if store.exists() and not args.force:
             current = store.load()
             if current != topology:
-                raise TopologyError(f"a topology (version {current.version}) is already stored; pass --force to replace "
-                                    "it with a newer version")
+                raise TopologyError(
+                    f"a topology (version {current.version}) is already stored; pass --force to replace "
+                    "it with a newer version"
+                )
         store.save(topology)
 
     with_store(settings, save)
@@ -89,8 +92,11 @@ def command_move_slot(args: argparse.Namespace, settings: Settings) -> int:
                 for slot in slots:
                     report = await move_slot(store, pools, slot, args.target)
                     resumed = f" (resumed after {report.resumed})" if report.resumed else ""
-                    print(f"slot {slot}: {report.source} -> {report.target}, {report.moved} accounts, "
-                          f"topology version {report.version}{resumed}", flush=True)
+                    print(
+                        f"slot {slot}: {report.source} -> {report.target}, {report.moved} accounts, "
+                        f"topology version {report.version}{resumed}",
+                        flush=True,
+                    )
             finally:
                 await pools.close()
         finally:
@@ -123,8 +129,10 @@ def command_pin(args: argparse.Namespace, settings: Settings) -> int:
             raise TopologyError(f"no shard {args.shard!r} in the topology; it has {sorted(current.shards)}")
         found = asyncio.run(exists_anywhere(current))
         if found:
-            raise TopologyError(f"account {args.account_id} already exists on {', '.join(found)}: pins place new "
-                                "accounts only (move its slot instead)")
+            raise TopologyError(
+                f"account {args.account_id} already exists on {', '.join(found)}: pins place new "
+                "accounts only (move its slot instead)"
+            )
         overrides = {**current.overrides, args.account_id: args.shard}
         changed = Topology(current.version + 1, current.shards, current.slots, overrides, current.ledger)
         store.save(changed)
@@ -136,8 +144,11 @@ def command_pin(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_commands(commands: Any) -> None:
-    topology = commands.add_parser("topology", help="the shard map: show, init, set-shard, move-slot, pin "
-                                   "(ZooKeeper when WALLET_ZK_HOSTS is set, else the topology file)")
+    topology = commands.add_parser(
+        "topology",
+        help="the shard map: show, init, set-shard, move-slot, pin "
+        "(ZooKeeper when WALLET_ZK_HOSTS is set, else the topology file)",
+    )
     sub = topology.add_subparsers(dest="topology_command", required=True)
     sub.add_parser("show", help="print the stored topology document").set_defaults(handler=command_show)
     init = sub.add_parser("init", help="store a topology document (e.g. copy the file into ZooKeeper)")

@@ -1,4 +1,5 @@
 """`wallet transfer`, `wallet show-transfer` and `wallet recover`."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,20 +25,26 @@ def seconds(text: str) -> float:
 def command_transfer(args: argparse.Namespace, settings: Settings) -> int:
     result = with_service(
         settings,
-        lambda s: s.transfer(args.from_account, args.to_account, args.amount, args.currency, args.transaction_id, args.mode),
+        lambda s: s.transfer(
+            args.from_account, args.to_account, args.amount, args.currency, args.transaction_id, args.mode
+        ),
     )
     print_json(plain(transfer_view(result)))
     return 0 if result.status == "success" else 1
+
 
 def command_transfer_show(args: argparse.Namespace, settings: Settings) -> int:
     print_json(plain(transfer_view(with_service(settings, lambda s: s.get_transfer(args.transaction_id)))))
     return 0
 
+
 def command_recover(args: argparse.Namespace, settings: Settings) -> int:
     report = with_service(settings, lambda s: s.recover(abort_after_ms=int(args.abort_after_s * 1000)))
-    print(f"committed {report.committed}, rolled back {report.rolled_back}, "
-          f"waiting {report.waiting} (younger than {args.abort_after_s}s), "
-          f"resumed {report.resumed} TC/C or Saga transfers, errors {len(report.errors)}")
+    print(
+        f"committed {report.committed}, rolled back {report.rolled_back}, "
+        f"waiting {report.waiting} (younger than {args.abort_after_s}s), "
+        f"resumed {report.resumed} TC/C or Saga transfers, errors {len(report.errors)}"
+    )
     for error in report.errors:
         print(f"  {error}")
     return 0 if not report.errors else 1
@@ -58,6 +65,10 @@ def add_commands(commands: Any) -> None:
     recover = commands.add_parser(
         "recover", help="finish in-doubt two-phase transfers once (`wallet serve` also does it in the background)"
     )
-    recover.add_argument("--abort-after-s", type=seconds, default=10.0,
-                         help="roll back undecided prepared transactions older than this (default 10)")
+    recover.add_argument(
+        "--abort-after-s",
+        type=seconds,
+        default=10.0,
+        help="roll back undecided prepared transactions older than this (default 10)",
+    )
     recover.set_defaults(handler=command_recover)

@@ -7,6 +7,7 @@ ZooKeeper when WALLET_ZK_HOSTS is set; else the topology file and an exclusive l
 file in the home per role (the embedded default: one machine; `wallet serve` processes
 sharing a home run each singleton once).
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -7,6 +7,7 @@ kazoo's threads to the coordinator's asyncio loop:
                     exclusive lock on a file in their home
   AlwaysLeader      a process that leads alone (tests)
 """
+
 from __future__ import annotations
 
 import fcntl

@@ -15,6 +15,7 @@ the coordinators' bounded re-routing absorbs it): never by two. Every step can b
 again: a crash anywhere is finished by running the same command again, which resumes
 from what the shards say (who owns the slot, which rows are moved).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -102,8 +103,16 @@ async def move_slot(store: TopologyStore, pools: ShardPools, slot: int, target: 
         rows = await flip(pools, topology, source, slot, pinned, report)
         report.moved = await land(pools, target, slot, rows)
     report.version = await route(store, slot, target)
-    log.info("slot %s moved %s -> %s: %s accounts (%s copied live first, %s flip attempts), topology version %s",
-             slot, source, target, report.moved, report.copied, report.flip_attempts, report.version)
+    log.info(
+        "slot %s moved %s -> %s: %s accounts (%s copied live first, %s flip attempts), topology version %s",
+        slot,
+        source,
+        target,
+        report.moved,
+        report.copied,
+        report.flip_attempts,
+        report.version,
+    )
     return report
 
 
@@ -135,14 +144,17 @@ async def copy_live(pools: ShardPools, source: str, target: str, slot: int, pinn
         after = page[-1]["account_id"]
 
 
-async def flip(pools: ShardPools, topology: Topology, source: str, slot: int, pinned: list[str],
-               report: MoveReport) -> list[asyncpg.Record]:
+async def flip(
+    pools: ShardPools, topology: Topology, source: str, slot: int, pinned: list[str], report: MoveReport
+) -> list[asyncpg.Record]:
     for attempt in range(FLIP_ATTEMPTS_MAX):
         report.flip_attempts = attempt + 1
         try:
             async with pools.transaction(source) as connection:
                 if not await placement.release_slot(connection, slot):
-                    raise MigrationError(f"{source} stopped owning slot {slot} during the move: another mover? run it again")
+                    raise MigrationError(
+                        f"{source} stopped owning slot {slot} during the move: another mover? run it again"
+                    )
                 rows = await placement.lock_slot_accounts(connection, slot, pinned)
                 ids = [row["account_id"] for row in rows]
                 if any(row["reserved"] for row in rows):
@@ -157,8 +169,9 @@ async def flip(pools: ShardPools, topology: Topology, source: str, slot: int, pi
     raise MigrationError(f"slot {slot} stayed busy for {FLIP_ATTEMPTS_MAX} attempts; nothing moved, run it again later")
 
 
-async def unfinished_touching(pools: ShardPools, topology: Topology, source: str,
-                              source_connection: Connection, ids: list[str]) -> int:
+async def unfinished_touching(
+    pools: ShardPools, topology: Topology, source: str, source_connection: Connection, ids: list[str]
+) -> int:
     async def one(shard: str) -> int:
         if shard == source:
             return await placement.count_unfinished_touching(source_connection, ids)

@@ -1,5 +1,6 @@
 """A topology store's watch (kazoo's or the file poller's thread) bridged to the asyncio loop:
 the newest topology, handed to the service."""
+
 from __future__ import annotations
 
 import asyncio

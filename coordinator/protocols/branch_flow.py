@@ -9,6 +9,7 @@ A shard that fails a step fails it for its own transfers only: their outcome is 
 refusal (shard_unavailable: unknown until retried, and recovery finishes what was
 started) or a reroute (the shard does not serve the account); the other shards go on.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -68,7 +69,9 @@ class BranchFlow:
         return self.topology().shard_of(transfer.to_account)
 
     async def per_shard(
-        self, items: Iterable[Item], shard_of: Callable[[Item], str],
+        self,
+        items: Iterable[Item],
+        shard_of: Callable[[Item], str],
         step: Callable[[str, list[Item]], Awaitable[list[Answer]]],
     ) -> list[tuple[Item, Answer | Failure]]:
         """Run `step` once per shard over that shard's items, all shards at once. A shard's
@@ -88,7 +91,8 @@ class BranchFlow:
         elsewhere = asyncio.ensure_future(records.find([t.transaction_id for t in transfers], skip=debit_shards))
         try:
             starts = await self.per_shard(
-                transfers, self.debit_shard,
+                transfers,
+                self.debit_shard,
                 lambda shard, group: branch_steps.try_debits(self.pools, shard, group, elsewhere),
             )
         finally:
@@ -121,15 +125,19 @@ class BranchFlow:
 
     async def try_credits(self, flows: list[Flow]) -> list[tuple[Flow, BranchOutcome | Failure]]:
         return await self.per_shard(
-            flows, lambda f: self.credit_shard(f.transfer),
+            flows,
+            lambda f: self.credit_shard(f.transfer),
             lambda shard, group: branch_steps.run_branch_ops(
-                self.pools, shard, [BranchOp(f.transfer, "credit", "try") for f in group]),
+                self.pools, shard, [BranchOp(f.transfer, "credit", "try") for f in group]
+            ),
         )
 
-    async def decide_debits(self, decisions: list[branch_steps.Decision],
-                            final_state: str) -> list[tuple[branch_steps.Decision, TransferResult | Failure]]:
+    async def decide_debits(
+        self, decisions: list[branch_steps.Decision], final_state: str
+    ) -> list[tuple[branch_steps.Decision, TransferResult | Failure]]:
         return await self.per_shard(
-            decisions, lambda d: self.debit_shard(d.transfer),
+            decisions,
+            lambda d: self.debit_shard(d.transfer),
             lambda shard, group: branch_steps.second_phase_debits(self.pools, shard, group, final_state),
         )
 
@@ -148,4 +156,3 @@ def decision_after(flow: Flow, credited: BranchOutcome) -> branch_steps.Decision
 
 def flow_of(phase: PhaseRow) -> Flow:
     return Flow(phase.transfer, phase.second_phase, phase.error_code)
-

@@ -3,6 +3,7 @@ shard, a branch operation on the credit shard, the decision with Confirm or Canc
 debit branch, done. branch_flow.py, tcc.py and saga.py put them in order; no lock is held
 between them. What each operation does to the rows is decided by domain/branch_plan.py.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,12 @@ from shards.phase_state import PhaseRow, PhaseUpdate
 from shards.pool import ShardPools
 
 # The record's phase for each protocol's two endings.
-FINAL_PHASES = {("tcc", "confirm"): "confirmed", ("tcc", "cancel"): "cancelled",
-                ("saga", "confirm"): "completed", ("saga", "cancel"): "compensated"}
+FINAL_PHASES = {
+    ("tcc", "confirm"): "confirmed",
+    ("tcc", "cancel"): "cancelled",
+    ("saga", "confirm"): "completed",
+    ("saga", "cancel"): "compensated",
+}
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,10 @@ class DebitStart:
 
 def record(transfer: Transfer, second_phase: str, error_code: str | None) -> TransferResult:
     return TransferResult(
-        transfer=transfer, status="success" if second_phase == "confirm" else "failed",
-        error_code=error_code if second_phase == "cancel" else None, protocol=transfer.mode,
+        transfer=transfer,
+        status="success" if second_phase == "confirm" else "failed",
+        error_code=error_code if second_phase == "cancel" else None,
+        protocol=transfer.mode,
         phase=FINAL_PHASES[(transfer.mode, second_phase)],
     )
 
@@ -51,8 +58,9 @@ async def try_debits(
 
     async def step() -> list[DebitStart]:
         async with pools.transaction(shard) as connection:
-            read = await step_sql.read_step(connection, [t.from_account for t in transfers if t.from_account], ids,
-                                            phases=True, records=True)
+            read = await step_sql.read_step(
+                connection, [t.from_account for t in transfers if t.from_account], ids, phases=True, records=True
+            )
             stored = {**await elsewhere, **read.records}
             starts: list[DebitStart | None] = []
             fresh: list[Transfer] = []
@@ -71,8 +79,14 @@ async def try_debits(
             plan = plan_branch_batch([BranchOp(t, "debit", "try") for t in fresh], read.accounts, read.barrier)
             held = [t for t, o in zip(fresh, plan.outcomes) if o.ok]
             refused = [record(t, "cancel", o.error_code) for t, o in zip(fresh, plan.outcomes) if not o.ok]
-            created_at = await step_sql.write_step(connection, plan.postings.changes, RecordColumns.of(refused),
-                                                   plan.postings.events, plan.barrier_inserts, opened=held)
+            created_at = await step_sql.write_step(
+                connection,
+                plan.postings.changes,
+                RecordColumns.of(refused),
+                plan.postings.events,
+                plan.barrier_inserts,
+                opened=held,
+            )
         outcome_of = dict(zip([t.transaction_id for t in fresh], plan.outcomes))
         refused_by_id = {r.transfer.transaction_id: r for r in refused}
         results: list[DebitStart] = []
@@ -93,11 +107,13 @@ async def run_branch_ops(pools: ShardPools, shard: str, ops: list[BranchOp]) -> 
 
     async def step() -> list[BranchOutcome]:
         async with pools.transaction(shard) as connection:
-            read = await step_sql.read_step(connection, [op.account_id for op in ops],
-                                            [op.transfer.transaction_id for op in ops])
+            read = await step_sql.read_step(
+                connection, [op.account_id for op in ops], [op.transfer.transaction_id for op in ops]
+            )
             plan = plan_branch_batch(ops, read.accounts, read.barrier)
-            await step_sql.write_step(connection, plan.postings.changes, RecordColumns.of([]), plan.postings.events,
-                                      plan.barrier_inserts)
+            await step_sql.write_step(
+                connection, plan.postings.changes, RecordColumns.of([]), plan.postings.events, plan.barrier_inserts
+            )
         return plan.outcomes
 
     return await retry_conflicts(step)
@@ -122,8 +138,13 @@ async def second_phase_debits(
 
     async def step() -> list[TransferResult]:
         async with pools.transaction(shard) as connection:
-            read = await step_sql.read_step(connection, [d.transfer.from_account for d in decisions
-                                                         if d.transfer.from_account], ids, phases=True, records=True)
+            read = await step_sql.read_step(
+                connection,
+                [d.transfer.from_account for d in decisions if d.transfer.from_account],
+                ids,
+                phases=True,
+                records=True,
+            )
             ops, updates, new_records = [], [], []
             for decision in decisions:
                 phase = read.phases.get(decision.transfer.transaction_id)
@@ -135,13 +156,26 @@ async def second_phase_debits(
                 ops.append(BranchOp(phase.transfer, "debit", actual))
                 if phase.second_state != "done":
                     state = "done" if final_state == "done" or phase.second_state == "done" else final_state
-                    updates.append(PhaseUpdate(phase.transfer.transaction_id, actual, state,
-                                               code if actual == "cancel" else None, decision.out_of_order))
+                    updates.append(
+                        PhaseUpdate(
+                            phase.transfer.transaction_id,
+                            actual,
+                            state,
+                            code if actual == "cancel" else None,
+                            decision.out_of_order,
+                        )
+                    )
                 if phase.transfer.transaction_id not in read.records:
                     new_records.append(record(phase.transfer, actual, code))
             plan = plan_branch_batch(ops, read.accounts, read.barrier)
-            created_at = await step_sql.write_step(connection, plan.postings.changes, RecordColumns.of(new_records),
-                                                   plan.postings.events, plan.barrier_inserts, advanced=updates)
+            created_at = await step_sql.write_step(
+                connection,
+                plan.postings.changes,
+                RecordColumns.of(new_records),
+                plan.postings.events,
+                plan.barrier_inserts,
+                advanced=updates,
+            )
         fresh = {r.transfer.transaction_id: r.stamped(created_at) for r in new_records}
         return [fresh.get(i) or read.records[i] for i in ids]
 
@@ -151,6 +185,7 @@ async def second_phase_debits(
 async def mark_done(pools: ShardPools, shard: str, transfers: list[Transfer]) -> list[Transfer]:
     """Phase state done for these transfers (their every branch has finished): one statement,
     its own transaction (no BEGIN and COMMIT round trips around it)."""
+
     async def step() -> list[Transfer]:
         async with pools.connection(shard) as connection:
             await phase_sql.mark_done(connection, [t.transaction_id for t in transfers])
@@ -162,4 +197,3 @@ async def mark_done(pools: ShardPools, shard: str, transfers: list[Transfer]) ->
 async def unfinished(pools: ShardPools, shard: str, older_than_ms: int, limit: int) -> list[PhaseRow]:
     async with pools.connection(shard) as connection:
         return await phase_sql.select_unfinished(connection, older_than_ms, limit)
-

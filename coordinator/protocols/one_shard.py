@@ -7,6 +7,7 @@ every balance, record and outbox row), COMMIT. Reading records without the locks
 record committed after the read collides on the transfers primary key when the batch
 writes its own (a retryable conflict), and the retry reads them again.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,8 +47,9 @@ class OneShard:
             reading = asyncio.ensure_future(records.find(ids, fresh=attempts > 1))  # beside BEGIN and the lock
             try:
                 async with self.pools.transaction(shard) as connection:
-                    account_ids = [t.to_account for t in transfers] + [t.from_account for t in transfers
-                                                                       if t.from_account]
+                    account_ids = [t.to_account for t in transfers] + [
+                        t.from_account for t in transfers if t.from_account
+                    ]
                     accounts = await account_sql.lock_accounts(connection, account_ids)
                     plan = plan_local_batch(transfers, accounts, await reading)
                     created_at = None
@@ -69,10 +71,15 @@ class OneShard:
         return outcomes_of(transfers, plan, created_at)
 
 
-def outcomes_of(transfers: list[Transfer], plan: BatchPlan, stamp: datetime | None = None,
-                stamp_of: Callable[[Transfer], datetime | None] | None = None) -> list[Outcome]:
+def outcomes_of(
+    transfers: list[Transfer],
+    plan: BatchPlan,
+    stamp: datetime | None = None,
+    stamp_of: Callable[[Transfer], datetime | None] | None = None,
+) -> list[Outcome]:
     """One outcome per planned transfer: its result (new or replayed) or a conflict. New
     records carry the time the shard stored them (BatchPlan.results)."""
-    return [conflict(transfer.transaction_id) if result is None else result
-            for transfer, result in zip(transfers, plan.results(transfers, stamp, stamp_of), strict=True)]
-
+    return [
+        conflict(transfer.transaction_id) if result is None else result
+        for transfer, result in zip(transfers, plan.results(transfers, stamp, stamp_of), strict=True)
+    ]

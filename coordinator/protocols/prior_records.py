@@ -6,6 +6,7 @@ The protocols are handed an object with this shape for each batch. Within a roun
 (coordinator/service/rounds.py) it answers from the round's one read per shard, made when the
 round began; asked again with `fresh` (a retry after a conflict), it reads anew.
 """
+
 from __future__ import annotations
 
 from typing import Collection, Protocol
@@ -14,8 +15,9 @@ from core.domain.transfers import TransferResult
 
 
 class PriorRecords(Protocol):
-    async def find(self, transaction_ids: list[str], skip: Collection[str] = (),
-                   fresh: bool = False) -> dict[str, TransferResult]:
+    async def find(
+        self, transaction_ids: list[str], skip: Collection[str] = (), fresh: bool = False
+    ) -> dict[str, TransferResult]:
         """The stored records of these ids on every shard but those in `skip`, every shard
         at once. `fresh`: read after this call (a retry must see what a conflict wrote).
         Raises ShardUnavailable when a shard does not answer."""

@@ -11,6 +11,7 @@ TC/C and Saga transfers whose phase state is unfinished and untouched for
 `abort_after_ms` are driven on from the step they reached, by the code the coordinator
 runs (branch_flow.resume).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -62,8 +63,12 @@ class RecoveryReport:
         return self.waiting == 0 and not self.errors
 
 
-async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int = ABORT_AFTER_MS_DEFAULT,
-                       decision_retention_s: int = DECISION_RETENTION_S_DEFAULT) -> RecoveryReport:
+async def recover_once(
+    pools: ShardPools,
+    shards: list[str],
+    abort_after_ms: int = ABORT_AFTER_MS_DEFAULT,
+    decision_retention_s: int = DECISION_RETENTION_S_DEFAULT,
+) -> RecoveryReport:
     assert abort_after_ms >= 0, "abort_after_ms must not be negative"
     assert decision_retention_s >= DECISION_RETENTION_S_MIN, f"keep decisions at least {DECISION_RETENTION_S_MIN} s"
     report = RecoveryReport()
@@ -117,8 +122,9 @@ async def recover_once(pools: ShardPools, shards: list[str], abort_after_ms: int
     return report
 
 
-async def prune_decisions(pools: ShardPools, shards: list[str], keep: list[str], retention_s: int,
-                          report: RecoveryReport) -> int:
+async def prune_decisions(
+    pools: ShardPools, shards: list[str], keep: list[str], retention_s: int, report: RecoveryReport
+) -> int:
     async def one(shard: str) -> int:
         async with pools.connection(shard) as connection:
             return await two_phase_sql.prune_decisions(connection, retention_s, keep, DECISIONS_PRUNED_PER_PASS_MAX)
@@ -129,8 +135,9 @@ async def prune_decisions(pools: ShardPools, shards: list[str], keep: list[str],
     return sum(pruned.results.values())
 
 
-async def resume_unfinished(pools: ShardPools, shards: list[str], flows: list[BranchFlow], abort_after_ms: int,
-                            report: RecoveryReport) -> None:
+async def resume_unfinished(
+    pools: ShardPools, shards: list[str], flows: list[BranchFlow], abort_after_ms: int, report: RecoveryReport
+) -> None:
     """Drive every TC/C and Saga transfer left unfinished (untouched for `abort_after_ms`)."""
 
     async def one(shard: str) -> list[PhaseRow]:
@@ -164,8 +171,12 @@ class Recovery:
         return report
 
 
-def recovery_worker(recover: Callable[[int], Awaitable[object]], interval_s: float = INTERVAL_S_DEFAULT,
-                    abort_after_ms: int = ABORT_AFTER_MS_DEFAULT, gate: Callable[[], bool] | None = None) -> Periodic:
+def recovery_worker(
+    recover: Callable[[int], Awaitable[object]],
+    interval_s: float = INTERVAL_S_DEFAULT,
+    abort_after_ms: int = ABORT_AFTER_MS_DEFAULT,
+    gate: Callable[[], bool] | None = None,
+) -> Periodic:
     """One recovery pass every `interval_s` in the background."""
 
     async def one_pass() -> bool:

@@ -1,5 +1,6 @@
 """The one retry policy for a local step that a conflict rolled back: bounded, jittered,
 and only on errors that are safe to retry from scratch (ShardRetryable)."""
+
 from __future__ import annotations
 
 from typing import Awaitable, Callable, TypeVar

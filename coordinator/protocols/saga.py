@@ -10,6 +10,7 @@ A Saga only moves forward: a credit whose outcome is unknown (its shard is down)
 repeated, by the client's retry or by recovery, until it lands or is refused; the
 barrier makes the repeats safe.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,6 +38,10 @@ class SagaCoordinator(BranchFlow):
         fault_points.reach("saga.after_credit")
         for decision, result in await self.decide_debits(decisions, final_state="done"):
             outcomes[decision.transfer.transaction_id] = result
-        log_phase(log, "saga.finished", [d.transfer.transaction_id for d in decisions],
-                  compensated=sum(1 for d in decisions if d.wanted == "cancel"))
+        log_phase(
+            log,
+            "saga.finished",
+            [d.transfer.transaction_id for d in decisions],
+            compensated=sum(1 for d in decisions if d.wanted == "cancel"),
+        )
         return outcomes

@@ -14,6 +14,7 @@ A Try on the credit shard that cannot be reached counts as failed: Cancel is alw
 safe, because the credit-side Try changes nothing. Confirm and Cancel cannot fail for
 business reasons; when a shard is down, recovery repeats them until they land.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,13 +54,19 @@ class TccCoordinator(BranchFlow):
             if not isinstance(result, (Refused, Reroute)):
                 decided.append((decision, "confirm" if result.status == "success" else "cancel"))
 
-        log_phase(log, "tcc.decided", [d.transfer.transaction_id for d, _ in decided],
-                  confirmed=sum(1 for _, phase in decided if phase == "confirm"))
+        log_phase(
+            log,
+            "tcc.decided",
+            [d.transfer.transaction_id for d, _ in decided],
+            confirmed=sum(1 for _, phase in decided if phase == "confirm"),
+        )
         fault_points.reach("tcc.after_decision")
         finished = await self.per_shard(
-            decided, lambda item: self.credit_shard(item[0].transfer),
+            decided,
+            lambda item: self.credit_shard(item[0].transfer),
             lambda shard, group: branch_steps.run_branch_ops(
-                self.pools, shard, [BranchOp(d.transfer, "credit", phase) for d, phase in group]),
+                self.pools, shard, [BranchOp(d.transfer, "credit", phase) for d, phase in group]
+            ),
         )
         log_phase(log, "tcc.finished_credit", [item[0].transfer.transaction_id for item, _ in finished])
         fault_points.reach("tcc.after_confirm_credit")

@@ -33,6 +33,7 @@ same batch_id: the primary key lets exactly one of the two decisions exist. A fe
 meets the coordinator's 'commit' row written but not yet committed waits for that
 transaction, then finds the batch committed, or inserts 'abort' once the row is gone.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -95,8 +96,10 @@ class Batch:
         """Per transfer, `local` for those within one shard (a round hands them to this batch
         on the shards it writes: rounds.py), else `2pc`; None when there are none."""
         shard_of = self.topology.shard_of
-        found = ["2pc" if t.from_account is not None and shard_of(t.from_account) != shard_of(t.to_account) else "local"
-                 for t in transfers]
+        found = [
+            "2pc" if t.from_account is not None and shard_of(t.from_account) != shard_of(t.to_account) else "local"
+            for t in transfers
+        ]
         return found if "local" in found else None
 
     def created_at(self, transfer: Transfer) -> datetime | None:
@@ -135,8 +138,9 @@ class TwoPhaseCommit:
 
     async def _attempt(self, transfers: list[Transfer], records: PriorRecords, retry: bool) -> list[Outcome]:
         topology = self.topology()
-        batch = Batch(str(uuid4()), [t.transaction_id for t in transfers], topology,
-                      accounts_by_shard(transfers, topology))
+        batch = Batch(
+            str(uuid4()), [t.transaction_id for t in transfers], topology, accounts_by_shard(transfers, topology)
+        )
         reading = asyncio.ensure_future(records.find(batch.transaction_ids, fresh=retry))
         try:
             async with AsyncExitStack() as stack:
@@ -144,8 +148,9 @@ class TwoPhaseCommit:
                     batch.connections[shard] = await stack.enter_async_context(self.pools.connection(shard))
                 try:
                     await self._lock(batch, in_order=retry)
-                    plan = plan_local_batch(transfers, batch.locked, await reading, protocol="2pc",
-                                            protocols=batch.protocols(transfers))
+                    plan = plan_local_batch(
+                        transfers, batch.locked, await reading, protocol="2pc", protocols=batch.protocols(transfers)
+                    )
                     await self._write_and_prepare(batch, transfers, plan)
                     if batch.gids:
                         await self._decide(batch)
@@ -165,13 +170,15 @@ class TwoPhaseCommit:
 
         async def begin(shard: str) -> None:
             with errors_of(shard):
-                await two_phase_sql.begin(batch.connections[shard],
-                                          lock_timeout_ms=None if in_order else PARALLEL_LOCK_TIMEOUT_MS)
+                await two_phase_sql.begin(
+                    batch.connections[shard], lock_timeout_ms=None if in_order else PARALLEL_LOCK_TIMEOUT_MS
+                )
 
         async def lock(shard: str) -> None:
             with errors_of(shard):
-                batch.locked.update(await account_sql.lock_accounts(batch.connections[shard],
-                                                                    sorted(batch.accounts_on[shard])))
+                batch.locked.update(
+                    await account_sql.lock_accounts(batch.connections[shard], sorted(batch.accounts_on[shard]))
+                )
 
         (await fan_out(batch.connections, begin)).raise_first()
         if in_order:
@@ -191,8 +198,11 @@ class TwoPhaseCommit:
         writers = [shard for shard in involved if changes[shard] or recorded_on[shard]]
         if len(writers) > 1:
             batch.decision_shard = min(shard for shard in writers if recorded_on[shard])
-            batch.gids = {shard: two_phase_sql.make_gid(batch.batch_id, batch.decision_shard, shard)
-                          for shard in writers if shard != batch.decision_shard}
+            batch.gids = {
+                shard: two_phase_sql.make_gid(batch.batch_id, batch.decision_shard, shard)
+                for shard in writers
+                if shard != batch.decision_shard
+            }
 
         async def write_or_release(shard: str) -> None:
             connection = batch.connections[shard]
@@ -201,9 +211,12 @@ class TwoPhaseCommit:
                     await two_phase_sql.rollback(connection)
                     return
                 batch.stamps[shard] = await transfer_sql.write_batch(
-                    connection, changes[shard], plan.records(transfers, recorded_on[shard]),
+                    connection,
+                    changes[shard],
+                    plan.records(transfers, recorded_on[shard]),
                     postings.events_on(batch.accounts_on[shard]),
-                    commit_decision=batch.batch_id if shard == batch.decision_shard else None)
+                    commit_decision=batch.batch_id if shard == batch.decision_shard else None,
+                )
 
         # Every write finishes before any failure is acted on: a connection is never rolled
         # back while its statement still runs.
@@ -267,8 +280,9 @@ class TwoPhaseCommit:
             async with self.pools.connection(decision_shard) as fresh:
                 await two_phase_sql.decide_unless_decided(fresh, batch_id, "abort")
         except ShardError as error:  # recovery fences it later, by age
-            log.warning("batch %s: abort decision not recorded on %s (%s); left to recovery", batch_id,
-                        decision_shard, error)
+            log.warning(
+                "batch %s: abort decision not recorded on %s (%s); left to recovery", batch_id, decision_shard, error
+            )
 
     async def _commit_prepared(self, batch: Batch) -> None:
         """COMMIT PREPARED on the connection that prepared each branch; where that fails, on

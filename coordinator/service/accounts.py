@@ -1,5 +1,6 @@
 """Accounts: open, read, freeze; each routed by the current topology and routed again when a
 shard says the account lives elsewhere now."""
+
 from __future__ import annotations
 
 from core.domain.accounts import Account
@@ -24,8 +25,9 @@ class Accounts:
             topology = self.router.topology
             shard = topology.shard_of(account_id)
             async with self.pools.connection(shard) as connection:
-                account = await account_sql.insert_account(connection, account_id, owner, currency,
-                                                           account_id in topology.overrides)
+                account = await account_sql.insert_account(
+                    connection, account_id, owner, currency, account_id in topology.overrides
+                )
                 if account is not None:
                     return account, True
                 existing = await account_sql.select_account(connection, account_id)
@@ -77,5 +79,8 @@ class Accounts:
 
         sums = await fan_out(self.router.shards(), one)
         sums.raise_first()
-        return (sum(s[0] for s in sums.results.values()), sum(s[1] for s in sums.results.values()),
-                sum(s[2] for s in sums.results.values()))
+        return (
+            sum(s[0] for s in sums.results.values()),
+            sum(s[1] for s in sums.results.values()),
+            sum(s[2] for s in sums.results.values()),
+        )

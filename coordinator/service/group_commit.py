@@ -4,6 +4,7 @@ No waiting is added under low load (a lone request goes at once); under load the
 requests that arrive while a batch is in flight form the next one. Every limit is
 a named, bounded setting.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,7 +49,7 @@ class Ticket(Generic[Outcome]):
         self.future = future
 
     def settle(self, start: int, outcomes: Sequence[Outcome | BaseException]) -> None:
-        self.outcomes[start:start + len(outcomes)] = outcomes
+        self.outcomes[start : start + len(outcomes)] = outcomes
         self.left -= len(outcomes)
         assert self.left >= 0, "an item settled twice"
         if self.left == 0 and not self.future.done():  # done: the caller gave up (cancelled)
@@ -119,8 +120,9 @@ class BatchApplier(Generic[Item, Outcome]):
         self.tasks = []
         while self.pending:
             segment = self.pending.popleft()
-            segment.ticket.settle(segment.taken, [RuntimeError("service is shutting down")] *
-                                  (len(segment.items) - segment.taken))
+            segment.ticket.settle(
+                segment.taken, [RuntimeError("service is shutting down")] * (len(segment.items) - segment.taken)
+            )
         self.pending_items = 0
 
     async def enqueue(self, items: list[Item]) -> asyncio.Future[list[Outcome | BaseException]]:
@@ -169,7 +171,7 @@ class BatchApplier(Generic[Item, Outcome]):
             segment = self.pending[0]
             items, taken = segment.items, segment.taken
             count = min(room, len(items) - taken)
-            batch.extend(items if taken == 0 and count == len(items) else items[taken:taken + count])
+            batch.extend(items if taken == 0 and count == len(items) else items[taken : taken + count])
             shares.append((segment.ticket, taken, count))
             room -= count
             if taken + count == len(items):
@@ -229,7 +231,7 @@ class BatchApplier(Generic[Item, Outcome]):
                 self.items_applied += len(items)
                 offset = 0
                 for ticket, start, count in shares:
-                    ticket.settle(start, outcomes if count == len(outcomes) else outcomes[offset:offset + count])
+                    ticket.settle(start, outcomes if count == len(outcomes) else outcomes[offset : offset + count])
                     offset += count
             finally:
                 release()

@@ -1,6 +1,7 @@
 """The transaction ids this process is working on: one id is in flight once per process, and
 a concurrent retry waits for the first instead of racing it. Bounded: past the bound the
 process refuses new work (overloaded) rather than grow without limit."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,8 +14,10 @@ INFLIGHT_MAX = 100_000
 
 
 def overloaded() -> WalletError:
-    return WalletError("overloaded", f"this coordinator has {INFLIGHT_MAX} transfers in flight; retry shortly "
-                                     "with the same transaction_id")
+    return WalletError(
+        "overloaded",
+        f"this coordinator has {INFLIGHT_MAX} transfers in flight; retry shortly with the same transaction_id",
+    )
 
 
 class InFlight:

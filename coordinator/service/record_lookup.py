@@ -14,6 +14,7 @@ when it begins (SharedRead), beside its groups' BEGIN and locks rather than befo
 groups read fresh, through RecordLookups, only when a conflict made them retry. Both are
 what the protocols are handed as their PriorRecords (coordinator/protocols/prior_records.py).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,8 +68,9 @@ class RecordLookups:
         lookups, self.lookups = self.lookups, {}
         await fan_out(lookups.values(), lambda lookup: lookup.stop())
 
-    async def find(self, transaction_ids: list[str], skip: Collection[str] = (),
-                   fresh: bool = False) -> dict[str, TransferResult]:
+    async def find(
+        self, transaction_ids: list[str], skip: Collection[str] = (), fresh: bool = False
+    ) -> dict[str, TransferResult]:
         """Records of these ids on every shard but `skip`, every shard at once, each read
         shared with the other batches asking that shard now (always made after this call,
         so `fresh` changes nothing). Raises ShardUnavailable (or whatever else a shard
@@ -107,8 +109,9 @@ class SharedRead:
         self.lookups = lookups
         self.reads = {shard: asyncio.ensure_future(lookups.read_now(shard, transaction_ids)) for shard in shards}
 
-    async def find(self, transaction_ids: list[str], skip: Collection[str] = (),
-                   fresh: bool = False) -> dict[str, TransferResult]:
+    async def find(
+        self, transaction_ids: list[str], skip: Collection[str] = (), fresh: bool = False
+    ) -> dict[str, TransferResult]:
         if fresh:
             return await self.lookups.find(transaction_ids, skip)
         # shield: a group that gives up must not cancel the read its siblings wait on

@@ -19,6 +19,7 @@ a round never waits for the previous one's last round trip: the next round start
 group of this one has passed its commit point (runtime/gates.py), so only one round at a time
 is taking locks across shards.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,8 +68,9 @@ def group_of(transfer: Transfer, topology: Topology) -> tuple[bool, str]:
     return (True, debit_shard) if debit_shard == credit_shard else (False, transfer.mode)
 
 
-def carry_local_transfers(groups: dict[tuple[bool, str], list[int]], transfers: list[Transfer],
-                          topology: Topology) -> None:
+def carry_local_transfers(
+    groups: dict[tuple[bool, str], list[int]], transfers: list[Transfer], topology: Topology
+) -> None:
     """The round's two-phase batch takes the one-shard transfers of the shards it writes
     anyway: on those shards they ride in its branch (recorded as `local`, committed with it),
     and their own group's four statements (BEGIN, lock, write, COMMIT) are not paid. Arrival
@@ -76,16 +78,26 @@ def carry_local_transfers(groups: dict[tuple[bool, str], list[int]], transfers: 
     cross = groups.get((False, "2pc"))
     if cross is None:
         return
-    touched = {topology.shard_of(account) for index in cross
-               for account in (transfers[index].from_account, transfers[index].to_account) if account is not None}
+    touched = {
+        topology.shard_of(account)
+        for index in cross
+        for account in (transfers[index].from_account, transfers[index].to_account)
+        if account is not None
+    }
     carried = [key for key in groups if key[0] and key[1] in touched]
     if carried:
         groups[(False, "2pc")] = sorted([*cross, *(index for key in carried for index in groups.pop(key))])
 
 
 class Rounds:
-    def __init__(self, limits: BatchLimits, records: RecordLookups, topology: Callable[[], Topology],
-                 one_shard: ApplyOneShard, cross_shard: dict[str, ApplyCrossShard]) -> None:
+    def __init__(
+        self,
+        limits: BatchLimits,
+        records: RecordLookups,
+        topology: Callable[[], Topology],
+        one_shard: ApplyOneShard,
+        cross_shard: dict[str, ApplyCrossShard],
+    ) -> None:
         self.records = records
         self.topology = topology
         self.one_shard = one_shard
@@ -131,8 +143,13 @@ class Rounds:
                 let_next_round_start()
 
         try:
-            answers = await asyncio.gather(*(self._group(key, [transfers[i] for i in members], read, once(locked))
-                                             for key, members in groups.items()), return_exceptions=True)
+            answers = await asyncio.gather(
+                *(
+                    self._group(key, [transfers[i] for i in members], read, once(locked))
+                    for key, members in groups.items()
+                ),
+                return_exceptions=True,
+            )
         finally:
             await read.close()
         outcomes: list[RoundOutcome | None] = [None] * len(transfers)
@@ -144,8 +161,9 @@ class Rounds:
         assert all(outcome is not None for outcome in outcomes), "every transfer of a round has an outcome"
         return [outcome for outcome in outcomes if outcome is not None]
 
-    async def _group(self, key: tuple[bool, str], transfers: list[Transfer], read: PriorRecords,
-                     locked: Callable[[], None]) -> list[Outcome]:
+    async def _group(
+        self, key: tuple[bool, str], transfers: list[Transfer], read: PriorRecords, locked: Callable[[], None]
+    ) -> list[Outcome]:
         """One group of the round. Two-phase commit calls let_next_start() at its commit point;
         a group that ends has passed it."""
         within_shard, name = key

@@ -1,5 +1,6 @@
 """The topology a coordinator routes by: switched to newer versions as they arrive, and read
 again when a shard refuses accounts it no longer serves."""
+
 from __future__ import annotations
 
 import asyncio
@@ -62,8 +63,9 @@ class Router:
         store = self.store
         return await self.switch(await asyncio.to_thread(store.load))
 
-    async def rerouting(self, action: Callable[[], Awaitable[Result]],
-                        moved: Callable[[Result], bool] = lambda answer: False) -> Result:
+    async def rerouting(
+        self, action: Callable[[], Awaitable[Result]], moved: Callable[[Result], bool] = lambda answer: False
+    ) -> Result:
         """Run `action` (which routes by self.topology) again while a shard refuses accounts it
         does not serve (it raises AccountsMoved, or `moved(answer)` says so), reading a newer
         topology in between. A refusal wrote nothing, so running it again is safe."""
@@ -79,4 +81,6 @@ class Router:
                 break  # nowhere to learn a newer topology from
             if not await self.refresh():
                 await asyncio.sleep(REROUTE_WAIT_MS * (attempt + 1) / 1000)
-        raise WalletError("shard_unavailable", "the account is moving between shards; retry with the same transaction_id")
+        raise WalletError(
+            "shard_unavailable", "the account is moving between shards; retry with the same transaction_id"
+        )

@@ -1,6 +1,7 @@
 """Where a transfer stands: its record (on whichever shard holds it), or, while it has none,
 the step it has reached (TC/C and Saga phase state, a prepared 2PC branch, a batch still open
 in this process)."""
+
 from __future__ import annotations
 
 from core.domain.errors import WalletError

@@ -1,6 +1,7 @@
 """Submission: a validated transfer is registered in flight, queued for a round (rounds.py),
 and its outcome there becomes the caller's answer; a transfer whose shard refused its
 accounts (a slot moved) is routed again under the same registration."""
+
 from __future__ import annotations
 
 import asyncio
@@ -52,8 +53,9 @@ class Submission:
 
     async def routed(self, transfer: Transfer) -> Outcome:
         """The transfer's outcome, routed again (bounded) while a shard refuses its accounts."""
-        return await self.router.rerouting(lambda: self.rounds.submit(transfer),
-                                           moved=lambda outcome: isinstance(outcome, Reroute))
+        return await self.router.rerouting(
+            lambda: self.rounds.submit(transfer), moved=lambda outcome: isinstance(outcome, Reroute)
+        )
 
     async def submit_many(self, transfers: list[Transfer]) -> list[TransferResult | WalletError]:
         """Many transfers at once, each with its own answer. They are queued in one step (no
@@ -113,8 +115,13 @@ class Submission:
         finally:
             # Cancelled or failed half-way: no id of this call stays registered, and no
             # waiter on one is left hanging.
-            inflight.abandon(mine, owner, lambda: WalletError(
-                "shard_unavailable", "the batch call ended before this transfer's outcome was known; "
-                                     "retry with the same transaction_id"))
+            inflight.abandon(
+                mine,
+                owner,
+                lambda: WalletError(
+                    "shard_unavailable",
+                    "the batch call ended before this transfer's outcome was known; retry with the same transaction_id",
+                ),
+            )
         assert all(answer is not None for answer in answers), "every item has an answer"
         return [answer for answer in answers if answer is not None]

@@ -8,6 +8,7 @@
 
 This module puts the parts together and owns their lifecycle; each part is its own module.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -43,14 +44,18 @@ from shards.pool import ShardPools, StatementObserver
 
 
 class WalletService:
-    def __init__(self, topology: Topology, settings: Settings, store: TopologyStore | None = None,
-                 is_leader: Callable[[], bool] = lambda: True, statement_observer: StatementObserver | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        settings: Settings,
+        store: TopologyStore | None = None,
+        is_leader: Callable[[], bool] = lambda: True,
+        statement_observer: StatementObserver | None = None,
+    ) -> None:
         self.settings = settings
         # Whether this process runs the singletons (recovery worker, ledger relay) now.
         self.is_leader = is_leader
-        self.pools = ShardPools(topology.shards, size_max=settings.pool_size_max,
-                                statement_observer=statement_observer)
+        self.pools = ShardPools(topology.shards, size_max=settings.pool_size_max, statement_observer=statement_observer)
         self.router = Router(topology, self.pools, store)
         self.records = RecordLookups(self.pools, lambda: self.router.topology.shards)
         current = lambda: self.router.topology  # noqa: E731: the protocols route by the newest
@@ -58,25 +63,36 @@ class WalletService:
         self.two_phase = TwoPhaseCommit(self.pools, current)
         self.tcc = TccCoordinator(self.pools, current)
         self.saga = SagaCoordinator(self.pools, current)
-        self.rounds = Rounds(settings.limits, self.records, current, self.one_shard.apply_batch, {
-            "2pc": self.two_phase.apply_batch, "tcc": self.tcc.apply_batch, "saga": self.saga.apply_batch})
+        self.rounds = Rounds(
+            settings.limits,
+            self.records,
+            current,
+            self.one_shard.apply_batch,
+            {"2pc": self.two_phase.apply_batch, "tcc": self.tcc.apply_batch, "saga": self.saga.apply_batch},
+        )
         self.inflight = InFlight()
         self.submission = Submission(self.router, self.rounds, self.inflight)
         self.accounts = Accounts(self.router, self.pools)
         self.status = TransferStatus(self.router, self.pools, self.records, self.inflight)
         self.recovery = Recovery(self.pools, self.router.shards, [self.tcc, self.saga])
         self.recovery_worker: Periodic | None = None
-        self.ledger = LedgerService(topology.ledger, self.pools, sorted(topology.shards),
-                                    self._anchoring(settings, store)) if topology.ledger else None
+        self.ledger = (
+            LedgerService(topology.ledger, self.pools, sorted(topology.shards), self._anchoring(settings, store))
+            if topology.ledger
+            else None
+        )
         self.router.on_shard_added.extend([self.records.add_shard, self._ledger_follows])
 
     @staticmethod
     def _anchoring(settings: Settings, store: TopologyStore | None) -> Anchoring:
         """Checkpoints go to the anchor file and, when the topology lives in ZooKeeper, beside it."""
         client = getattr(store, "client", None) if isinstance(store, ZooKeeperTopologyStore) else None
-        return Anchoring(settings.ledger_key_path, settings.ledger_anchor_path,
-                         ZooKeeperAnchors(client, settings.zk_root) if client is not None else None,
-                         settings.ledger_checkpoint_s)
+        return Anchoring(
+            settings.ledger_key_path,
+            settings.ledger_anchor_path,
+            ZooKeeperAnchors(client, settings.zk_root) if client is not None else None,
+            settings.ledger_checkpoint_s,
+        )
 
     @property
     def topology(self) -> Topology:
@@ -154,8 +170,9 @@ class WalletService:
     # -- accounts --------------------------------------------------------------------------
     async def create_account(self, account_id: object, owner: object, currency: object) -> tuple[Account, bool]:
         """(account, created). Creating the same account twice is a no-op; a different one is a conflict."""
-        return await self.accounts.create(validation.check_account_id(account_id), validation.check_owner(owner),
-                                          check_currency(currency))
+        return await self.accounts.create(
+            validation.check_account_id(account_id), validation.check_owner(owner), check_currency(currency)
+        )
 
     async def get_account(self, account_id: object) -> Account:
         return await self.accounts.get(validation.check_account_id(account_id))
@@ -167,8 +184,9 @@ class WalletService:
         return await self.accounts.totals()
 
     # -- money movement ----------------------------------------------------------------------
-    async def deposit(self, account_id: object, amount: object, transaction_id: object,
-                      currency: object = None) -> TransferResult:
+    async def deposit(
+        self, account_id: object, amount: object, transaction_id: object, currency: object = None
+    ) -> TransferResult:
         """Money enters from outside. Idempotent on transaction_id. With a currency (the API
         states one), a deposit in another currency than the account's is refused and recorded
         (currency_mismatch); without, it is the account's."""
@@ -180,10 +198,20 @@ class WalletService:
         """A transfer or deposit already checked (the API decodes requests into these)."""
         return await self.submission.submit(transfer)
 
-    async def transfer(self, from_account: object, to_account: object, amount: object, currency: object,
-                       transaction_id: object, mode: object = None) -> TransferResult:
-        return await self.submission.submit(validation.transfer_request(
-            from_account, to_account, amount, currency, transaction_id, mode, self.settings.default_mode))
+    async def transfer(
+        self,
+        from_account: object,
+        to_account: object,
+        amount: object,
+        currency: object,
+        transaction_id: object,
+        mode: object = None,
+    ) -> TransferResult:
+        return await self.submission.submit(
+            validation.transfer_request(
+                from_account, to_account, amount, currency, transaction_id, mode, self.settings.default_mode
+            )
+        )
 
     async def submit_many(self, transfers: list[Transfer]) -> list[TransferResult | WalletError]:
         """Many checked transfers at once, each with its own outcome."""
@@ -196,9 +224,20 @@ class WalletService:
         valid = []
         for index, item in enumerate(items):
             try:
-                valid.append((index, validation.transfer_request(
-                    item.get("from_account"), item.get("to_account"), item.get("amount"), item.get("currency"),
-                    item.get("transaction_id"), item.get("mode"), self.settings.default_mode)))
+                valid.append(
+                    (
+                        index,
+                        validation.transfer_request(
+                            item.get("from_account"),
+                            item.get("to_account"),
+                            item.get("amount"),
+                            item.get("currency"),
+                            item.get("transaction_id"),
+                            item.get("mode"),
+                            self.settings.default_mode,
+                        ),
+                    )
+                )
             except WalletError as error:
                 answers[index] = error
         for (index, _), answer in zip(valid, await self.submission.submit_many([t for _, t in valid])):

@@ -2,6 +2,7 @@
 
 A tuple, in the column order of shards/accounts.py's ACCOUNT_COLUMNS, so a locked row
 becomes one without a name looked up (a batch locks a thousand or two)."""
+
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -8,6 +8,7 @@ balances its predecessors left, so one insufficient-funds transfer fails alone.
 The plan is columns, not objects: per transfer its disposition, and for new ones the
 refusal code (None: it moves); results are made once, when the record's time is known.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -50,10 +51,16 @@ class BatchPlan:
             [transfers[index] for index in chosen],
             [self.protocol] * len(chosen) if self.protocols is None else [self.protocols[index] for index in chosen],
             ["success" if code is None else "failed" for code in codes],
-            ["committed" if code is None else "aborted" for code in codes], codes)
+            ["committed" if code is None else "aborted" for code in codes],
+            codes,
+        )
 
-    def results(self, transfers: list[Transfer], stamp: datetime | None = None,
-                stamp_of: Callable[[Transfer], datetime | None] | None = None) -> list[TransferResult | None]:
+    def results(
+        self,
+        transfers: list[Transfer],
+        stamp: datetime | None = None,
+        stamp_of: Callable[[Transfer], datetime | None] | None = None,
+    ) -> list[TransferResult | None]:
         """Each transfer's result (None: a conflict), made once its record's time is known:
         new records carry `stamp`, or their debit shard's from `stamp_of` (2PC writes records
         on several shards)."""
@@ -65,8 +72,11 @@ class BatchPlan:
                     protocol = protocols[index]
                 moment = stamp if stamp_of is None else stamp_of(transfer)
                 code = codes[index]
-                made.append(TransferResult(transfer, "success", None, protocol, "committed", moment) if code is None
-                            else TransferResult(transfer, "failed", code, protocol, "aborted", moment))
+                made.append(
+                    TransferResult(transfer, "success", None, protocol, "committed", moment)
+                    if code is None
+                    else TransferResult(transfer, "failed", code, protocol, "aborted", moment)
+                )
             elif disposition == "replay":
                 answer = replayed[index]
                 made.append(made[answer] if isinstance(answer, int) else answer)

@@ -12,6 +12,7 @@ safe against repeats and reordering:
 - a refused Try closes its branch the same way, so a duplicate delivered later
   cannot succeed after the transfer was cancelled or compensated.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -116,7 +117,9 @@ def plan_branch_batch(
                     insert(op, "try", "cancel")  # closes the branch
                     outcome = BranchOutcome(False, "refused", code)
         elif op.operation == "confirm":
-            assert (transfer.transaction_id, op.branch, "cancel") not in rows, f"confirm after cancel of {transfer.transaction_id}"
+            assert (transfer.transaction_id, op.branch, "cancel") not in rows, (
+                f"confirm after cancel of {transfer.transaction_id}"
+            )
             if (transfer.transaction_id, op.branch, "confirm") in rows:
                 outcome = REPEAT
             else:
@@ -125,7 +128,9 @@ def plan_branch_batch(
                 _post(plan.postings, op, posting)
                 outcome = APPLIED
         else:
-            assert (transfer.transaction_id, op.branch, "confirm") not in rows, f"cancel after confirm of {transfer.transaction_id}"
+            assert (transfer.transaction_id, op.branch, "confirm") not in rows, (
+                f"cancel after confirm of {transfer.transaction_id}"
+            )
             if (transfer.transaction_id, op.branch, "cancel") in rows:
                 outcome = REPEAT
             else:

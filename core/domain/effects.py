@@ -7,6 +7,7 @@ are the planners' own: the one-shard and 2PC batch planner's postings (batch_pla
 the TC/C and Saga branch table (branch_plan.BUSINESS), walked along every path a transfer
 with that outcome can have taken.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -31,20 +32,31 @@ Effects = Counter[Posting]  # a multiset: the same posting may occur twice
 # steps can have taken (a Try refused, a branch cancelled after a hold, ...).
 BRANCH_PATHS: dict[tuple[str, str], list[list[tuple[str, str]]]] = {
     ("tcc", "success"): [[("debit", "try"), ("credit", "try"), ("debit", "confirm"), ("credit", "confirm")]],
-    ("tcc", "failed"): [[], [("debit", "try"), ("debit", "cancel")],
-                        [("debit", "try"), ("credit", "try"), ("debit", "cancel"), ("credit", "cancel")]],
+    ("tcc", "failed"): [
+        [],
+        [("debit", "try"), ("debit", "cancel")],
+        [("debit", "try"), ("credit", "try"), ("debit", "cancel"), ("credit", "cancel")],
+    ],
     ("saga", "success"): [[("debit", "try"), ("credit", "try"), ("debit", "confirm")]],
-    ("saga", "failed"): [[], [("debit", "try"), ("debit", "cancel")],
-                         [("debit", "try"), ("credit", "try"), ("debit", "cancel"), ("credit", "cancel")]],
+    ("saga", "failed"): [
+        [],
+        [("debit", "try"), ("debit", "cancel")],
+        [("debit", "try"), ("credit", "try"), ("debit", "cancel"), ("credit", "cancel")],
+    ],
 }
 
 
 def _batch_planner_effects(transfer: Transfer) -> Effects:
     """The one-shard / 2PC planner's postings for an applied transfer (accounts with room)."""
-    accounts = {account_id: Account(account_id, "rederive", transfer.currency, transfer.amount, 0, "active", 0)
-                for account_id in (transfer.from_account, transfer.to_account) if account_id is not None}
+    accounts = {
+        account_id: Account(account_id, "rederive", transfer.currency, transfer.amount, 0, "active", 0)
+        for account_id in (transfer.from_account, transfer.to_account)
+        if account_id is not None
+    }
     plan = plan_local_batch([transfer], accounts, {})
-    return Counter(Posting(e.account_id, e.kind, e.amount, e.reserved_delta) for e in plan.postings.events_on(set(accounts)))
+    return Counter(
+        Posting(e.account_id, e.kind, e.amount, e.reserved_delta) for e in plan.postings.events_on(set(accounts))
+    )
 
 
 def _branch_effects(transfer: Transfer, mode: str, path: list[tuple[str, str]]) -> Effects:

@@ -1,5 +1,6 @@
 """Errors a user can cause: a stable machine-readable code, an HTTP status, a human sentence;
 and the operator's kind, a setting or an argument that cannot be used."""
+
 from __future__ import annotations
 
 # code -> HTTP status. The codes are API: never rename one. 400 and 422 are for what the
@@ -31,8 +32,7 @@ ERROR_STATUS: dict[str, int] = {
 ERROR_MEANINGS: dict[str, str] = {
     "validation_error": "missing or unknown field, bad account id, bad UUID, bad mode, bad query parameter",
     "malformed_request": "body not a JSON object, or over its size limit (16 KiB; 512 KiB for a batch)",
-    "invalid_amount": "not a positive decimal string, more decimals than the currency has, or over 10^15 minor "
-                      "units",
+    "invalid_amount": "not a positive decimal string, more decimals than the currency has, or over 10^15 minor units",
     "same_account": "from and to are one account",
     "currency_mismatch": "the accounts and the request do not share one currency (no FX)",
     "unsupported_currency": "not an ISO 4217 code this service knows",
@@ -48,7 +48,7 @@ ERROR_MEANINGS: dict[str, str] = {
     "forbidden": "the token's scope or owner does not allow it",
     "rate_limited": "the token spent its burst; Retry-After says when to come back",
     "overloaded": "this coordinator has 100,000 transfers in flight; Retry-After says when to come back (same "
-                  "transaction id)",
+    "transaction id)",
     "ledger_not_configured": "balance at a moment or history asked of a deployment whose topology names no ledger",
     "not_found": "no such path",
     "method_not_allowed": "the path does not take this method; Allow lists those it does",

@@ -1,4 +1,5 @@
 """Money: integer minor units inside, decimal strings at the edge. Never floats."""
+
 from __future__ import annotations
 
 import re
@@ -8,10 +9,31 @@ from core.domain.errors import WalletError
 
 # ISO 4217 minor-unit exponents for the currencies this service accepts.
 CURRENCY_DECIMALS: dict[str, int] = {
-    "USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "AUD": 2, "CNY": 2, "INR": 2,
-    "SEK": 2, "NOK": 2, "DKK": 2, "PLN": 2, "BRL": 2, "MXN": 2, "SGD": 2, "HKD": 2,
-    "JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0,
-    "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3,
+    "USD": 2,
+    "EUR": 2,
+    "GBP": 2,
+    "CHF": 2,
+    "CAD": 2,
+    "AUD": 2,
+    "CNY": 2,
+    "INR": 2,
+    "SEK": 2,
+    "NOK": 2,
+    "DKK": 2,
+    "PLN": 2,
+    "BRL": 2,
+    "MXN": 2,
+    "SGD": 2,
+    "HKD": 2,
+    "JPY": 0,
+    "KRW": 0,
+    "ISK": 0,
+    "CLP": 0,
+    "BHD": 3,
+    "KWD": 3,
+    "JOD": 3,
+    "OMR": 3,
+    "TND": 3,
 }
 
 # Upper bound on one amount in minor units: far below bigint, far above any real payment.
@@ -35,8 +57,7 @@ def amount_rule(decimals: int) -> str:
     fraction = f"(?:\\.[0-9]{{1,{decimals}}})?"
     # A fraction of 1..decimals digits, not all zeros: k leading zeros, a non-zero digit, the rest.
     nonzero = "|".join(f"{'0' * k}[1-9][0-9]{{0,{decimals - 1 - k}}}" for k in range(decimals))
-    return (f"^0*(?:[1-9][0-9]{{0,{whole_digits - 1}}}{fraction}|0\\.(?:{nonzero})"
-            f"|{maximum}(?:\\.0{{1,{decimals}}})?)$")
+    return f"^0*(?:[1-9][0-9]{{0,{whole_digits - 1}}}{fraction}|0\\.(?:{nonzero})|{maximum}(?:\\.0{{1,{decimals}}})?)$"
 
 
 def check_currency(currency: object) -> str:
@@ -49,10 +70,10 @@ def parse_amount(text: object, currency: str) -> int:
     """'12.34' USD -> 1234. Refuses floats, signs, exponents, too many decimals, zero."""
     decimals = CURRENCY_DECIMALS[check_currency(currency)]
     if not isinstance(text, str):
-        raise WalletError("invalid_amount", "amount must be a decimal string such as \"12.34\", not a number")
+        raise WalletError("invalid_amount", 'amount must be a decimal string such as "12.34", not a number')
     parts = AMOUNT_PATTERN.match(text) if len(text) <= AMOUNT_TEXT_LENGTH_MAX else None
     if parts is None:
-        raise WalletError("invalid_amount", "amount must be a positive decimal string such as \"12.34\"")
+        raise WalletError("invalid_amount", 'amount must be a positive decimal string such as "12.34"')
     whole, fraction = parts.group(1), parts.group(2) or ""
     if len(fraction) > decimals:
         raise WalletError("invalid_amount", f"{currency} amounts have at most {decimals} decimal places")

@@ -10,6 +10,7 @@
 
 Expected failures travel as these values; an exception out of a batch is a bug or a shutdown.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,5 +46,7 @@ def conflict(transaction_id: str) -> Refused:
 
 
 def unavailable(shard: str) -> Refused:
-    return Refused("shard_unavailable", f"shard {shard} did not answer; the outcome is unknown until you retry "
-                                        "with the same transaction_id")
+    return Refused(
+        "shard_unavailable",
+        f"shard {shard} did not answer; the outcome is unknown until you retry with the same transaction_id",
+    )

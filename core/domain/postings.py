@@ -4,6 +4,7 @@ A pure, in-memory book over the rows a batch locked. Each posting gets the accou
 next version and the balance after it, which is what the outbox (and so the ledger)
 records; the changes fold into one row update per account for the database.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -56,8 +57,19 @@ class Postings:
         self.balance[account_id], self.reserved[account_id] = balance, reserved
         version = self.version[account_id] = self.version[account_id] + 1
         self._changes = None
-        self.events.append(BalanceEvent(transaction_id, account_id, version, kind, amount, reserved_delta,
-                                        balance, reserved, self.accounts[account_id].currency))
+        self.events.append(
+            BalanceEvent(
+                transaction_id,
+                account_id,
+                version,
+                kind,
+                amount,
+                reserved_delta,
+                balance,
+                reserved,
+                self.accounts[account_id].currency,
+            )
+        )
 
     @property
     def changes(self) -> dict[str, AccountChange]:
@@ -66,9 +78,13 @@ class Postings:
         if self._changes is None:
             balance, reserved, version = self.balance, self.reserved, self.version
             self._changes = {
-                account_id: AccountChange(balance[account_id] - row.balance, reserved[account_id] - row.reserved,
-                                          version[account_id] - row.version)
-                for account_id, row in self.accounts.items() if version[account_id] != row.version
+                account_id: AccountChange(
+                    balance[account_id] - row.balance,
+                    reserved[account_id] - row.reserved,
+                    version[account_id] - row.version,
+                )
+                for account_id, row in self.accounts.items()
+                if version[account_id] != row.version
             }
         return self._changes
 

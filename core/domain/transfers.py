@@ -5,6 +5,7 @@ frozen dataclass to make and to read (README.md, "Measured figures"). Their inva
 established where they are made: validation (domain/validation.py) builds requests, the
 planners build results, rows read back from a shard were checked when written.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -60,5 +61,10 @@ class RecordColumns(NamedTuple):
     @classmethod
     def of(cls, results: list[TransferResult]) -> RecordColumns:
         """The columns of finished results (the TC/C and Saga steps make few at a time)."""
-        return cls([r.transfer for r in results], [r.protocol for r in results], [r.status for r in results],
-                   [r.phase for r in results], [r.error_code for r in results])
+        return cls(
+            [r.transfer for r in results],
+            [r.protocol for r in results],
+            [r.status for r in results],
+            [r.phase for r in results],
+            [r.error_code for r in results],
+        )

@@ -4,6 +4,7 @@ Each rule is written once, as a regular expression both dialects read alike: the
 checks it with `fullmatch` (so `$` cannot let a trailing newline in), and the OpenAPI
 document states the same text as the field's `pattern` (ECMA-262, anchored by `^...$`).
 """
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,10 @@ OWNER_RULE = r"^[^\x00-\x1f\x7f-\x9f]*[^ \x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f
 UUID_RULE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 # RFC 3339 date-time (what OpenAPI's `format: date-time` means).
 # [0-9], never \d: Python's \d also matches other scripts' digits, ECMA-262's does not.
-MOMENT_RULE = (r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
-               r"([Zz]|[+-]([0-9]{2}):([0-9]{2}))$")
+MOMENT_RULE = (
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"([Zz]|[+-]([0-9]{2}):([0-9]{2}))$"
+)
 
 ACCOUNT_ID_PATTERN = re.compile(ACCOUNT_ID_RULE)
 OWNER_PATTERN = re.compile(OWNER_RULE)
@@ -44,8 +47,9 @@ def check_account_id(value: object, field: str = "account_id") -> str:
 
 def check_owner(value: object) -> str:
     if not isinstance(value, str) or len(value) > OWNER_LENGTH_MAX or not OWNER_PATTERN.fullmatch(value):
-        raise WalletError("validation_error", f"owner must be 1-{OWNER_LENGTH_MAX} characters, no control "
-                                              "characters, not only spaces")
+        raise WalletError(
+            "validation_error", f"owner must be 1-{OWNER_LENGTH_MAX} characters, no control characters, not only spaces"
+        )
     return value
 
 
@@ -82,11 +86,18 @@ def check_moment(value: object, field: str = "at") -> datetime:
     try:
         naive = datetime(max(year, 1), month, day, hour, minute, second, micros)
     except ValueError:
-        raise WalletError("validation_error", f"{field} must be a real date and time: {example}, got {value!r}") from None
+        raise WalletError(
+            "validation_error", f"{field} must be a real date and time: {example}, got {value!r}"
+        ) from None
     if year == 0:
         naive = datetime.min
-    offset = timedelta(0) if found.group(8) in ("Z", "z") else (
-        (1 if found.group(8)[0] == "+" else -1) * timedelta(hours=int(found.group(9)), minutes=int(found.group(10))))
+    offset = (
+        timedelta(0)
+        if found.group(8) in ("Z", "z")
+        else (
+            (1 if found.group(8)[0] == "+" else -1) * timedelta(hours=int(found.group(9)), minutes=int(found.group(10)))
+        )
+    )
     if abs(offset) >= timedelta(hours=24) or int(found.group(10) or 0) >= 60:
         raise WalletError("validation_error", f"{field} has an offset beyond ±23:59: {example}, got {value!r}")
     try:
@@ -95,8 +106,15 @@ def check_moment(value: object, field: str = "at") -> datetime:
         return (datetime.min if offset > timedelta(0) else datetime.max).replace(tzinfo=timezone.utc)
 
 
-def transfer_request(from_account: object, to_account: object, amount: object, currency: object,
-                     transaction_id: object, mode: object, default_mode: str) -> Transfer:
+def transfer_request(
+    from_account: object,
+    to_account: object,
+    amount: object,
+    currency: object,
+    transaction_id: object,
+    mode: object,
+    default_mode: str,
+) -> Transfer:
     """A transfer between two accounts from untrusted fields, or the WalletError to answer."""
     sender = check_account_id(from_account, "from_account")
     receiver = check_account_id(to_account, "to_account")
@@ -113,5 +131,12 @@ def deposit_request(account_id: object, amount: object, currency: object, transa
     """Money entering an account from outside: one shard, no cross-shard mode. The planner
     refuses (and records) an account that is missing or in another currency."""
     checked_currency = check_currency(currency)
-    return Transfer(check_transaction_id(transaction_id), "deposit", None, check_account_id(account_id),
-                    parse_amount(amount, checked_currency), checked_currency, "local")
+    return Transfer(
+        check_transaction_id(transaction_id),
+        "deposit",
+        None,
+        check_account_id(account_id),
+        parse_amount(amount, checked_currency),
+        checked_currency,
+        "local",
+    )

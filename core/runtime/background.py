@@ -1,4 +1,5 @@
 """A background task that repeats one action until stopped (recovery, ledger relay)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,13 @@ class Periodic:
     """Runs `action` again at once while it reports more work (returns True), otherwise
     after `interval_s`. An action's failure is logged and never ends the task."""
 
-    def __init__(self, name: str, action: Callable[[], Awaitable[bool]], interval_s: float,
-                 gate: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        action: Callable[[], Awaitable[bool]],
+        interval_s: float,
+        gate: Callable[[], bool] | None = None,
+    ) -> None:
         assert interval_s > 0, "interval_s must be positive"
         self.name = name
         # A singleton's gate: the action runs only while it is true (this process leads).

@@ -5,12 +5,14 @@ coordinator's CPU per transfer (README.md, "Measured figures"). uvicorn picks uv
 itself for `wallet serve`; this is the same choice for the commands that run a service
 directly (`wallet bench`, `wallet relay`, the one-shot admin commands).
 """
+
 from __future__ import annotations
 
 import asyncio
 from typing import Any, Coroutine, TypeVar
 
 Result = TypeVar("Result")
+
 
 def run(main: Coroutine[Any, Any, Result]) -> Result:
     try:

@@ -5,6 +5,7 @@ moves, the TC/C and Saga steps, probes, metrics, the relay), so one slow or dead
 costs its own answer and never the others'. A cancellation is not an answer: it goes on
 up at once.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,7 +47,8 @@ async def fan_out(keys: Iterable[Key], step: Callable[[Key], Awaitable[Result]])
 
 
 async def fan_out_groups(
-    items: Iterable[Item], key_of: Callable[[Item], Key],
+    items: Iterable[Item],
+    key_of: Callable[[Item], Key],
     step: Callable[[Key, list[Item]], Awaitable[list[Result]]],
 ) -> tuple[list[tuple[Item, Result]], dict[Key, tuple[list[Item], Exception]]]:
     """Group items by key (a shard), run `step` once per group, all groups at once. Returns

@@ -4,25 +4,28 @@ A coordinator started with WALLET_FAULT_POINT=<name> (read by Settings, armed by
 starts the process: `wallet` and the app) dies at once when the protocol reaches that
 step, as it would on a power cut. Disarmed, `reach` costs one comparison.
 """
+
 from __future__ import annotations
 
 import os
 import signal
 
-FAULT_POINTS = frozenset({
-    "2pc.after_writes",
-    "2pc.after_first_prepare",
-    "2pc.after_all_prepares",
-    "2pc.after_decision",
-    "2pc.after_first_commit",
-    "tcc.after_try_debit",
-    "tcc.after_try_credit",
-    "tcc.after_decision",
-    "tcc.after_confirm_credit",
-    "saga.after_debit",
-    "saga.after_credit",
-    "relay.after_ledger_commit",
-})
+FAULT_POINTS = frozenset(
+    {
+        "2pc.after_writes",
+        "2pc.after_first_prepare",
+        "2pc.after_all_prepares",
+        "2pc.after_decision",
+        "2pc.after_first_commit",
+        "tcc.after_try_debit",
+        "tcc.after_try_credit",
+        "tcc.after_decision",
+        "tcc.after_confirm_credit",
+        "saga.after_debit",
+        "saga.after_credit",
+        "relay.after_ledger_commit",
+    }
+)
 
 _armed: str | None = None
 

@@ -11,13 +11,15 @@ Measured (README.md, "Measured figures"): letting the next round start as soon a
 held its locks split rounds in two (45 transfers instead of 64 at 128 connections) and cost
 more CPU per transfer than it saved in waiting; at the commit point it costs nothing.
 """
+
 from __future__ import annotations
 
 import contextvars
 from typing import Callable
 
 _LET_NEXT_START: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
-    "let_next_start", default=None)
+    "let_next_start", default=None
+)
 
 
 def let_next_start() -> None:

@@ -1,5 +1,6 @@
 """Structured logs: one JSON object a line, carrying the transaction id of the request
 being served (a context variable, so every line logged while serving it has it)."""
+
 from __future__ import annotations
 
 import contextvars
@@ -47,8 +48,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(log_format: str = "json", level: str = "info") -> None:
     """The `wallet.*` loggers to stderr, as JSON lines (or plain text for a terminal)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
     root = logging.getLogger("wallet")
     root.handlers = [handler]
     root.setLevel(level.upper())
@@ -59,4 +61,6 @@ def log_phase(logger: logging.Logger, phase: str, transaction_ids: list[Any], **
     """One line per batch step, naming every transaction id in it (at DEBUG: a line per
     step per batch would cost throughput at INFO; WALLET_LOG_LEVEL=debug shows them)."""
     if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("%s", phase, extra={"phase": phase, "transaction_ids": [str(t) for t in transaction_ids], **fields})
+        logger.debug(
+            "%s", phase, extra={"phase": phase, "transaction_ids": [str(t) for t in transaction_ids], **fields}
+        )

@@ -2,6 +2,7 @@
 safe default for the embedded local setup. A value that cannot be used is refused with a
 ConfigurationError naming the variable and what is allowed (never an assert: a check that
 python -O removes is no check)."""
+
 from __future__ import annotations
 
 import math
@@ -41,14 +42,22 @@ class BatchLimits:
     workers: int = 2  # batches in flight per shard
 
     def __post_init__(self) -> None:
-        require(1 <= self.batch_size_max <= BATCH_SIZE_MAX,
-                f"WALLET_BATCH_SIZE_MAX must be in 1..{BATCH_SIZE_MAX}, got {self.batch_size_max}")
-        require(0 <= self.batch_wait_ms <= BATCH_WAIT_MS_MAX,
-                f"WALLET_BATCH_WAIT_MS must be in 0..{BATCH_WAIT_MS_MAX}, got {self.batch_wait_ms}")
-        require(self.queue_size_max >= self.batch_size_max,
-                f"the queue ({self.queue_size_max}) must hold at least one batch ({self.batch_size_max})")
-        require(1 <= self.workers <= BATCH_WORKERS_MAX,
-                f"WALLET_BATCH_WORKERS must be in 1..{BATCH_WORKERS_MAX}, got {self.workers}")
+        require(
+            1 <= self.batch_size_max <= BATCH_SIZE_MAX,
+            f"WALLET_BATCH_SIZE_MAX must be in 1..{BATCH_SIZE_MAX}, got {self.batch_size_max}",
+        )
+        require(
+            0 <= self.batch_wait_ms <= BATCH_WAIT_MS_MAX,
+            f"WALLET_BATCH_WAIT_MS must be in 0..{BATCH_WAIT_MS_MAX}, got {self.batch_wait_ms}",
+        )
+        require(
+            self.queue_size_max >= self.batch_size_max,
+            f"the queue ({self.queue_size_max}) must hold at least one batch ({self.batch_size_max})",
+        )
+        require(
+            1 <= self.workers <= BATCH_WORKERS_MAX,
+            f"WALLET_BATCH_WORKERS must be in 1..{BATCH_WORKERS_MAX}, got {self.workers}",
+        )
 
 
 @dataclass(frozen=True)
@@ -96,26 +105,42 @@ class Settings:
     def __post_init__(self) -> None:
         require(self.default_mode in MODES, f"WALLET_MODE must be one of {', '.join(MODES)}, got {self.default_mode!r}")
         require(1 <= self.port <= 65535, f"WALLET_PORT must be in 1..65535, got {self.port}")
-        require(1 <= self.pool_size_max <= POOL_SIZE_MAX,
-                f"WALLET_POOL_SIZE_MAX must be in 1..{POOL_SIZE_MAX}, got {self.pool_size_max}")
-        require(self.zk_root.startswith("/") and not self.zk_root.endswith("/") and len(self.zk_root) > 1,
-                f"WALLET_ZK_ROOT must be an absolute znode path such as /wallet, got {self.zk_root!r}")
+        require(
+            1 <= self.pool_size_max <= POOL_SIZE_MAX,
+            f"WALLET_POOL_SIZE_MAX must be in 1..{POOL_SIZE_MAX}, got {self.pool_size_max}",
+        )
+        require(
+            self.zk_root.startswith("/") and not self.zk_root.endswith("/") and len(self.zk_root) > 1,
+            f"WALLET_ZK_ROOT must be an absolute znode path such as /wallet, got {self.zk_root!r}",
+        )
         low, high = ZK_SESSION_TIMEOUT_MS_RANGE
-        require(low <= self.zk_session_timeout_ms <= high,
-                f"WALLET_ZK_SESSION_TIMEOUT_MS must be in {low}..{high}, got {self.zk_session_timeout_ms}")
+        require(
+            low <= self.zk_session_timeout_ms <= high,
+            f"WALLET_ZK_SESSION_TIMEOUT_MS must be in {low}..{high}, got {self.zk_session_timeout_ms}",
+        )
         require(1 <= self.workers <= WORKERS_MAX, f"WALLET_WORKERS must be in 1..{WORKERS_MAX}, got {self.workers}")
         for name, rate in (("WALLET_RATE_PER_S", self.rate_per_s), ("WALLET_ADMIN_RATE_PER_S", self.admin_rate_per_s)):
-            require(math.isfinite(rate) and rate > 0, f"{name} must be a number above 0 (requests per second), got {rate}")
+            require(
+                math.isfinite(rate) and rate > 0, f"{name} must be a number above 0 (requests per second), got {rate}"
+            )
         for name, burst in (("WALLET_RATE_BURST", self.rate_burst), ("WALLET_ADMIN_RATE_BURST", self.admin_rate_burst)):
             require(burst >= 1, f"{name} must be a whole number of at least 1, got {burst}")
-        require(self.log_format in LOG_FORMATS,
-                f"WALLET_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
-        require(self.log_level in LOG_LEVELS,
-                f"WALLET_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        require(0 <= self.ledger_checkpoint_s <= 86_400,
-                f"WALLET_LEDGER_CHECKPOINT_S must be in 0..86400 (0: no periodic checkpoint), got {self.ledger_checkpoint_s}")
-        require(self.fault_point is None or self.fault_point in FAULT_POINTS,
-                f"WALLET_FAULT_POINT must be one of {', '.join(sorted(FAULT_POINTS))}, got {self.fault_point!r}")
+        require(
+            self.log_format in LOG_FORMATS,
+            f"WALLET_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}",
+        )
+        require(
+            self.log_level in LOG_LEVELS,
+            f"WALLET_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}",
+        )
+        require(
+            0 <= self.ledger_checkpoint_s <= 86_400,
+            f"WALLET_LEDGER_CHECKPOINT_S must be in 0..86400 (0: no periodic checkpoint), got {self.ledger_checkpoint_s}",
+        )
+        require(
+            self.fault_point is None or self.fault_point in FAULT_POINTS,
+            f"WALLET_FAULT_POINT must be one of {', '.join(sorted(FAULT_POINTS))}, got {self.fault_point!r}",
+        )
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, str] | None = None) -> Settings:
@@ -142,9 +167,12 @@ class Settings:
             log_level=env.text("WALLET_LOG_LEVEL", "info").lower(),
             run_relay=env.choice("WALLET_RELAY", ("on", "off"), "on") == "on",
             fault_point=env.text("WALLET_FAULT_POINT", "") or None,
-            ledger_key_file=Path(env.text("WALLET_LEDGER_KEY_FILE", "")) if env.text("WALLET_LEDGER_KEY_FILE", "") else None,
+            ledger_key_file=Path(env.text("WALLET_LEDGER_KEY_FILE", ""))
+            if env.text("WALLET_LEDGER_KEY_FILE", "")
+            else None,
             ledger_anchor_file=Path(env.text("WALLET_LEDGER_ANCHOR_FILE", ""))
-            if env.text("WALLET_LEDGER_ANCHOR_FILE", "") else None,
+            if env.text("WALLET_LEDGER_ANCHOR_FILE", "")
+            else None,
             ledger_checkpoint_s=env.integer("WALLET_LEDGER_CHECKPOINT_S", 60),
             limits=BatchLimits(
                 batch_size_max=env.integer("WALLET_BATCH_SIZE_MAX", 1000),

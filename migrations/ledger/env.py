@@ -1,4 +1,5 @@
 """Alembic environment for the event ledger's database (not a shard)."""
+
 from __future__ import annotations
 
 from alembic import context

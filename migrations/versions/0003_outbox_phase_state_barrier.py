@@ -4,6 +4,7 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-23
 """
+
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -29,10 +30,13 @@ def upgrade() -> None:
         sa.Column("currency", sa.Text, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
         sa.UniqueConstraint("account_id", "version", name="outbox_account_version_unique"),
-        sa.CheckConstraint("kind IN ('deposit', 'debit', 'credit', 'hold', 'release', 'compensate')",
-                           name="outbox_kind_known"),
-        sa.CheckConstraint("balance_after >= 0 AND reserved_after >= 0 AND reserved_after <= balance_after",
-                           name="outbox_after_consistent"),
+        sa.CheckConstraint(
+            "kind IN ('deposit', 'debit', 'credit', 'hold', 'release', 'compensate')", name="outbox_kind_known"
+        ),
+        sa.CheckConstraint(
+            "balance_after >= 0 AND reserved_after >= 0 AND reserved_after <= balance_after",
+            name="outbox_after_consistent",
+        ),
     )
     op.create_table(
         "phase_state",
@@ -54,12 +58,14 @@ def upgrade() -> None:
         sa.CheckConstraint("mode IN ('tcc', 'saga')", name="phase_state_mode_known"),
         sa.CheckConstraint("debit_try IN ('not_sent', 'sent', 'received')", name="phase_state_debit_try_known"),
         sa.CheckConstraint("credit_try IN ('not_sent', 'sent', 'received')", name="phase_state_credit_try_known"),
-        sa.CheckConstraint("second_phase IS NULL OR second_phase IN ('confirm', 'cancel')",
-                           name="phase_state_second_phase_known"),
+        sa.CheckConstraint(
+            "second_phase IS NULL OR second_phase IN ('confirm', 'cancel')", name="phase_state_second_phase_known"
+        ),
         sa.CheckConstraint("second_state IN ('none', 'sent', 'done')", name="phase_state_second_state_known"),
     )
-    op.create_index("phase_state_unfinished", "phase_state", ["updated_at"],
-                    postgresql_where=sa.text("second_state <> 'done'"))
+    op.create_index(
+        "phase_state_unfinished", "phase_state", ["updated_at"], postgresql_where=sa.text("second_state <> 'done'")
+    )
     op.create_table(
         "barrier",
         sa.Column("transaction_id", postgresql.UUID(as_uuid=True), nullable=False),

@@ -14,6 +14,7 @@ Adds
 The shard's owned slots come from the topology, so run it per named shard:
 `alembic -x shard=NAME upgrade head` or `wallet db upgrade --all`.
 """
+
 from alembic import context, op
 import sqlalchemy as sa
 
@@ -61,8 +62,10 @@ def owned_slots() -> list[int]:
 def upgrade() -> None:
     slots = owned_slots()
     op.execute(CREATE_WALLET_SLOT)
-    op.add_column("accounts", sa.Column("slot", sa.SmallInteger, sa.Computed("wallet_slot(account_id)", persisted=True),
-                                        nullable=False))
+    op.add_column(
+        "accounts",
+        sa.Column("slot", sa.SmallInteger, sa.Computed("wallet_slot(account_id)", persisted=True), nullable=False),
+    )
     op.add_column("accounts", sa.Column("placement", sa.Text, nullable=False, server_default=sa.text("'live'")))
     op.create_check_constraint("accounts_placement_known", "accounts", "placement IN ('live', 'incoming', 'moved')")
     op.create_index("accounts_slot", "accounts", ["slot"])

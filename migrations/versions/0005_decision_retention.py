@@ -7,6 +7,7 @@ Create Date: 2026-11-23
 Recovery deletes decisions older than the retention (a day by default) whose batch has no
 prepared branch left on any shard; this index finds them without scanning the table.
 """
+
 from alembic import op
 
 revision = "0005"

@@ -10,6 +10,7 @@ tests/test_two_phase_faults.py and tests/test_branch_faults.py; this run adds
 concurrency, the other faults, and the checker (chaos/checker.py).
 Longer runs: `wallet chaos --minutes N --seed S`.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -30,8 +31,14 @@ WALLET = str(Path(sys.executable).parent / "wallet")
 
 async def test_bank_invariant_holds_under_faults(cluster: LocalCluster) -> None:
     """Every fault kind and fault point once, transfers in every mode: zero anomalies."""
-    config = ChaosConfig(seed=SEED, cover_only=True, hold_scale=0.5, workers=6, accounts_per_shard=4,
-                         say=lambda line: print(line, flush=True))
+    config = ChaosConfig(
+        seed=SEED,
+        cover_only=True,
+        hold_scale=0.5,
+        workers=6,
+        accounts_per_shard=4,
+        say=lambda line: print(line, flush=True),
+    )
     report = await run_chaos(config, cluster)
     print(report.table())
     assert report.anomalies == [], report.table()
@@ -47,10 +54,16 @@ def test_checker_catches_the_naive_two_update_transfer() -> None:
     """The design the seeds reject (debit, then credit, two autocommit updates, a crash
     between, no idempotency) must fail the same checker: it can fail. Run as `wallet chaos
     --naive` on a throwaway cluster of its own, so the command line is tested too."""
-    completed = subprocess.run([WALLET, "chaos", "--naive", "--minutes", "0.07", "--seed", str(SEED), "--shards", "2"],
-                               capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(
+        [WALLET, "chaos", "--naive", "--minutes", "0.07", "--seed", str(SEED), "--shards", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 1, completed.stdout + completed.stderr
     counts = dict(re.findall(r"^  (\w+): (\d+)$", completed.stdout, re.M))
     assert counts.get("money_destroyed") == "1", completed.stdout
-    assert int(counts.get("balance_mismatch", 0)) > 0 and int(counts.get("succeeded_not_applied", 0)) > 0, completed.stdout
+    assert int(counts.get("balance_mismatch", 0)) > 0 and int(counts.get("succeeded_not_applied", 0)) > 0, (
+        completed.stdout
+    )
     assert int(counts.get("read_unexplained", 0)) > 0, completed.stdout

@@ -17,6 +17,7 @@ Create Date: 2026-12-02
 - `ledger_snapshots.digest`: SHA-256 of the snapshot's canonical form (ledger/snapshots.py),
   so an exported snapshot is checked on import.
 """
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -45,8 +46,9 @@ def upgrade() -> None:
     op.alter_column("ledger_events", "visible_at", nullable=False)
     # What a replay reads of each event, in stream order: a stream's tail is read from this
     # index alone (an index-only scan), not from the wide rows with their hashes.
-    op.create_index("ledger_events_replay", "ledger_events", ["stream", "position"],
-                    postgresql_include=list(REPLAY_COLUMNS))
+    op.create_index(
+        "ledger_events_replay", "ledger_events", ["stream", "position"], postgresql_include=list(REPLAY_COLUMNS)
+    )
 
     op.create_table(
         "ledger_snapshot_streams",
@@ -72,27 +74,41 @@ def upgrade() -> None:
     for snapshot_id, taken_at in snapshots:
         # An older snapshot gets positions from the events it covers: per stream, up to the
         # first event not in it.
-        bind.execute(sa.text("""
+        bind.execute(
+            sa.text("""
             INSERT INTO ledger_snapshot_streams (snapshot_id, stream, position, head)
             SELECT :id, e.stream, coalesce(min(e.position) FILTER (WHERE e.visible_at > :at) - 1, max(e.position)),
                    max(e.position)
             FROM ledger_events e GROUP BY e.stream
-        """), {"id": snapshot_id, "at": taken_at})
-        positions = bind.execute(sa.text("SELECT stream, position, head FROM ledger_snapshot_streams "
-                                         "WHERE snapshot_id = :id"),
-                                 {"id": snapshot_id}).all()
-        balances = bind.execute(sa.text("SELECT account_id, currency, balance, reserved, version, stream "
-                                        "FROM ledger_snapshot_balances WHERE snapshot_id = :id"),
-                                {"id": snapshot_id}).all()
-        bind.execute(sa.text("UPDATE ledger_snapshots SET digest = :digest WHERE snapshot_id = :id"),
-                     {"id": snapshot_id, "digest": digest_of_rows(taken_at, positions, balances)})
+        """),
+            {"id": snapshot_id, "at": taken_at},
+        )
+        positions = bind.execute(
+            sa.text("SELECT stream, position, head FROM ledger_snapshot_streams WHERE snapshot_id = :id"),
+            {"id": snapshot_id},
+        ).all()
+        balances = bind.execute(
+            sa.text(
+                "SELECT account_id, currency, balance, reserved, version, stream "
+                "FROM ledger_snapshot_balances WHERE snapshot_id = :id"
+            ),
+            {"id": snapshot_id},
+        ).all()
+        bind.execute(
+            sa.text("UPDATE ledger_snapshots SET digest = :digest WHERE snapshot_id = :id"),
+            {"id": snapshot_id, "digest": digest_of_rows(taken_at, positions, balances)},
+        )
     op.execute("ALTER TABLE ledger_snapshots ENABLE TRIGGER ledger_snapshots_append_only")
     op.alter_column("ledger_snapshots", "digest", nullable=False)
     op.create_index("ledger_snapshots_digest", "ledger_snapshots", ["digest"], unique=True)
-    op.execute("CREATE TRIGGER ledger_snapshot_streams_append_only BEFORE UPDATE OR DELETE ON ledger_snapshot_streams "
-               "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()")
-    op.execute("CREATE TRIGGER ledger_snapshot_streams_no_truncate BEFORE TRUNCATE ON ledger_snapshot_streams "
-               "FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()")
+    op.execute(
+        "CREATE TRIGGER ledger_snapshot_streams_append_only BEFORE UPDATE OR DELETE ON ledger_snapshot_streams "
+        "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()"
+    )
+    op.execute(
+        "CREATE TRIGGER ledger_snapshot_streams_no_truncate BEFORE TRUNCATE ON ledger_snapshot_streams "
+        "FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()"
+    )
 
 
 def downgrade() -> None:
