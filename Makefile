@@ -4,7 +4,7 @@ PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast lint bench install system-deps clean
-# What pyflakes reads; mypy reads the files pyproject.toml names.
+# What ruff reads; mypy reads the files pyproject.toml names.
 LINTED := core coordinator shards shard_router ledger migrations launchers bench chaos client tests
 
 $(STAMP): pyproject.toml client/pyproject.toml
@@ -25,7 +25,7 @@ system-deps:
 run: install system-deps
 	$(VENV)/bin/wallet serve --local
 
-# Everything CI runs: pyflakes, mypy, then every test against real PostgreSQL and ZooKeeper.
+# Everything CI runs: ruff (format and lint), mypy, then every test against real PostgreSQL and ZooKeeper.
 test: lint system-deps
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
@@ -34,7 +34,8 @@ test-fast: lint
 	$(VENV)/bin/pytest -q -m "not cluster" $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/pyflakes $(LINTED)
+	$(VENV)/bin/ruff format --check --quiet $(LINTED)
+	$(VENV)/bin/ruff check --quiet $(LINTED)
 	$(VENV)/bin/mypy
 
 # The benchmark (several minutes): figures and ratios against pgbench measured in the same run.

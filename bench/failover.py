@@ -22,9 +22,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from coordinator.service.wallet import WalletService
 from core.domain.errors import WalletError
 from core.runtime.settings import Settings
-from coordinator.service.wallet import WalletService
 from launchers.patroni import HaCluster
 from launchers.postgres import temporary_home
 from shards import migrate

@@ -12,22 +12,22 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import resource
 import random
+import resource
 import shutil
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 
+from launchers.postgres import LocalCluster, temporary_home
 from ledger.chain import GENESIS, LedgerEvent, chain_hash
 from ledger.replay import replay_balances
 from ledger.snapshots import take_snapshot
 from shards import migrate
-from launchers.postgres import LocalCluster, temporary_home
 
 COPY_CHUNK = 200_000
 # The relay appends a stream's events in batches of up to RELAY_BATCH_MAX: the bench writes
@@ -58,7 +58,7 @@ STREAMS = 4  # as `wallet dev up`'s 4 shards
 async def fill(dsn: str, events: int, accounts: int, streams: int, seed: int) -> datetime:
     """Deposits then transfers, spread over `streams`; returns the last event's time."""
     rng = random.Random(seed)
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     balance = [0] * accounts
     version = [0] * accounts
     heads = {f"shard{i}": (0, GENESIS) for i in range(streams)}
@@ -124,7 +124,7 @@ async def measure(dsn: str, events: int, accounts: int, end: datetime) -> dict[s
         started = time.perf_counter()
         scratch = await replay_balances(pool, end, use_snapshot=False)  # the streams at once
         from_scratch_s = time.perf_counter() - started
-        cut = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=int(events * 0.9))
+        cut = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(events * 0.9))
         started = time.perf_counter()
         await take_snapshot(connection, cut)
         snapshot_s = time.perf_counter() - started
@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(home, ignore_errors=True)
     print(
         f"replay from scratch: {figures['from_scratch_s']:.2f} s = {figures['replay_events_per_s']:,.0f} events/s; "
-        f"snapshot at 90%: {figures['snapshot_s']:.2f} s; replay from it (10% tail): {figures['snapshot_tail_s']:.2f} s "
+        f"snapshot at 90%: {figures['snapshot_s']:.2f} s; "
+        f"replay from it (10% tail): {figures['snapshot_tail_s']:.2f} s "
         f"({figures['from_snapshot_speedup']:.1f}x faster); one account at T: {figures['account_at_ms']:.1f} ms "
         f"(median of {ACCOUNT_AT_SAMPLES}); peak memory of the replaying process {figures['peak_rss_mib']:.0f} MiB"
     )

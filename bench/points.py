@@ -11,9 +11,9 @@ from bench.cpu import CpuMeter
 from bench.workload import Workload
 from coordinator.service.wallet import WalletService
 from launchers.postgres import LocalCluster
+from shard_router.topology import Topology
 from shards import outbox as outbox_sql
 from shards.pool import connect
-from shard_router.topology import Topology
 
 INITIAL_BALANCE = 1_000_000  # minor units per account: transfers of 0.01 never run dry
 

@@ -179,7 +179,8 @@ def summarize_rest(results: Results, rest_connections: int) -> None:
         batch = best(results, BATCH_POINT)
         if batch is not None and batch.postgres_cpu_us and rest.postgres_cpu_us:
             print(
-                f"REST PostgreSQL CPU per transfer: {rest.postgres_cpu_us / batch.postgres_cpu_us:4.1f}x the batch API's"
+                f"REST PostgreSQL CPU per transfer: {rest.postgres_cpu_us / batch.postgres_cpu_us:4.1f}x "
+                "the batch API's"
             )
     for name in (DEFAULTS_POINT, SUSTAINED_REST_POINT, SUSTAINED_BATCH_POINT):
         point = best(results, name)

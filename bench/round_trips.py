@@ -14,8 +14,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
+from core.runtime.settings import Settings
 from shard_router.topology import Topology
 
 MODES = ("local", "2pc", "tcc", "saga")

@@ -55,9 +55,9 @@ from bench.report import (
 )
 from bench.round_trips import lone_transfer_costs
 from bench.workload import Workload
+from coordinator.service.wallet import WalletService
 from core.runtime import event_loop
 from core.runtime.settings import BatchLimits, Settings
-from coordinator.service.wallet import WalletService
 from launchers.postgres import LocalCluster, temporary_home
 from shards import migrate
 

@@ -8,7 +8,7 @@ token (`Authorization: Bearer ...`) when the API requires one.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from chaos.history import FAILED, SUCCESS, UNKNOWN, Answer, TransferRecord
 from wallet_client import ApiError, Attempt, RetryPolicy, UnknownOutcome, WalletClient

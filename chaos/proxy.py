@@ -101,7 +101,7 @@ class FaultyProxy:
                 for pipe in pipes:
                     pipe.cancel()
                 await asyncio.gather(*pipes, return_exceptions=True)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             pass
         except asyncio.CancelledError:
             pass  # cut: both sides are reset below

@@ -21,31 +21,31 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import asyncpg
 
 from chaos import schedule as faults
 from chaos.checker import LIVE, Anomaly, CheckReport, check_run, leftovers
 from chaos.client import Headers, RestClient
-from wallet_client import RetryPolicy
 from chaos.history import Answer, Read, TransferRecord, format_minor
 from chaos.naive import NaiveTransfers
 from chaos.processes import Coordinator, pause_shard, resume_shard
 from chaos.proxy import FaultyProxy
 from coordinator.api.auth import issue_token
-from core.runtime.settings import Settings
+from coordinator.service.wallet import WalletService
 from core.runtime.fan_out import fan_out
 from core.runtime.fault_points import FAULT_POINTS
-from coordinator.service.wallet import WalletService
+from core.runtime.settings import Settings
+from launchers.patroni import HaCluster, Member
+from launchers.postgres import LocalCluster, free_port, temporary_home
+from launchers.zookeeper import LocalZooKeeper
 from shard_router.file_store import FileTopologyStore
 from shard_router.stores import connect_zookeeper
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
-from launchers.zookeeper import LocalZooKeeper
-from launchers.patroni import HaCluster, Member
-from launchers.postgres import LocalCluster, free_port, temporary_home
+from wallet_client import RetryPolicy
 
 log = logging.getLogger("wallet.chaos")
 
@@ -138,7 +138,10 @@ class ChaosReport:
             "|---|---:|---:|---:|---:|---:|",
         ]
         for mode in (*MODES, "total"):
-            pick = (lambda counter: sum(counter.values())) if mode == "total" else (lambda counter: counter[mode])
+
+            def pick(counter: Counter[str], mode: str = mode) -> int:
+                return sum(counter.values()) if mode == "total" else counter[mode]
+
             lines.append(
                 f"| {mode} | {pick(self.tried):,} | {pick(self.succeeded):,} | {pick(self.failed):,} | "
                 f"{pick(self.timed_out) - pick(self.unknown):,} | {pick(self.unknown):,} |"
@@ -251,7 +254,7 @@ class Run:
             proxy = FaultyProxy("127.0.0.1", real_port)
             ports.append(await proxy.start())
             self.proxies.append(proxy)
-        for real_port, port in zip(real_ports, ports):
+        for real_port, port in zip(real_ports, ports, strict=True):
             dsn = dsn.replace(f"127.0.0.1:{real_port}", f"127.0.0.1:{port}")
         addresses[self.config.proxied_shard] = dsn
         proxied = self.workdir / "topology.json"
@@ -391,7 +394,7 @@ class Run:
 
         try:
             read = await asyncio.wait_for(fan_out(self.shards, one), READ_TIMEOUT_S * 2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         if read.errors:  # a shard down or paused: this read sees nothing
             return None

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from core.domain.errors import ConfigurationError
 from core.runtime.settings import HA_MEMBERS_MAX, HA_MEMBERS_MIN
 from launchers.postgres import DATABASE, LEDGER, SERVER_SETTINGS, SHARD_COUNT_MAX, SUPERUSER, free_port, postgres_bin

@@ -133,7 +133,7 @@ class LocalCluster:
     def _chown(self, path: Path) -> None:
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
-            for root, dirs, files in os.walk(path):
+            for root, _, files in os.walk(path):
                 os.chown(root, owner.pw_uid, owner.pw_gid)
                 for name in files:
                     os.chown(os.path.join(root, name), owner.pw_uid, owner.pw_gid)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -115,7 +115,7 @@ def sign_heads(key: Ed25519PrivateKey, heads: dict[str, tuple[int, bytes]], take
     """One anchor line: the heads, the moment, the public key, and the signature over them."""
     document: dict[str, Any] = {
         "format": FORMAT,
-        "taken_at": taken_at.astimezone(timezone.utc).isoformat(timespec="microseconds"),
+        "taken_at": taken_at.astimezone(UTC).isoformat(timespec="microseconds"),
         "heads": {stream: [position, digest.hex()] for stream, (position, digest) in sorted(heads.items())},
         "key": public_hex(key.public_key()),
     }
@@ -177,7 +177,7 @@ async def checkpoint(
 ) -> dict[str, tuple[int, bytes]]:
     """Sign every stream's head now and append it to the file (and the store)."""
     heads = await chain_heads(ledger)
-    line = sign_heads(key, heads, datetime.now(timezone.utc))
+    line = sign_heads(key, heads, datetime.now(UTC))
     append_to_file(anchor_file, line)
     if store is not None:
         store.append(line)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import asyncpg
 
@@ -81,7 +81,7 @@ async def audit(
     read = await fan_out(shards, lambda shard: live_balances(pools, shard))
     read.raise_first()
     lives = [read.results[shard] for shard in shards]
-    for shard, live in zip(shards, lives):
+    for shard, live in zip(shards, lives, strict=True):
         async with pools.connection(shard) as connection:
             report.outbox_lag[shard] = await outbox_sql.outbox_lag(connection)
         report.accounts += len(live)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Iterable
+from datetime import UTC, datetime
 
 GENESIS = bytes(32)  # prev_hash of a stream's first event
 
@@ -32,7 +32,7 @@ class LedgerEvent:
 def canonical(event: LedgerEvent) -> bytes:
     """Every field the hash protects, in a fixed order and format (UTC, microseconds)."""
     # The same text as strftime("%Y-%m-%dT%H:%M:%S.%fZ"), at a fraction of its cost.
-    moment = event.created_at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    moment = event.created_at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     fields = (
         event.stream,
         event.position,

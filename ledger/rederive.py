@@ -9,8 +9,8 @@ produces is named, with what was recorded and what today's rules allow.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from core.domain.effects import Effects, Posting, possible_effects
 from core.domain.transfers import Transfer

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -20,9 +21,9 @@ from ledger import store
 from shards.pool import Connection
 
 # "Now and everything relayed": later than any event can be.
-END_OF_TIME = datetime(9999, 1, 1, tzinfo=timezone.utc)
+END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 # Before any event: the moment of "no snapshot".
-BEFORE_TIME = datetime(1, 1, 2, tzinfo=timezone.utc)
+BEFORE_TIME = datetime(1, 1, 2, tzinfo=UTC)
 
 Source = Connection | asyncpg.Pool
 Progress = Callable[[int], None]  # called with the events just counted
@@ -140,7 +141,7 @@ def _merge(at: datetime, snapshot_id: int | None, names: list[str], per_stream: 
     rows: dict[str, Any] = {}
     streams: dict[str, str] = {}
     events = 0
-    for name, stream_rows in zip(names, per_stream):
+    for name, stream_rows in zip(names, per_stream, strict=True):
         these = {row[0]: row for row in stream_rows}
         events += sum(row[5] for row in stream_rows)
         moved = {account: (rows[account], streams[account]) for account in these.keys() & rows.keys()}

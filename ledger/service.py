@@ -5,24 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Callable
 
 import asyncpg
 
-from ledger import anchors, store
+from core.domain.errors import ConfigurationError
+from core.runtime.background import Periodic
+from ledger import anchors, snapshots, store
 from ledger.anchors import AnchorStore, Rewrite
 from ledger.audit import AuditReport, audit, verify_chain
-from ledger.rederive import RederiveReport, rederive
 from ledger.chain import Break, LedgerEvent
-from core.runtime.background import Periodic
+from ledger.rederive import RederiveReport, rederive
 from ledger.relay import Relay, relay_worker
 from ledger.replay import Replay, replay_balances
-from ledger import snapshots
 from ledger.snapshots import take_snapshot
-from core.domain.errors import ConfigurationError
 from shards.pool import SERVER_SETTINGS, ShardPools, carry_uuids_as_text
 
 POOL_SIZE_MAX = 4
@@ -83,8 +82,8 @@ class LedgerService:
     async def _daily_snapshots(self, gate: Callable[[], bool] | None) -> None:
         """A snapshot of 00:00 UTC, taken once the day has turned (and its events are relayed)."""
         while True:
-            now = datetime.now(timezone.utc)
-            midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=timezone.utc)
+            now = datetime.now(UTC)
+            midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
             await asyncio.sleep((midnight - now).total_seconds() + SNAPSHOT_SETTLE_S)
             if gate is not None and not gate():
                 continue  # the leader takes it
@@ -157,7 +156,7 @@ class LedgerService:
         """Snapshot `snapshot_id` (None: the latest) to a file."""
         async with self._pool().acquire() as connection:
             if snapshot_id is None:
-                latest = await store.latest_snapshot(connection, datetime(9999, 1, 1, tzinfo=timezone.utc))
+                latest = await store.latest_snapshot(connection, datetime(9999, 1, 1, tzinfo=UTC))
                 if latest is None:
                     raise ConfigurationError("no snapshot to export: take one with `wallet ledger snapshot`")
                 snapshot_id = latest[0]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -30,7 +31,7 @@ Balance = tuple[str, str, int, int, int, str]  # account_id, currency, balance, 
 
 
 def moment_text(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def digest_of_rows(taken_at: datetime, positions: Iterable[Sequence[Any]], balances: Iterable[Sequence[Any]]) -> bytes:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, AsyncIterator
+from typing import Any
 
 import asyncpg
 
@@ -259,7 +260,7 @@ async def insert_snapshot(
     )
     columns: list[list[object]] = [[], [], [], [], [], []]
     for row in balances:
-        for column, value in zip(columns, row):
+        for column, value in zip(columns, row, strict=True):
             column.append(value)
     await connection.execute(INSERT_SNAPSHOT_BALANCES, snapshot_id, *columns)
     return snapshot_id

@@ -6,11 +6,10 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from shard_router.topology import Topology, TopologyError
-
 
 # A file has no change notification we can rely on everywhere: watchers poll its stat.
 WATCH_POLL_MS = 250

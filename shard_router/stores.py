@@ -7,8 +7,9 @@ JSON file (the embedded default for one machine). Both keep one contract:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from shard_router.file_store import FileTopologyStore
 from shard_router.topology import Topology, TopologyError

@@ -9,7 +9,7 @@ Layout under the root (default /wallet):
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError

@@ -22,7 +22,7 @@ again for every row it reads, and the statement grows with the table
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 _SEPARATOR = "\x1f"  # a control character: never in a validated id or word
 

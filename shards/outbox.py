@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+
 from shards.pool import Connection
 
 OUTBOX_COLUMNS = (

@@ -4,6 +4,7 @@ its debit shard; the decision (second_phase) is taken under its row lock."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import asyncpg
 
 from core.domain.transfers import Transfer

@@ -10,6 +10,7 @@ that are not live (shards/accounts.py), so an account is never live on two shard
 from __future__ import annotations
 
 import asyncpg
+
 from shards.pool import Connection
 
 # One page of the live copy. The flip itself locks the whole slot: slots are small

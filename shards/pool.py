@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -184,8 +185,10 @@ class ShardPools:
         assert not self.pools, "ShardPools.open() called twice"
         names = sorted(self.dsns)
         created = await asyncio.gather(*(self._create(name) for name in names), return_exceptions=True)
-        failures = [(name, error) for name, error in zip(names, created) if isinstance(error, BaseException)]
-        for name, pool in zip(names, created):
+        failures = [
+            (name, error) for name, error in zip(names, created, strict=True) if isinstance(error, BaseException)
+        ]
+        for name, pool in zip(names, created, strict=True):
             if not isinstance(pool, BaseException):
                 self.pools[name] = pool
         if failures:

@@ -93,7 +93,7 @@ async def check_two_phase_ready(name: str, dsn: str, primary: Connection) -> Non
                 f"{name}: max_prepared_transactions is 0 on {member.server}; 2PC needs it "
                 "at least max_connections (launchers/postgres.py sets it)"
             )
-    for first, other in zip(answered, answered[1:]):
+    for first, other in zip(answered, answered[1:], strict=False):
         if first.max_prepared_transactions != other.max_prepared_transactions:
             raise ConfigurationError(
                 f"{name}: max_prepared_transactions is {first.max_prepared_transactions} on {first.server} but "

@@ -11,8 +11,9 @@ travel together.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import asyncpg
 
@@ -142,7 +143,7 @@ async def write_step(
     """Everything a step writes, in its transaction; the records' created_at."""
     senders = [t.from_account for t in opened if t.from_account is not None]
     assert len(senders) == len(opened), "TC/C and Saga move money between two accounts: never a deposit"
-    marks = list(zip(*barrier)) if barrier else [(), (), (), ()]
+    marks = list(zip(*barrier, strict=True)) if barrier else [(), (), (), ()]
     row = await connection.fetchrow(
         WRITE_STEP,
         *write_arguments(changes, records, events, None),

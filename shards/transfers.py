@@ -6,8 +6,8 @@ from datetime import datetime
 
 import asyncpg
 
-from core.domain.transfers import RecordColumns, Transfer, TransferResult
 from core.domain.postings import AccountChange, BalanceEvent
+from core.domain.transfers import RecordColumns, Transfer, TransferResult
 from shards.arrays import int_array, nullable_text_array, text_array
 from shards.pool import Connection
 
@@ -27,7 +27,8 @@ WHERE transaction_id IN (SELECT id FROM unnest(($1::text)::uuid[]) AS wanted(id)
 
 def request_hash_sql(alias: str, kind: str | None = None) -> str:
     """The request hash of the row `alias` (columns kind, from_account, to_account, amount,
-    currency; `kind`: one for every row, where the row has none), computed by the server as it inserts: SHA-256 of the compact JSON list
+    currency; `kind`: one for every row, where the row has none), computed by the server as it
+    inserts: SHA-256 of the compact JSON list
     ["kind",from|null,"to",amount,"currency"], the form every record has stored, which must
     never change. The text is JSON as written because every part is a validated id, a
     currency code or a word: ASCII with no quote, backslash or control character
@@ -52,7 +53,8 @@ moved AS (
     UPDATE accounts AS a
     SET balance = a.balance + d.delta, reserved = a.reserved + d.reserved_delta,
         version = a.version + d.versions, updated_at = now()
-    FROM unnest(($1::text)::text[], ($2::text)::bigint[], ($3::text)::bigint[], ($4::text)::bigint[]) AS d(account_id, delta, reserved_delta, versions)
+    FROM unnest(($1::text)::text[], ($2::text)::bigint[], ($3::text)::bigint[], ($4::text)::bigint[])
+         AS d(account_id, delta, reserved_delta, versions)
     WHERE a.account_id = d.account_id
     RETURNING 1
 ), recorded AS (
@@ -147,10 +149,10 @@ def write_arguments(
         balances_after,
         reserved_after,
         currencies,
-    ) = zip(*events) if events else ((),) * len(BalanceEvent._fields)
+    ) = zip(*events, strict=True) if events else ((),) * len(BalanceEvent._fields)
     # Transfers are tuples too (transaction_id, kind, from, to, amount, currency, mode).
     (ids, transfer_kinds, senders, receivers, transfer_amounts, transfer_currencies, modes) = (
-        zip(*records.transfers) if records.transfers else ((),) * len(Transfer._fields)
+        zip(*records.transfers, strict=True) if records.transfers else ((),) * len(Transfer._fields)
     )
     return (
         text_array(account_ids),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+
 from shards.pool import Connection
 
 GID_PREFIX = "wallet:2pc:"

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
+from core.runtime.settings import Settings
+from launchers.postgres import LocalCluster
+from launchers.postgres import temporary_home as make_home
 from shard_router.topology import Topology
 from shards import migrate
-from launchers.postgres import LocalCluster, temporary_home as make_home
 from tests.helpers import TEST_SECRET
 
 # Fixtures that start servers (here and in test modules); a test that starts its own says so

@@ -16,17 +16,18 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import httpx
 
 from coordinator.api.app import WalletApp, build_app
 from coordinator.api.auth import issue_token
+from coordinator.service.wallet import WalletService
 from core.domain.errors import WalletError
 from core.runtime.logs import JsonFormatter
-from coordinator.service.wallet import WalletService
 from launchers.postgres import temporary_home as make_home
 from shard_router.topology import Topology
 
@@ -75,7 +76,7 @@ async def send_all(
 
     outcomes = list(await asyncio.gather(*(send(*request) for request in requests)))
     expected = dict(start)
-    for (source, target, cents), status in zip(requests, outcomes):
+    for (source, target, cents), status in zip(requests, outcomes, strict=True):
         if status == "success":
             expected[source] -= cents
             expected[target] += cents

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
 
-from core.domain.batch_plan import BatchPlan, plan_local_batch
 from core.domain.accounts import Account
+from core.domain.batch_plan import BatchPlan, plan_local_batch
 from core.domain.transfers import Transfer, TransferResult
 
 
@@ -79,7 +79,7 @@ class Planned:
         return [self.results[index] for index in self.plan.new]
 
 
-STAMP = datetime(2026, 12, 1, tzinfo=timezone.utc)
+STAMP = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def plan_of(
@@ -501,7 +501,7 @@ def test_results_carry_the_time_their_record_was_stored() -> None:
     """Protects the answer's created_at: a new record's comes from the shard that wrote it
     (2PC writes on several), a replay's from the stored record."""
     accounts = accounts_of(account("alice", 100), account("bob", 0), account("carol", 0))
-    earlier = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    earlier = datetime(2026, 1, 1, tzinfo=UTC)
     old = transfer("alice", "carol", 5)
     stored = {old.transaction_id: TransferResult(old, "success", None, "local", "committed", earlier)}
     to_bob, deposit_carol = transfer("alice", "bob", 5), deposit("carol", 5)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -132,16 +132,16 @@ def test_workload_transaction_ids_are_unique_version_4_uuids() -> None:
     ids = [workload.transaction_id() for _ in range(20_000)]
     assert len(set(ids)) == len(ids)
     parsed = [uuid.UUID(i) for i in ids]
-    assert all(u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == i for u, i in zip(parsed, ids))
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == i for u, i in zip(parsed, ids, strict=True))
 
 
 async def test_the_rest_floor_answers_as_the_server_does_where_the_client_reads_it() -> None:
     """The benchmark's client waits for the REST floor as for `wallet serve`: its readiness and
     transfer answers have the shapes the client builds."""
     import httpx
-    from wallet_client.models import Ready, build
 
     from bench.rest_floor import build_app
+    from wallet_client.models import Ready, build
 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://floor") as client:
         ready = build(Ready, (await client.get("/readyz")).json())

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from coordinator.service.wallet import WalletService
-from shard_router.topology import Topology
 from launchers.postgres import LocalCluster
+from shard_router.topology import Topology
 from tests.helpers import (
     accounts_on,
     assert_outbox_explains,

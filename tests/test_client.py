@@ -9,7 +9,7 @@ import dataclasses
 import random
 import re
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -18,8 +18,8 @@ import wallet_client
 from chaos.processes import Coordinator
 from coordinator.api import openapi
 from coordinator.api.app import build_app
-from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
+from core.runtime.settings import Settings
 from launchers.postgres import LocalCluster, free_port
 from shard_router.topology import Topology
 from tests.helpers import TEST_SECRET, accounts_on, balances, bearer

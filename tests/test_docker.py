@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from shard_router.topology import Topology
 from launchers.patroni import MEMBER_SETTINGS, NAMESPACE, bootstrap_dcs
 from launchers.postgres import SERVER_SETTINGS
+from shard_router.topology import Topology
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 REPOSITORY = DOCKER.parent

@@ -11,15 +11,15 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
+from coordinator.service.wallet import WalletService
 from core.domain.money import parse_amount
 from core.runtime.settings import Settings
-from coordinator.service.wallet import WalletService
 from launchers.postgres import LocalCluster, free_port
 from shards import two_phase as two_phase_sql
 from tests.helpers import REPOSITORY, TEST_SECRET, bearer, eventually
@@ -151,7 +151,7 @@ def test_schemathesis_finds_nothing_and_the_stateful_walk_moves_money(
     assert moved, "the stateful phase reached no successful transfer: the links no longer lead there"
     deposited: dict[object, int] = {}
     for har in ("stateless.har", "stateful.har"):
-        for method, path, status, body in exchanges(tmp_path / har):
+        for _, path, status, body in exchanges(tmp_path / har):
             if path.endswith("/deposits") and status == 200:
                 deposited[body["transaction_id"]] = parse_amount(body["amount"], str(body["currency"]))
     cases = [line for line in stateless.stdout.splitlines() + stateful.stdout.splitlines() if "generated" in line]

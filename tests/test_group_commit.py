@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from coordinator.service.group_commit import BatchApplier
 from core.domain.errors import ConfigurationError
 from core.runtime.settings import BatchLimits
-from coordinator.service.group_commit import BatchApplier
 
 
 class Recorder:

@@ -16,8 +16,8 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import asyncpg
 import httpx
@@ -25,9 +25,9 @@ import pytest
 
 from bench import failover
 from coordinator.api.app import build_app
+from coordinator.service.wallet import WalletService
 from core.domain.errors import WalletError
 from core.runtime.settings import Settings
-from coordinator.service.wallet import WalletService
 from launchers.patroni import HaCluster
 from launchers.postgres import LEDGER, temporary_home
 from shard_router.topology import Topology
@@ -270,7 +270,8 @@ async def test_mixed_load_across_a_primary_kill(ha: HaCluster, ha_serving: Walle
     await recover_until_clean(ha_serving)
     assert set(first.values()) <= {"success", "failed", "insufficient_funds"}, set(first.values())
     again = await asyncio.gather(*(definite(ha_serving, t) for t in transfers))
-    assert dict(zip((t["id"] for t in transfers), again)) == first, "a retry disagreed with the first answer"
+    retried = dict(zip((t["id"] for t in transfers), again, strict=True))
+    assert retried == first, "a retry disagreed with the first answer"
     applied = [t for t in transfers if first[t["id"]] == "success"]
     assert applied, "nothing was applied"
     expected = expected_after_all_once({a: 10_000 for a in everyone}, applied)

@@ -16,12 +16,12 @@ import uuid
 import asyncpg
 import pytest
 
-from core.domain.transfers import Transfer
 from coordinator.service.wallet import WalletService
+from core.domain.transfers import Transfer
 from shard_router.slots import slot_of
 from shard_router.topology import Topology
-from shards.errors import ShardUnavailable
 from shards.arrays import int_array, nullable_text_array, text_array
+from shards.errors import ShardUnavailable
 from tests.helpers import accounts_on, open_accounts
 
 
@@ -116,7 +116,7 @@ async def test_concurrent_lookups_share_statements_and_each_gets_its_own(
     before = lookup.batches_applied
     fresh = [[str(uuid.uuid4()), done[index]] for index in range(30)]
     answers = await asyncio.gather(*(service.records.find_on(["shard1", "shard2"], request) for request in fresh))
-    for request, answer in zip(fresh, answers):
+    for request, answer in zip(fresh, answers, strict=True):
         assert set(answer) == {request[1]}, "each caller sees its own ids' records, and only those"
         assert answer[request[1]].transfer.transaction_id == request[1]
     assert lookup.batches_applied - before < 30, "concurrent lookups on one shard share statements"

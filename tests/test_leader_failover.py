@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,9 +16,9 @@ import pytest
 from chaos.processes import Coordinator
 from coordinator.cluster.coordination import LEADER_ROLE
 from coordinator.service.wallet import WalletService
+from launchers.postgres import LocalCluster, free_port
 from shard_router.stores import connect_zookeeper
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
-from launchers.postgres import LocalCluster, free_port
 from tests.helpers import TEST_SECRET, accounts_on, bearer, eventually, make_home, open_accounts, prepared_count
 
 SESSION_TIMEOUT_MS = 4000
@@ -93,7 +93,7 @@ async def test_recovery_leader_failover(
             except httpx.HTTPError:
                 pass  # the leader dies mid-request
 
-        await asyncio.gather(*(send(s, t, i) for s, t, i in zip(sources, targets, ids)))
+        await asyncio.gather(*(send(s, t, i) for s, t, i in zip(sources, targets, ids, strict=True)))
         await asyncio.to_thread(leader_process.wait, 30)
         assert leader.killed_itself(), leader.log_path.read_text()
         assert await prepared_count(topology) > 0, "the leader died with branches prepared (in doubt)"
@@ -108,7 +108,7 @@ async def test_recovery_leader_failover(
         # The decision was commit: every transfer of the dead leader's batch is applied, once;
         # requests that had not reached a batch yet were never started (404, nothing moved).
         applied = 0
-        for source, transaction_id in zip(sources, ids):
+        for source, transaction_id in zip(sources, ids, strict=True):
             async with httpx.AsyncClient(timeout=30) as client:
                 shown = await client.get(f"{follower.url}/v1/transfers/{transaction_id}", headers=bearer())
             assert shown.status_code in (200, 404), shown.text

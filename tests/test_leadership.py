@@ -5,7 +5,7 @@ once; a LOST one hands the role to the other contender."""
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -10,17 +10,17 @@ import signal
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
+from core.domain.errors import WalletError
+from launchers.postgres import LocalCluster
 from ledger.replay import END_OF_TIME
 from shard_router.topology import Topology
-from launchers.postgres import LocalCluster
 from tests.helpers import accounts_on, bearer, open_accounts
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ async def test_replay_equals_live_after_mixed_load_and_at_past_moments(
     await open_accounts(service, ids, deposit="80.00")
     await mixed_load(service, ids, 1500, seed=1)
     await service.ledger.drain()
-    moment = datetime.now(timezone.utc)
+    moment = datetime.now(UTC)
     then = await live(service, ids)
     await asyncio.sleep(0.05)
     await mixed_load(service, ids, 1500, seed=2)
@@ -265,7 +265,7 @@ async def test_history_and_balance_at_over_http(service: WalletService, topology
     for _ in range(5):
         await service.transfer(alice, bob, "1.00", "USD", str(uuid.uuid4()))
     await service.ledger.drain()
-    middle = datetime.now(timezone.utc)
+    middle = datetime.now(UTC)
     await asyncio.sleep(0.05)
     await service.transfer(alice, bob, "2.00", "USD", str(uuid.uuid4()))
     await service.ledger.drain()

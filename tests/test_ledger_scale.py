@@ -11,21 +11,21 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import AsyncIterator
 
 import asyncpg
 import pytest
 
+from coordinator.service.wallet import WalletService
 from core.domain import branch_plan
 from core.domain.errors import ConfigurationError
 from core.runtime.settings import Settings
-from coordinator.service.wallet import WalletService
+from launchers.postgres import LocalCluster
 from ledger.chain import LedgerEvent, chain_hash
 from ledger.replay import END_OF_TIME
 from ledger.service import LedgerService
-from launchers.postgres import LocalCluster
 from shard_router.topology import Topology
 from tests.helpers import REPOSITORY, TEST_SECRET, accounts_on, open_accounts
 
@@ -69,7 +69,7 @@ async def test_replay_from_a_snapshot_reads_the_tail_and_equals_scratch(
     and gives what a replay from the first event gives, and what the live balances are."""
     ledger = ledger_of(service)
     everyone = await some_transfers(service, topology, 12)
-    snapshot_id = await ledger.snapshot(datetime.now(timezone.utc))
+    snapshot_id = await ledger.snapshot(datetime.now(UTC))
     later = await some_transfers(service, topology, 9)
     scratch = await ledger.replay(END_OF_TIME, use_snapshot=False)
     resumed = await ledger.replay(END_OF_TIME)
@@ -93,7 +93,7 @@ async def test_snapshot_export_import_and_a_changed_file(
     changed by hand is refused, naming why."""
     ledger = ledger_of(service)
     await some_transfers(service, topology, 3)
-    snapshot_id = await ledger.snapshot(datetime.now(timezone.utc))
+    snapshot_id = await ledger.snapshot(datetime.now(UTC))
     exported = await ledger.export_snapshot(snapshot_id, tmp_path / "snapshot.jsonl")
     assert exported.snapshot_id == snapshot_id and len(exported.digest) == 32
     assert await ledger.import_snapshot(tmp_path / "snapshot.jsonl") == snapshot_id  # already there: the same one
@@ -122,7 +122,8 @@ async def rewrite_tail(topology: Topology, stream: str, first: int) -> None:
                 )
             )
             rows = await connection.fetch(
-                "SELECT stream, position, source_event_id, transaction_id::text AS transaction_id, account_id, version, "
+                "SELECT stream, position, source_event_id, transaction_id::text AS transaction_id, account_id, "
+                "version, "
                 "kind, amount, "
                 "reserved_delta, balance_after, reserved_after, currency, created_at FROM ledger_events "
                 "WHERE stream = $1 AND position >= $2 ORDER BY position",

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from core.domain.transfers import TransferResult
-from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
+from core.domain.errors import WalletError
+from core.domain.transfers import TransferResult
 from shard_router.topology import Topology
 from tests.helpers import accounts_on, assert_outbox_explains, batches_held, open_accounts, send_all
 

@@ -7,16 +7,16 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shards import migrate
 from launchers.postgres import LocalCluster
+from shards import migrate
 from shards.schema import metadata
 from tests.helpers import make_home
 

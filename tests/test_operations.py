@@ -8,15 +8,15 @@ import json
 import logging
 import re
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from starlette.routing import Route
 
 from coordinator.api.app import build_app
-from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
+from core.runtime.settings import Settings
 from shard_router.topology import Topology
 from tests.helpers import BACKENDS, accounts_on, app_over, batches_held, bearer, captured_logs
 

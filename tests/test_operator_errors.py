@@ -18,10 +18,10 @@ import pytest
 
 from coordinator.api.app import build_app
 from coordinator.cli.main import main
+from coordinator.service.wallet import WalletService
 from core.domain.errors import ConfigurationError
 from core.runtime import fault_points
 from core.runtime.settings import Settings
-from coordinator.service.wallet import WalletService
 from shard_router.topology import Topology
 from tests.helpers import REPOSITORY, TEST_SECRET, accounts_on, assert_problem, batches_held, bearer
 

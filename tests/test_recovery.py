@@ -14,8 +14,8 @@ import httpx
 
 from coordinator.api.app import build_app
 from coordinator.service.wallet import WalletService
-from shard_router.topology import Topology
 from launchers.postgres import LocalCluster
+from shard_router.topology import Topology
 from tests.helpers import accounts_on, balances, bearer, kill_at, open_accounts, prepared_count
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -30,7 +30,9 @@ async def test_two_workers_at_once_and_young_batches(
     sources = [a for shard in ("shard0", "shard1") for a in accounts_on(topology, shard, 2)]
     targets = [a for shard in ("shard2", "shard3") for a in accounts_on(topology, shard, 2)]
     await open_accounts(service, sources + targets, deposit="10.00")
-    transfers = [{"from": s, "to": t, "amount": "1.00", "id": str(uuid.uuid4())} for s, t in zip(sources, targets)]
+    transfers = [
+        {"from": s, "to": t, "amount": "1.00", "id": str(uuid.uuid4())} for s, t in zip(sources, targets, strict=True)
+    ]
     kill_at(cluster.topology_path, transfers, "2pc.after_all_prepares", "2pc", tmp_path)
     left = await prepared_count(topology)
     assert left > 0

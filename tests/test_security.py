@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import AsyncIterator
 
 import httpx
 import jwt
@@ -14,8 +14,8 @@ import pytest
 
 from coordinator.api.app import WalletApp, build_app
 from coordinator.api.auth import ISSUER, issue_token
-from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
+from core.runtime.settings import Settings
 from shard_router.topology import Topology
 from tests.helpers import BACKENDS, TEST_SECRET, accounts_on, app_over, assert_problem, bearer
 

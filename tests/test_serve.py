@@ -3,8 +3,6 @@ shard outage with clear 503s, stops everything on Ctrl-C, and reuses its data.""
 
 from __future__ import annotations
 
-import pytest
-
 import os
 import shutil
 import signal
@@ -15,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from launchers.postgres import free_port
 from tests.helpers import make_home
@@ -96,8 +95,8 @@ def test_serve_local_round_trip() -> None:
         assert httpx.get(f"{url}/v1/accounts/alice", headers=alice).json()["balance"] == "42.00"
 
         # Take alice's shard away: a clear 503, and service resumes once it is back.
-        from shard_router.file_store import FileTopologyStore
         from launchers.postgres import LocalCluster
+        from shard_router.file_store import FileTopologyStore
 
         cluster = LocalCluster(home, shard_count=4)
         cluster.servers = cluster._known_servers()

@@ -6,25 +6,25 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
-from coordinator.protocols import branch_steps as branches
 from coordinator.cluster import slot_migration
-from core.runtime.settings import Settings
-from core.domain.transfers import Transfer
-from core.domain.errors import WalletError
-from coordinator.service.wallet import WalletService
 from coordinator.cluster.topology_follower import TopologyFollower
+from coordinator.protocols import branch_steps as branches
+from coordinator.service.wallet import WalletService
+from core.domain.errors import WalletError
+from core.domain.transfers import Transfer
+from core.runtime.settings import Settings
+from launchers.postgres import LocalCluster
 from shard_router.slots import SLOT_COUNT, slot_of
 from shard_router.stores import connect_zookeeper
 from shard_router.topology import Topology
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from shards import migrate
-from launchers.postgres import LocalCluster
-from tests.helpers import settled_value, assert_outbox_explains, make_home
+from tests.helpers import assert_outbox_explains, make_home, settled_value
 
 DEPOSIT_CENTS = 100_000
 SWITCH_WAIT_S = 10
@@ -54,7 +54,7 @@ async def store(
     # Each test starts from what the shards say now (earlier tests moved slots).
     owners = await asyncio.gather(*(owned(topology, shard) for shard in sorted(topology.shards)))
     slots = [""] * SLOT_COUNT
-    for shard, slot_list in zip(sorted(topology.shards), owners):
+    for shard, slot_list in zip(sorted(topology.shards), owners, strict=True):
         for slot in slot_list:
             slots[slot] = shard
     assert all(slots), "every slot is owned by exactly one shard between tests"

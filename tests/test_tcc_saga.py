@@ -9,13 +9,12 @@ import uuid
 import pytest
 
 from coordinator.protocols import branch_steps as branches
-from core.domain.branch_plan import BranchOp
-from core.domain.transfers import Transfer
-from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
+from core.domain.branch_plan import BranchOp
+from core.domain.errors import WalletError
+from core.domain.transfers import Transfer
 from shard_router.topology import Topology
 from tests.helpers import (
-    settled_value,
     SHARDS,
     accounts_on,
     assert_outbox_explains,
@@ -25,6 +24,7 @@ from tests.helpers import (
     open_accounts,
     reserved_of,
     send_all,
+    settled_value,
     unfinished_phases,
 )
 

@@ -7,14 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
+from launchers.postgres import LocalCluster
 from shard_router.slots import slot_of
 from shard_router.topology import Topology
-from launchers.postgres import LocalCluster
 from tests.helpers import make_home
 
 WALLET = str(Path(sys.executable).parent / "wallet")

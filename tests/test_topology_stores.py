@@ -4,8 +4,8 @@ round trip, newer-only saves, concurrent writers refused, watches that deliver e
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

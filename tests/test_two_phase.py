@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
+from core.domain.errors import WalletError
 from shard_router.topology import Topology
 from tests.helpers import accounts_on, assert_outbox_explains, balances, open_accounts, prepared_count, send_all
 

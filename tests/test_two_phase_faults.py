@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from core.domain.errors import WalletError
 from coordinator.service.wallet import WalletService
-from shard_router.topology import Topology
+from core.domain.errors import WalletError
 from launchers.postgres import LocalCluster
+from shard_router.topology import Topology
 from tests.helpers import (
     accounts_on,
     assert_outbox_explains,
@@ -119,7 +119,7 @@ async def test_shard_stopped_and_restarted_mid_transfer(
     # Retries with the true outcome: a transfer refused for funds stays refused, and
     # one that landed is not applied again; account state tells which happened.
     assert set(statuses) <= {"success", "failed"}
-    applied = [t for t, status in zip(transfers, statuses) if status == "success"]
+    applied = [t for t, status in zip(transfers, statuses, strict=True) if status == "success"]
     await service.recover(abort_after_ms=0)
     assert await prepared_count(topology) == 0
     assert await balances(service, everyone) == expected_after_all_once({a: 10_000 for a in everyone}, applied)

@@ -8,11 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-from core.runtime import fault_points
-from core.runtime.settings import Settings
-from core.domain.errors import WalletError
-from core.runtime.settings import BatchLimits
 from coordinator.service.wallet import WalletService
+from core.domain.errors import WalletError
+from core.runtime import fault_points
+from core.runtime.settings import BatchLimits, Settings
 from shard_router.file_store import FileTopologyStore
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import State
 from starlette.requests import Request

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,10 +16,9 @@ from coordinator.api.auth import OwnerCache, TokenVerifier
 from coordinator.api.backend import Backend, LocalBackend
 from coordinator.api.metrics import Metrics
 from coordinator.api.problems import on_http_error, on_unexpected
-from core.runtime.settings import Settings
 from coordinator.service.wallet import WalletService
+from core.runtime.settings import Settings
 from shards import migrate
-
 
 # operationId (api/openapi.py) -> handler: one route per operation of the document. The two
 # money routes are plain ASGI (api/money.py), answered before starlette; the rest are starlette's.

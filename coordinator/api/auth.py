@@ -18,9 +18,9 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-from core.runtime.settings import Settings
 from core.domain.errors import ConfigurationError, WalletError
 from core.domain.validation import OWNER_LENGTH_MAX
+from core.runtime.settings import Settings
 
 SCOPES = ("user", "admin")
 ISSUER = "wallet"

@@ -20,18 +20,17 @@ import contextvars
 from datetime import datetime
 from typing import Protocol
 
-from coordinator.api import schemas
+from coordinator.api import push, schemas
 from coordinator.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from coordinator.api.metrics import Metrics
-from coordinator.api.readiness import readiness
 from coordinator.api.rate_limits import RateLimiter
-from coordinator.api import push
+from coordinator.api.readiness import readiness
+from coordinator.service.wallet import WalletService
 from core.domain.accounts import Account
 from core.domain.errors import WalletError
 from core.domain.money import format_amount
 from core.domain.transfers import Transfer, TransferResult
 from core.runtime.settings import Settings
-from coordinator.service.wallet import WalletService
 from ledger.service import LedgerService
 
 # (token id, admin?): the charge a request owes its token's bucket.

@@ -22,8 +22,9 @@ import asyncio
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
@@ -221,7 +222,7 @@ class EngineServer:
             if charge is not None:
                 self.backend.charge(charge)
             value = await self.handlers[method](*_ARGUMENTS[method].decode(arguments))
-        except Exception as error:  # noqa: BLE001: every failure is the caller's answer
+        except Exception as error:  # every failure is the caller's answer
             if not isinstance(error, (WalletError, ShardError)):
                 log.exception("engine call %s failed", method)
             link.send((call_id, False, msgspec.Raw(msgspec.msgpack.encode(failure_of(error)))))

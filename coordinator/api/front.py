@@ -17,7 +17,7 @@ import contextlib
 import signal
 import socket
 import sys
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from starlette.types import ASGIApp

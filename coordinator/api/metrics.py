@@ -9,12 +9,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from core.runtime.fan_out import fan_out
-from shards import phase_state as phase_sql
 from shards import outbox as outbox_sql
+from shards import phase_state as phase_sql
 from shards import two_phase as two_phase_sql
 from shards.errors import ShardError
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 from starlette.datastructures import State
@@ -24,8 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from coordinator.api import schemas
 from coordinator.api.access import owner_of
 from coordinator.api.auth import Principal
-from coordinator.api.bodies import BODY_BYTES_MAX, decode
 from coordinator.api.backend import Backend
+from coordinator.api.bodies import BODY_BYTES_MAX, decode
 from coordinator.api.problems import PROBLEM_MEDIA, problem_body, problem_headers, shard_error_detail
 from coordinator.api.views import JSON, transfer_view
 from core.domain.errors import WalletError
@@ -202,7 +203,7 @@ async def serve(state: State, scope: Scope, receive: Receive, send: Send, route:
         await backend.begin((principal.token_id, principal.is_admin))
         status, body, media, headers = await handler(state, principal, receive, declared, scope["path"])
         await backend.end()  # a request that asked the service nothing pays its charge now
-    except WalletError as error:
+    except WalletError:
         if principal is not None:
             try:
                 await backend.end()

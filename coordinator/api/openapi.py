@@ -263,7 +263,7 @@ def components() -> tuple[dict[Any, Any], dict[str, Any]]:
         key=repr,
     )
     generated, found = msgspec.json.schema_components(types, ref_template=REF)
-    return {kind: schema for kind, schema in zip(types, generated)}, found
+    return {kind: schema for kind, schema in zip(types, generated, strict=True)}, found
 
 
 def parameters_of(operation: Operation, found: dict[str, Any]) -> list[dict[str, Any]]:

@@ -10,8 +10,8 @@ import msgspec
 from coordinator.api import schemas
 from coordinator.api.problems import PROBLEM_MEDIA, problem_body
 from coordinator.api.views import JSON
-from core.runtime.fan_out import fan_out
 from coordinator.service.wallet import WalletService
+from core.runtime.fan_out import fan_out
 from shards import migrate, replication
 
 READY_CHECK_TIMEOUT_S = 5.0

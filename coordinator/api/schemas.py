@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal, Union, get_args
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from coordinator.service.submission import TRANSFERS_PER_REQUEST_MAX
 from core.domain.money import AMOUNT_TEXT_LENGTH_MAX, CURRENCY_DECIMALS, amount_rule
 from core.domain.transfers import MODES
 from core.domain.validation import ACCOUNT_ID_LENGTH_MAX, ACCOUNT_ID_RULE, OWNER_LENGTH_MAX, OWNER_RULE, UUID_RULE
-from coordinator.service.submission import TRANSFERS_PER_REQUEST_MAX
 from ledger.store import PAGE_SIZE_MAX
 
 CURRENCIES = tuple(sorted(CURRENCY_DECIMALS))
@@ -98,7 +98,7 @@ def per_currency(name: str, fields: list[tuple[str, Any] | tuple[str, Any, Any]]
         )
         CURRENCY_OF[member] = currency
         members.append(member)
-    return Union[tuple(members)]  # noqa: UP007: a runtime union of the generated types
+    return Union[tuple(members)]  # noqa: UP007 (a runtime union of the generated types)
 
 
 def currency_of(body: object) -> str:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import msgspec
 from starlette.requests import Request
@@ -44,14 +44,14 @@ async def transfer_batch(request: Request) -> Response:
     """Up to TRANSFERS_PER_REQUEST_MAX transfers; a result per item, in order. Items fail alone."""
     body = await read_body(request, schemas.BatchRequest, max_bytes=BATCH_BODY_BYTES_MAX)
     backend = backend_of(request)
-    sent, checked = zip(*(item_of(item, backend.default_mode) for item in body.transfers))
+    sent, checked = zip(*(item_of(item, backend.default_mode) for item in body.transfers), strict=True)
     items: list[Transfer | WalletError] = list(checked)
     if not principal_of(request).is_admin:
         items = list(await asyncio.gather(*(owned_item(request, item) for item in items)))
     started = time.perf_counter()
     outcomes = iter(await backend.submit_many([item for item in items if isinstance(item, Transfer)]))
     results = []
-    for transaction_id, raw_item, item in zip(sent, body.transfers, items):
+    for transaction_id, raw_item, item in zip(sent, body.transfers, items, strict=True):
         outcome = item if isinstance(item, WalletError) else next(outcomes)
         results.append(batch_result(transaction_id, outcome))
         if transaction_id is not None:  # it decoded: count it as an answered transfer

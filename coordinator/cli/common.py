@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from coordinator.cluster.coordination import open_topology_store
+from coordinator.service.wallet import WalletService
 from core.domain.errors import ConfigurationError
 from core.runtime import event_loop
 from core.runtime.settings import Settings
-from coordinator.service.wallet import WalletService
 from ledger.service import LedgerService
 from shard_router.topology import Topology
 

@@ -6,18 +6,18 @@ import argparse
 import asyncio
 import signal
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from coordinator.cli.common import ledger_of, with_service
 from coordinator.cli.progress import progress
+from coordinator.service.wallet import WalletService
 from core.domain.money import format_amount
 from core.domain.validation import check_moment
 from core.runtime import event_loop
 from core.runtime.logs import configure_logging
 from core.runtime.settings import Settings
-from coordinator.service.wallet import WalletService
 
 
 def command_ledger_relay(args: argparse.Namespace, settings: Settings) -> int:
@@ -115,7 +115,7 @@ def command_ledger_checkpoint(args: argparse.Namespace, settings: Settings) -> i
 
 
 def command_ledger_replay(args: argparse.Namespace, settings: Settings) -> int:
-    at = check_moment(args.at, "--at") if args.at else datetime.now(timezone.utc)
+    at = check_moment(args.at, "--at") if args.at else datetime.now(UTC)
 
     async def replay_at(service: WalletService) -> Any:
         with progress("replay", None) as advance:
@@ -148,7 +148,7 @@ def command_ledger_snapshot(args: argparse.Namespace, settings: Settings) -> int
         imported = with_service(settings, lambda s: ledger_of(s).import_snapshot(args.import_from))
         print(f"{args.import_from}: digest checked, stored as snapshot {imported}")
         return 0
-    at = check_moment(args.at, "--at") if args.at else datetime.now(timezone.utc)
+    at = check_moment(args.at, "--at") if args.at else datetime.now(UTC)
 
     async def take(service: WalletService) -> int:
         await ledger_of(service).drain()

@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.runtime.settings import Settings
 from coordinator.cluster.coordination import open_topology_store
 from coordinator.cluster.slot_migration import MigrationError, move_slot, slots_in
+from core.runtime.settings import Settings
 from shard_router.stores import TopologyStore
 from shard_router.topology import Topology, TopologyError
 from shards import accounts as account_sql

@@ -14,8 +14,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from core.runtime.settings import Settings
 from coordinator.cluster.leadership import Leadership, LocalLeader, NeverLeader
+from core.runtime.settings import Settings
 from shard_router.stores import TopologyStore, open_store
 from shard_router.topology import TopologyError
 

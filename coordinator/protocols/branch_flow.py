@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterable, TypeVar
+from typing import TypeVar
 
+from coordinator.protocols import branch_steps
+from coordinator.protocols.prior_records import PriorRecords
 from core.domain.branch_plan import BranchOp, BranchOutcome
 from core.domain.outcomes import Outcome, Refused, Reroute, conflict, unavailable
 from core.domain.transfers import Transfer, TransferResult
-from coordinator.protocols import branch_steps
-from coordinator.protocols.prior_records import PriorRecords
 from core.runtime import fault_points
 from core.runtime.fan_out import fan_out_groups, settled
 from core.runtime.logs import log_phase

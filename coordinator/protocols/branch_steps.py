@@ -6,12 +6,13 @@ between them. What each operation does to the rows is decided by domain/branch_p
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Awaitable, Literal
+from typing import Literal
 
+from coordinator.protocols.retries import retry_conflicts
 from core.domain.branch_plan import BranchOp, BranchOutcome, plan_branch_batch
 from core.domain.transfers import RecordColumns, Transfer, TransferResult
-from coordinator.protocols.retries import retry_conflicts
 from shards import phase_state as phase_sql
 from shards import steps as step_sql
 from shards.phase_state import PhaseRow, PhaseUpdate
@@ -77,8 +78,8 @@ async def try_debits(
                     starts.append(None)
                     fresh.append(transfer)
             plan = plan_branch_batch([BranchOp(t, "debit", "try") for t in fresh], read.accounts, read.barrier)
-            held = [t for t, o in zip(fresh, plan.outcomes) if o.ok]
-            refused = [record(t, "cancel", o.error_code) for t, o in zip(fresh, plan.outcomes) if not o.ok]
+            held = [t for t, o in zip(fresh, plan.outcomes, strict=True) if o.ok]
+            refused = [record(t, "cancel", o.error_code) for t, o in zip(fresh, plan.outcomes, strict=True) if not o.ok]
             created_at = await step_sql.write_step(
                 connection,
                 plan.postings.changes,
@@ -87,10 +88,10 @@ async def try_debits(
                 plan.barrier_inserts,
                 opened=held,
             )
-        outcome_of = dict(zip([t.transaction_id for t in fresh], plan.outcomes))
+        outcome_of = dict(zip([t.transaction_id for t in fresh], plan.outcomes, strict=True))
         refused_by_id = {r.transfer.transaction_id: r for r in refused}
         results: list[DebitStart] = []
-        for transfer, start in zip(transfers, starts):
+        for transfer, start in zip(transfers, starts, strict=True):
             if start is not None:
                 results.append(start)
             elif outcome_of[transfer.transaction_id].ok:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
+from coordinator.protocols.prior_records import PriorRecords
+from coordinator.protocols.retries import retry_conflicts
 from core.domain.batch_plan import BatchPlan, plan_local_batch
 from core.domain.outcomes import Outcome, Reroute, conflict, unavailable
 from core.domain.transfers import Transfer
-from coordinator.protocols.prior_records import PriorRecords
-from coordinator.protocols.retries import retry_conflicts
 from core.runtime.fan_out import settled
 from core.runtime.logs import log_phase
 from shards import accounts as account_sql

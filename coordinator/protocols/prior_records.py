@@ -9,7 +9,8 @@ round began; asked again with `fresh` (a retry after a conflict), it reads anew.
 
 from __future__ import annotations
 
-from typing import Collection, Protocol
+from collections.abc import Collection
+from typing import Protocol
 
 from core.domain.transfers import TransferResult
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
-from core.domain.outcomes import Refused, Reroute
 from coordinator.protocols.branch_flow import BranchFlow
+from core.domain.outcomes import Refused, Reroute
 from core.runtime.background import Periodic
 from core.runtime.fan_out import fan_out
 from shards import phase_state as phase_sql

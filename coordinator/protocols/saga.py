@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 
-from core.domain.outcomes import Outcome, Refused, Reroute
 from coordinator.protocols.branch_flow import BranchFlow, Flow, decided_before, decision_after
+from core.domain.outcomes import Outcome, Refused, Reroute
 from core.runtime import fault_points
 from core.runtime.logs import log_phase
 

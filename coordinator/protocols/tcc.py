@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 
-from core.domain.branch_plan import BranchOp
-from core.domain.outcomes import Outcome, Refused, Reroute
 from coordinator.protocols import branch_steps
 from coordinator.protocols.branch_flow import BranchFlow, Flow, decided_before, decision_after
+from core.domain.branch_plan import BranchOp
+from core.domain.outcomes import Outcome, Refused, Reroute
+from core.domain.transfers import Transfer
 from core.runtime import fault_points
 from core.runtime.logs import log_phase
-from core.domain.transfers import Transfer
 
 log = logging.getLogger("wallet.tcc")
 

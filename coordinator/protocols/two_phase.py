@@ -38,22 +38,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 from uuid import uuid4
 
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from coordinator.protocols.one_shard import outcomes_of
+from coordinator.protocols.prior_records import PriorRecords
+from coordinator.protocols.retries import retry_conflicts
 from core.domain.accounts import Account
 from core.domain.batch_plan import BatchPlan, plan_local_batch
 from core.domain.outcomes import Outcome, Reroute, unavailable
 from core.domain.transfers import Transfer
-from coordinator.protocols.one_shard import outcomes_of
-from coordinator.protocols.prior_records import PriorRecords
-from coordinator.protocols.retries import retry_conflicts
 from core.runtime import fault_points
 from core.runtime.fan_out import fan_out, settled
 from core.runtime.gates import let_next_start
@@ -315,7 +315,7 @@ class TwoPhaseCommit:
                 with attempt:
                     async with self.pools.connection(shard) as connection:
                         await two_phase_sql.commit_prepared(connection, gid)
-        except Exception as error:  # noqa: BLE001: after the decision nothing may fail the batch
+        except Exception as error:  # after the decision nothing may fail the batch
             log.warning("COMMIT PREPARED %s failed (%r); left to recovery", gid, error)
             return False
         return True

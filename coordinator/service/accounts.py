@@ -3,10 +3,10 @@ shard says the account lives elsewhere now."""
 
 from __future__ import annotations
 
+from coordinator.service.routing import Router
 from core.domain.accounts import Account
 from core.domain.errors import WalletError
 from core.runtime.fan_out import fan_out
-from coordinator.service.routing import Router
 from shards import accounts as account_sql
 from shards.errors import AccountsMoved
 from shards.pool import ShardPools

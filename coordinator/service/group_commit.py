@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 from core.runtime.gates import next_start_gate
 from core.runtime.settings import BatchLimits
@@ -192,7 +193,7 @@ class BatchApplier(Generic[Item, Outcome]):
             self.arrived.clear()
             try:
                 await asyncio.wait_for(self.arrived.wait(), min(remaining, quiet_s))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
 
     async def _work(self) -> None:

@@ -5,7 +5,7 @@ process refuses new work (overloaded) rather than grow without limit."""
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from core.domain.errors import WalletError
 from core.domain.transfers import TransferResult

@@ -18,12 +18,12 @@ what the protocols are handed as their PriorRecords (coordinator/protocols/prior
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Collection
+from collections.abc import Callable, Collection
 
+from coordinator.service.group_commit import BatchApplier
 from core.domain.transfers import TransferResult
 from core.runtime.fan_out import fan_out
 from core.runtime.settings import BatchLimits
-from coordinator.service.group_commit import BatchApplier
 from shards import transfers as transfer_sql
 from shards.pool import ShardPools
 

@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
-from core.domain.outcomes import Outcome
-from core.domain.transfers import Transfer
 from coordinator.protocols.prior_records import PriorRecords
-from core.runtime.settings import BatchLimits
-from core.runtime.gates import current_gate, next_start_gate
 from coordinator.service.group_commit import BatchApplier, BatchObserver
 from coordinator.service.record_lookup import RecordLookups
+from core.domain.outcomes import Outcome
+from core.domain.transfers import Transfer
+from core.runtime.gates import current_gate, next_start_gate
+from core.runtime.settings import BatchLimits
 from shard_router.topology import Topology
 
 ApplyOneShard = Callable[[str, list[Transfer], PriorRecords], Awaitable[list[Outcome]]]
@@ -153,7 +153,7 @@ class Rounds:
         finally:
             await read.close()
         outcomes: list[RoundOutcome | None] = [None] * len(transfers)
-        for members, answer in zip(groups.values(), answers):
+        for members, answer in zip(groups.values(), answers, strict=True):
             if isinstance(answer, BaseException) and not isinstance(answer, Exception):
                 raise answer  # cancelled: the service is stopping
             for position, index in enumerate(members):

@@ -4,12 +4,12 @@ in this process)."""
 
 from __future__ import annotations
 
-from core.domain.errors import WalletError
-from core.domain.transfers import TransferResult
-from core.runtime.fan_out import fan_out
 from coordinator.service.inflight import InFlight
 from coordinator.service.record_lookup import RecordLookups
 from coordinator.service.routing import Router
+from core.domain.errors import WalletError
+from core.domain.transfers import TransferResult
+from core.runtime.fan_out import fan_out
 from shards import phase_state as phase_sql
 from shards import transfers as transfer_sql
 from shards.errors import ShardUnavailable

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
+from coordinator.service.inflight import InFlight
+from coordinator.service.rounds import RoundOutcome, Rounds
+from coordinator.service.routing import Router
 from core.domain.errors import WalletError
 from core.domain.outcomes import Outcome, Refused, Reroute, conflict
 from core.domain.transfers import Transfer, TransferResult
-from coordinator.service.rounds import RoundOutcome, Rounds
-from coordinator.service.inflight import InFlight
-from coordinator.service.routing import Router
 
 TRANSFERS_PER_REQUEST_MAX = 1000
 
@@ -107,8 +107,8 @@ class Submission:
 
         try:
             outcomes = await (await self.rounds.applier.enqueue([transfers[index] for index in placed]))
-            moved = [index for index, outcome in zip(placed, outcomes) if isinstance(outcome, Reroute)]
-            for index, outcome in zip(placed, outcomes):
+            moved = [index for index, outcome in zip(placed, outcomes, strict=True) if isinstance(outcome, Reroute)]
+            for index, outcome in zip(placed, outcomes, strict=True):
                 if not isinstance(outcome, Reroute):
                     settle(index, outcome)
             await asyncio.gather(*(route_again(index) for index in moved), *(one_at_a_time(index) for index in later))

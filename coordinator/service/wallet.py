@@ -11,21 +11,13 @@ This module puts the parts together and owns their lifecycle; each part is its o
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from core.domain import validation
-from core.domain.accounts import Account
-from core.domain.errors import ConfigurationError, WalletError
-from core.domain.money import check_currency
-from core.domain.transfers import Transfer, TransferResult
 from coordinator.protocols.one_shard import OneShard
 from coordinator.protocols.recovery import ABORT_AFTER_MS_DEFAULT, Recovery, RecoveryReport, recovery_worker
 from coordinator.protocols.saga import SagaCoordinator
 from coordinator.protocols.tcc import TccCoordinator
 from coordinator.protocols.two_phase import TwoPhaseCommit
-from core.runtime.background import Periodic
-from core.runtime.fan_out import fan_out
-from core.runtime.settings import Settings
 from coordinator.service.accounts import Accounts
 from coordinator.service.group_commit import BatchObserver
 from coordinator.service.inflight import InFlight
@@ -34,11 +26,19 @@ from coordinator.service.rounds import Rounds
 from coordinator.service.routing import Router
 from coordinator.service.status import TransferStatus
 from coordinator.service.submission import TRANSFERS_PER_REQUEST_MAX, Submission
+from core.domain import validation
+from core.domain.accounts import Account
+from core.domain.errors import ConfigurationError, WalletError
+from core.domain.money import check_currency
+from core.domain.transfers import Transfer, TransferResult
+from core.runtime.background import Periodic
+from core.runtime.fan_out import fan_out
+from core.runtime.settings import Settings
 from ledger.anchors import ZooKeeperAnchors
 from ledger.service import Anchoring, LedgerService
-from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from shard_router.stores import TopologyStore
 from shard_router.topology import Topology
+from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from shards import replication
 from shards.pool import ShardPools, StatementObserver
 
@@ -58,7 +58,7 @@ class WalletService:
         self.pools = ShardPools(topology.shards, size_max=settings.pool_size_max, statement_observer=statement_observer)
         self.router = Router(topology, self.pools, store)
         self.records = RecordLookups(self.pools, lambda: self.router.topology.shards)
-        current = lambda: self.router.topology  # noqa: E731: the protocols route by the newest
+        current = lambda: self.router.topology  # noqa: E731 (the protocols route by the newest)
         self.one_shard = OneShard(self.pools)
         self.two_phase = TwoPhaseCommit(self.pools, current)
         self.tcc = TccCoordinator(self.pools, current)
@@ -240,7 +240,7 @@ class WalletService:
                 )
             except WalletError as error:
                 answers[index] = error
-        for (index, _), answer in zip(valid, await self.submission.submit_many([t for _, t in valid])):
+        for (index, _), answer in zip(valid, await self.submission.submit_many([t for _, t in valid]), strict=True):
             answers[index] = answer
         assert all(answer is not None for answer in answers), "every item has an answer"
         return [answer for answer in answers if answer is not None]

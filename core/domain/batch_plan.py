@@ -11,9 +11,10 @@ refusal code (None: it moves); results are made once, when the record's time is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Literal
+from typing import Literal
 
 from core.domain.accounts import Account
 from core.domain.postings import Postings

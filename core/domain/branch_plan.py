@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from core.domain.accounts import Account
-from core.domain.transfers import Transfer
 from core.domain.postings import Postings
+from core.domain.transfers import Transfer
 
 # (mode, branch, operation) -> (what to check, posting as (kind, balance sign, reserved sign)).
 # Only debit-first Try exists: the receiver is never credited before the sender is held

@@ -8,7 +8,7 @@ document states the same text as the field's `pattern` (ECMA-262, anchored by `^
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from core.domain.errors import WalletError
@@ -40,7 +40,8 @@ def check_account_id(value: object, field: str = "account_id") -> str:
     if not isinstance(value, str) or not ACCOUNT_ID_PATTERN.fullmatch(value):
         raise WalletError(
             "validation_error",
-            f"{field} must be 1-64 characters of letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
+            f"{field} must be 1-64 characters of letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter or digit",
         )
     return value
 
@@ -101,9 +102,9 @@ def check_moment(value: object, field: str = "at") -> datetime:
     if abs(offset) >= timedelta(hours=24) or int(found.group(10) or 0) >= 60:
         raise WalletError("validation_error", f"{field} has an offset beyond ±23:59: {example}, got {value!r}")
     try:
-        return (naive - offset).replace(tzinfo=timezone.utc)
+        return (naive - offset).replace(tzinfo=UTC)
     except OverflowError:
-        return (datetime.min if offset > timedelta(0) else datetime.max).replace(tzinfo=timezone.utc)
+        return (datetime.min if offset > timedelta(0) else datetime.max).replace(tzinfo=UTC)
 
 
 def transfer_request(

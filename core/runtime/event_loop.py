@@ -9,7 +9,8 @@ directly (`wallet bench`, `wallet relay`, the one-shot admin commands).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine, TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 Result = TypeVar("Result")
 

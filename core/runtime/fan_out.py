@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Generic, Hashable, Iterable, TypeVar
+from typing import Generic, TypeVar
 
 Key = TypeVar("Key", bound=Hashable)
 Result = TypeVar("Result")
@@ -36,7 +37,7 @@ async def fan_out(keys: Iterable[Key], step: Callable[[Key], Awaitable[Result]])
     asked = list(keys)
     answers = await asyncio.gather(*(step(key) for key in asked), return_exceptions=True)
     collected: FanOut[Key, Result] = FanOut()
-    for key, answer in zip(asked, answers):
+    for key, answer in zip(asked, answers, strict=True):
         if isinstance(answer, Exception):
             collected.errors[key] = answer
         elif isinstance(answer, BaseException):
@@ -61,7 +62,7 @@ async def fan_out_groups(
     paired: list[tuple[Item, Result]] = []
     for key, answers in collected.results.items():
         assert len(answers) == len(groups[key]), "a group step answers once per item, in order"
-        paired.extend(zip(groups[key], answers))
+        paired.extend(zip(groups[key], answers, strict=True))
     return paired, {key: (groups[key], error) for key, error in collected.errors.items()}
 
 

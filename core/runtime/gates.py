@@ -15,7 +15,7 @@ more CPU per transfer than it saved in waiting; at the commit point it costs not
 from __future__ import annotations
 
 import contextvars
-from typing import Callable
+from collections.abc import Callable
 
 _LET_NEXT_START: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
     "let_next_start", default=None

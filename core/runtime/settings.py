@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from core.domain.errors import ConfigurationError
 from core.domain.transfers import MODES
@@ -135,7 +135,8 @@ class Settings:
         )
         require(
             0 <= self.ledger_checkpoint_s <= 86_400,
-            f"WALLET_LEDGER_CHECKPOINT_S must be in 0..86400 (0: no periodic checkpoint), got {self.ledger_checkpoint_s}",
+            "WALLET_LEDGER_CHECKPOINT_S must be in 0..86400 (0: no periodic checkpoint), "
+            f"got {self.ledger_checkpoint_s}",
         )
         require(
             self.fault_point is None or self.fault_point in FAULT_POINTS,

@@ -15,8 +15,8 @@ The shard's owned slots come from the topology, so run it per named shard:
 `alembic -x shard=NAME upgrade head` or `wallet db upgrade --all`.
 """
 
-from alembic import context, op
 import sqlalchemy as sa
+from alembic import context, op
 
 revision = "0004"
 down_revision = "0003"

@@ -13,16 +13,16 @@ Longer runs: `wallet chaos --minutes N --seed S`.
 
 from __future__ import annotations
 
-import pytest
-
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from chaos.runner import MODES, ChaosConfig, run_chaos
-from core.runtime.fault_points import FAULT_POINTS
 from chaos.schedule import KINDS
+from core.runtime.fault_points import FAULT_POINTS
 from launchers.postgres import LocalCluster
 
 SEED = 7

@@ -18,8 +18,8 @@ Create Date: 2026-12-02
   so an exported snapshot is checked on import.
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from ledger.snapshots import digest_of_rows
 
