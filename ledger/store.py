@@ -263,4 +263,5 @@ async def insert_snapshot(
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     await connection.execute(INSERT_SNAPSHOT_BALANCES, snapshot_id, *columns)
-    return snapshot_id
+    taken: int = snapshot_id
+    return taken

@@ -102,7 +102,8 @@ async def mark_moved(connection: Connection, account_ids: list[str]) -> int:
 
 
 async def count_unfinished_touching(connection: Connection, account_ids: list[str]) -> int:
-    return await connection.fetchval(COUNT_UNFINISHED_TOUCHING, account_ids)
+    count: int = await connection.fetchval(COUNT_UNFINISHED_TOUCHING, account_ids)
+    return count
 
 
 async def upsert_accounts(connection: Connection, rows: list[asyncpg.Record], placement: str) -> int:

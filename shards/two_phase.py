@@ -124,7 +124,8 @@ async def decide_unless_decided(connection: Connection, batch_id: str, outcome: 
     behind a coordinator's uncommitted decision until it commits or rolls back."""
     assert outcome in ("commit", "abort")
     await connection.execute(INSERT_DECISION_IF_NONE, batch_id, outcome)
-    return await connection.fetchval("SELECT outcome FROM commit_decisions WHERE batch_id = $1", batch_id)
+    stands: str = await connection.fetchval("SELECT outcome FROM commit_decisions WHERE batch_id = $1", batch_id)
+    return stands
 
 
 async def select_decisions(connection: Connection, batch_ids: list[str]) -> dict[str, str]:

@@ -116,3 +116,69 @@ def test_the_readme_names_every_operation_and_every_code() -> None:
     assert listed == documented, (sorted(listed - documented), sorted(documented - listed))
     codes = dict(re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", readme, flags=re.M))
     assert {code: int(status) for code, status in codes.items()} == ERROR_STATUS
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "detail"),
+    [
+        (b"[1]", "malformed_request", "request body must be a JSON object"),
+        (b"9c\xff\x02", "malformed_request", "request body must be a JSON object"),
+        (b'{"account_id": "a", "owner": "o"}', "validation_error", "missing fields: ['currency']"),
+        (b'{"account_id": "a", "owner": "o", "currency": "USD", "x": 1}', "validation_error", "unknown fields: ['x']"),
+        (b'{"account_id": 5, "owner": "o", "currency": "USD"}', "validation_error", "account_id must be 1-64"),
+        (b'{"account_id": "a", "owner": "", "currency": "USD"}', "validation_error", "owner must be 1-128"),
+    ],
+)
+def test_a_refused_body_names_its_field_without_reading_msgspecs_words(body: bytes, code: str, detail: str) -> None:
+    """Protects the refusals every request can meet: each kind of refusal (not an object,
+    missing, unknown, wrong type, a bound) names its field with the domain's code and sentence,
+    whatever msgspec says."""
+    with pytest.raises(WalletError) as refused:
+        decode(body, schemas.NewAccount)
+    assert refused.value.code == code and refused.value.detail.startswith(detail), refused.value.detail
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "detail"),
+    [
+        (
+            b'{"from_account": "a", "to_account": "b", "amount": "1.00", "transaction_id": "x"}',
+            "validation_error",
+            "missing fields: ['currency']",
+        ),
+        (
+            b'{"from_account": "a", "to_account": "b", "amount": "1.00", "currency": "EUR", "transaction_id": "x"}',
+            "validation_error",
+            "transaction_id must be a UUID",
+        ),
+        (
+            b'{"from_account": "a", "to_account": "b", "amount": "1.001", "currency": "USD",'
+            b' "transaction_id": "6f1d3c2b-8a4e-4f0b-b7d5-1e9c0a2f3b44"}',
+            "invalid_amount",
+            "USD amounts have at most 2",
+        ),
+        (
+            b'{"from_account": "a", "to_account": "b", "amount": 1, "currency": "USD",'
+            b' "transaction_id": "6f1d3c2b-8a4e-4f0b-b7d5-1e9c0a2f3b44"}',
+            "invalid_amount",
+            "amount must be a decimal",
+        ),
+        (
+            b'{"from_account": "a", "to_account": "b", "amount": "1", "currency": "USD", "mode": "3pc",'
+            b' "transaction_id": "6f1d3c2b-8a4e-4f0b-b7d5-1e9c0a2f3b44"}',
+            "validation_error",
+            "mode must be one of",
+        ),
+        (
+            b'{"from_account": "a", "to_account": "b", "amount": "1", "currency": "ZZZ",'
+            b' "transaction_id": "6f1d3c2b-8a4e-4f0b-b7d5-1e9c0a2f3b44"}',
+            "unsupported_currency",
+            "currency must be",
+        ),
+    ],
+)
+def test_a_refused_transfer_names_its_field_per_currency(body: bytes, code: str, detail: str) -> None:
+    """The same for the per-currency union of a transfer: the tag (currency) is checked first."""
+    with pytest.raises(WalletError) as refused:
+        decode(body, schemas.TransferRequest)
+    assert refused.value.code == code and refused.value.detail.startswith(detail), refused.value.detail

@@ -1,50 +1,24 @@
 """Requests in: the body read within its size bound and decoded by its schema (api/schemas.py),
-path and query parameters by theirs. When msgspec refuses a value, the domain's check of
-that field names the code and the sentence (the same ones the service would give), so a
-refusal reads the same whichever layer catches it.
+path and query parameters by theirs. When msgspec refuses a value, api/refusals.py
+names the field, with the domain's check of it (the code and sentence the service would give).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
 
+from coordinator.api.refusals import not_an_object, refusal
 from core.domain.errors import WalletError
-from core.domain.money import check_currency, parse_amount
-from core.domain.validation import check_account_id, check_mode, check_moment, check_owner, check_transaction_id
 
 BODY_BYTES_MAX = 16 * 1024
 BATCH_BODY_BYTES_MAX = 512 * 1024
 QUERY_INTEGER = re.compile(r"[0-9]{1,19}")  # ASCII digits (str.isdigit takes other scripts' too)
 
 Schema = TypeVar("Schema")
-# msgspec's complaint: "<what> - at `$.field`" (nothing after the message for the top level)
-_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_FIELD = re.compile(r"^\.(?P<field>[A-Za-z_]+)")
-_NAMED = re.compile(r"field `(?P<field>[^`]+)`")
-
-
-def _amount(value: object, body: dict[str, Any]) -> None:
-    currency = body.get("currency")
-    parse_amount(value, check_currency(currency))
-
-
-# field -> the domain check that names its code and sentence (raises WalletError)
-FIELD_CHECKS: dict[str, Callable[[object, dict[str, Any]], object]] = {
-    "account_id": lambda value, body: check_account_id(value),
-    "from_account": lambda value, body: check_account_id(value, "from_account"),
-    "to_account": lambda value, body: check_account_id(value, "to_account"),
-    "owner": lambda value, body: check_owner(value),
-    "currency": lambda value, body: check_currency(value),
-    "transaction_id": lambda value, body: check_transaction_id(value),
-    "mode": lambda value, body: check_mode(value, "2pc"),
-    "amount": _amount,
-    "at": lambda value, body: check_moment(value),
-}
 
 
 async def read_raw(request: Request, max_bytes: int = BODY_BYTES_MAX) -> bytes:
@@ -78,51 +52,27 @@ def decoder_of(schema: Any) -> msgspec.json.Decoder[Any]:
     return found
 
 
-def decode(raw: bytes, schema: Any) -> Any:
+def decode(raw: bytes, schema: type[Schema]) -> Schema:
     try:
-        return decoder_of(schema).decode(raw)
-    except msgspec.ValidationError as error:
-        try:
-            plain = msgspec.json.decode(raw)
-        except msgspec.DecodeError:  # not reachable: it decoded once already
-            plain = None
-        raise explain(error, plain) from None
+        decoded: Schema = decoder_of(schema).decode(raw)
+        return decoded
+    except msgspec.ValidationError:
+        pass
     except msgspec.DecodeError:
-        raise WalletError("malformed_request", "request body must be a JSON object") from None
+        raise not_an_object() from None
+    try:  # refused by the schema; is it JSON at all? (a typed decoder can stop before its end)
+        plain = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise not_an_object() from None
+    raise refusal(plain, schema)
 
 
-def convert(value: object, schema: Any) -> Any:
-    """A value already parsed (a batch item, path parameters) checked by its schema."""
+def convert(value: object, schema: type[Schema]) -> Schema:
+    """A value already parsed (path or query parameters) checked by its schema."""
     try:
         return msgspec.convert(value, schema)
-    except msgspec.ValidationError as error:
-        raise explain(error, value) from None
-
-
-def explain(error: msgspec.ValidationError, plain: object) -> WalletError:
-    """The WalletError a user can act on, from msgspec's first complaint about `plain`."""
-    found = _AT.match(str(error))
-    assert found is not None
-    message, path = found.group("message"), found.group("path")
-    if not path:  # the object itself
-        if message.startswith("Expected `object`"):
-            return WalletError("malformed_request", "request body must be a JSON object")
-        named = _NAMED.search(message)
-        if message.startswith("Object missing required field") and named:
-            return WalletError("validation_error", f"missing fields: {[named.group('field')]}")
-        if message.startswith("Object contains unknown field") and named:
-            return WalletError("validation_error", f"unknown fields: {[named.group('field')]}")
-        return WalletError("validation_error", message)
-    field = _FIELD.match(path)
-    name = field.group("field") if field else path
-    body = plain if isinstance(plain, dict) else {}
-    check = FIELD_CHECKS.get(name)
-    if check is not None and name in body:
-        try:
-            check(body[name], body)
-        except WalletError as refusal:
-            return refusal
-    return WalletError("validation_error", f"{name}: {message}")
+    except msgspec.ValidationError:
+        raise refusal(value, schema) from None
 
 
 def query(request: Request, schema: type[Schema]) -> Schema:

@@ -83,7 +83,8 @@ async def read_body(receive: Receive, declared: bytes | None, max_bytes: int = B
         if len(body) > max_bytes:
             raise WalletError("malformed_request", f"request body must be at most {max_bytes} bytes")
         if not message.get("more_body", False):
-            return body
+            whole: bytes = body
+            return whole
 
 
 class ClientGone(Exception):
@@ -203,8 +204,9 @@ async def serve(state: State, scope: Scope, receive: Receive, send: Send, route:
         await backend.begin((principal.token_id, principal.is_admin))
         status, body, media, headers = await handler(state, principal, receive, declared, scope["path"])
         await backend.end()  # a request that asked the service nothing pays its charge now
-    except WalletError:
-        if principal is not None:
+    except WalletError as refused:
+        error = refused
+        if principal is not None:  # a request refused before it asked the service pays its charge now
             try:
                 await backend.end()
             except WalletError as limited:

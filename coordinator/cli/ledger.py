@@ -100,7 +100,8 @@ def command_ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
             print(f"no anchors yet (none at {settings.ledger_anchor_path}): `wallet ledger checkpoint` makes one")
         return 0 if not breaks and not rewrites else 1
 
-    return with_service(settings, verify)
+    status: int = with_service(settings, verify)
+    return status
 
 
 def command_ledger_checkpoint(args: argparse.Namespace, settings: Settings) -> int:

@@ -29,7 +29,8 @@ class Coordination:
     leadership: Any  # Leadership or AlwaysLeader
 
     def is_leader(self) -> bool:
-        return self.leadership.is_leader()
+        leads: bool = self.leadership.is_leader()
+        return leads
 
     async def close(self) -> None:
         await asyncio.to_thread(self.leadership.stop)
