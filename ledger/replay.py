@@ -81,7 +81,8 @@ class _Lease:
     async def __aenter__(self) -> Connection:
         if isinstance(self.source, asyncpg.Pool):
             self.acquired = self.source.acquire()
-            return await self.acquired.__aenter__()
+            lent: Connection = await self.acquired.__aenter__()
+            return lent
         return self.source
 
     async def __aexit__(self, *exc: object) -> None:

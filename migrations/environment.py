@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import asyncpg
 from sqlalchemy import MetaData
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -66,7 +67,7 @@ def run(context: Any, metadata: MetaData, dsn: str) -> None:
             context.run_migrations()
         return
 
-    def migrate(connection) -> None:
+    def migrate(connection: Connection) -> None:
         context.configure(connection=connection, target_metadata=metadata, transaction_per_migration=True)
         with context.begin_transaction():
             context.run_migrations()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from shard_router.file_store import FileTopologyStore
 from shard_router.topology import Topology, TopologyError
@@ -26,7 +26,7 @@ class TopologyStore(Protocol):
     def close(self) -> None: ...
 
 
-def connect_zookeeper(hosts: str, session_timeout_ms: int = SESSION_TIMEOUT_MS_DEFAULT):
+def connect_zookeeper(hosts: str, session_timeout_ms: int = SESSION_TIMEOUT_MS_DEFAULT) -> Any:  # a KazooClient
     from kazoo.client import KazooClient
     from kazoo.handlers.threading import KazooTimeoutError
     from kazoo.retry import KazooRetry

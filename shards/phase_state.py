@@ -4,12 +4,18 @@ its debit shard; the decision (second_phase) is taken under its row lock."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import asyncpg
 
+from core.domain.branch_plan import SecondPhase
+from core.domain.errors import RecordedCode
 from core.domain.transfers import Transfer
 from shards.arrays import text_array
 from shards.pool import Connection
+
+# Where the second phase stands: sent to the credit side, or done on both.
+SecondState = Literal["sent", "done"]
 
 # request_hash is written with every row (kept for audit); a retry is compared by its movement.
 PHASE_COLUMNS = (
@@ -39,18 +45,18 @@ class PhaseRow:
     transfer: Transfer
     debit_try: str
     credit_try: str
-    second_phase: str | None
-    second_state: str
-    error_code: str | None
+    second_phase: SecondPhase | None
+    second_state: SecondState
+    error_code: RecordedCode | None
     out_of_order: bool
 
 
 @dataclass(frozen=True)
 class PhaseUpdate:
     transaction_id: str
-    second_phase: str
-    second_state: str
-    error_code: str | None
+    second_phase: SecondPhase
+    second_state: SecondState
+    error_code: RecordedCode | None
     out_of_order: bool
 
 

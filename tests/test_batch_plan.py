@@ -10,7 +10,7 @@ import pytest
 
 from core.domain.accounts import Account
 from core.domain.batch_plan import BatchPlan, plan_local_batch
-from core.domain.transfers import Transfer, TransferResult
+from core.domain.transfers import ProtocolName, Transfer, TransferResult
 
 
 def account(account_id: str, balance: int, currency: str = "USD", reserved: int = 0, status: str = "active") -> Account:
@@ -83,7 +83,10 @@ STAMP = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def plan_of(
-    transfers: list[Transfer], accounts: dict[str, Account], stored: dict[str, TransferResult], protocol: str = "local"
+    transfers: list[Transfer],
+    accounts: dict[str, Account],
+    stored: dict[str, TransferResult],
+    protocol: ProtocolName = "local",
 ) -> Planned:
     plan = plan_local_batch(transfers, accounts, stored, protocol=protocol)
     return Planned(plan, plan.results(transfers, STAMP))

@@ -10,13 +10,13 @@ from uuid import uuid4
 import pytest
 
 from core.domain.accounts import Account
-from core.domain.branch_plan import BranchOp, plan_branch_batch
-from core.domain.transfers import Transfer
+from core.domain.branch_plan import Branch, BranchOp, Operation, plan_branch_batch
+from core.domain.transfers import Mode, Transfer
 
 AMOUNT = 300
 
 
-def transfer(mode: str, transaction_id: str | None = None, amount: int = AMOUNT) -> Transfer:
+def transfer(mode: Mode, transaction_id: str | None = None, amount: int = AMOUNT) -> Transfer:
     return Transfer(transaction_id or str(uuid4()), "transfer", "alice", "bob", amount, "USD", mode)
 
 
@@ -75,9 +75,9 @@ CASES = [
 
 @pytest.mark.parametrize(("mode", "branch", "operation", "before", "note", "code", "written", "change"), CASES)
 def test_barrier_rule(
-    mode: str,
-    branch: str,
-    operation: str,
+    mode: Mode,
+    branch: Branch,
+    operation: Operation,
     before: dict[str, str],
     note: str,
     code: str | None,
@@ -86,7 +86,9 @@ def test_barrier_rule(
 ) -> None:
     """Protects each (mode, branch, operation) against every barrier state it can meet."""
     moved = transfer(mode)
-    barrier = {(moved.transaction_id, branch, op): origin for op, origin in before.items()}
+    barrier: dict[tuple[str, str, str], str] = {
+        (moved.transaction_id, branch, op): origin for op, origin in before.items()
+    }
     rows = accounts(alice_reserved=AMOUNT)  # a hold of this amount exists (what a successful TC/C Try left)
     plan = plan_branch_batch([BranchOp(moved, branch, operation)], rows, barrier)
     (outcome,) = plan.outcomes
@@ -113,7 +115,7 @@ REFUSALS = [
 
 
 @pytest.mark.parametrize(("mode", "branch", "rows", "code"), REFUSALS)
-def test_refused_try_closes_its_branch(mode: str, branch: str, rows: dict[str, Account], code: str) -> None:
+def test_refused_try_closes_its_branch(mode: Mode, branch: Branch, rows: dict[str, Account], code: str) -> None:
     moved = transfer(mode)
     plan = plan_branch_batch([BranchOp(moved, branch, "try")], rows, {})
     (outcome,) = plan.outcomes
@@ -140,7 +142,7 @@ def test_refused_try_closes_its_branch(mode: str, branch: str, rows: dict[str, A
     ],
 )
 def test_operations_of_one_transfer_in_one_batch(
-    operations: list[str], notes: list[str], change: tuple[int, int]
+    operations: list[Operation], notes: list[str], change: tuple[int, int]
 ) -> None:
     """Protects the barrier inside a batch: each operation sees the rows the ones before it wrote."""
     moved = transfer("tcc")
@@ -168,7 +170,7 @@ def test_holds_of_one_batch_share_the_sender_s_available_funds() -> None:
         ({"try": "try", "confirm": "confirm"}, "cancel"),  # cancel after confirm
     ],
 )
-def test_impossible_orders_are_invariant_failures(before: dict[str, str], operation: str) -> None:
+def test_impossible_orders_are_invariant_failures(before: dict[str, str], operation: Operation) -> None:
     """Confirm and Cancel of one branch exclude each other: the coordinator decides once, under
     the phase-state lock, so meeting both is a bug, not a state to handle."""
     moved = transfer("tcc")

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from core.domain.errors import WalletError
+from core.domain.limits import AMOUNT_MINOR_MAX
 from core.domain.money import (
-    AMOUNT_MINOR_MAX,
     AMOUNT_TEXT_LENGTH_MAX,
     CURRENCY_DECIMALS,
     Money,

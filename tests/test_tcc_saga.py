@@ -10,7 +10,7 @@ import pytest
 
 from coordinator.protocols import branch_steps as branches
 from coordinator.service.wallet import WalletService
-from core.domain.branch_plan import BranchOp
+from core.domain.branch_plan import Branch, BranchOp, Operation
 from core.domain.errors import WalletError
 from core.domain.transfers import Transfer
 from shard_router.topology import Topology
@@ -97,7 +97,7 @@ async def test_insufficient_funds_and_idempotency(service: WalletService, topolo
     assert await balances(service, [alice, bob]) == {alice: 200, bob: 400}
 
 
-async def branch_op(service: WalletService, shard: str, transfer: Transfer, branch: str, operation: str):
+async def branch_op(service: WalletService, shard: str, transfer: Transfer, branch: Branch, operation: Operation):
     (outcome,) = await branches.run_branch_ops(service.pools, shard, [BranchOp(transfer, branch, operation)])
     return outcome
 
@@ -126,7 +126,7 @@ async def test_barrier_repeats_do_nothing(service: WalletService, topology: Topo
 
 
 @pytest.mark.parametrize("branch", ["debit", "credit"])
-async def test_cancel_before_try_then_late_try(service: WalletService, topology: Topology, branch: str) -> None:
+async def test_cancel_before_try_then_late_try(service: WalletService, topology: Topology, branch: Branch) -> None:
     """Out of order on purpose: a Cancel arriving before its Try is a null compensation, and
     the Try arriving after it is refused, so no hold hangs and no money moves."""
     (alice,), (bob,) = accounts_on(topology, "shard2", 1), accounts_on(topology, "shard3", 1)

@@ -29,7 +29,7 @@ from coordinator.service.wallet import WalletService
 from core.domain.accounts import Account
 from core.domain.errors import WalletError
 from core.domain.money import format_amount
-from core.domain.transfers import Transfer, TransferResult
+from core.domain.transfers import Mode, Transfer, TransferResult
 from core.runtime.settings import Settings
 from ledger.service import LedgerService
 
@@ -44,7 +44,7 @@ MetricsContentType = METRICS_CONTENT_TYPE
 
 
 class Backend(Protocol):
-    default_mode: str
+    default_mode: Mode
 
     async def begin(self, charge: Charge) -> None:
         """The request's charge: paid now, or with its first call (RateLimited if spent)."""

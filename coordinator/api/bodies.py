@@ -13,9 +13,10 @@ from starlette.requests import Request
 
 from coordinator.api.refusals import not_an_object, refusal
 from core.domain.errors import WalletError
+from core.domain.limits import BATCH_BODY_BYTES_MAX, BODY_BYTES_MAX
 
-BODY_BYTES_MAX = 16 * 1024
-BATCH_BODY_BYTES_MAX = 512 * 1024
+__all__ = ["BATCH_BODY_BYTES_MAX", "BODY_BYTES_MAX", "convert", "decode", "path", "query", "read_body", "read_raw"]
+
 QUERY_INTEGER = re.compile(r"[0-9]{1,19}")  # ASCII digits (str.isdigit takes other scripts' too)
 
 Schema = TypeVar("Schema")

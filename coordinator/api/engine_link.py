@@ -24,7 +24,7 @@ import socket
 import struct
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -32,8 +32,8 @@ from coordinator.api import schemas
 from coordinator.api.backend import UNPAID, Charge, LocalBackend, Rendered
 from coordinator.api.rate_limits import RateLimited
 from core.domain.accounts import Account
-from core.domain.errors import WalletError
-from core.domain.transfers import Transfer, TransferResult
+from core.domain.errors import ERROR_STATUS, ErrorCode, HttpCode, WalletError
+from core.domain.transfers import Mode, Transfer, TransferResult
 from shards.errors import ShardError
 
 log = logging.getLogger("wallet.engine_link")
@@ -49,8 +49,8 @@ class Failure(msgspec.Struct, tag=True):
     """Why a call has no value: a refusal the client can act on, a shard that did not answer,
     or a failure of the engine's own."""
 
-    kind: str  # wallet | rate_limited | shard | internal
-    code: str
+    kind: Literal["wallet", "rate_limited", "shard", "internal"]
+    code: ErrorCode | HttpCode
     detail: str
     retry_after_s: float = 0.0
     shard: str = ""
@@ -77,11 +77,17 @@ def failure_of(error: BaseException) -> Failure:
 def error_of(failure: Failure) -> Exception:
     if failure.kind == "rate_limited":
         return RateLimited(failure.retry_after_s)
-    if failure.kind == "wallet":
+    if failure.kind == "wallet" and failure.code in ERROR_STATUS:
         return WalletError(failure.code, failure.detail)
     if failure.kind == "shard":
         return ShardError(failure.shard, failure.detail)
     return RuntimeError(f"the engine failed: {failure.detail}")
+
+
+def error_of_item(failure: Failure) -> WalletError:
+    """One transfer's refusal in a batch call: always the caller's to read (never raised)."""
+    error = error_of(failure)
+    return error if isinstance(error, WalletError) else WalletError("shard_unavailable", failure.detail)
 
 
 # method -> (its arguments' type, its value's type), both sides of the link.
@@ -241,7 +247,7 @@ class EngineServer:
 class RemoteBackend:
     """The engine, as this HTTP process's Backend."""
 
-    def __init__(self, sock: socket.socket, default_mode: str) -> None:
+    def __init__(self, sock: socket.socket, default_mode: Mode) -> None:
         self.sock = sock
         self.default_mode = default_mode
         self.link: Framed | None = None
@@ -340,7 +346,7 @@ class RemoteBackend:
 
     async def submit_many(self, transfers: list[Transfer]) -> list[TransferResult | WalletError]:
         items: list[Item] = await self._call("submit_many", transfers)
-        return [WalletError(item.code, item.detail) if isinstance(item, Failure) else item for item in items]
+        return [error_of_item(item) if isinstance(item, Failure) else item for item in items]
 
     async def get_account(self, account_id: str) -> Account:
         account: Account = await self._call("get_account", account_id)

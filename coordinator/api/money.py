@@ -30,7 +30,7 @@ from coordinator.api.bodies import BODY_BYTES_MAX, decode
 from coordinator.api.problems import PROBLEM_MEDIA, problem_body, problem_headers, shard_error_detail
 from coordinator.api.views import JSON, transfer_view
 from core.domain.errors import WalletError
-from core.domain.transfers import Transfer, TransferResult
+from core.domain.transfers import Mode, Transfer, TransferResult
 from core.domain.validation import check_account_id, deposit_request, transfer_request
 from core.runtime import logs
 from shards.errors import ShardError
@@ -49,7 +49,7 @@ Answer = tuple[int, bytes, str, dict[str, str]]
 Handler = Callable[[State, Principal, Receive, bytes | None, str], Awaitable[Answer]]
 
 
-def transfer_of(body: Any, default_mode: str) -> Transfer:
+def transfer_of(body: Any, default_mode: Mode) -> Transfer:
     """The domain's transfer from a decoded body (schemas.TransferRequest), made by the domain's
     own constructor: its checks are the ones msgspec's cannot be (a pattern is searched, so
     `$` would let a final newline in; two fields naming one account)."""

@@ -353,4 +353,4 @@ def document() -> dict[str, Any]:
 
 def error_codes() -> dict[str, int]:
     """Every problem code and its status (the README's table is checked against this)."""
-    return dict(ERROR_STATUS)
+    return {code: status for code, status in ERROR_STATUS.items()}

@@ -19,7 +19,7 @@ log = logging.getLogger("wallet.api")
 PROBLEM_MEDIA = "application/problem+json"
 # An overloaded coordinator (too many transfers in flight) asks clients back after this long.
 OVERLOADED_RETRY_AFTER_S = 1
-STATUS_OF = {**ERROR_STATUS, **HTTP_CODES}
+STATUS_OF: dict[str, int] = {code: status for table in (ERROR_STATUS, HTTP_CODES) for code, status in table.items()}
 
 
 def problem_type(code: str) -> str:

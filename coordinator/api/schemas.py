@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from coordinator.service.submission import TRANSFERS_PER_REQUEST_MAX
+from core.domain.limits import TRANSFERS_PER_REQUEST_MAX
 from core.domain.money import AMOUNT_TEXT_LENGTH_MAX, CURRENCY_DECIMALS, amount_rule
 from core.domain.transfers import MODES
 from core.domain.validation import ACCOUNT_ID_LENGTH_MAX, ACCOUNT_ID_RULE, OWNER_LENGTH_MAX, OWNER_RULE, UUID_RULE

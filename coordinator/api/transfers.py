@@ -19,13 +19,13 @@ from coordinator.api.bodies import BATCH_BODY_BYTES_MAX, decode, path, query, re
 from coordinator.api.money import MODES_SEEN, transfer_of
 from coordinator.api.views import json_response, transfer_view
 from core.domain.errors import WalletError
-from core.domain.transfers import Transfer, TransferResult
+from core.domain.transfers import Mode, Transfer, TransferResult
 from core.runtime import logs
 
 log = logging.getLogger("wallet.api")
 
 
-def item_of(raw: msgspec.Raw, default_mode: str) -> tuple[str | None, Transfer | WalletError]:
+def item_of(raw: msgspec.Raw, default_mode: Mode) -> tuple[str | None, Transfer | WalletError]:
     """One batch item (its JSON, kept raw), checked as the body of a transfer: (its
     transaction id as sent, if it decoded; the transfer, or the refusal that is its answer)."""
     try:

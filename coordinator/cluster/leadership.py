@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("wallet.zookeeper")
 
@@ -87,7 +88,7 @@ class Leadership:
     session is SUSPENDED the leader stops acting at once (another may take over if the
     session then expires), and when it is LOST the lock is gone and is contended again."""
 
-    def __init__(self, client, path: str, identifier: str | None = None) -> None:
+    def __init__(self, client: Any, path: str, identifier: str | None = None) -> None:  # a KazooClient (untyped)
         from kazoo.protocol.states import KazooState
 
         self.client = client

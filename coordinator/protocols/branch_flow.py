@@ -20,7 +20,8 @@ from typing import TypeVar
 
 from coordinator.protocols import branch_steps
 from coordinator.protocols.prior_records import PriorRecords
-from core.domain.branch_plan import BranchOp, BranchOutcome
+from core.domain.branch_plan import BranchOp, BranchOutcome, SecondPhase
+from core.domain.errors import RecordedCode
 from core.domain.outcomes import Outcome, Refused, Reroute, conflict, unavailable
 from core.domain.transfers import Transfer, TransferResult
 from core.runtime import fault_points
@@ -28,7 +29,7 @@ from core.runtime.fan_out import fan_out_groups, settled
 from core.runtime.logs import log_phase
 from shard_router.topology import Topology
 from shards.errors import AccountsMoved, ShardError
-from shards.phase_state import PhaseRow
+from shards.phase_state import PhaseRow, SecondState
 from shards.pool import ShardPools
 
 log = logging.getLogger("wallet.branches")
@@ -41,8 +42,8 @@ Failure = Refused | Reroute
 @dataclass(frozen=True)
 class Flow:
     transfer: Transfer
-    second_phase: str | None = None  # already decided (a resumed flow)
-    error_code: str | None = None
+    second_phase: SecondPhase | None = None  # already decided (a resumed flow)
+    error_code: RecordedCode | None = None
 
 
 def failure_of(error: Exception) -> Failure:
@@ -134,7 +135,7 @@ class BranchFlow:
         )
 
     async def decide_debits(
-        self, decisions: list[branch_steps.Decision], final_state: str
+        self, decisions: list[branch_steps.Decision], final_state: SecondState
     ) -> list[tuple[branch_steps.Decision, TransferResult | Failure]]:
         return await self.per_shard(
             decisions,

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from coordinator.protocols.retries import retry_conflicts
-from core.domain.branch_plan import BranchOp, BranchOutcome, plan_branch_batch
-from core.domain.transfers import RecordColumns, Transfer, TransferResult
+from core.domain.branch_plan import BranchOp, BranchOutcome, SecondPhase, plan_branch_batch
+from core.domain.errors import RecordedCode
+from core.domain.transfers import Phase, RecordColumns, RequestMode, Transfer, TransferResult
 from shards import phase_state as phase_sql
 from shards import steps as step_sql
-from shards.phase_state import PhaseRow, PhaseUpdate
+from shards.phase_state import PhaseRow, PhaseUpdate, SecondState
 from shards.pool import ShardPools
 
 # The record's phase for each protocol's two endings.
-FINAL_PHASES = {
+FINAL_PHASES: dict[tuple[RequestMode, SecondPhase], Phase] = {
     ("tcc", "confirm"): "confirmed",
     ("tcc", "cancel"): "cancelled",
     ("saga", "confirm"): "completed",
@@ -38,7 +39,7 @@ class DebitStart:
     phase: PhaseRow | None = None
 
 
-def record(transfer: Transfer, second_phase: str, error_code: str | None) -> TransferResult:
+def record(transfer: Transfer, second_phase: SecondPhase, error_code: RecordedCode | None) -> TransferResult:
     return TransferResult(
         transfer=transfer,
         status="success" if second_phase == "confirm" else "failed",
@@ -123,18 +124,17 @@ async def run_branch_ops(pools: ShardPools, shard: str, ops: list[BranchOp]) -> 
 @dataclass(frozen=True)
 class Decision:
     transfer: Transfer
-    wanted: str  # confirm | cancel
-    error_code: str | None  # why, for cancel
+    wanted: SecondPhase
+    error_code: RecordedCode | None  # why, for cancel
     out_of_order: bool
 
 
 async def second_phase_debits(
-    pools: ShardPools, shard: str, decisions: list[Decision], final_state: str
+    pools: ShardPools, shard: str, decisions: list[Decision], final_state: SecondState
 ) -> list[TransferResult]:
     """On the debit shard, under the phase-state row lock: the first writer of second_phase
     decides (coordinator or recovery); then Confirm or Cancel of the debit branch, the
     phase-state update and the transfer's record, all in one local transaction."""
-    assert final_state in ("sent", "done")
     ids = [d.transfer.transaction_id for d in decisions]
 
     async def step() -> list[TransferResult]:
@@ -156,12 +156,11 @@ async def second_phase_debits(
                     code = "transfer_aborted"
                 ops.append(BranchOp(phase.transfer, "debit", actual))
                 if phase.second_state != "done":
-                    state = "done" if final_state == "done" or phase.second_state == "done" else final_state
                     updates.append(
                         PhaseUpdate(
                             phase.transfer.transaction_id,
                             actual,
-                            state,
+                            final_state,
                             code if actual == "cancel" else None,
                             decision.out_of_order,
                         )

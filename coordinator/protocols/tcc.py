@@ -21,7 +21,7 @@ import logging
 
 from coordinator.protocols import branch_steps
 from coordinator.protocols.branch_flow import BranchFlow, Flow, decided_before, decision_after
-from core.domain.branch_plan import BranchOp
+from core.domain.branch_plan import BranchOp, SecondPhase
 from core.domain.outcomes import Outcome, Refused, Reroute
 from core.domain.transfers import Transfer
 from core.runtime import fault_points
@@ -48,7 +48,7 @@ class TccCoordinator(BranchFlow):
 
         log_phase(log, "tcc.tried_credit", [d.transfer.transaction_id for d in decisions])
         fault_points.reach("tcc.after_try_credit")
-        decided: list[tuple[branch_steps.Decision, str]] = []
+        decided: list[tuple[branch_steps.Decision, SecondPhase]] = []
         for decision, result in await self.decide_debits(decisions, final_state="sent"):
             outcomes[decision.transfer.transaction_id] = result
             if not isinstance(result, (Refused, Reroute)):

@@ -53,7 +53,7 @@ from coordinator.protocols.retries import retry_conflicts
 from core.domain.accounts import Account
 from core.domain.batch_plan import BatchPlan, plan_local_batch
 from core.domain.outcomes import Outcome, Reroute, unavailable
-from core.domain.transfers import Transfer
+from core.domain.transfers import ProtocolName, Transfer
 from core.runtime import fault_points
 from core.runtime.fan_out import fan_out, settled
 from core.runtime.gates import let_next_start
@@ -92,11 +92,11 @@ class Batch:
     def debit_shard(self, transfer: Transfer) -> str:
         return self.topology.shard_of(transfer.from_account or transfer.to_account)
 
-    def protocols(self, transfers: list[Transfer]) -> list[str] | None:
+    def protocols(self, transfers: list[Transfer]) -> list[ProtocolName] | None:
         """Per transfer, `local` for those within one shard (a round hands them to this batch
         on the shards it writes: rounds.py), else `2pc`; None when there are none."""
         shard_of = self.topology.shard_of
-        found = [
+        found: list[ProtocolName] = [
             "2pc" if t.from_account is not None and shard_of(t.from_account) != shard_of(t.to_account) else "local"
             for t in transfers
         ]

@@ -8,9 +8,8 @@ import asyncio
 from collections.abc import Callable
 
 from core.domain.errors import WalletError
+from core.domain.limits import INFLIGHT_MAX
 from core.domain.transfers import TransferResult
-
-INFLIGHT_MAX = 100_000
 
 
 def overloaded() -> WalletError:

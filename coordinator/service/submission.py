@@ -10,10 +10,9 @@ from coordinator.service.inflight import InFlight
 from coordinator.service.rounds import RoundOutcome, Rounds
 from coordinator.service.routing import Router
 from core.domain.errors import WalletError
+from core.domain.limits import TRANSFERS_PER_REQUEST_MAX
 from core.domain.outcomes import Outcome, Refused, Reroute, conflict
 from core.domain.transfers import Transfer, TransferResult
-
-TRANSFERS_PER_REQUEST_MAX = 1000
 
 
 def answer_of(transfer: Transfer, outcome: Outcome) -> TransferResult:

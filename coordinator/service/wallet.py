@@ -25,10 +25,11 @@ from coordinator.service.record_lookup import RecordLookups
 from coordinator.service.rounds import Rounds
 from coordinator.service.routing import Router
 from coordinator.service.status import TransferStatus
-from coordinator.service.submission import TRANSFERS_PER_REQUEST_MAX, Submission
+from coordinator.service.submission import Submission
 from core.domain import validation
 from core.domain.accounts import Account
 from core.domain.errors import ConfigurationError, WalletError
+from core.domain.limits import TRANSFERS_PER_REQUEST_MAX
 from core.domain.money import check_currency
 from core.domain.transfers import Transfer, TransferResult
 from core.runtime.background import Periodic

@@ -17,8 +17,9 @@ from datetime import datetime
 from typing import Literal
 
 from core.domain.accounts import Account
+from core.domain.errors import RecordedCode
 from core.domain.postings import Postings
-from core.domain.transfers import RecordColumns, Transfer, TransferResult
+from core.domain.transfers import ProtocolName, RecordColumns, Transfer, TransferResult
 
 # What the plan does with one transfer: record it, answer with its stored record, or refuse
 # it (its id belongs to a different request).
@@ -28,13 +29,13 @@ Disposition = Literal["new", "replay", "conflict"]
 @dataclass
 class BatchPlan:
     postings: Postings
-    protocol: str = "local"
+    protocol: ProtocolName = "local"
     # Per transfer, where a batch mixes them: a two-phase batch also carries the one-shard
     # transfers of its shards (coordinator/service/rounds.py), recorded as `local`.
-    protocols: list[str] | None = None
+    protocols: list[ProtocolName] | None = None
     # One entry per input transfer, in input order.
     dispositions: list[Disposition] = field(default_factory=list)
-    codes: list[str | None] = field(default_factory=list)  # a new transfer's refusal (None: it moves)
+    codes: list[RecordedCode | None] = field(default_factory=list)  # a new transfer's refusal (None: it moves)
     # A replay's answer: the stored result, or the index of the batch's first transfer of its id.
     replayed: dict[int, TransferResult | int] = field(default_factory=dict)
     new: list[int] = field(default_factory=list)  # indexes of the transfers to record, in order
@@ -90,8 +91,8 @@ def plan_local_batch(
     transfers: list[Transfer],
     accounts: dict[str, Account],
     stored: dict[str, TransferResult],
-    protocol: str = "local",
-    protocols: list[str] | None = None,
+    protocol: ProtocolName = "local",
+    protocols: list[ProtocolName] | None = None,
 ) -> BatchPlan:
     assert protocols is None or len(protocols) == len(transfers), "one protocol per transfer"
     postings = Postings(accounts)
@@ -134,7 +135,7 @@ def plan_local_batch(
     return plan
 
 
-def refusal(transfer: Transfer, accounts: dict[str, Account], postings: Postings) -> str | None:
+def refusal(transfer: Transfer, accounts: dict[str, Account], postings: Postings) -> RecordedCode | None:
     """The business reason this transfer cannot happen now, or None. Needs both accounts'
     rows (a missing one is refused); `postings` gives the sender's current available funds."""
     receiver = accounts.get(transfer.to_account)

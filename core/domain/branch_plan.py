@@ -16,9 +16,10 @@ safe against repeats and reordering:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from core.domain.accounts import Account
+from core.domain.errors import RecordedCode
 from core.domain.postings import Postings
 from core.domain.transfers import Transfer
 
@@ -40,13 +41,19 @@ BUSINESS: dict[tuple[str, str, str], tuple[str | None, tuple[str, int, int] | No
 }
 
 
+Branch = Literal["debit", "credit"]  # the sender's side, the receiver's side
+Operation = Literal["try", "confirm", "cancel"]
+SecondPhase = Literal["confirm", "cancel"]  # what the decision chose
+Note = Literal["applied", "repeat", "null_compensation", "late_try_refused", "refused", "nothing_to_undo"]
+
+
 class BranchOp(NamedTuple):
     """One branch operation of one transfer. A tuple (four per TC/C transfer); which
     (mode, branch, operation) exist is BUSINESS, checked where a plan looks it up."""
 
     transfer: Transfer
-    branch: str
-    operation: str
+    branch: Branch
+    operation: Operation
 
     @property
     def account_id(self) -> str:
@@ -58,8 +65,8 @@ class BranchOp(NamedTuple):
 @dataclass(frozen=True)
 class BranchOutcome:
     ok: bool
-    note: str  # applied | repeat | null_compensation | late_try_refused | refused | nothing_to_undo
-    error_code: str | None = None
+    note: Note
+    error_code: RecordedCode | None = None
 
     @property
     def out_of_order(self) -> bool:
@@ -148,7 +155,7 @@ def plan_branch_batch(
     return plan
 
 
-def _check(check: str | None, op: BranchOp, accounts: dict[str, Account], postings: Postings) -> str | None:
+def _check(check: str | None, op: BranchOp, accounts: dict[str, Account], postings: Postings) -> RecordedCode | None:
     if check is None:
         return None
     transfer = op.transfer

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from core.domain.errors import WalletError
+from core.domain.limits import AMOUNT_MINOR_DIGITS, AMOUNT_MINOR_MAX
 
 # ISO 4217 minor-unit exponents for the currencies this service accepts.
 CURRENCY_DECIMALS: dict[str, int] = {
@@ -36,9 +37,6 @@ CURRENCY_DECIMALS: dict[str, int] = {
     "TND": 3,
 }
 
-# Upper bound on one amount in minor units: far below bigint, far above any real payment.
-AMOUNT_MINOR_DIGITS = 15
-AMOUNT_MINOR_MAX = 10**AMOUNT_MINOR_DIGITS
 AMOUNT_TEXT_LENGTH_MAX = 32
 # ASCII digits only ([0-9], not \\d), one optional point with digits on both sides.
 AMOUNT_PATTERN = re.compile(r"([0-9]+)(?:\.([0-9]+))?\Z")

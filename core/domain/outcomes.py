@@ -14,16 +14,18 @@ Expected failures travel as these values; an exception out of a batch is a bug o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from core.domain.errors import WalletError
 from core.domain.transfers import TransferResult
 
-REFUSAL_CODES = ("idempotency_conflict", "shard_unavailable")
+RefusalCode = Literal["idempotency_conflict", "shard_unavailable"]
+REFUSAL_CODES: tuple[RefusalCode, ...] = get_args(RefusalCode)
 
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    code: str
+    code: RefusalCode
     detail: str
 
     def __post_init__(self) -> None:

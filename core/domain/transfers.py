@@ -9,22 +9,43 @@ planners build results, rows read back from a shard were checked when written.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
-TRANSFER_KINDS = ("transfer", "deposit")
-MODES = ("2pc", "tcc", "saga")
+from core.domain.errors import RecordedCode
+
+# The vocabulary, each word defined once: the API's schemas, the planners and the SQL mapping
+# use these types (Literal: free at run time, checked by mypy); the tuples are their values.
+TransferKind = Literal["transfer", "deposit"]
+# The cross-shard protocol a request asks for (`mode`); a deposit's is "local".
+Mode = Literal["2pc", "tcc", "saga"]
+RequestMode = Literal["2pc", "tcc", "saga", "local"]
+# How the money moved: one local transaction, or one of the cross-shard protocols.
+ProtocolName = Literal["local", "2pc", "tcc", "saga"]
+Status = Literal["success", "failed"]
+# A final record's phase: 2PC and local committed | aborted; TC/C confirmed | cancelled; Saga
+# completed | compensated.
+Phase = Literal["committed", "aborted", "confirmed", "cancelled", "completed", "compensated"]
+# Where an unfinished transfer stands (GET /v1/transfers/{id} answers 202 with it).
+PendingPhase = Literal["preparing", "in-doubt", "trying", "debited", "confirming", "cancelling"]
+
+TRANSFER_KINDS: tuple[TransferKind, ...] = get_args(TransferKind)
+MODES: tuple[Mode, ...] = get_args(Mode)
+PROTOCOLS: tuple[ProtocolName, ...] = get_args(ProtocolName)
+STATUSES: tuple[Status, ...] = get_args(Status)
+PHASES: tuple[Phase, ...] = get_args(Phase)
+PENDING_PHASES: tuple[PendingPhase, ...] = get_args(PendingPhase)
 
 
 class Transfer(NamedTuple):
     """One request to move money. A deposit has no from_account: money enters from outside."""
 
     transaction_id: str  # a UUID, lower case
-    kind: str  # transfer | deposit
+    kind: TransferKind
     from_account: str | None
     to_account: str
     amount: int  # minor units, > 0
     currency: str
-    mode: str  # 2pc | tcc | saga | local
+    mode: RequestMode
 
     @property
     def movement(self) -> tuple[str, str | None, str, int, str]:
@@ -37,10 +58,10 @@ class TransferResult(NamedTuple):
     """The recorded outcome of one transaction id: status success, or failed with its code."""
 
     transfer: Transfer
-    status: str  # success | failed
-    error_code: str | None
-    protocol: str  # local | 2pc | tcc | saga
-    phase: str  # committed | aborted (TC/C confirmed | cancelled; Saga completed | compensated)
+    status: Status
+    error_code: RecordedCode | None  # a failed one's business reason
+    protocol: ProtocolName
+    phase: Phase
     created_at: datetime | None = None
 
     def stamped(self, created_at: datetime | None) -> TransferResult:
@@ -53,10 +74,10 @@ class RecordColumns(NamedTuple):
     (shards/transfers.py), with no result object made per record before its time is known."""
 
     transfers: list[Transfer]
-    protocols: list[str]
-    statuses: list[str]
-    phases: list[str]
-    error_codes: list[str | None]
+    protocols: list[ProtocolName]
+    statuses: list[Status]
+    phases: list[Phase]
+    error_codes: list[RecordedCode | None]
 
     @classmethod
     def of(cls, results: list[TransferResult]) -> RecordColumns:

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from core.domain.errors import WalletError
 from core.domain.money import check_currency, parse_amount
-from core.domain.transfers import MODES, Transfer
+from core.domain.transfers import MODES, Mode, Transfer
 
 ACCOUNT_ID_LENGTH_MAX = 64
 ACCOUNT_ID_RULE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -63,12 +63,16 @@ def check_transaction_id(value: object, field: str = "transaction_id") -> str:
     return value.lower()
 
 
-def check_mode(value: object, default: str) -> str:
+_MODE_OF: dict[object, Mode] = {mode: mode for mode in MODES}
+
+
+def check_mode(value: object, default: Mode) -> Mode:
     if value is None:
         return default
-    if value not in MODES:
+    mode = _MODE_OF.get(value) if isinstance(value, str) else None
+    if mode is None:
         raise WalletError("validation_error", f"mode must be one of {list(MODES)}")
-    return value
+    return mode
 
 
 def check_moment(value: object, field: str = "at") -> datetime:
@@ -114,7 +118,7 @@ def transfer_request(
     currency: object,
     transaction_id: object,
     mode: object,
-    default_mode: str,
+    default_mode: Mode,
 ) -> Transfer:
     """A transfer between two accounts from untrusted fields, or the WalletError to answer."""
     sender = check_account_id(from_account, "from_account")

@@ -10,9 +10,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from core.domain.errors import ConfigurationError
-from core.domain.transfers import MODES
+from core.domain.transfers import MODES, Mode
 from core.runtime.fault_points import FAULT_POINTS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -66,7 +67,7 @@ class Settings:
     topology_path: Path = Path(".wallet/topology.json")
     host: str = "127.0.0.1"
     port: int = 8000
-    default_mode: str = "2pc"
+    default_mode: Mode = "2pc"
     pool_size_max: int = 16
     limits: BatchLimits = field(default_factory=BatchLimits)
     # ZooKeeper: when hosts are set, the topology and leader election live there.
@@ -152,7 +153,7 @@ class Settings:
             topology_path=Path(env.text("WALLET_TOPOLOGY", str(home / "topology.json"))),
             host=env.text("WALLET_HOST", "127.0.0.1"),
             port=env.integer("WALLET_PORT", 8000),
-            default_mode=env.text("WALLET_MODE", "2pc"),
+            default_mode=cast(Mode, env.text("WALLET_MODE", "2pc")),  # checked in __post_init__
             pool_size_max=env.integer("WALLET_POOL_SIZE_MAX", 16),
             zk_hosts=env.text("WALLET_ZK_HOSTS", "") or None,
             zk_root=env.text("WALLET_ZK_ROOT", "/wallet"),
