@@ -8,12 +8,14 @@ from uuid import uuid4
 
 import pytest
 
-from core.domain.accounts import Account
+from core.domain.accounts import Account, AccountStatus
 from core.domain.batch_plan import BatchPlan, plan_local_batch
 from core.domain.transfers import ProtocolName, Transfer, TransferResult
 
 
-def account(account_id: str, balance: int, currency: str = "USD", reserved: int = 0, status: str = "active") -> Account:
+def account(
+    account_id: str, balance: int, currency: str = "USD", reserved: int = 0, status: AccountStatus = "active"
+) -> Account:
     return Account(
         account_id=account_id,
         owner=f"owner of {account_id}",
@@ -382,7 +384,7 @@ def test_deposit_currency_mismatch() -> None:
     ("sender_status", "receiver_status"),
     [("frozen", "active"), ("active", "frozen"), ("frozen", "frozen")],
 )
-def test_account_frozen(sender_status: str, receiver_status: str) -> None:
+def test_account_frozen(sender_status: AccountStatus, receiver_status: AccountStatus) -> None:
     """Protects frozen accounts: they neither send nor receive."""
     accounts = accounts_of(account("alice", 1000, status=sender_status), account("bob", 0, status=receiver_status))
     plan = plan_of([transfer("alice", "bob", 10)], accounts, {})

@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from core.domain.accounts import Account
+from core.domain.accounts import Account, AccountStatus
 from core.domain.branch_plan import Branch, BranchOp, Operation, plan_branch_batch
 from core.domain.transfers import Mode, Transfer
 
@@ -21,7 +21,7 @@ def transfer(mode: Mode, transaction_id: str | None = None, amount: int = AMOUNT
 
 
 def accounts(
-    alice: int = 1000, alice_reserved: int = 0, bob_status: str = "active", bob_currency: str = "USD"
+    alice: int = 1000, alice_reserved: int = 0, bob_status: AccountStatus = "active", bob_currency: str = "USD"
 ) -> dict[str, Account]:
     return {
         "alice": Account("alice", "a", "USD", alice, alice_reserved, "active", 1),

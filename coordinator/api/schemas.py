@@ -11,14 +11,16 @@ BHD three), so a body that carries an amount is one schema per currency, told ap
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from core.domain.accounts import AccountStatus
+from core.domain.errors import ErrorCode, RecordedCode
 from core.domain.limits import TRANSFERS_PER_REQUEST_MAX
 from core.domain.money import AMOUNT_TEXT_LENGTH_MAX, CURRENCY_DECIMALS, amount_rule
-from core.domain.transfers import MODES
+from core.domain.transfers import Mode, PendingPhase, Phase, ProtocolName, RequestMode, Status, TransferKind
 from core.domain.validation import ACCOUNT_ID_LENGTH_MAX, ACCOUNT_ID_RULE, OWNER_LENGTH_MAX, OWNER_RULE, UUID_RULE
 from ledger.store import PAGE_SIZE_MAX
 
@@ -56,8 +58,6 @@ TransactionId = Annotated[
     ),
 ]
 Currency = Annotated[str, Meta(extra_json_schema={"enum": list(CURRENCIES)}, examples=["USD"], description="ISO 4217")]
-Mode = Literal["2pc", "tcc", "saga"]
-assert get_args(Mode) == MODES, "Mode lists the cross-shard protocols of domain/transfers.py"
 # A signed decimal string, as balances and history report them.
 DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
 Decimal = Annotated[str, Meta(pattern=DECIMAL, examples=["12.34"])]
@@ -170,14 +170,8 @@ class HistoryQuery(Struct):
 
 
 # -- responses ------------------------------------------------------------------------------
-# Enumerations the server reports (the domain's values); stated, not parsed, so plain str.
-AccountStatus = Annotated[str, Meta(extra_json_schema={"enum": ["active", "frozen"]})]
-TransferStatus = Annotated[str, Meta(extra_json_schema={"enum": ["success", "failed"]})]
-TransferKind = Annotated[str, Meta(extra_json_schema={"enum": ["transfer", "deposit"]})]
-Protocol = Annotated[str, Meta(extra_json_schema={"enum": ["local", "2pc", "tcc", "saga"]})]
-PendingPhase = Annotated[
-    str, Meta(extra_json_schema={"enum": ["preparing", "in-doubt", "trying", "debited", "confirming", "cancelling"]})
-]
+# Enumerations the server reports are the domain's types (core/domain/transfers.py,
+# accounts.py, errors.py): one definition for the document, the code and the SQL mapping.
 
 
 class Account(Struct):
@@ -193,17 +187,17 @@ class Account(Struct):
 class Transfer(Struct, omit_defaults=True):
     """A transfer's recorded outcome (a failure carries its error_code)."""
 
-    status: TransferStatus
+    status: Status
     transaction_id: Annotated[str, Meta(extra_json_schema={"format": "uuid"})]
     kind: TransferKind
     from_account: str | None
     to_account: str
     amount: Decimal
     currency: str
-    mode: str
-    protocol: Protocol
-    phase: str
-    error_code: str | UnsetType = UNSET
+    mode: RequestMode
+    protocol: ProtocolName
+    phase: Phase
+    error_code: RecordedCode | UnsetType = UNSET
     created_at: Moment | UnsetType = UNSET
 
 
@@ -211,7 +205,7 @@ class Pending(Struct):
     """Not final yet: only the phase, no accounts or amounts."""
 
     transaction_id: str
-    status: Annotated[str, Meta(extra_json_schema={"enum": ["pending"]})]
+    status: Literal["pending"]
     phase: PendingPhase
 
 
@@ -219,19 +213,19 @@ class BatchResult(Struct, omit_defaults=True):
     """One item's answer: a recorded transfer (its fields, and `code` when it failed), or a
     refusal that recorded nothing (`code` and `detail`; `transaction_id` as sent, if any)."""
 
-    status: TransferStatus
+    status: Status
     transaction_id: str | None
-    code: str | UnsetType = UNSET
+    code: ErrorCode | UnsetType = UNSET
     detail: str | UnsetType = UNSET
     kind: TransferKind | UnsetType = UNSET
     from_account: str | None | UnsetType = UNSET
     to_account: str | UnsetType = UNSET
     amount: Decimal | UnsetType = UNSET
     currency: str | UnsetType = UNSET
-    mode: str | UnsetType = UNSET
-    protocol: Protocol | UnsetType = UNSET
-    phase: str | UnsetType = UNSET
-    error_code: str | UnsetType = UNSET
+    mode: RequestMode | UnsetType = UNSET
+    protocol: ProtocolName | UnsetType = UNSET
+    phase: Phase | UnsetType = UNSET
+    error_code: RecordedCode | UnsetType = UNSET
     created_at: Moment | UnsetType = UNSET
 
 

@@ -5,9 +5,10 @@ becomes one without a name looked up (a batch locks a thousand or two)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
-ACCOUNT_STATUSES = ("active", "frozen")
+AccountStatus = Literal["active", "frozen"]
+ACCOUNT_STATUSES: tuple[AccountStatus, ...] = get_args(AccountStatus)
 
 
 class Account(NamedTuple):
@@ -16,7 +17,7 @@ class Account(NamedTuple):
     currency: str
     balance: int  # minor units; includes reserved
     reserved: int  # held by unfinished transfers; not spendable (0 <= reserved <= balance)
-    status: str  # active | frozen
+    status: AccountStatus
     version: int
 
     @property
