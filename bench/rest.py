@@ -98,51 +98,25 @@ def rest_point(
     port = free_port()
     secret = load_secret(Settings(home=cluster.home, topology_path=cluster.topology_path), create=True)
     token = issue_token(secret or "", "bench", "admin")  # an admin token: its own, higher rate limit
-    environment = {**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_PORT": str(port)}
-    for name in ("WALLET_AUTH_SECRET", "WALLET_RELAY", "WALLET_LOG_LEVEL"):
-        environment.pop(name, None)
-    if not server.defaults:
-        environment.update({"WALLET_LOG_LEVEL": "warning", "WALLET_RELAY": "off"})
-    command = (
-        [sys.executable, "-m", "bench.rest_floor", str(port)]
-        if server.floor
-        else [sys.executable, "-m", "coordinator.cli.main", "serve"]
+    process = subprocess.Popen(
+        server_command(server, port),
+        env=server_environment(server, cluster, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         asyncio.run(ready(f"http://127.0.0.1:{port}", token))  # the API's own client says when it serves
         pairs = ",".join(f'{{"{a}","{b}"}}' for a, b in (workload.pair() for _ in range(20_000)))
         script = workdir / "transfer.lua"
         script.write_text(WRK_SCRIPT % {"pairs": pairs, "mode": mode, "token": token})
         meter = CpuMeter(cluster, process.pid).start()
-        completed = subprocess.run(
-            [
-                "wrk",
-                "-t",
-                str(WRK_THREADS),
-                "-c",
-                str(connections),
-                "-d",
-                f"{max(1, int(seconds))}s",
-                "--timeout",
-                f"{WRK_TIMEOUT_S}s",
-                "-s",
-                str(script),
-                f"http://127.0.0.1:{port}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 120,
-        )
-        match = re.search(r"RESULT (\d+) (\d+) (\d+) ([0-9.]+) ([0-9.]+) ([0-9.]+)", completed.stdout)
-        assert match, completed.stdout + completed.stderr
+        requests, errors, duration_us, latencies = run_wrk(script, port, connections, seconds)
         meter.stop()
-        requests, errors, duration_us = int(match.group(1)), int(match.group(2)), int(match.group(3))
         point = Point(server.name, mode, connections, 1)
         point.transfers, point.failed, point.seconds = requests - errors, errors, duration_us / 1e6
         point.cpu(meter)
         point.per_s = point.transfers / point.seconds
-        point.p50_ms, point.p99_ms, point.p999_ms = (float(match.group(i)) for i in (4, 5, 6))
+        point.p50_ms, point.p99_ms, point.p999_ms = latencies
         if server.lag:
             point.outbox_lag_s = asyncio.run(outbox_lag_s(cluster.topology))
         return point
@@ -152,6 +126,46 @@ def rest_point(
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def server_command(server: Server, port: int) -> list[str]:
+    if server.floor:
+        return [sys.executable, "-m", "bench.rest_floor", str(port)]
+    return [sys.executable, "-m", "coordinator.cli.main", "serve"]
+
+
+def server_environment(server: Server, cluster: LocalCluster, port: int) -> dict[str, str]:
+    environment = {**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_PORT": str(port)}
+    for name in ("WALLET_AUTH_SECRET", "WALLET_RELAY", "WALLET_LOG_LEVEL"):
+        environment.pop(name, None)
+    if not server.defaults:
+        environment.update({"WALLET_LOG_LEVEL": "warning", "WALLET_RELAY": "off"})
+    return environment
+
+
+def run_wrk(
+    script: Path, port: int, connections: int, seconds: float
+) -> tuple[int, int, int, tuple[float, float, float]]:
+    """(requests, errors, duration in µs, (p50, p99, p999) in ms) of one wrk run."""
+    command = [
+        "wrk",
+        "-t",
+        str(WRK_THREADS),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, int(seconds))}s",
+        "--timeout",
+        f"{WRK_TIMEOUT_S}s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}",
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) ([0-9.]+) ([0-9.]+) ([0-9.]+)", completed.stdout)
+    assert match, completed.stdout + completed.stderr
+    p50, p99, p999 = (float(match.group(i)) for i in (4, 5, 6))
+    return int(match.group(1)), int(match.group(2)), int(match.group(3)), (p50, p99, p999)
 
 
 async def ready(url: str, token: str) -> None:

@@ -652,7 +652,7 @@ def parse_pairs(items: list[str], separator: str, what: str) -> dict[str, str]:
     return pairs
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wallet chaos",
         description="Jepsen-style bank workload: concurrent transfers in every mode over REST while coordinators "
@@ -695,7 +695,11 @@ def main(argv: list[str] | None = None) -> int:
         help="every shard and the ledger a Patroni primary with a synchronous standby (on a ZooKeeper "
         "of the run's); primary_kill and standby_kill replace shard_kill and shard_pause",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     headers = parse_pairs(args.header, ":", "--header")
     config = ChaosConfig(
         seconds=args.minutes * 60,

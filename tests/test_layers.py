@@ -179,3 +179,18 @@ def test_serving_never_imports_the_development_tools() -> None:
         [sys.executable, "-c", probe], cwd=REPOSITORY, capture_output=True, text=True, check=True
     ).stdout.split()
     assert imported == [], imported
+
+
+FUNCTION_LINES_MAX = 70
+
+
+def test_no_function_is_longer_than_a_screen() -> None:
+    """Protects readability: no product function over FUNCTION_LINES_MAX lines (split it by job)."""
+    long = []
+    for _, path in product_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None:
+                lines = node.end_lineno - node.lineno + 1
+                if lines > FUNCTION_LINES_MAX:
+                    long.append(f"{path.relative_to(REPOSITORY)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long

@@ -32,6 +32,20 @@ depends_on = None
 
 
 def upgrade() -> None:
+    add_visible_at()
+    add_snapshot_streams()
+    digest_old_snapshots()
+    op.execute(
+        "CREATE TRIGGER ledger_snapshot_streams_append_only BEFORE UPDATE OR DELETE ON ledger_snapshot_streams "
+        "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()"
+    )
+    op.execute(
+        "CREATE TRIGGER ledger_snapshot_streams_no_truncate BEFORE TRUNCATE ON ledger_snapshot_streams "
+        "FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()"
+    )
+
+
+def add_visible_at() -> None:
     op.add_column("ledger_events", sa.Column("visible_at", sa.DateTime(timezone=True), nullable=True))
     # The append-only triggers refuse every UPDATE: set aside for this one derivation.
     op.execute("ALTER TABLE ledger_events DISABLE TRIGGER ledger_events_append_only")
@@ -50,6 +64,8 @@ def upgrade() -> None:
         "ledger_events_replay", "ledger_events", ["stream", "position"], postgresql_include=list(REPLAY_COLUMNS)
     )
 
+
+def add_snapshot_streams() -> None:
     op.create_table(
         "ledger_snapshot_streams",
         sa.Column("snapshot_id", sa.BigInteger, sa.ForeignKey("ledger_snapshots.snapshot_id"), nullable=False),
@@ -68,6 +84,9 @@ def upgrade() -> None:
     op.execute("ALTER TABLE ledger_snapshot_balances ENABLE TRIGGER ledger_snapshot_balances_append_only")
     op.alter_column("ledger_snapshot_balances", "stream", nullable=False)
     op.create_index("ledger_snapshot_balances_stream", "ledger_snapshot_balances", ["snapshot_id", "stream"])
+
+
+def digest_old_snapshots() -> None:
     bind = op.get_bind()
     snapshots = bind.execute(sa.text("SELECT snapshot_id, taken_at FROM ledger_snapshots ORDER BY snapshot_id")).all()
     op.execute("ALTER TABLE ledger_snapshots DISABLE TRIGGER ledger_snapshots_append_only")
@@ -101,14 +120,6 @@ def upgrade() -> None:
     op.execute("ALTER TABLE ledger_snapshots ENABLE TRIGGER ledger_snapshots_append_only")
     op.alter_column("ledger_snapshots", "digest", nullable=False)
     op.create_index("ledger_snapshots_digest", "ledger_snapshots", ["digest"], unique=True)
-    op.execute(
-        "CREATE TRIGGER ledger_snapshot_streams_append_only BEFORE UPDATE OR DELETE ON ledger_snapshot_streams "
-        "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()"
-    )
-    op.execute(
-        "CREATE TRIGGER ledger_snapshot_streams_no_truncate BEFORE TRUNCATE ON ledger_snapshot_streams "
-        "FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()"
-    )
 
 
 def downgrade() -> None:
