@@ -104,7 +104,10 @@ async def replay_balances(
         if account_id is not None:
             rows = await store.replay_account(connection, at, snapshot_id, account_id)
             balances = {r[0]: ReplayedBalance(r[0], r[1], r[2], r[3], r[4]) for r in rows}
-            return Replay(at, snapshot_id, balances, sum(r[5] for r in rows))
+            events = sum(r[5] for r in rows)
+            if progress is not None:
+                progress(events)
+            return Replay(at, snapshot_id, balances, events)
         starts = await store.stream_starts(connection, snapshot_id)
 
     async def stream(name: str, after: int, head: int) -> list[asyncpg.Record]:

@@ -304,7 +304,14 @@ def test_ledger_cli(cluster: LocalCluster) -> None:
             timeout=120,
         )
 
+    opened = wallet("accounts", "create", "replayed", "--owner", "replayed", "--currency", "EUR")
+    assert opened.returncode == 0, opened.stderr
+    deposit = wallet("deposit", "replayed", "7.00")
+    assert deposit.returncode == 0, deposit.stderr
     assert wallet("ledger", "relay").returncode == 0
+    one = wallet("ledger", "replay", "--account", "replayed")
+    # the account's events are counted beside its version (not "0 events")
+    assert one.returncode == 0 and ": 1 event replayed" in one.stdout and "version 1" in one.stdout, one.stdout
     verify = wallet("ledger", "verify")
     assert verify.returncode == 0 and "intact" in verify.stdout
     assert wallet("ledger", "snapshot").returncode == 0

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from coordinator.api.auth import load_secret
 from core.domain.errors import ConfigurationError
 from core.runtime.settings import HA_MEMBERS_MAX, LOCAL_SHARDS_MAX, Settings
+from ledger.anchors import load_signing_key
 
 if TYPE_CHECKING:  # development tooling, imported when a command needs it (not by `wallet serve`)
     from launchers.patroni import HaCluster
@@ -33,10 +34,17 @@ def start_local_cluster(settings: Settings, shards: int) -> LocalCluster:
             f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} "
             "for a local cluster (or unset it)"
         )
-    topology = cluster.start()
-    migrate.upgrade_all(topology)
-    load_secret(settings, create=True)  # kept in the home: restarts keep issued tokens valid
+    migrate.upgrade_all(cluster.start())
+    keep_keys(settings)
     return cluster
+
+
+def keep_keys(settings: Settings) -> None:
+    """The token secret and the ledger's signing key, made once in the home: restarts keep
+    issued tokens valid, and the relay signs a checkpoint of every stream from its first
+    moment (tamper evidence on by default; `wallet ledger verify` checks against them)."""
+    load_secret(settings, create=True)
+    load_signing_key(settings.ledger_key_path, create=True)
 
 
 def start_ha_cluster(settings: Settings, shards: int, replicas: int) -> HaCluster:
@@ -51,9 +59,8 @@ def start_ha_cluster(settings: Settings, shards: int, replicas: int) -> HaCluste
             f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} "
             "for a local cluster (or unset it)"
         )
-    topology = cluster.start()
-    migrate.upgrade_all(topology)
-    load_secret(settings, create=True)
+    migrate.upgrade_all(cluster.start())
+    keep_keys(settings)
     return cluster
 
 

@@ -123,7 +123,9 @@ def command_ledger_replay(args: argparse.Namespace, settings: Settings) -> int:
             return await ledger_of(service).replay(at, args.account, progress=advance)
 
     replay = with_service(settings, replay_at)
-    print(f"balances at {at.isoformat()} (from snapshot {replay.snapshot_id or 'none'})")
+    start = f"snapshot {replay.snapshot_id}" if replay.snapshot_id else "the first event"
+    events = f"{replay.events:,} event{'' if replay.events == 1 else 's'}"
+    print(f"balances at {at.isoformat()}: {events} replayed from {start}")
     for balance in sorted(replay.balances.values()):
         print(
             f"{balance.account_id}\t{format_amount(balance.balance, balance.currency)} {balance.currency}"
