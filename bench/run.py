@@ -54,6 +54,7 @@ from bench.report import (
     summarize,
 )
 from bench.round_trips import lone_transfer_costs
+from bench.tables import markdown
 from bench.workload import Workload
 from coordinator.service.wallet import WalletService
 from core.runtime import event_loop
@@ -255,11 +256,13 @@ class Bench:
             results.points.append(point)
             await self.check(point)
         for server, seconds in ((rest.DEFAULTS, args.seconds), (rest.SUSTAINED, args.sustained_seconds)):
+            # the relay of these points starts from an empty outbox, not from the tuned points' backlog
+            await self.relay(report_it=False)
             point = await asyncio.to_thread(run, 128, server, seconds)
             if point is not None:
                 results.points.append(point)
                 await self.check(point)
-            await self.relay(report_it=False)
+        await self.relay(report_it=False)
         results.rest_floor = await asyncio.to_thread(run, 128, rest.FLOOR, args.seconds)
         if results.rest_floor is not None:
             report(results.rest_floor, results)
@@ -321,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     summarize(results, 128 if 128 in args.rest_connections else args.rest_connections[0])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({**asdict(results)}, indent=2) + "\n")
+    (args.out / "results.md").write_text(markdown(results))
     drawn = chart(results, args.out / "chart.png")
     print(
-        f"results: {args.out / 'results.json'}"
+        f"results: {args.out / 'results.json'} and results.md"
         + (f", chart: {args.out / 'chart.png'}" if drawn else " (no chart: pip install matplotlib)")
     )
     return 0 if results.conserved else 1
