@@ -1,46 +1,59 @@
-# The two commands: `make run` (service on a local 4-shard cluster) and `make test`.
+# The two commands: `make run` (the service on a local 4-shard cluster) and `make test`.
 VENV ?= .venv
 PYTHON ?= python3
-STAMP := $(VENV)/.installed
+PIP := $(VENV)/bin/pip install -q --disable-pip-version-check
+SERVE := $(VENV)/.installed-serve
+DEVELOP := $(VENV)/.installed-develop
 
-.PHONY: run test test-fast lint bench install system-deps clean
+.PHONY: run test test-fast lint docs bench install develop clean
 # What ruff reads; mypy reads the files pyproject.toml names.
 LINTED := core coordinator shards shard_router ledger migrations launchers bench chaos client tests
 
-$(STAMP): pyproject.toml client/pyproject.toml
+# What serving needs: the package and its client; PostgreSQL's server binaries where missing.
+$(SERVE): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ./client -e '.[test]'
-	# Patroni (the HA shards) runs as the postgres user under the system's Python 3, from a
-	# directory of its own packages (launchers/patroni.py).
-	$(VENV)/bin/pip install -q --target $(VENV)/patroni 'patroni[zookeeper,psycopg3]>=4.0'
-	touch $(STAMP)
+	$(PIP) --upgrade pip
+	$(PIP) -e ./client -e . 2>&1 | grep -v -i "setuptools\|^ *warn" || true
+	bash tests/install-system-deps.sh serve
+	touch $@
 
-install: $(STAMP)
+# What tests and development add: the test tools, the docs site, ZooKeeper and Java, and
+# Patroni (the HA shards), which runs as the postgres user under the system's Python 3 from
+# a directory of its own packages (launchers/patroni.py).
+$(DEVELOP): $(SERVE)
+	$(PIP) -e ./client -e '.[test]' 2>&1 | grep -v -i "setuptools\|^ *warn" || true
+	$(PIP) --target $(VENV)/patroni 'patroni[zookeeper,psycopg3]>=4.0'
+	bash tests/install-system-deps.sh test
+	touch $@
 
-# PostgreSQL server binaries (and, later, ZooKeeper) where missing.
-system-deps:
-	bash tests/install-system-deps.sh
+install: $(SERVE)
+develop: $(DEVELOP)
 
-run: install system-deps
-	$(VENV)/bin/wallet serve --local
+run: $(SERVE)
+	@$(VENV)/bin/wallet serve --local
 
-# Everything CI runs: ruff (format and lint), mypy, then every test against real PostgreSQL and ZooKeeper.
-test: lint system-deps
+# Everything CI runs: ruff (format and lint), mypy, the docs site built strict, then every
+# test against real PostgreSQL, ZooKeeper and Patroni.
+test: lint docs
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 # The database-free tier, in seconds: no server is started.
 test-fast: lint
 	$(VENV)/bin/pytest -q -m "not cluster" $(PYTEST_ARGS)
 
-lint: install
+lint: $(DEVELOP)
 	$(VENV)/bin/ruff format --check --quiet $(LINTED)
 	$(VENV)/bin/ruff check --quiet $(LINTED)
 	$(VENV)/bin/mypy
 
+# The docs site (mkdocs): a broken link or a page left out of the navigation fails it (not
+# --quiet: it hides the warnings that --strict counts).
+docs: $(DEVELOP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site
+
 # The benchmark (several minutes): figures and ratios against pgbench measured in the same run.
-bench: install system-deps
-	$(VENV)/bin/pip install -q -e '.[test,bench]'
+bench: $(DEVELOP)
+	$(PIP) -e '.[test,bench]'
 	command -v wrk >/dev/null || (apt-get install -y -q wrk || echo "wrk missing: the REST point will be skipped")
 	$(VENV)/bin/wallet bench $(BENCH_ARGS)
 

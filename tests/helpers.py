@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +38,11 @@ SHARDS = ("shard0", "shard1", "shard2", "shard3")
 TEST_SECRET = "wallet-tests-secret-0123456789abcdef-0123456789"
 
 __all__ = ["make_home"]
+
+
+def code_blocks(path: Path) -> list[tuple[str, str]]:
+    """(language, text) of every fenced block of a Markdown page."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", path.read_text(), flags=re.M | re.S)
 
 
 def bearer(owner: str = "admin", admin: bool = True) -> dict[str, str]:

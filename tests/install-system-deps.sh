@@ -1,29 +1,35 @@
 #!/usr/bin/env bash
-# Installs the servers the tests start themselves, where they are missing. Idempotent.
+# Installs the servers the service or the tests start themselves, where they are missing.
+# Idempotent. `serve`: PostgreSQL's server binaries only (what `make run` starts). `test`:
+# also ZooKeeper with Java (the topology store and Patroni's) and the system Python 3 that
+# Patroni runs under.
 set -euo pipefail
+role=${1:-test}
 need=()
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null 2>&1; then
   need+=(postgresql)
 fi
-if [ ! -e /usr/share/java/zookeeper.jar ]; then
-  need+=(zookeeper)
-fi
-if ! command -v java >/dev/null 2>&1; then
-  need+=(default-jre-headless)
-fi
-if [ ! -x /usr/bin/python3 ]; then
-  need+=(python3)  # Patroni's interpreter: the postgres user cannot reach a Python under /root
-fi
 if ! command -v runuser >/dev/null 2>&1; then
   need+=(util-linux)
+fi
+if [ "$role" = test ]; then
+  if [ ! -e /usr/share/java/zookeeper.jar ]; then
+    need+=(zookeeper)
+  fi
+  if ! command -v java >/dev/null 2>&1; then
+    need+=(default-jre-headless)
+  fi
+  if [ ! -x /usr/bin/python3 ]; then
+    need+=(python3)  # Patroni's interpreter: the postgres user cannot reach a Python under /root
+  fi
 fi
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing: ${need[*]}; install them (as root: apt-get install -y ${need[*]})" >&2
     exit 1
   fi
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
 fi
 if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --home /var/lib/postgresql --shell /bin/bash postgres

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from coordinator.api import openapi, schemas
 from coordinator.api.app import HANDLERS, MONEY_HANDLERS
 from coordinator.api.bodies import decode
-from core.domain.errors import ERROR_MEANINGS, ERROR_STATUS, WalletError
+from core.domain.errors import ERROR_MEANINGS, ERROR_STATUS, HTTP_CODES, WalletError
 from core.domain.money import CURRENCY_DECIMALS, amount_rule, parse_amount
 from core.domain.validation import (
     ACCOUNT_ID_RULE,
@@ -106,16 +106,22 @@ def test_every_operation_has_its_handler_and_every_code_its_meaning() -> None:
                 assert link["operationId"] in {*HANDLERS, *MONEY_HANDLERS}, (path, method, link)
 
 
-def test_the_readme_names_every_operation_and_every_code() -> None:
-    """The README's API section is checked against the document: the operations table lists
-    each operation once, and the codes table each code with its status."""
-    readme = (REPOSITORY / "README.md").read_text()
-    listed = set(re.findall(r"^\| `(GET|POST) (/[^` ?\[]*)", readme, flags=re.M))
+def test_the_readme_and_the_api_page_name_every_operation_and_every_code() -> None:
+    """The operations tables of the README and of docs/api.md list each operation of the
+    document, and docs/api.md's codes table each code with its status and its meaning."""
     documented = {(op.method.upper(), op.path.replace("{account_id}", "{id}")) for op in openapi.OPERATIONS}
     documented.add(("GET", "/openapi.json"))  # the document itself, served beside what it describes
-    assert listed == documented, (sorted(listed - documented), sorted(documented - listed))
-    codes = dict(re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", readme, flags=re.M))
-    assert {code: int(status) for code, status in codes.items()} == ERROR_STATUS
+    for page in (REPOSITORY / "README.md", REPOSITORY / "docs" / "api.md"):
+        first_cells = re.findall(r"^\| (`(?:GET|POST) [^|]*)\|", page.read_text(), flags=re.M)
+        listed = {pair for cell in first_cells for pair in re.findall(r"`(GET|POST) (/[^` ?\[]*)", cell)}
+        assert listed == documented, (page.name, sorted(listed - documented), sorted(documented - listed))
+    api = (REPOSITORY / "docs" / "api.md").read_text()
+    rows = re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \| (.*) \|$", api, flags=re.M)
+    documented_codes: dict[str, tuple[int, str]] = {
+        code: (status, ERROR_MEANINGS[code]) for code, status in ERROR_STATUS.items()
+    }
+    documented_codes.update({code: (status, ERROR_MEANINGS[code]) for code, status in HTTP_CODES.items()})
+    assert {code: (int(status), meaning) for code, status, meaning in rows} == documented_codes
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,10 @@ shard outage with clear 503s, stops everything on Ctrl-C, and reuses its data.""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -16,7 +19,7 @@ import httpx
 import pytest
 
 from launchers.postgres import free_port
-from tests.helpers import make_home
+from tests.helpers import REPOSITORY, code_blocks, make_home
 
 WALLET = str(Path(sys.executable).parent / "wallet")
 START_TIMEOUT_S = 120
@@ -61,38 +64,93 @@ def servers_running(home: Path) -> list[Path]:
     return sorted(home.glob("shards/*/postmaster.pid"))
 
 
+def first_steps(process: subprocess.Popen[str], url: str) -> tuple[str, str]:
+    """The admin token and the first command `serve --local` prints, once it serves."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    while len(lines) < 3:
+        line = process.stdout.readline()
+        assert line, f"serve exited before its first steps: {lines}"
+        if not line.startswith("{"):  # the JSON log lines share the terminal
+            lines.append(line.strip())
+    assert lines[0] == f"serving the wallet API on {url} (Ctrl-C stops)", lines
+    assert lines[1].startswith("admin token"), lines
+    return lines[1].rsplit(": ", 1)[1], lines[2]
+
+
+def run_readme_walk(url: str, environment: dict[str, str]) -> None:
+    """The README's curl walk as a user runs it, each answer held to the `# -> {...}` the
+    README shows for it."""
+    (walk,) = [text for language, text in code_blocks(REPOSITORY / "README.md") if language == "sh" and "curl" in text]
+    expected: dict[int, str] = {}
+    curls = 0
+    for line in walk.splitlines():
+        curls += line.startswith("curl")
+        if "# -> " in line:
+            expected[curls] = line.split("# -> ", 1)[1]
+    script = walk.replace("localhost:8000", url.removeprefix("http://")).replace(".venv/bin/wallet", WALLET)
+    script = script.replace("curl -s ", "curl -s -w '\\n' ")
+    ran = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 0, ran.stderr
+    answers = [json.loads(line) for line in ran.stdout.splitlines() if line.strip()]
+    assert len(answers) == curls, ran.stdout
+    for number, shown in expected.items():
+        for key, value in re.findall(r'"(\w+)":("[^"]*"|\d+)', shown):
+            assert answers[number - 1].get(key) == json.loads(value), (number, shown, answers[number - 1])
+
+
+def run_readme_client(url: str, token: str) -> str:
+    """The README's Python client snippet, as a file of its own; what it prints."""
+    (snippet,) = [text for language, text in code_blocks(REPOSITORY / "README.md") if language == "python"]
+    ran = subprocess.run(
+        [sys.executable, "-c", snippet.replace("http://127.0.0.1:8000", url)],
+        env={**os.environ, "WALLET_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout.strip()
+
+
 @pytest.mark.cluster
-def test_serve_local_round_trip() -> None:
-    """Serve, move money, lose a shard (503, then recovery), Ctrl-C, serve again on the same data."""
+def test_serve_local_runs_the_readme_survives_a_shard_outage_and_reuses_its_data() -> None:
+    """What `make run` runs, as a user meets it: "serving" once bound, then a first command
+    that works on a fresh home; the README's curl walk and Python client snippet, as
+    written; the ledger anchored by default. Then a shard lost (503, then recovery), Ctrl-C
+    stopping every server, and a second start on the same data with the old token."""
     home = make_home("serve")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    environment = {**os.environ, "WALLET_HOME": str(home), "WALLET_PORT": str(port)}
     process = start(home, port)
     try:
-        admin = wait_ready(process, url)
+        token, first = first_steps(process, url)
+        admin = {"Authorization": f"Bearer {token}"}
         assert len(servers_running(home)) == 5  # 4 shards and the ledger
+        printed = subprocess.run(
+            [*shlex.split(first), "-s", "-o", "/dev/null", "-w", "%{http_code}"], capture_output=True, text=True
+        )
+        assert printed.stdout == "201", (first, printed.stdout, printed.stderr)
         assert httpx.get(f"{url}/v1/accounts/alice").status_code == 401
-        response = httpx.post(
-            f"{url}/v1/accounts", json={"account_id": "alice", "owner": "alice", "currency": "EUR"}, headers=admin
-        )
-        assert response.status_code == 201, response.text
-        response = httpx.post(
-            f"{url}/v1/accounts/alice/deposits",
-            json={"amount": "42.00", "currency": "EUR", "transaction_id": str(uuid.uuid4())},
-            headers=admin,
-        )
-        assert response.status_code == 200, response.text
+
+        run_readme_walk(url, environment)
+        assert run_readme_client(url, token) == "success tcc confirmed"
         # `wallet token issue` signs with the secret `serve --local` keeps in the home.
         issued = subprocess.run(
-            [WALLET, "token", "issue", "--owner", "alice"],
-            env={**os.environ, "WALLET_HOME": str(home)},
-            capture_output=True,
-            text=True,
-            timeout=60,
+            [WALLET, "token", "issue", "--owner", "alice"], env=environment, capture_output=True, text=True, timeout=60
         )
         assert issued.returncode == 0, issued.stderr
         alice = {"Authorization": f"Bearer {issued.stdout.strip()}"}
-        assert httpx.get(f"{url}/v1/accounts/alice", headers=alice).json()["balance"] == "42.00"
+        assert httpx.get(f"{url}/v1/accounts/alice", headers=alice).json()["balance"] == "87.50"
+        # Tamper evidence is on by default: the relay signed every stream's head at its start.
+        assert (home / "ledger-signing-key.pem").exists()
+        verify = subprocess.run(
+            [WALLET, "ledger", "verify"], env=environment, capture_output=True, text=True, timeout=120
+        )
+        assert verify.returncode == 0 and "anchors checked" in verify.stdout, verify.stdout + verify.stderr
 
         # Take alice's shard away: a clear 503, and service resumes once it is back.
         from launchers.postgres import LocalCluster
@@ -118,7 +176,7 @@ def test_serve_local_round_trip() -> None:
         process = start(home, port)
         wait_ready(process, url)
         again = httpx.get(f"{url}/v1/accounts/alice", headers=alice)  # the old token still works
-        assert again.status_code == 200 and again.json()["balance"] == "42.00"
+        assert again.status_code == 200 and again.json()["balance"] == "87.50"
         interrupt(process)
     finally:
         if process.poll() is None:

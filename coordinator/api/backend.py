@@ -1,9 +1,9 @@
 """What the HTTP layer asks of the service, as one interface with two implementations:
 
-  LocalBackend   the service in this process (tests; `wallet serve --http-workers 0`)
+  LocalBackend   the service in this process (tests; `wallet serve --workers 0`)
   RemoteBackend  the engine process, over its link (api/engine_link.py): `wallet serve`
                  runs HTTP in processes of its own, so the engine's round trips never queue
-                 behind HTTP parsing on one event loop (README.md, "Measured figures")
+                 behind HTTP parsing on one event loop (docs/figures.md)
 
 Whatever must be one per service lives behind it, in the engine: the rate limits, the
 in-flight ids, the metrics (HTTP processes send their observations to it). Token checks and

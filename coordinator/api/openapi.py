@@ -352,5 +352,5 @@ def document() -> dict[str, Any]:
 
 
 def error_codes() -> dict[str, int]:
-    """Every problem code and its status (the README's table is checked against this)."""
+    """Every problem code and its status (docs/api.md's table is checked against this)."""
     return {code: status for code, status in ERROR_STATUS.items()}

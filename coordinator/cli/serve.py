@@ -5,7 +5,7 @@
                   port is refused with nothing started.
   HTTP processes  (--workers N, default 1) parse HTTP and ask the engine (api/front.py, over
                   api/engine_link.py): the engine's round trips never wait behind HTTP work
-                  on one event loop (README.md, "Measured figures")
+                  on one event loop (docs/figures.md)
   relay process   the ledger relay, its signed checkpoints and daily snapshots (`wallet
                   ledger relay --follow`), unless WALLET_RELAY=off
 

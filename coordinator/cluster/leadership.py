@@ -1,8 +1,8 @@
-"""Who runs the singletons (recovery worker, ledger relay, daily snapshot), bridged from
-kazoo's threads to the coordinator's asyncio loop:
+"""Who runs a singleton role (`singletons`: the recovery worker; `relay`: the ledger relay,
+its checkpoints and daily snapshot), bridged from kazoo's threads to the asyncio loop:
 
-  Leadership        a kazoo lock that elects one process for the singletons (recovery
-                    worker, ledger relay); SUSPENDED or LOST stops the leader at once
+  Leadership        a kazoo lock that elects one process for a role; SUSPENDED or LOST
+                    stops the leader at once
   LocalLeader       without ZooKeeper (one machine): the processes of a role elect by an
                     exclusive lock on a file in their home
   AlwaysLeader      a process that leads alone (tests)

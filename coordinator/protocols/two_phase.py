@@ -25,8 +25,8 @@ recorded as `local`.
      is committed, retried, and finally left to the recovery worker.
   7. Phase two: COMMIT PREPARED on every other branch, on the connections that prepared them.
 
-A batch costs 7 round trips whatever the shards it spans (a retry: one more per shard past
-the first).
+A batch costs 6 round trips (steps 1, 2, 4, 5, 6, 7) whatever the shards it spans (a retry:
+one more per shard past the first).
 
 Recovery (protocols/recovery.py) fences a dead coordinator by inserting 'abort' under the
 same batch_id: the primary key lets exactly one of the two decisions exist. A fence that

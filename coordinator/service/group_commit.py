@@ -1,7 +1,8 @@
-"""Group commit: requests for one shard queue up and are applied as one batch.
+"""Group commit: requests queue up and what waits is applied as one batch (BatchApplier).
 
-No waiting is added under low load (a lone request goes at once); under load the
-requests that arrive while a batch is in flight form the next one. Every limit is
+It carries the rounds of transfers (rounds.py) and the shared record reads of each shard
+(record_lookup.py). No waiting is added under low load (a lone request goes at once); under
+load the requests that arrive while a batch is in flight form the next one. Every limit is
 a named, bounded setting.
 """
 
@@ -40,7 +41,7 @@ class Ticket(Generic[Outcome]):
     error that ended that batch), and one future, resolved with them all once the last is in.
 
     One future per call rather than per item: a call of a thousand transfers costs the event
-    loop one wake-up, not a thousand (README.md, "Measured figures")."""
+    loop one wake-up, not a thousand (docs/figures.md)."""
 
     __slots__ = ("outcomes", "left", "future")
 

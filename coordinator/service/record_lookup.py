@@ -6,7 +6,7 @@ account's shard). With many small batches in flight (one transfer per REST reque
 reads were half of each shard's statements and the largest share of its time. Here the
 reads that arrive while one is in flight share the next statement, a group commit for
 reads on the same bounded BatchApplier: one transfer per call went 34% faster, with 23%
-less PostgreSQL CPU per transfer (README.md, "Measured figures"). A shared read starts
+less PostgreSQL CPU per transfer (docs/figures.md). A shared read starts
 after every request in it was made, so no caller gets an answer older than its question.
 
 A round of transfers (coordinator/service/rounds.py) reads once per shard for all its ids

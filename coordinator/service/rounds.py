@@ -14,7 +14,7 @@ One queue rather than one per shard and per protocol: 128 requests in flight use
 into five queues of a few each, every one paying a batch's statements for a handful of
 transfers (one-shard batches averaged 1.95 transfers under REST load), and every batch paid
 its own record read on every shard. A round pays the record read once, and each group is as
-large as what waited for it (README.md, "Measured figures"). Rounds overlap (limits.workers):
+large as what waited for it (docs/figures.md). Rounds overlap (limits.workers):
 a round never waits for the previous one's last round trip: the next round starts once every
 group of this one has passed its commit point (runtime/gates.py), so only one round at a time
 is taking locks across shards.

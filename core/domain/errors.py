@@ -69,7 +69,7 @@ ERROR_STATUS: dict[ErrorCode, int] = {
     "ledger_not_configured": 501,
 }
 # code -> what it means: GET /problems/{code} answers with it (a problem's `type` points there),
-# and the README's table of codes is checked against it.
+# and the docs' table of codes (docs/api.md) is checked against it.
 ERROR_MEANINGS: dict[ErrorCode | HttpCode, str] = {
     "validation_error": "missing or unknown field, bad account id, bad UUID, bad mode, bad query parameter",
     "malformed_request": f"body not a JSON object, or over its size limit ({kib(BODY_BYTES_MAX)}; "

@@ -1,5 +1,5 @@
 """The limits a user meets, each a named constant, once: the code enforces them, and the
-problem texts, the OpenAPI document and the README state them from here."""
+problem texts, the OpenAPI document and the docs state them from here."""
 
 from __future__ import annotations
 

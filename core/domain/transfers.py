@@ -1,7 +1,7 @@
 """Transfers: the request (Transfer) and its recorded outcome (TransferResult), as tuples.
 
 A batch of a thousand transfers holds a thousand of each; a tuple costs a fraction of a
-frozen dataclass to make and to read (README.md, "Measured figures"). Their invariants are
+frozen dataclass to make and to read (docs/figures.md). Their invariants are
 established where they are made: validation (domain/validation.py) builds requests, the
 planners build results, rows read back from a shard were checked when written.
 """

@@ -1,7 +1,7 @@
 """The event loop every long-running wallet process runs on: uvloop where it is installed.
 
 asyncpg is built for uvloop; on the batch path the stdlib loop cost about a fifth of the
-coordinator's CPU per transfer (README.md, "Measured figures"). uvicorn picks uvloop by
+coordinator's CPU per transfer (docs/figures.md). uvicorn picks uvloop by
 itself for `wallet serve`; this is the same choice for the commands that run a service
 directly (`wallet bench`, `wallet relay`, the one-shot admin commands).
 """

@@ -7,7 +7,7 @@ end. So only one batch of a process at a time is taking locks: two batches locki
 shards at once could wait on each other across servers, where no server sees the cycle
 (coordinator/protocols/two_phase.py locks every shard at once on that ground).
 
-Measured (README.md, "Measured figures"): letting the next round start as soon as a round
+Measured (docs/figures.md): letting the next round start as soon as a round
 held its locks split rounds in two (45 transfers instead of 64 at 128 connections) and cost
 more CPU per transfer than it saved in waiting; at the commit point it costs nothing.
 """
