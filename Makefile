@@ -1,7 +1,9 @@
 # The two commands: `make run` (the service on a local 4-shard cluster) and `make test`.
 VENV ?= .venv
 PYTHON ?= python3
-PIP := $(VENV)/bin/pip install -q --disable-pip-version-check
+# Quiet: no pip banners, and no setuptools warnings from the editable builds (PYTHONWARNINGS
+# reaches the build backend's process).
+PIP := PYTHONWARNINGS=ignore $(VENV)/bin/pip install -q --disable-pip-version-check
 SERVE := $(VENV)/.installed-serve
 DEVELOP := $(VENV)/.installed-develop
 
@@ -11,17 +13,18 @@ LINTED := core coordinator shards shard_router ledger migrations launchers bench
 
 # What serving needs: the package and its client; PostgreSQL's server binaries where missing.
 $(SERVE): pyproject.toml client/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip
-	$(PIP) -e ./client -e . 2>&1 | grep -v -i "setuptools\|^ *warn" || true
-	bash tests/install-system-deps.sh serve
-	touch $@
+	@echo "installing the service into $(VENV) (once; make test adds the test tools)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip
+	@$(PIP) -e ./client -e .
+	@bash tests/install-system-deps.sh serve
+	@touch $@
 
 # What tests and development add: the test tools, the docs site, ZooKeeper and Java, and
 # Patroni (the HA shards), which runs as the postgres user under the system's Python 3 from
 # a directory of its own packages (launchers/patroni.py).
 $(DEVELOP): $(SERVE)
-	$(PIP) -e ./client -e '.[test]' 2>&1 | grep -v -i "setuptools\|^ *warn" || true
+	$(PIP) -e ./client -e '.[test]'
 	$(PIP) --target $(VENV)/patroni 'patroni[zookeeper,psycopg3]>=4.0'
 	bash tests/install-system-deps.sh test
 	touch $@

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("wallet.zookeeper")
+log = logging.getLogger("wallet.leadership")
 
 # How long one lock attempt blocks before the election thread checks for stop.
 ACQUIRE_WAIT_S = 1.0
