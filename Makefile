@@ -4,6 +4,10 @@ PYTHON ?= python3
 # Quiet: no pip banners, and no setuptools warnings from the editable builds (PYTHONWARNINGS
 # reaches the build backend's process).
 PIP := PYTHONWARNINGS=ignore $(VENV)/bin/pip install -q --disable-pip-version-check
+# pip's own note on a find-links directory of the machine's pip.conf that does not exist
+# (it says nothing about this project), filtered; pip's exit status kept.
+SHELL := /bin/bash
+QUIET := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }; exit $${PIPESTATUS[0]}
 SERVE := $(VENV)/.installed-serve
 DEVELOP := $(VENV)/.installed-develop
 
@@ -15,8 +19,8 @@ LINTED := core coordinator shards shard_router ledger migrations launchers bench
 $(SERVE): pyproject.toml client/pyproject.toml
 	@echo "installing the service into $(VENV) (once; make test adds the test tools)"
 	@$(PYTHON) -m venv $(VENV)
-	@$(PIP) --upgrade pip
-	@$(PIP) -e ./client -e .
+	@$(PIP) --upgrade pip $(QUIET)
+	@$(PIP) -e ./client -e . $(QUIET)
 	@bash tests/install-system-deps.sh serve
 	@touch $@
 
@@ -24,8 +28,8 @@ $(SERVE): pyproject.toml client/pyproject.toml
 # Patroni (the HA shards), which runs as the postgres user under the system's Python 3 from
 # a directory of its own packages (launchers/patroni.py).
 $(DEVELOP): $(SERVE)
-	$(PIP) -e ./client -e '.[test]'
-	$(PIP) --target $(VENV)/patroni 'patroni[zookeeper,psycopg3]>=4.0'
+	$(PIP) -e ./client -e '.[test]' $(QUIET)
+	$(PIP) --target $(VENV)/patroni 'patroni[zookeeper,psycopg3]>=4.0' $(QUIET)
 	bash tests/install-system-deps.sh test
 	touch $@
 
