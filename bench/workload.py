@@ -67,7 +67,7 @@ class Workload:
                     return source, target
         raise RuntimeError("could not draw a transfer pair: too few accounts per shard")
 
-    def transfer(self, mode: str) -> dict[str, object]:
+    def transfer(self, mode: str) -> dict[str, str]:
         source, target = self.pair()
         return {
             "from_account": source,

@@ -188,7 +188,7 @@ async def test_business_refusals_are_recorded(service: WalletService, topology: 
     ],
 )
 async def test_bad_input_is_refused_before_any_shard(
-    service: WalletService, arguments: tuple[object, object, object, object], code: str
+    service: WalletService, arguments: tuple[str, str, str, str], code: str
 ) -> None:
     """Bad input gets its code and never reaches a shard."""
     with pytest.raises(WalletError) as error:
@@ -227,7 +227,7 @@ async def test_batch_call_answers_each_item_once(service: WalletService, topolog
     (carol,) = accounts_on(topology, "shard1", 1)
     await open_accounts(service, [alice, bob, carol], deposit="10.00")
     repeated = str(uuid.uuid4())
-    items: list[dict[str, object]] = [
+    items: list[dict[str, str]] = [
         {"from_account": alice, "to_account": bob, "amount": "1.00", "currency": "USD", "transaction_id": repeated},
         {
             "from_account": alice,
@@ -269,7 +269,7 @@ async def test_cancelled_batch_call_leaves_nothing_in_flight(service: WalletServ
     alice, bob = accounts_on(topology, "shard2", 2)
     await open_accounts(service, [alice, bob], deposit="10.00")
     key = str(uuid.uuid4())
-    item: dict[str, object] = {
+    item: dict[str, str] = {
         "from_account": alice,
         "to_account": bob,
         "amount": "3.00",

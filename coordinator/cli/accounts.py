@@ -7,6 +7,7 @@ from typing import Any
 
 from coordinator.api.views import account_view, plain, transfer_view
 from coordinator.cli.common import print_json, with_service
+from core.domain.accounts import AccountStatus
 from core.runtime.settings import Settings
 
 
@@ -22,7 +23,7 @@ def command_accounts_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def command_accounts_freeze(args: argparse.Namespace, settings: Settings) -> int:
-    status = "active" if args.unfreeze else "frozen"
+    status: AccountStatus = "active" if args.unfreeze else "frozen"
     print_json(plain(account_view(with_service(settings, lambda s: s.set_account_status(args.account_id, status)))))
     return 0
 

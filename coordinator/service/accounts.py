@@ -4,7 +4,7 @@ shard says the account lives elsewhere now."""
 from __future__ import annotations
 
 from coordinator.service.routing import Router
-from core.domain.accounts import Account
+from core.domain.accounts import Account, AccountStatus
 from core.domain.errors import WalletError
 from core.runtime.fan_out import fan_out
 from shards import accounts as account_sql
@@ -50,7 +50,7 @@ class Accounts:
             raise WalletError("account_not_found", f"account {account_id} does not exist")
         return account
 
-    async def set_status(self, account_id: str, status: str) -> Account:
+    async def set_status(self, account_id: str, status: AccountStatus) -> Account:
         assert status in ("active", "frozen"), "status is active or frozen"
 
         async def attempt() -> Account | None:

@@ -27,7 +27,7 @@ from coordinator.service.routing import Router
 from coordinator.service.status import TransferStatus
 from coordinator.service.submission import Submission
 from core.domain import validation
-from core.domain.accounts import Account
+from core.domain.accounts import Account, AccountStatus
 from core.domain.errors import ConfigurationError, WalletError
 from core.domain.limits import TRANSFERS_PER_REQUEST_MAX
 from core.domain.money import check_currency
@@ -169,16 +169,16 @@ class WalletService:
         return await self.recovery.run_once(abort_after_ms)
 
     # -- accounts --------------------------------------------------------------------------
-    async def create_account(self, account_id: object, owner: object, currency: object) -> tuple[Account, bool]:
+    async def create_account(self, account_id: str, owner: str, currency: str) -> tuple[Account, bool]:
         """(account, created). Creating the same account twice is a no-op; a different one is a conflict."""
         return await self.accounts.create(
             validation.check_account_id(account_id), validation.check_owner(owner), check_currency(currency)
         )
 
-    async def get_account(self, account_id: object) -> Account:
+    async def get_account(self, account_id: str) -> Account:
         return await self.accounts.get(validation.check_account_id(account_id))
 
-    async def set_account_status(self, account_id: object, status: str) -> Account:
+    async def set_account_status(self, account_id: str, status: AccountStatus) -> Account:
         return await self.accounts.set_status(validation.check_account_id(account_id), status)
 
     async def totals(self) -> tuple[int, int, int]:
@@ -186,7 +186,7 @@ class WalletService:
 
     # -- money movement ----------------------------------------------------------------------
     async def deposit(
-        self, account_id: object, amount: object, transaction_id: object, currency: object = None
+        self, account_id: str, amount: str, transaction_id: str, currency: str | None = None
     ) -> TransferResult:
         """Money enters from outside. Idempotent on transaction_id. With a currency (the API
         states one), a deposit in another currency than the account's is refused and recorded
@@ -201,12 +201,12 @@ class WalletService:
 
     async def transfer(
         self,
-        from_account: object,
-        to_account: object,
-        amount: object,
-        currency: object,
-        transaction_id: object,
-        mode: object = None,
+        from_account: str,
+        to_account: str,
+        amount: str,
+        currency: str,
+        transaction_id: str,
+        mode: str | None = None,
     ) -> TransferResult:
         return await self.submission.submit(
             validation.transfer_request(
@@ -218,7 +218,7 @@ class WalletService:
         """Many checked transfers at once, each with its own outcome."""
         return await self.submission.submit_many(transfers)
 
-    async def transfer_many(self, items: list[dict[str, object]]) -> list[TransferResult | WalletError]:
+    async def transfer_many(self, items: list[dict[str, str]]) -> list[TransferResult | WalletError]:
         """Many transfers at once, each with its own outcome: a bad item fails alone."""
         assert len(items) <= TRANSFERS_PER_REQUEST_MAX, f"at most {TRANSFERS_PER_REQUEST_MAX} transfers per call"
         answers: list[TransferResult | WalletError | None] = [None] * len(items)
@@ -247,17 +247,17 @@ class WalletService:
         return [answer for answer in answers if answer is not None]
 
     # -- where a transfer stands -------------------------------------------------------------
-    async def get_transfer(self, transaction_id: object) -> TransferResult:
+    async def get_transfer(self, transaction_id: str) -> TransferResult:
         return await self.status.recorded(validation.check_transaction_id(transaction_id))
 
-    async def find_progress(self, transaction_id: object) -> str | None:
+    async def find_progress(self, transaction_id: str) -> str | None:
         """The phase of a TC/C or Saga transfer that has started but has no record yet."""
         return await self.status.progress(validation.check_transaction_id(transaction_id))
 
-    async def in_doubt(self, transaction_id: object) -> bool:
+    async def in_doubt(self, transaction_id: str) -> bool:
         return await self.status.in_doubt(validation.check_transaction_id(transaction_id))
 
-    def in_flight(self, transaction_id: object) -> bool:
+    def in_flight(self, transaction_id: str) -> bool:
         try:
             transaction: str = validation.check_transaction_id(transaction_id)
         except WalletError:
