@@ -16,6 +16,8 @@ from launchers.postgres import LocalCluster
 
 _PROC = Path("/proc")
 STATEMENTS_MEASURED = 2000
+STATEMENT_ROUNDS_MAX = 20
+STATEMENT_CPU_READABLE_S = 0.05  # five ticks
 
 
 def _ticks() -> float:
@@ -110,14 +112,22 @@ class CpuMeter:
 
 async def statement_cost_us(cluster: LocalCluster, dsn: str) -> tuple[float | None, float | None]:
     """CPU of one `SELECT 1` round trip on this machine: (client µs, all servers µs). The
-    floor under every statement a batch sends."""
+    floor under every statement a batch sends. The kernel counts CPU in ticks (10 ms), so
+    rounds go on until each side has used enough ticks to be read (bounded)."""
     connection = await asyncpg.connect(dsn)
     try:
         await connection.fetchval("SELECT 1")
         meter = CpuMeter(cluster).start()
-        for _ in range(STATEMENTS_MEASURED):
-            await connection.fetchval("SELECT 1")
-        meter.stop()
+        statements = 0
+        for _ in range(STATEMENT_ROUNDS_MAX):
+            for _ in range(STATEMENTS_MEASURED):
+                await connection.fetchval("SELECT 1")
+            statements += STATEMENTS_MEASURED
+            meter.stop()
+            if meter.process_s is None or meter.postgres_s is None:
+                break
+            if min(meter.process_s, meter.postgres_s) >= STATEMENT_CPU_READABLE_S:
+                break
     finally:
         await connection.close()
-    return meter.per_transfer_us(STATEMENTS_MEASURED)
+    return meter.per_transfer_us(statements)
