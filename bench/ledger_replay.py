@@ -1,4 +1,5 @@
-"""`wallet bench ledger`: events replayed per second, from scratch and from a snapshot.
+"""`wallet bench ledger`: events replayed per second, from scratch and from a snapshot; and
+the relay's events per second and CPU per event, with one ledger server and with two.
 
 Builds a ledger of N valid, hash-chained events (by COPY, on a fresh local ledger server, in
 a process of its own), then, in this process, times a full replay of every account at the
@@ -23,10 +24,13 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.relay import measure_relay
 from launchers.postgres import LocalCluster, temporary_home
 from ledger.chain import GENESIS, LedgerEvent, chain_hash
+from ledger.partitions import LedgerPartitions
 from ledger.replay import replay_balances
 from ledger.snapshots import take_snapshot
+from shard_router.topology import FIRST_LEDGER, LedgerServer
 from shards import migrate
 
 COPY_CHUNK = 200_000
@@ -118,18 +122,19 @@ async def fill(dsn: str, events: int, accounts: int, streams: int, seed: int) ->
 
 
 async def measure(dsn: str, events: int, accounts: int, end: datetime) -> dict[str, float]:
+    streams = tuple(f"shard{i}" for i in range(STREAMS))
     connection = await asyncpg.connect(dsn, command_timeout=3600)
-    pool = await asyncpg.create_pool(dsn, min_size=STREAMS, max_size=STREAMS, command_timeout=3600)
+    partitions = await LedgerPartitions({FIRST_LEDGER: LedgerServer(dsn, streams)}).open()
     try:
         started = time.perf_counter()
-        scratch = await replay_balances(pool, end, use_snapshot=False)  # the streams at once
+        scratch = await replay_balances(partitions, end, use_snapshot=False)  # the streams at once
         from_scratch_s = time.perf_counter() - started
         cut = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(events * 0.9))
         started = time.perf_counter()
-        await take_snapshot(connection, cut)
+        await take_snapshot(connection, streams, cut)
         snapshot_s = time.perf_counter() - started
         started = time.perf_counter()
-        resumed = await replay_balances(pool, end)
+        resumed = await replay_balances(partitions, end)
         from_snapshot_s = time.perf_counter() - started
         assert resumed.snapshot_id is not None and resumed.balances == scratch.balances, (
             "a replay from a snapshot must equal one from scratch"
@@ -140,11 +145,11 @@ async def measure(dsn: str, events: int, accounts: int, end: datetime) -> dict[s
             account = f"acct-{rng.randrange(accounts):07d}"
             moment = cut + timedelta(milliseconds=rng.randrange(max(1, events // 10)))
             started = time.perf_counter()
-            await replay_balances(connection, moment, account)
+            await replay_balances(partitions, moment, account)
             took.append(time.perf_counter() - started)
         account_at_ms = sorted(took)[len(took) // 2] * 1000
     finally:
-        await pool.close()
+        await partitions.close()
         await connection.close()
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
     return {
@@ -165,25 +170,49 @@ def build(dsn: str, events: int, accounts: int, seed: int) -> datetime:
     return asyncio.run(fill(dsn, events, accounts, STREAMS, seed))
 
 
+def relay_summary(relay: dict[str, float]) -> dict[str, float]:
+    """bench/relay.py's figures under the names ledger.json keeps."""
+    one = relay["relay_1_coordinator_cpu_us"] + relay["relay_1_postgres_cpu_us"]
+    two = relay["relay_2_coordinator_cpu_us"] + relay["relay_2_postgres_cpu_us"]
+    return {
+        "relay_events": relay["relay_1_events"],
+        "relay_events_per_s": relay["relay_1_events_per_s"],
+        "relay_coordinator_cpu_us": relay["relay_1_coordinator_cpu_us"],
+        "relay_postgres_cpu_us": relay["relay_1_postgres_cpu_us"],
+        "relay_2_ledgers_events_per_s": relay["relay_2_events_per_s"],
+        "relay_2_ledgers_coordinator_cpu_us": relay["relay_2_coordinator_cpu_us"],
+        "relay_2_ledgers_postgres_cpu_us": relay["relay_2_postgres_cpu_us"],
+        "relay_2_ledgers_cpu_ratio": two / one if one else 0.0,
+        "hash_python_events_per_s": relay["hash_python_events_per_s"],
+        "hash_sql_events_per_s": relay["hash_sql_events_per_s"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wallet bench ledger", description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000, help="ledger size (10,000,000 is the size to aim at)")
     parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument(
+        "--relay-events", type=int, default=400_000, help="outbox events relayed, with one ledger server and with two"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     assert args.events >= args.accounts >= 10, "--events >= --accounts >= 10"
     home = temporary_home("bench-ledger")
-    cluster = LocalCluster(home, shard_count=1)
+    cluster = LocalCluster(home, shard_count=STREAMS, ledgers=2)
     try:
         topology = cluster.start()
-        assert topology.ledger
-        migrate.upgrade(topology.ledger, target="ledger")
+        dsn = topology.ledgers[FIRST_LEDGER].dsn
+        migrate.upgrade_all(topology)
         started = time.perf_counter()
         with multiprocessing.get_context("spawn").Pool(1) as builder:
-            end = builder.apply(build, (topology.ledger, args.events, args.accounts, args.seed))
+            end = builder.apply(build, (dsn, args.events, args.accounts, args.seed))
         print(f"built {args.events:,} chained events in {time.perf_counter() - started:.0f} s", flush=True)
-        figures = asyncio.run(measure(topology.ledger, args.events, args.accounts, end))
+        figures: dict[str, float] = asyncio.run(measure(dsn, args.events, args.accounts, end))
+        print(f"relay: {args.relay_events:,} outbox events, one ledger server then two ...", flush=True)
+        relay = asyncio.run(measure_relay(cluster, topology, args.relay_events))
+        figures.update(relay_summary(relay))
     finally:
         cluster.stop()
         shutil.rmtree(home, ignore_errors=True)
@@ -193,6 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         f"replay from it (10% tail): {figures['snapshot_tail_s']:.2f} s "
         f"({figures['from_snapshot_speedup']:.1f}x faster); one account at T: {figures['account_at_ms']:.1f} ms "
         f"(median of {ACCOUNT_AT_SAMPLES}); peak memory of the replaying process {figures['peak_rss_mib']:.0f} MiB"
+    )
+    print(
+        f"relay, one ledger server: {figures['relay_events_per_s']:,.0f} events/s at "
+        f"{figures['relay_coordinator_cpu_us']:.1f} µs relay + {figures['relay_postgres_cpu_us']:.1f} µs "
+        f"PostgreSQL CPU per event; two ledger servers: {figures['relay_2_ledgers_events_per_s']:,.0f} events/s at "
+        f"{figures['relay_2_ledgers_coordinator_cpu_us']:.1f} + {figures['relay_2_ledgers_postgres_cpu_us']:.1f} µs "
+        f"({figures['relay_2_ledgers_cpu_ratio']:.2f}x the CPU per event of one); chain hashing: Python "
+        f"{figures['hash_python_events_per_s']:,.0f} events/s, "
+        f"PostgreSQL sha256() {figures['hash_sql_events_per_s']:,.0f}"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ledger.json").write_text(json.dumps(figures, indent=2) + "\n")

@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Results(settings={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     try:
         topology = cluster.start()
-        assert topology.ledger
+        assert topology.ledgers
         migrate.upgrade_all(topology)
         print(f"cluster up in {home}; pgbench baseline ...", flush=True)
         results.pgbench_tps = pgbench(cluster, args.seconds, clients=16)

@@ -26,6 +26,7 @@ from uuid import UUID
 import asyncpg
 
 from chaos.history import FAILED, SUCCESS, Read, TransferRecord
+from ledger.partitions import LedgerPartitions
 from ledger.replay import END_OF_TIME, replay_balances
 from shard_router.topology import Topology
 
@@ -38,7 +39,7 @@ UNFINISHED = "SELECT transaction_id FROM phase_state WHERE second_state <> 'done
 OUTBOX_PENDING = "SELECT count(*) FROM outbox WHERE account_id = ANY($1::text[])"
 LEDGER_EVENTS = """
 SELECT transaction_id, account_id, version, amount, reserved_delta, balance_after, reserved_after
-FROM ledger_events WHERE account_id = ANY($1::text[]) ORDER BY account_id, version
+FROM ledger_events WHERE account_id = ANY($1::text[]) AND stream = ANY($2::text[])
 """
 
 
@@ -171,11 +172,14 @@ async def check_run(
             )
 
     # Each transaction, from its own ledger events.
-    assert topology.ledger, "the checker needs the ledger database"
-    rows = await fetch(topology.ledger, LEDGER_EVENTS, accounts)
+    assert topology.ledgers, "the checker needs the ledger databases"
+    parts = await asyncio.gather(
+        *(fetch(server.dsn, LEDGER_EVENTS, accounts, list(server.streams)) for server in topology.ledgers.values())
+    )
+    rows = sorted((row for part in parts for row in part), key=lambda row: (row["account_id"], row["version"]))
     events = [LedgerEvent(**dict(row)) for row in rows]
     check_transactions(report, history, deposits, events)
-    await check_replay(report, topology.ledger, live)
+    await check_replay(report, topology, live)
     check_reads(report, reads, events, deposited)
     return report
 
@@ -221,11 +225,11 @@ def check_transactions(
             )
 
 
-async def check_replay(report: CheckReport, ledger_dsn: str, live: dict[str, tuple[int, int, int]]) -> None:
-    connection = await asyncpg.connect(ledger_dsn, timeout=CONNECT_TIMEOUT_S)
+async def check_replay(report: CheckReport, topology: Topology, live: dict[str, tuple[int, int, int]]) -> None:
+    partitions = await LedgerPartitions(topology.ledgers).open()
     try:
         for account, state in sorted(live.items()):
-            replayed = (await replay_balances(connection, END_OF_TIME, account)).balances.get(account)
+            replayed = (await replay_balances(partitions, END_OF_TIME, account)).balances.get(account)
             again = (replayed.balance, replayed.reserved, replayed.version) if replayed else (0, 0, 0)
             if again != state:
                 report.add(
@@ -233,7 +237,7 @@ async def check_replay(report: CheckReport, ledger_dsn: str, live: dict[str, tup
                     f"{account}: live {state}, ledger replay {again} (balance, reserved, version)",
                 )
     finally:
-        await connection.close()
+        await partitions.close()
 
 
 def check_reads(report: CheckReport, reads: list[Read], events: list[LedgerEvent], deposited: int) -> None:

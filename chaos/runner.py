@@ -258,7 +258,7 @@ class Run:
             dsn = dsn.replace(f"127.0.0.1:{real_port}", f"127.0.0.1:{port}")
         addresses[self.config.proxied_shard] = dsn
         proxied = self.workdir / "topology.json"
-        FileTopologyStore(proxied).save(self.topology.with_shards(addresses, self.topology.ledger))
+        FileTopologyStore(proxied).save(self.topology.with_shards(addresses))
         environment = dict(self.config.coordinator_env)
         if self.config.zookeeper:
             root = f"/wallet-chaos-{uuid.uuid4().hex[:12]}"
@@ -637,7 +637,7 @@ def start_cluster(home: Path, shards: int, ha: bool = False) -> LocalCluster | H
         HaCluster(home, shard_count=shards, members=2) if ha else LocalCluster(home, shard_count=shards)
     )
     topology = cluster.start()
-    assert topology.ledger
+    assert topology.ledgers
     migrate.upgrade_all(topology)
     return cluster
 

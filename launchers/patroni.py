@@ -40,7 +40,18 @@ from typing import Any
 
 from core.domain.errors import ConfigurationError
 from core.runtime.settings import HA_MEMBERS_MAX, HA_MEMBERS_MIN
-from launchers.postgres import DATABASE, LEDGER, SERVER_SETTINGS, SHARD_COUNT_MAX, SUPERUSER, free_port, postgres_bin
+from launchers.postgres import (
+    DATABASE,
+    LEDGER,
+    LEDGERS_MAX,
+    SERVER_SETTINGS,
+    SHARD_COUNT_MAX,
+    SUPERUSER,
+    free_port,
+    is_ledger,
+    ledger_names,
+    postgres_bin,
+)
 from launchers.zookeeper import LocalZooKeeper
 from shard_router.file_store import FileTopologyStore
 from shard_router.topology import Topology
@@ -191,6 +202,7 @@ class HaCluster:
     shard_count: int = 2
     members: int = 2
     ledger: bool = True
+    ledgers: int = 1  # ledger servers (partitions), each a Patroni cluster of `members`
     zk_hosts: str | None = None
     clusters: dict[str, list[Member]] = field(default_factory=dict)
     zookeeper: LocalZooKeeper | None = None
@@ -204,10 +216,14 @@ class HaCluster:
                 f"each HA cluster has {MEMBERS_MIN}..{MEMBERS_MAX} members (a primary and "
                 f"its standbys), not {self.members}"
             )
+        if not 1 <= self.ledgers <= LEDGERS_MAX:
+            raise ConfigurationError(f"an HA cluster has 1..{LEDGERS_MAX} ledger servers, not {self.ledgers}")
         self.bin = postgres_bin()
         self.topology_path = self.home / "topology.json"
         self.state_path = self.home / "ha.json"
-        self.names = [f"shard{index}" for index in range(self.shard_count)] + ([LEDGER] if self.ledger else [])
+        self.names = [f"shard{index}" for index in range(self.shard_count)] + (
+            ledger_names(self.ledgers) if self.ledger else []
+        )
 
     @staticmethod
     def exists(home: Path) -> bool:
@@ -217,7 +233,7 @@ class HaCluster:
     # -- addresses -----------------------------------------------------------------------
     @staticmethod
     def database_of(cluster: str) -> str:
-        return LEDGER if cluster == LEDGER else DATABASE
+        return LEDGER if is_ledger(cluster) else DATABASE
 
     def dsn(self, cluster: str) -> str:
         hosts = ",".join(f"127.0.0.1:{member.pg_port}" for member in self.clusters[cluster])
@@ -563,18 +579,18 @@ class HaCluster:
 
     def _write_topology(self) -> Topology:
         store = FileTopologyStore(self.topology_path)
-        addresses = {name: self.dsn(name) for name in self.names if name != LEDGER}
-        ledger = self.dsn(LEDGER) if self.ledger else None
+        addresses = {name: self.dsn(name) for name in self.names if not is_ledger(name)}
+        ledgers = {name: self.dsn(name) for name in self.names if is_ledger(name)}
         if store.exists():
             current = store.load()
-            if set(current.shards) == set(addresses):
-                topology = current.with_shards(addresses, ledger)
+            if set(current.shards) == set(addresses) and set(current.ledgers) == set(ledgers):
+                topology = current.with_shards(addresses, ledgers)
                 store.save(topology)
                 return topology
             raise ConfigurationError(
                 f"{self.topology_path} names shards {sorted(current.shards)}, the HA cluster "
                 f"has {sorted(addresses)}: use a fresh WALLET_HOME"
             )
-        topology = Topology.even(addresses, ledger=ledger)
+        topology = Topology.even(addresses, ledgers=ledgers)
         store.save(topology)
         return topology

@@ -22,7 +22,7 @@ from pathlib import Path
 from core.domain.errors import ConfigurationError
 from core.runtime.settings import LOCAL_SHARDS_MAX
 from shard_router.file_store import FileTopologyStore
-from shard_router.topology import Topology
+from shard_router.topology import LedgerServer, Topology
 
 POSTGRES_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
 DATABASE = "wallet"
@@ -83,7 +83,17 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-LEDGER = "ledger"  # the event ledger's server, beside the shards
+LEDGER = "ledger"  # the event ledger's (first) server, beside the shards; the next are ledger1, ledger2, ...
+LEDGERS_MAX = 8
+
+
+def ledger_names(count: int) -> list[str]:
+    """The local ledger servers' names: `ledger`, then `ledger1`, `ledger2`, ..."""
+    return [LEDGER if index == 0 else f"{LEDGER}{index}" for index in range(count)]
+
+
+def is_ledger(name: str) -> bool:
+    return name == LEDGER or (name.startswith(LEDGER) and name[len(LEDGER) :].isdigit())
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,7 @@ class ShardServer:
 
     @property
     def database(self) -> str:
-        return LEDGER if self.name == LEDGER else DATABASE
+        return LEDGER if is_ledger(self.name) else DATABASE
 
     @property
     def dsn(self) -> str:
@@ -105,18 +115,28 @@ class LocalCluster:
     """`start()` is idempotent and reuses existing data; `stop()` stops every server."""
 
     def __init__(
-        self, home: Path, shard_count: int = 4, settings: dict[str, str] | None = None, ledger: bool = True
+        self,
+        home: Path,
+        shard_count: int = 4,
+        settings: dict[str, str] | None = None,
+        ledger: bool = True,
+        ledgers: int | None = None,
     ) -> None:
+        """`ledgers`: ledger servers to run (None: as many as the home already has, at least 1)."""
+        self.home = Path(home).resolve()
+        self.state_path = self.home / "cluster.json"
+        self.topology_path = self.home / "topology.json"
+        if ledgers is None:
+            ledgers = max(1, sum(1 for name in self._load_ports() if is_ledger(name)))
         if not 1 <= shard_count <= SHARD_COUNT_MAX:
             raise ConfigurationError(f"a local cluster has 1..{SHARD_COUNT_MAX} shards, not {shard_count}")
-        self.home = Path(home).resolve()
+        if not 1 <= ledgers <= LEDGERS_MAX:
+            raise ConfigurationError(f"a local cluster has 1..{LEDGERS_MAX} ledger servers, not {ledgers}")
         self.shard_count = shard_count
         self.settings = {**SERVER_SETTINGS, **(settings or {})}
         self.bin = postgres_bin()
-        self.state_path = self.home / "cluster.json"
-        self.topology_path = self.home / "topology.json"
         self.servers: list[ShardServer] = []
-        self.names = [f"shard{index}" for index in range(shard_count)] + ([LEDGER] if ledger else [])
+        self.names = [f"shard{index}" for index in range(shard_count)] + (ledger_names(ledgers) if ledger else [])
 
     # -- running commands as the right user ------------------------------------------
     def _as_owner(self, command: list[str]) -> list[str]:
@@ -266,21 +286,31 @@ class LocalCluster:
 
     def _write_topology(self) -> Topology:
         store = FileTopologyStore(self.topology_path)
-        addresses = {server.name: server.dsn for server in self.servers if server.name != LEDGER}
-        ledger = next((server.dsn for server in self.servers if server.name == LEDGER), None)
+        addresses = {server.name: server.dsn for server in self.servers if not is_ledger(server.name)}
+        ledgers = {server.name: server.dsn for server in self.servers if is_ledger(server.name)}
         if store.exists():
             current = store.load()
-            if dict(current.shards) == addresses and current.ledger == ledger:
+            known = {name: server.dsn for name, server in current.ledgers.items()}
+            if dict(current.shards) == addresses and known == ledgers:
                 return current
-            if set(current.shards) == set(addresses):
-                # Same placement, new ports: keep every account where it is.
-                topology = current.with_shards(addresses, ledger)
+            if set(current.shards) == set(addresses) and set(known) <= set(ledgers):
+                # Same placement, new ports: keep every account and stream where it is; a
+                # ledger server new to this home starts holding no stream.
+                topology = current.with_shards(addresses, ledgers)
+                added = {name: LedgerServer(dsn, ()) for name, dsn in ledgers.items() if name not in known}
+                if added:
+                    topology = topology.with_ledgers({**topology.ledgers, **added})
                 store.save(topology)
                 return topology
+            if set(current.shards) == set(addresses):
+                raise ConfigurationError(
+                    f"{self.topology_path} names ledger servers {sorted(known)}, the cluster runs {sorted(ledgers)}: "
+                    f"start them all (--ledgers {len(known)})"
+                )
             raise ConfigurationError(
                 f"{self.topology_path} names shards {sorted(current.shards)}, the cluster has {sorted(addresses)}: "
                 "a local cluster never re-homes accounts; use a fresh WALLET_HOME"
             )
-        topology = Topology.even(addresses, ledger=ledger)
+        topology = Topology.even(addresses, ledgers=ledgers)
         store.save(topology)
         return topology

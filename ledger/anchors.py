@@ -24,14 +24,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from core.domain.errors import ConfigurationError
-from shards.pool import Connection
+from ledger.partitions import LedgerPartitions, Partition
 
 FORMAT = "wallet-ledger-anchor/1"
 ZNODE = "ledger-anchors"  # under the ZooKeeper root
 ANCHORS_MAX = 1_000_000  # read from a file or ZooKeeper at most (about a year at one a minute)
 HEADS = """
 SELECT e.stream, e.position, e.hash FROM ledger_heads h
-JOIN ledger_events e ON e.stream = h.stream AND e.position = h.position ORDER BY e.stream
+JOIN ledger_events e ON e.stream = h.stream AND e.position = h.position
+WHERE h.stream = ANY($1::text[]) ORDER BY e.stream
 """
 HASHES_AT = """
 SELECT k.stream, k.position, e.hash FROM unnest($1::text[], $2::bigint[]) AS k(stream, position)
@@ -168,12 +169,20 @@ def read_file(path: Path, public_key: Ed25519PublicKey) -> list[Anchor]:
     return anchors
 
 
-async def chain_heads(ledger: Connection) -> dict[str, tuple[int, bytes]]:
-    return {row[0]: (row[1], bytes(row[2])) for row in await ledger.fetch(HEADS)}
+async def chain_heads(ledger: LedgerPartitions) -> dict[str, tuple[int, bytes]]:
+    """Every stream's head, each from the server that holds it."""
+
+    async def one(partition: Partition) -> dict[str, tuple[int, bytes]]:
+        async with partition.connection() as connection:
+            rows = await connection.fetch(HEADS, list(partition.streams))
+        return {row[0]: (row[1], bytes(row[2])) for row in rows}
+
+    found = await ledger.each(one)
+    return {stream: head for heads in found.values() for stream, head in heads.items()}
 
 
 async def checkpoint(
-    ledger: Connection, key: Ed25519PrivateKey, anchor_file: Path, store: AnchorStore | None = None
+    ledger: LedgerPartitions, key: Ed25519PrivateKey, anchor_file: Path, store: AnchorStore | None = None
 ) -> dict[str, tuple[int, bytes]]:
     """Sign every stream's head now and append it to the file (and the store)."""
     heads = await chain_heads(ledger)
@@ -184,7 +193,25 @@ async def checkpoint(
     return heads
 
 
-async def check_anchors(ledger: Connection, anchors: list[Anchor]) -> list[Rewrite]:
+async def hashes_at(ledger: LedgerPartitions, keys: list[tuple[str, int]]) -> dict[tuple[str, int], str | None]:
+    """The hash (hex) at each (stream, position), read from the server holding the stream; a
+    stream no server holds has none."""
+    held = {stream for name in ledger.names() for stream in ledger[name].streams}
+
+    async def one(partition: Partition) -> dict[tuple[str, int], str | None]:
+        mine = [k for k in keys if k[0] in partition.streams]
+        if not mine:
+            return {}
+        async with partition.connection() as connection:
+            rows = await connection.fetch(HASHES_AT, [k[0] for k in mine], [k[1] for k in mine])
+        return {(row[0], row[1]): (bytes(row[2]).hex() if row[2] is not None else None) for row in rows}
+
+    found = await ledger.each(one)
+    stored = {key: digest for answers in found.values() for key, digest in answers.items()}
+    return {key: stored.get(key) if key[0] in held else None for key in keys}
+
+
+async def check_anchors(ledger: LedgerPartitions, anchors: list[Anchor]) -> list[Rewrite]:
     """Per stream, every anchored position against the chain as stored now."""
     anchored: dict[str, list[tuple[int, str, str]]] = {}  # stream -> (position, hash hex, when)
     for anchor in anchors:
@@ -192,8 +219,7 @@ async def check_anchors(ledger: Connection, anchors: list[Anchor]) -> list[Rewri
             if position > 0:
                 anchored.setdefault(stream, []).append((position, digest, anchor.taken_at))
     keys = sorted({(stream, position) for stream, marks in anchored.items() for position, _, _ in marks})
-    rows = await ledger.fetch(HASHES_AT, [k[0] for k in keys], [k[1] for k in keys]) if keys else []
-    stored = {(row[0], row[1]): (bytes(row[2]).hex() if row[2] is not None else None) for row in rows}
+    stored = await hashes_at(ledger, keys) if keys else {}
     rewrites = []
     for stream, marks in sorted(anchored.items()):
         matched = 0  # the highest anchored position that still matches, below the first that does not

@@ -10,9 +10,11 @@ import asyncpg
 from core.runtime.fan_out import fan_out
 from ledger import store
 from ledger.chain import Break, StreamVerifier
+from ledger.history import account_history
+from ledger.partitions import LedgerPartitions, Partition
 from ledger.replay import END_OF_TIME, ReplayedBalance, replay_balances
 from shards import outbox as outbox_sql
-from shards.pool import Connection, ShardPools
+from shards.pool import ShardPools
 
 LIVE_PAGE_SIZE = 10_000
 EXPLAINING_EVENTS_MAX = 20
@@ -23,16 +25,23 @@ WHERE account_id > $1 AND placement = 'live' ORDER BY account_id LIMIT $2
 """
 
 
-async def verify_chain(ledger: Connection, progress: Callable[[int], None] | None = None) -> list[Break]:
-    breaks: list[Break] = []
-    for stream in await store.streams(ledger):
-        verifier = StreamVerifier(stream)
-        async for page in store.stream_events(ledger, stream):
-            verifier.feed(page)
-            if progress is not None:
-                progress(len(page))
-        breaks.extend(verifier.breaks)
-    return breaks
+async def verify_chain(partitions: LedgerPartitions, progress: Callable[[int], None] | None = None) -> list[Break]:
+    """Every stream's chain, on the server that holds it (the servers at once)."""
+
+    async def one(partition: Partition) -> list[Break]:
+        breaks: list[Break] = []
+        async with partition.connection() as ledger:
+            for stream in await store.streams_held(ledger, partition.streams):
+                verifier = StreamVerifier(stream)
+                async for page in store.stream_events(ledger, stream):
+                    verifier.feed(page)
+                    if progress is not None:
+                        progress(len(page))
+                breaks.extend(verifier.breaks)
+        return breaks
+
+    found = await partitions.each(one)
+    return sorted((b for breaks in found.values() for b in breaks), key=lambda b: (b.stream, b.position))
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ async def live_balances(pools: ShardPools, shard: str) -> dict[str, tuple[str, i
 
 
 async def audit(
-    pools: ShardPools, shards: list[str], ledger: Connection, progress: Callable[[int], None] | None = None
+    pools: ShardPools, shards: list[str], ledger: LedgerPartitions, progress: Callable[[int], None] | None = None
 ) -> AuditReport:
     """`progress` counts the events verified, then those replayed."""
     report = AuditReport()
@@ -145,7 +154,7 @@ def report_difference(
         report.differences.append(Difference(account_id, shard, expected, actual, applied, ""))
 
 
-async def explain(report: AuditReport, ledger: Connection, account_id: str) -> None:
+async def explain(report: AuditReport, ledger: LedgerPartitions, account_id: str) -> None:
     """Name the events behind an anomaly: the first whose stored balance the replay does not
     reach (an edited event), else the latest ones (the live row changed outside the ledger)."""
     index = next(i for i, d in enumerate(report.differences) if d.account_id == account_id)
@@ -154,7 +163,7 @@ async def explain(report: AuditReport, ledger: Connection, account_id: str) -> N
     after = 0
     latest: list[str] = []
     while True:
-        events = await store.account_events(ledger, account_id, after, store.PAGE_SIZE_MAX)
+        events = await account_history(ledger, account_id, after, store.PAGE_SIZE_MAX)
         for event in events:
             balance, reserved = balance + event.amount, reserved + event.reserved_delta
             if (balance, reserved) != (event.balance_after, event.reserved_after):

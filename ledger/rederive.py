@@ -12,9 +12,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import asyncpg
+
 from core.domain.effects import Effects, Posting, possible_effects
 from core.domain.transfers import Transfer
-from shards.pool import Connection, ShardPools
+from ledger.partitions import LedgerPartitions, Partition
+from shards.pool import ShardPools
 
 PAGE = 5_000
 NO_ID = "00000000-0000-0000-0000-000000000000"
@@ -25,6 +28,7 @@ WHERE transaction_id > $1::uuid ORDER BY transaction_id LIMIT $2
 EVENTS_OF = """
 SELECT e.transaction_id, e.account_id, e.kind, e.amount, e.reserved_delta
 FROM ledger_events e JOIN unnest($1::uuid[]) AS wanted(id) ON e.transaction_id = wanted.id
+WHERE e.stream = ANY($2::text[])
 """
 
 
@@ -59,12 +63,24 @@ class RederiveReport:
         return not self.mismatches
 
 
+async def events_of(ledger: LedgerPartitions, transaction_ids: list[str]) -> list[asyncpg.Record]:
+    """The ledger events of these transactions, from every server (a transfer's debit and
+    credit streams may be on two)."""
+
+    async def one(partition: Partition) -> list[asyncpg.Record]:
+        async with partition.connection() as connection:
+            return await connection.fetch(EVENTS_OF, transaction_ids, list(partition.streams))
+
+    found = await ledger.each(one)
+    return [row for rows in found.values() for row in rows]
+
+
 def _sorted(effects: Effects) -> list[Posting]:
     return sorted(effects.elements())
 
 
 async def rederive(
-    pools: ShardPools, shards: list[str], ledger: Connection, progress: Callable[[int], None] | None = None
+    pools: ShardPools, shards: list[str], ledger: LedgerPartitions, progress: Callable[[int], None] | None = None
 ) -> RederiveReport:
     """Every transfer record of every shard, a bounded page at a time."""
     report = RederiveReport()
@@ -77,7 +93,7 @@ async def rederive(
                 break
             after = records[-1][0]
             recorded: dict[str, Effects] = {r[0]: Counter() for r in records}
-            for row in await ledger.fetch(EVENTS_OF, list(recorded)):
+            for row in await events_of(ledger, list(recorded)):
                 recorded[row[0]][Posting(row[1], row[2], row[3], row[4])] += 1
             for transaction_id, kind, source, target, amount, currency, mode, protocol, status in records:
                 transfer = Transfer(transaction_id, kind, source, target, amount, currency, mode)

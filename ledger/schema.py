@@ -2,6 +2,8 @@
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -63,6 +65,12 @@ ledger_heads = Table(
     Column("stream", Text, primary_key=True),
     Column("position", BigInteger, nullable=False),
     Column("hash", LargeBinary, nullable=False),
+    # live: the relay appends here; moving: fenced while a move copies it away; moved: a
+    # fenced copy of a stream that lives on another ledger server (ledger/streams.py)
+    Column("state", Text, nullable=False, server_default=text("'live'")),
+    # The highest outbox event id relayed into the stream: rows above it are new for certain.
+    Column("source_high", BigInteger, nullable=False, server_default=text("0")),
+    CheckConstraint("state IN ('live', 'moving', 'moved')", name="ledger_heads_state_known"),
 )
 
 ledger_snapshots = Table(
@@ -73,6 +81,9 @@ ledger_snapshots = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("accounts", BigInteger, nullable=False),
     Column("digest", LargeBinary, nullable=False),  # SHA-256 of its canonical form (ledger/snapshots.py)
+    # Per stream partial sums (true since partitions); whole balances under each account's
+    # latest stream before them.
+    Column("per_stream", Boolean, nullable=False, server_default=text("true")),
     Index("ledger_snapshots_taken_at", "taken_at"),
     Index("ledger_snapshots_digest", "digest", unique=True),
 )
@@ -99,9 +110,8 @@ ledger_snapshot_balances = Table(
     Column("balance", BigInteger, nullable=False),
     Column("reserved", BigInteger, nullable=False),
     Column("version", BigInteger, nullable=False),
-    # The stream of the account's latest event in the snapshot: each stream's replay joins
-    # its own accounts' balances.
+    # The stream whose events these sums are (per_stream snapshots): each stream's replay
+    # joins its own rows.
     Column("stream", Text, nullable=False),
-    PrimaryKeyConstraint("snapshot_id", "account_id", name="ledger_snapshot_balances_pkey"),
-    Index("ledger_snapshot_balances_stream", "snapshot_id", "stream"),
+    PrimaryKeyConstraint("snapshot_id", "stream", "account_id", name="ledger_snapshot_balances_pkey"),
 )

@@ -1,16 +1,14 @@
-"""The ledger as the coordinator uses it: one pool to the ledger database, the relay, and
-the read side (replay, history, snapshots, audit)."""
+"""The ledger as the coordinator uses it: a pool per ledger server, the relay, and the read
+side (replay, history, snapshots, audit) merged across the servers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-
-import asyncpg
 
 from core.domain.errors import ConfigurationError
 from core.runtime.background import Periodic
@@ -18,13 +16,15 @@ from ledger import anchors, snapshots, store
 from ledger.anchors import AnchorStore, Rewrite
 from ledger.audit import AuditReport, audit, verify_chain
 from ledger.chain import Break, LedgerEvent
+from ledger.history import account_history
+from ledger.partitions import LedgerPartitions, Partition
 from ledger.rederive import RederiveReport, rederive
 from ledger.relay import Relay, relay_worker
 from ledger.replay import Replay, replay_balances
 from ledger.snapshots import take_snapshot
-from shards.pool import SERVER_SETTINGS, ShardPools, carry_uuids_as_text
+from shard_router.topology import LedgerServer, Topology
+from shards.pool import ShardPools
 
-POOL_SIZE_MAX = 4
 # Events of 23:59:59 may still sit in an outbox for a moment after midnight.
 SNAPSHOT_SETTLE_S = 60
 
@@ -42,28 +42,27 @@ class Anchoring:
 
 
 class LedgerService:
-    def __init__(self, dsn: str, pools: ShardPools, shards: list[str], anchoring: Anchoring | None = None) -> None:
-        self.dsn = dsn
+    """The ledger over its servers (ledger/partitions.py): the relay writes each stream to the
+    server that holds it, and every read asks each server about its streams and merges."""
+
+    def __init__(
+        self,
+        ledgers: Mapping[str, LedgerServer],
+        pools: ShardPools,
+        shards: list[str],
+        anchoring: Anchoring | None = None,
+    ) -> None:
+        self.partitions = LedgerPartitions(ledgers)
         self.pools = pools
         self.shards = shards
         self.anchoring = anchoring
         self.checkpoints: Periodic | None = None
-        self.pool: asyncpg.Pool | None = None
-        self.relay: Relay | None = None
+        self.relay = Relay(self.pools, self.partitions)
         self.worker: Periodic | None = None
         self.snapshots: asyncio.Task[None] | None = None
 
     async def open(self, run_relay: bool = False, gate: Callable[[], bool] | None = None) -> LedgerService:
-        self.pool = await asyncpg.create_pool(
-            self.dsn,
-            min_size=1,
-            max_size=POOL_SIZE_MAX,
-            timeout=5,
-            command_timeout=300,
-            server_settings={**SERVER_SETTINGS, "statement_timeout": "300s"},
-            init=carry_uuids_as_text,
-        )
-        self.relay = Relay(self.pools, self.pool, self.shards)
+        await self.partitions.open()
         if run_relay:
             self.worker = relay_worker(self.relay, gate=gate)
             self.worker.start()
@@ -78,6 +77,11 @@ class LedgerService:
                 self.checkpoints = Periodic("ledger-checkpoint", one_checkpoint, anchoring.every_s, gate)
                 self.checkpoints.start()
         return self
+
+    async def follow(self, topology: Topology) -> None:
+        """A new topology: its shards, and its ledger servers and their streams."""
+        self.shards[:] = sorted(topology.shards)
+        await self.partitions.switch(topology.ledgers)
 
     async def _daily_snapshots(self, gate: Callable[[], bool] | None) -> None:
         """A snapshot of 00:00 UTC, taken once the day has turned (and its events are relayed)."""
@@ -104,25 +108,20 @@ class LedgerService:
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None
-        if self.pool is not None:
-            await self.pool.close()
-            self.pool = None
-
-    def _pool(self) -> asyncpg.Pool:
-        assert self.pool is not None, "LedgerService.open() first"
-        return self.pool
+        await self.partitions.close()
 
     async def drain(self) -> int:
-        assert self.relay is not None
         return await self.relay.drain()
 
     async def event_count(self) -> int:
-        async with self._pool().acquire() as connection:
-            return await store.event_count(connection)
+        async def one(partition: Partition) -> int:
+            async with partition.connection() as connection:
+                return await store.event_count(connection, partition.streams)
+
+        return sum((await self.partitions.each(one)).values())
 
     async def verify(self, progress: Callable[[int], None] | None = None) -> list[Break]:
-        async with self._pool().acquire() as connection:
-            return await verify_chain(connection, progress)
+        return await verify_chain(self.partitions, progress)
 
     async def replay(
         self,
@@ -131,39 +130,69 @@ class LedgerService:
         use_snapshot: bool = True,
         progress: Callable[[int], None] | None = None,
     ) -> Replay:
-        """Streams read at once, on the pool's connections."""
-        return await replay_balances(self._pool(), at, account_id, use_snapshot, progress)
+        """Every server at once, its streams at once, merged."""
+        return await replay_balances(self.partitions, at, account_id, use_snapshot, progress)
 
-    async def snapshot(self, at: datetime, progress: Callable[[int], None] | None = None) -> int:
-        async with self._pool().acquire() as connection:
-            return await take_snapshot(connection, at, progress)
+    async def snapshot(self, at: datetime, progress: Callable[[int], None] | None = None) -> dict[str, int]:
+        """A snapshot of `at` on every ledger server, of the streams it holds: {server: id}."""
+
+        async def one(partition: Partition) -> int:
+            async with partition.connection() as connection:
+                return await take_snapshot(connection, partition.streams, at, progress)
+
+        return await self.partitions.each(one)
 
     async def history(self, account_id: str, after_version: int, limit: int) -> list[LedgerEvent]:
-        async with self._pool().acquire() as connection:
-            return await store.account_events(connection, account_id, after_version, limit)
+        return await account_history(self.partitions, account_id, after_version, limit)
 
     async def audit(self, progress: Callable[[int], None] | None = None) -> AuditReport:
-        async with self._pool().acquire() as connection:
-            return await audit(self.pools, self.shards, connection, progress)
+        return await audit(self.pools, self.shards, self.partitions, progress)
 
     async def rederive(self, progress: Callable[[int], None] | None = None) -> RederiveReport:
-        async with self._pool().acquire() as connection:
-            return await rederive(self.pools, self.shards, connection, progress)
+        return await rederive(self.pools, self.shards, self.partitions, progress)
+
+    def _one_server(self, ledger: str | None) -> Partition:
+        names = self.partitions.names()
+        if ledger is None:
+            if len(names) != 1:
+                raise ConfigurationError(f"the topology has ledger servers {names}: choose one with --ledger NAME")
+            ledger = names[0]
+        if ledger not in names:
+            raise ConfigurationError(f"no ledger server {ledger!r} in the topology (it has {names})")
+        return self.partitions[ledger]
 
     async def export_snapshot(
-        self, snapshot_id: int | None, path: Path, progress: Callable[[int], None] | None = None
+        self,
+        snapshot_id: int | None,
+        path: Path,
+        progress: Callable[[int], None] | None = None,
+        ledger: str | None = None,
     ) -> snapshots.Snapshot:
-        """Snapshot `snapshot_id` (None: the latest) to a file."""
-        async with self._pool().acquire() as connection:
+        """Snapshot `snapshot_id` (None: the latest) of one ledger server to a file."""
+        partition = self._one_server(ledger)
+        async with partition.connection() as connection:
             if snapshot_id is None:
-                latest = await store.latest_snapshot(connection, datetime(9999, 1, 1, tzinfo=UTC))
+                latest = await store.latest_snapshot(
+                    connection, datetime(9999, 1, 1, tzinfo=UTC), partition.streams, whole_balances=True
+                )
                 if latest is None:
-                    raise ConfigurationError("no snapshot to export: take one with `wallet ledger snapshot`")
+                    raise ConfigurationError(
+                        f"no snapshot on ledger {partition.name} to export: take one with `wallet ledger snapshot`"
+                    )
                 snapshot_id = latest[0]
             return await snapshots.export_snapshot(connection, snapshot_id, path, progress)
 
     async def import_snapshot(self, path: Path) -> int:
-        async with self._pool().acquire() as connection:
+        """Store an export on the ledger server that holds its streams (all of them: an export
+        is one server's)."""
+        streams = set(snapshots.read_export(path)[1])
+        holders = {self.partitions.holding(stream).name for stream in streams} if streams else set()
+        if len(holders) > 1:
+            raise ConfigurationError(
+                f"{path}: its streams are on ledger servers {sorted(holders)} now: import it where they were together"
+            )
+        partition = self.partitions[holders.pop()] if holders else self._one_server(None)
+        async with partition.connection() as connection:
             return await snapshots.import_snapshot(connection, path)
 
     def _anchoring(self) -> Anchoring:
@@ -175,8 +204,7 @@ class LedgerService:
         """Every stream's head, signed, appended to the anchor file (and ZooKeeper)."""
         anchoring = self._anchoring()
         key = anchors.load_signing_key(anchoring.key_path, create=create_key)
-        async with self._pool().acquire() as connection:
-            return await anchors.checkpoint(connection, key, anchoring.anchor_file, anchoring.store)
+        return await anchors.checkpoint(self.partitions, key, anchoring.anchor_file, anchoring.store)
 
     async def verify_anchors(self) -> tuple[int, list[Rewrite]]:
         """(anchors checked, rewrites found) against the file and ZooKeeper; a bad anchor is
@@ -188,5 +216,4 @@ class LedgerService:
         found = anchors.read_file(anchoring.anchor_file, public)
         if anchoring.store is not None:
             found += anchors.read_store(anchoring.store, public, "zookeeper")
-        async with self._pool().acquire() as connection:
-            return len(found), await anchors.check_anchors(connection, found)
+        return len(found), await anchors.check_anchors(self.partitions, found)

@@ -1,10 +1,13 @@
-"""Snapshots: every balance at a moment, with where each stream stands, immutable and hashed.
+"""Snapshots: a ledger server's balances at a moment, with where each stream stands,
+immutable and hashed.
 
-A snapshot at S holds each account's balance from its events visible at S, and per stream
-the position up to which every event is in it; a replay from it reads only each stream's
-tail. It is taken from the latest snapshot before S (so taking one costs the tail, not the
+A snapshot at S, on one ledger server, holds per stream it holds the position up to which
+every event is in it, and each account's sums over that stream's events visible at S (an
+account whose slot moved has a row per stream); a replay from it reads only each stream's
+tail, and a stream that moves to another server leaves its rows behind unread. It is taken
+from the server's latest such snapshot before S (so taking one costs the tail, not the
 history), and its digest is SHA-256 over a canonical form, so an exported copy (one JSON
-document per line: the header, then the balances) is checked when it is imported.
+document per line: the header, then the rows) is checked when it is imported.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import asyncpg
 
 from core.domain.errors import ConfigurationError
 from ledger import store
-from ledger.replay import replay_balances
+from ledger.replay import stream_sums
 from shards.pool import Connection
 
 EXPORT_FORMAT = "wallet-ledger-snapshot/1"
@@ -52,23 +55,26 @@ def digest_of_rows(taken_at: datetime, positions: Iterable[Sequence[Any]], balan
 class Snapshot:
     snapshot_id: int
     taken_at: datetime
-    accounts: int
+    accounts: int  # rows: an account's sums per stream
     digest: bytes
+    per_stream: bool = True  # False: whole balances, taken before partitions
 
 
-async def take_snapshot(connection: Connection, at: datetime, progress: Callable[[int], None] | None = None) -> int:
-    """Store every account's balance at `at`, from the latest snapshot before it onward."""
+async def take_snapshot(
+    connection: Connection, streams: Sequence[str], at: datetime, progress: Callable[[int], None] | None = None
+) -> int:
+    """Store, on this server, every account's sums over each of `streams` at `at`, from the
+    server's latest per-stream snapshot before it onward."""
     assert at.tzinfo is not None, "snapshot moments carry a timezone"
     async with connection.transaction(isolation="repeatable_read"):  # positions and balances of one moment
-        replay = await replay_balances(connection, at, progress=progress)  # from the latest snapshot before `at`
+        sums = await stream_sums(connection, streams, at, progress=progress, whole_balances=False)
         positions: dict[str, tuple[int, int]] = {}
-        for stream, after, _ in await store.stream_starts(connection, replay.snapshot_id):
+        for stream, after, _ in await store.stream_starts(connection, sums.snapshot_id, streams):
             first_left_out, end = await store.stream_positions(connection, stream, after, at)
             head = end if end is not None else after
             positions[stream] = (first_left_out if first_left_out is not None else head, head)
         balances: list[Balance] = [
-            (b.account_id, b.currency, b.balance, b.reserved, b.version, replay.streams[b.account_id])
-            for b in replay.balances.values()
+            (row[0], row[1], row[2], row[3], row[4], stream) for stream, rows in sums.streams.items() for row in rows
         ]
         digest = digest_of_rows(at, [(stream, *p) for stream, p in positions.items()], balances)
         return await store.insert_snapshot(connection, at, positions, balances, digest)
@@ -78,19 +84,19 @@ async def snapshot_of(connection: Connection, snapshot_id: int) -> Snapshot:
     row = await connection.fetchrow(store.SNAPSHOT, snapshot_id)
     if row is None:
         raise ConfigurationError(f"no snapshot {snapshot_id}")
-    return Snapshot(row["snapshot_id"], row["taken_at"], row["accounts"], bytes(row["digest"]))
+    return Snapshot(row["snapshot_id"], row["taken_at"], row["accounts"], bytes(row["digest"]), row["per_stream"])
 
 
 async def balances_of(connection: Connection, snapshot_id: int) -> list[Balance]:
     """Every balance of a snapshot, read a bounded page at a time."""
     found: list[Balance] = []
-    after = ""
+    after = ("", "")
     while True:
-        page = await connection.fetch(store.SNAPSHOT_BALANCES, snapshot_id, after, EXPORT_PAGE)
+        page = await connection.fetch(store.SNAPSHOT_BALANCES, snapshot_id, *after, EXPORT_PAGE)
         found.extend((r[0], r[1], r[2], r[3], r[4], r[5]) for r in page)
         if len(page) < EXPORT_PAGE:
             return found
-        after = page[-1]["account_id"]
+        after = (page[-1]["stream"], page[-1]["account_id"])
 
 
 async def check_stored(connection: Connection, snapshot_id: int) -> bool:
@@ -118,6 +124,7 @@ async def export_snapshot(
         "accounts": len(balances),
         "positions": positions,
         "digest": snapshot.digest.hex(),
+        "per_stream": snapshot.per_stream,
     }
     temporary = path.with_name(path.name + ".partial")
     with temporary.open("w") as out:
@@ -132,9 +139,9 @@ async def export_snapshot(
     return snapshot
 
 
-def read_export(path: Path) -> tuple[datetime, dict[str, tuple[int, int]], list[Balance], bytes]:
-    """(taken_at, positions, balances, digest) of an exported snapshot, refused unless it is
-    well formed and its content matches its digest."""
+def read_export(path: Path) -> tuple[datetime, dict[str, tuple[int, int]], list[Balance], bytes, bool]:
+    """(taken_at, positions, balances, digest, per_stream) of an exported snapshot, refused
+    unless it is well formed and its content matches its digest."""
     try:
         lines: Iterator[str] = iter(path.read_text().splitlines())
         header = json.loads(next(lines))
@@ -147,23 +154,24 @@ def read_export(path: Path) -> tuple[datetime, dict[str, tuple[int, int]], list[
             account_id, currency, balance, reserved, version, stream = json.loads(line)
             balances.append((str(account_id), str(currency), int(balance), int(reserved), int(version), str(stream)))
         digest = bytes.fromhex(header["digest"])
+        per_stream = header.get("per_stream", False) is True  # exports before partitions: whole balances
     except (OSError, StopIteration, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ConfigurationError(f"{path}: not a snapshot export ({error})") from error
     if len(balances) != header.get("accounts"):
         raise ConfigurationError(f"{path}: {len(balances)} balances, the header says {header.get('accounts')}")
     if digest_of_rows(taken_at, [(k, *v) for k, v in positions.items()], balances) != digest:
         raise ConfigurationError(f"{path}: the content does not match its digest: edited or damaged, refused")
-    return taken_at, positions, balances, digest
+    return taken_at, positions, balances, digest, per_stream
 
 
 async def import_snapshot(connection: Connection, path: Path) -> int:
-    """Store an exported snapshot (checked first) as a snapshot of this ledger; its id."""
-    taken_at, positions, balances, digest = read_export(path)
+    """Store an exported snapshot (checked first) as a snapshot of this ledger server; its id."""
+    taken_at, positions, balances, digest, per_stream = read_export(path)
     async with connection.transaction():
         existing = await connection.fetchval(store.SNAPSHOT_BY_DIGEST, digest)
         if existing is not None:
             return int(existing)
         try:
-            return await store.insert_snapshot(connection, taken_at, positions, balances, digest)
+            return await store.insert_snapshot(connection, taken_at, positions, balances, digest, per_stream)
         except asyncpg.UniqueViolationError as error:  # imported concurrently
             raise ConfigurationError(f"{path}: imported at the same time by another process") from error

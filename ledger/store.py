@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import datetime
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from ledger.chain import GENESIS, LedgerEvent
+from ledger.chain import LedgerEvent
 from shards.pool import Connection
 
 EVENT_COLUMNS = (
@@ -16,43 +16,35 @@ EVENT_COLUMNS = (
     "balance_after, reserved_after, currency, created_at, prev_hash, hash"
 )
 PAGE_SIZE_MAX = 1000
+# Before any event: the moment of "no snapshot".
+BEFORE_TIME = datetime(1, 1, 2, tzinfo=UTC)
 
-LOCK_HEAD = "SELECT position, hash FROM ledger_heads WHERE stream = $1 FOR UPDATE"
-CREATE_HEAD = "INSERT INTO ledger_heads (stream, position, hash) VALUES ($1, 0, $2) ON CONFLICT (stream) DO NOTHING"
-SET_HEAD = "UPDATE ledger_heads SET position = $2, hash = $3 WHERE stream = $1"
-EXISTING_VERSIONS = """
-SELECT e.account_id, e.version FROM ledger_events e
-JOIN unnest($1::text[], $2::bigint[]) AS k(account_id, version)
-  ON e.account_id = k.account_id AND e.version = k.version
-"""
-APPEND_EVENTS = f"""
-INSERT INTO ledger_events ({EVENT_COLUMNS}, visible_at)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::uuid[], $5::text[], $6::bigint[], $7::text[],
-                     $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::timestamptz[],
-                     $14::bytea[], $15::bytea[], $16::timestamptz[])
-"""
-# The visible_at of the version before each account's first one in a batch.
-PRIOR_VISIBLE = """
-SELECT e.account_id, e.visible_at FROM ledger_events e
-JOIN unnest($1::text[], $2::bigint[]) AS k(account_id, version)
-  ON e.account_id = k.account_id AND e.version = k.version
-"""
-STREAMS = "SELECT DISTINCT stream FROM ledger_events ORDER BY stream"
-EVENT_COUNT = "SELECT coalesce(sum(position), 0)::bigint FROM ledger_heads"
+# Of these streams (those the topology puts on this server), the ones with events so far.
+STREAMS_HELD = "SELECT stream FROM ledger_heads WHERE stream = ANY($1::text[]) AND position > 0 ORDER BY stream"
+EVENT_COUNT = "SELECT coalesce(sum(position), 0)::bigint FROM ledger_heads WHERE stream = ANY($1::text[])"
 STREAM_PAGE = f"""
 SELECT {EVENT_COLUMNS} FROM ledger_events WHERE stream = $1 AND position > $2 ORDER BY position LIMIT $3
 """
 ACCOUNT_PAGE = f"""
-SELECT {EVENT_COLUMNS} FROM ledger_events WHERE account_id = $1 AND version > $2 ORDER BY version LIMIT $3
+SELECT {EVENT_COLUMNS} FROM ledger_events
+WHERE account_id = $1 AND version > $2 AND stream = ANY($4::text[]) ORDER BY version LIMIT $3
 """
+# The latest snapshot at or before $1 that a replay of this server's streams ($2) may start
+# from: one of per-stream partial sums always (a stream it does not cover is read from its
+# start); one of whole balances (before partitions) only while every stream it covers is
+# still here, since its balances sit under whichever stream held each account's latest event.
 LATEST_SNAPSHOT = """
-SELECT snapshot_id, taken_at FROM ledger_snapshots WHERE taken_at <= $1 ORDER BY taken_at DESC, snapshot_id DESC LIMIT 1
+SELECT snapshot_id, taken_at FROM ledger_snapshots s
+WHERE taken_at <= $1 AND (per_stream OR ($3 AND
+      (SELECT array_agg(p.stream) FROM ledger_snapshot_streams p WHERE p.snapshot_id = s.snapshot_id) <@ $2::text[]))
+ORDER BY taken_at DESC, snapshot_id DESC LIMIT 1
 """
-# Where a replay from snapshot $1 reads each stream: after `position`, where every event
-# after `head` is new to the snapshot (0, 0: a stream it does not know, or no snapshot).
+# Where a replay from snapshot $1 reads each of these streams ($2): after `position`, where
+# every event after `head` is new to the snapshot (0, 0: a stream it does not cover, or no snapshot).
 STREAM_STARTS = """
-SELECT h.stream, coalesce(p.position, 0) AS position, coalesce(p.head, 0) AS head FROM ledger_heads h
-LEFT JOIN ledger_snapshot_streams p ON p.stream = h.stream AND p.snapshot_id = $1
+SELECT s.stream, coalesce(p.position, 0) AS position, coalesce(p.head, 0) AS head
+FROM unnest($2::text[]) AS s(stream)
+LEFT JOIN ledger_snapshot_streams p ON p.stream = s.stream AND p.snapshot_id = $1
 """
 # One stream's tail, per account: its events after position $2 visible at $3 that are not
 # in the snapshot (of moment $5, whose head there was $4): past the head every event is new
@@ -94,26 +86,36 @@ STREAM_POSITIONS = """
 SELECT min(position) FILTER (WHERE visible_at > $3) - 1 AS position, max(position) AS head
 FROM ledger_events WHERE stream = $1 AND position > $2
 """
-# One account at moment $1 from snapshot $2: its events by the (account, version) index.
+# One account ($3) at moment $1 from snapshot $2 (taken at $5), over this server's streams ($4):
+# its rows of the snapshot, summed, and its events each stream's tail counts (the same cut as
+# STREAM_TAIL), found by the (account, version) index.
 REPLAY_ACCOUNT = """
-WITH snap AS (
-    SELECT account_id, currency, balance, reserved, version FROM ledger_snapshot_balances
-    WHERE snapshot_id = $2 AND account_id = $3
+WITH cut AS (
+    SELECT s.stream, coalesce(p.position, 0) AS position, coalesce(p.head, 0) AS head
+    FROM unnest($4::text[]) AS s(stream)
+    LEFT JOIN ledger_snapshot_streams p ON p.stream = s.stream AND p.snapshot_id = $2
+), snap AS (
+    SELECT account_id, min(currency) AS currency, sum(balance)::bigint AS balance,
+           sum(reserved)::bigint AS reserved, max(version) AS version
+    FROM ledger_snapshot_balances
+    WHERE snapshot_id = $2 AND account_id = $3 AND stream = ANY($4::text[])
+    GROUP BY account_id
 ), moved AS (
     SELECT e.account_id, min(e.currency) AS currency, sum(e.amount)::bigint AS amount,
            sum(e.reserved_delta)::bigint AS reserved_delta, max(e.version) AS version, count(*) AS events
-    FROM ledger_events e
-    WHERE e.account_id = $3 AND e.version > coalesce((SELECT version FROM snap), 0) AND e.visible_at <= $1
+    FROM ledger_events e JOIN cut c ON c.stream = e.stream
+    WHERE e.account_id = $3 AND e.visible_at <= $1 AND e.position > c.position
+      AND (e.position > c.head OR e.visible_at > $5)
     GROUP BY e.account_id
 )
 SELECT coalesce(m.account_id, s.account_id) AS account_id, coalesce(m.currency, s.currency) AS currency,
        coalesce(s.balance, 0) + coalesce(m.amount, 0) AS balance,
        coalesce(s.reserved, 0) + coalesce(m.reserved_delta, 0) AS reserved,
-       coalesce(m.version, s.version) AS version, coalesce(m.events, 0) AS events
+       greatest(m.version, s.version) AS version, coalesce(m.events, 0) AS events
 FROM moved m FULL JOIN snap s ON s.account_id = m.account_id
 """
 INSERT_SNAPSHOT = """
-INSERT INTO ledger_snapshots (taken_at, accounts, digest) VALUES ($1, $2, $3) RETURNING snapshot_id
+INSERT INTO ledger_snapshots (taken_at, accounts, digest, per_stream) VALUES ($1, $2, $3, $4) RETURNING snapshot_id
 """
 INSERT_SNAPSHOT_BALANCES = """
 INSERT INTO ledger_snapshot_balances (snapshot_id, account_id, currency, balance, reserved, version, stream)
@@ -123,12 +125,12 @@ INSERT_SNAPSHOT_STREAMS = """
 INSERT INTO ledger_snapshot_streams (snapshot_id, stream, position, head)
 SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::bigint[])
 """
-SNAPSHOT = "SELECT snapshot_id, taken_at, accounts, digest FROM ledger_snapshots WHERE snapshot_id = $1"
+SNAPSHOT = "SELECT snapshot_id, taken_at, accounts, digest, per_stream FROM ledger_snapshots WHERE snapshot_id = $1"
 SNAPSHOT_BY_DIGEST = "SELECT snapshot_id FROM ledger_snapshots WHERE digest = $1"
 SNAPSHOT_STREAMS = "SELECT stream, position, head FROM ledger_snapshot_streams WHERE snapshot_id = $1 ORDER BY stream"
 SNAPSHOT_BALANCES = """
 SELECT account_id, currency, balance, reserved, version, stream FROM ledger_snapshot_balances
-WHERE snapshot_id = $1 AND account_id > $2 ORDER BY account_id LIMIT $3
+WHERE snapshot_id = $1 AND (stream, account_id) > ($2, $3) ORDER BY stream, account_id LIMIT $4
 """
 
 
@@ -138,56 +140,13 @@ def event_from_row(row: asyncpg.Record) -> LedgerEvent:
     return LedgerEvent(**fields)
 
 
-async def lock_head(connection: Connection, stream: str) -> tuple[int, bytes]:
-    await connection.execute(CREATE_HEAD, stream, GENESIS)
-    row = await connection.fetchrow(LOCK_HEAD, stream)
-    assert row is not None, f"the head of {stream} was created just before"
-    return row["position"], bytes(row["hash"])
+async def event_count(connection: Connection, streams: Sequence[str]) -> int:
+    """Every event of these streams (each one's head position): cheap, for progress."""
+    return int(await connection.fetchval(EVENT_COUNT, list(streams)))
 
 
-async def set_head(connection: Connection, stream: str, position: int, hash_: bytes) -> None:
-    await connection.execute(SET_HEAD, stream, position, hash_)
-
-
-async def existing_versions(connection: Connection, keys: list[tuple[str, int]]) -> set[tuple[str, int]]:
-    rows = await connection.fetch(EXISTING_VERSIONS, [k[0] for k in keys], [k[1] for k in keys])
-    return {(row["account_id"], row["version"]) for row in rows}
-
-
-async def append_events(connection: Connection, events: list[LedgerEvent], visible_at: list[datetime]) -> None:
-    """`visible_at[i]` is events[i]'s (visible_at_of)."""
-    if not events:
-        return
-    assert len(visible_at) == len(events)
-    columns = [field.strip() for field in EVENT_COLUMNS.split(",")]
-    await connection.execute(APPEND_EVENTS, *([getattr(e, column) for e in events] for column in columns), visible_at)
-
-
-async def visible_at_of(connection: Connection, events: list[LedgerEvent]) -> list[datetime]:
-    """Each event's visible_at: the running maximum of its account's created_at in version
-    order, carried on from the account's version before this batch."""
-    first: dict[str, int] = {}
-    for event in events:
-        first.setdefault(event.account_id, event.version)
-    wanted = [(account, version - 1) for account, version in first.items() if version > 1]
-    rows = await connection.fetch(PRIOR_VISIBLE, [w[0] for w in wanted], [w[1] for w in wanted]) if wanted else []
-    running: dict[str, datetime] = {row["account_id"]: row["visible_at"] for row in rows}
-    found = []
-    for event in events:
-        before = running.get(event.account_id)
-        moment = event.created_at if before is None or event.created_at > before else before
-        running[event.account_id] = moment
-        found.append(moment)
-    return found
-
-
-async def event_count(connection: Connection) -> int:
-    """Every event in the ledger (each stream's head position): cheap, for progress."""
-    return int(await connection.fetchval(EVENT_COUNT))
-
-
-async def streams(connection: Connection) -> list[str]:
-    return [row["stream"] for row in await connection.fetch(STREAMS)]
+async def streams_held(connection: Connection, streams: Sequence[str]) -> list[str]:
+    return [row["stream"] for row in await connection.fetch(STREAMS_HELD, list(streams))]
 
 
 async def stream_events(
@@ -204,24 +163,40 @@ async def stream_events(
         after = page[-1].position
 
 
-async def account_events(connection: Connection, account_id: str, after_version: int, limit: int) -> list[LedgerEvent]:
+async def account_events(
+    connection: Connection, streams: Sequence[str], account_id: str, after_version: int, limit: int
+) -> list[LedgerEvent]:
+    """The account's events in these streams after `after_version`, in version order."""
     assert 1 <= limit <= PAGE_SIZE_MAX, f"limit must be 1..{PAGE_SIZE_MAX}"
-    return [event_from_row(row) for row in await connection.fetch(ACCOUNT_PAGE, account_id, after_version, limit)]
+    rows = await connection.fetch(ACCOUNT_PAGE, account_id, after_version, limit, list(streams))
+    return [event_from_row(row) for row in rows]
 
 
-async def latest_snapshot(connection: Connection, at: datetime) -> tuple[int, datetime] | None:
-    row = await connection.fetchrow(LATEST_SNAPSHOT, at)
+async def latest_snapshot(
+    connection: Connection, at: datetime, streams: Sequence[str], whole_balances: bool = True
+) -> tuple[int, datetime] | None:
+    """The latest snapshot at or before `at` usable for these streams (`whole_balances`
+    False: only one of per-stream sums)."""
+    row = await connection.fetchrow(LATEST_SNAPSHOT, at, sorted(streams), whole_balances)
     return None if row is None else (row["snapshot_id"], row["taken_at"])
 
 
 async def replay_account(
-    connection: Connection, at: datetime, snapshot_id: int | None, account_id: str
+    connection: Connection,
+    at: datetime,
+    snapshot: tuple[int, datetime] | None,
+    account_id: str,
+    streams: Sequence[str],
 ) -> list[asyncpg.Record]:
-    return await connection.fetch(REPLAY_ACCOUNT, at, snapshot_id, account_id)
+    snapshot_id, since = snapshot if snapshot is not None else (None, BEFORE_TIME)
+    return await connection.fetch(REPLAY_ACCOUNT, at, snapshot_id, account_id, list(streams), since)
 
 
-async def stream_starts(connection: Connection, snapshot_id: int | None) -> list[tuple[str, int, int]]:
-    return [(row[0], row[1], row[2]) for row in await connection.fetch(STREAM_STARTS, snapshot_id)]
+async def stream_starts(
+    connection: Connection, snapshot_id: int | None, streams: Sequence[str]
+) -> list[tuple[str, int, int]]:
+    rows = await connection.fetch(STREAM_STARTS, snapshot_id, list(streams))
+    return [(row[0], row[1], row[2]) for row in rows]
 
 
 async def stream_tail(
@@ -247,10 +222,11 @@ async def insert_snapshot(
     positions: dict[str, tuple[int, int]],
     balances: list[tuple[str, str, int, int, int, str]],
     digest: bytes,
+    per_stream: bool = True,
 ) -> int:
     """positions: stream -> (position, head); balances: (account_id, currency, balance,
     reserved, version, stream) rows."""
-    snapshot_id = await connection.fetchval(INSERT_SNAPSHOT, taken_at, len(balances), digest)
+    snapshot_id = await connection.fetchval(INSERT_SNAPSHOT, taken_at, len(balances), digest, per_stream)
     await connection.execute(
         INSERT_SNAPSHOT_STREAMS,
         snapshot_id,

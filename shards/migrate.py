@@ -42,11 +42,11 @@ def upgrade(dsn: str, revision: str = "head", target: str = "shard", owned_slots
 
 
 def upgrade_all(topology: Topology) -> None:
-    """Every shard, then the ledger's database, to head."""
+    """Every shard, then every ledger server, to head."""
     for shard in sorted(topology.shards):
         upgrade_shard(topology, shard)
-    if topology.ledger:
-        upgrade(topology.ledger, target="ledger")
+    for server in topology.ledgers.values():
+        upgrade(server.dsn, target="ledger")
 
 
 def upgrade_shard(topology: Topology, shard: str, revision: str = "head") -> None:

@@ -36,7 +36,7 @@ def cluster() -> Iterator[LocalCluster]:
     local = LocalCluster(home, shard_count=4)
     try:
         topology = local.start()
-        assert topology.ledger
+        assert topology.ledgers
         migrate.upgrade_all(topology)
         yield local
     finally:

@@ -106,6 +106,8 @@ def test_ledger_bench_runs(tmp_path: Path) -> None:
             "3000",
             "--accounts",
             "200",
+            "--relay-events",
+            "20000",
             "--out",
             str(tmp_path),
         ],
@@ -117,8 +119,21 @@ def test_ledger_bench_runs(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     figures = json.loads((tmp_path / "ledger.json").read_text())
     assert figures["events"] == 3000 and figures["accounts"] == 200
-    for key in ("events", "replay_events_per_s", "snapshot_tail_s", "account_at_ms", "peak_rss_mib"):
+    for key in (
+        "events",
+        "replay_events_per_s",
+        "snapshot_tail_s",
+        "account_at_ms",
+        "peak_rss_mib",
+        "relay_events_per_s",
+        "relay_coordinator_cpu_us",
+        "relay_postgres_cpu_us",
+        "relay_2_ledgers_events_per_s",
+        "hash_python_events_per_s",
+        "hash_sql_events_per_s",
+    ):
         assert isinstance(figures[key], (int, float)) and figures[key] > 0, key
+    assert "two ledger servers" in completed.stdout
 
 
 def test_workload_transaction_ids_are_unique_version_4_uuids() -> None:

@@ -71,8 +71,10 @@ def test_topology_names_the_compose_services() -> None:
     for name, dsn in topology.shards.items():
         assert f"@{name}a:5432,{name}b:5432/wallet?target_session_attrs=read-write" in dsn
         assert {f"{name}a", f"{name}b"} <= set(services)
-    assert topology.ledger is not None
-    assert "@ledgera:5432,ledgerb:5432/ledger?target_session_attrs=read-write" in topology.ledger
+    assert set(topology.ledgers) == {"ledger", "ledger1"}
+    for name, server in topology.ledgers.items():
+        assert f"@{name}a:5432,{name}b:5432/ledger?target_session_attrs=read-write" in server.dsn
+        assert {f"{name}a", f"{name}b"} <= set(services)
     assert topology.slots == Topology.even(topology.shards).slots
 
 

@@ -29,7 +29,7 @@ from coordinator.service.wallet import WalletService
 from core.domain.errors import WalletError
 from core.runtime.settings import Settings
 from launchers.patroni import HaCluster
-from launchers.postgres import LEDGER, temporary_home
+from launchers.postgres import LEDGER, is_ledger, temporary_home
 from shard_router.topology import Topology
 from shards import migrate, replication
 from tests.helpers import (
@@ -135,10 +135,10 @@ def test_every_cluster_has_a_primary_and_a_synchronous_standby(ha: HaCluster) ->
     """Each shard and the ledger: a running leader, a streaming synchronous standby, the same
     max_prepared_transactions on both, a topology DSN naming both members read-write."""
     topology = ha.topology
-    assert sorted(topology.shards) == list(SHARDS) and topology.ledger
+    assert sorted(topology.shards) == list(SHARDS) and topology.ledgers
     for name in ha.names:
         assert ha.wait_healthy(name) is not None and ha.sync_standby(name) is not None
-        dsn = topology.ledger if name == LEDGER else topology.shards[name]
+        dsn = topology.ledgers[name].dsn if is_ledger(name) else topology.shards[name]
         assert dsn is not None and "target_session_attrs=read-write" in dsn
         assert len(replication.members_of(dsn)) == 2
         settings = asyncio.run(replication.member_settings(dsn))
@@ -318,7 +318,7 @@ async def test_ledger_primary_kill(ha: HaCluster, ha_settings: Settings) -> None
             assert time.monotonic() < deadline, "the relay did not resume on the new ledger primary"
             await asyncio.sleep(0.5)
         assert not await ledger_service.verify()
-        ledger = await asyncpg.connect(topology.ledger)
+        ledger = await asyncpg.connect(topology.ledgers[LEDGER].dsn)
         try:
             duplicated = await ledger.fetchval(
                 "SELECT count(*) - count(DISTINCT (stream, source_event_id)) FROM ledger_events"

@@ -20,7 +20,7 @@ from coordinator.service.wallet import WalletService
 from core.domain.errors import WalletError
 from launchers.postgres import LocalCluster
 from ledger.replay import END_OF_TIME
-from shard_router.topology import Topology
+from shard_router.topology import FIRST_LEDGER, Topology
 from tests.helpers import accounts_on, bearer, open_accounts
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -134,8 +134,7 @@ async def test_relay_killed_between_ledger_and_outbox(
 
 async def test_ledger_refuses_update_delete_truncate(topology: Topology) -> None:
     """History cannot be changed through SQL: the database refuses."""
-    assert topology.ledger is not None
-    connection = await asyncpg.connect(topology.ledger)
+    connection = await asyncpg.connect(topology.ledgers[FIRST_LEDGER].dsn)
     try:
         for statement in (
             "UPDATE ledger_events SET amount = amount + 1",
@@ -151,8 +150,7 @@ async def test_ledger_refuses_update_delete_truncate(topology: Topology) -> None
 
 async def tamper(topology: Topology, statement: str, *arguments: object) -> None:
     """What an attacker with superuser rights could do: switch the guard off and edit."""
-    assert topology.ledger is not None
-    connection = await asyncpg.connect(topology.ledger)
+    connection = await asyncpg.connect(topology.ledgers[FIRST_LEDGER].dsn)
     try:
         async with connection.transaction():
             await connection.execute("ALTER TABLE ledger_events DISABLE TRIGGER ledger_events_append_only")
@@ -215,7 +213,7 @@ async def test_removed_and_reordered_events_are_named(service: WalletService, to
     ids = accounts_on(topology, "shard0", 2)
     await open_accounts(service, ids, deposit="5.00")
     await service.ledger.drain()
-    connection = await asyncpg.connect(topology.ledger)
+    connection = await asyncpg.connect(topology.ledgers[FIRST_LEDGER].dsn)
     try:
         last = await connection.fetchval("SELECT max(position) FROM ledger_events WHERE stream = 'shard0'")
         row = await connection.fetchrow(

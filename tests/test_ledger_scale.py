@@ -26,7 +26,7 @@ from launchers.postgres import LocalCluster
 from ledger.chain import LedgerEvent, chain_hash
 from ledger.replay import END_OF_TIME
 from ledger.service import LedgerService
-from shard_router.topology import Topology
+from shard_router.topology import FIRST_LEDGER, Topology
 from tests.helpers import REPOSITORY, TEST_SECRET, accounts_on, open_accounts
 
 SHARDS = ("shard0", "shard1", "shard2", "shard3")
@@ -69,7 +69,7 @@ async def test_replay_from_a_snapshot_reads_the_tail_and_equals_scratch(
     and gives what a replay from the first event gives, and what the live balances are."""
     ledger = ledger_of(service)
     everyone = await some_transfers(service, topology, 12)
-    snapshot_id = await ledger.snapshot(datetime.now(UTC))
+    (snapshot_id,) = (await ledger.snapshot(datetime.now(UTC))).values()
     later = await some_transfers(service, topology, 9)
     scratch = await ledger.replay(END_OF_TIME, use_snapshot=False)
     resumed = await ledger.replay(END_OF_TIME)
@@ -93,7 +93,7 @@ async def test_snapshot_export_import_and_a_changed_file(
     changed by hand is refused, naming why."""
     ledger = ledger_of(service)
     await some_transfers(service, topology, 3)
-    snapshot_id = await ledger.snapshot(datetime.now(UTC))
+    (snapshot_id,) = (await ledger.snapshot(datetime.now(UTC))).values()
     exported = await ledger.export_snapshot(snapshot_id, tmp_path / "snapshot.jsonl")
     assert exported.snapshot_id == snapshot_id and len(exported.digest) == 32
     assert await ledger.import_snapshot(tmp_path / "snapshot.jsonl") == snapshot_id  # already there: the same one
@@ -111,8 +111,7 @@ async def test_snapshot_export_import_and_a_changed_file(
 async def rewrite_tail(topology: Topology, stream: str, first: int) -> None:
     """What a superuser could do: the events of `stream` from position `first` on, each moved a
     microsecond in time, every hash after recomputed, so the chain itself still verifies."""
-    assert topology.ledger is not None
-    connection = await asyncpg.connect(topology.ledger)
+    connection = await asyncpg.connect(topology.ledgers[FIRST_LEDGER].dsn)
     try:
         async with connection.transaction():
             await connection.execute("ALTER TABLE ledger_events DISABLE TRIGGER ledger_events_append_only")

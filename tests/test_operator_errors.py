@@ -195,7 +195,7 @@ def test_alembic_without_a_shard_says_how_to_choose_one(
 async def test_a_deployment_without_a_ledger_says_so(topology: Topology, settings: Settings) -> None:
     """The ledger's read side on a topology with no ledger: 501 ledger_not_configured, not a
     validation error of the request."""
-    without = Topology(topology.version, topology.shards, topology.slots, topology.overrides, None)
+    without = Topology(topology.version, topology.shards, topology.slots, topology.overrides, {})
     async with WalletService(without, settings) as service:
         app = build_app(settings, service=service)
         account_id = accounts_on(topology, "shard0", 1)[0]

@@ -21,7 +21,7 @@ from core.runtime.settings import Settings
 from launchers.postgres import LocalCluster
 from shard_router.slots import SLOT_COUNT, slot_of
 from shard_router.stores import connect_zookeeper
-from shard_router.topology import Topology
+from shard_router.topology import LedgerServer, Topology
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from shards import migrate
 from tests.helpers import assert_outbox_explains, make_home, settled_value
@@ -38,7 +38,7 @@ def three_shards() -> Iterator[tuple[LocalCluster, Topology]]:
         started = cluster.start()
         two = {name: started.shards[name] for name in ("shard0", "shard1")}
         slots = Topology.even(two).slots
-        topology = Topology(1, started.shards, slots, {}, started.ledger)
+        topology = Topology(1, started.shards, slots, {}, started.ledgers)
         migrate.upgrade_all(topology)
         yield cluster, topology
     finally:
@@ -58,7 +58,7 @@ async def store(
         for slot in slot_list:
             slots[slot] = shard
     assert all(slots), "every slot is owned by exactly one shard between tests"
-    opened.save(Topology(1, topology.shards, tuple(slots), {}, topology.ledger))
+    opened.save(Topology(1, topology.shards, tuple(slots), {}, topology.ledgers))
     try:
         yield opened
     finally:
@@ -314,7 +314,7 @@ async def test_watch_switches_the_coordinator_without_a_request(
     current = service.topology
     newcomer = f"pinned-{uuid.uuid4().hex[:8]}"
     elsewhere = "shard2" if current.shard_of(newcomer) != "shard2" else "shard0"
-    store.save(Topology(current.version + 1, current.shards, current.slots, {newcomer: elsewhere}, current.ledger))
+    store.save(Topology(current.version + 1, current.shards, current.slots, {newcomer: elsewhere}, current.ledgers))
     await wait_for_version(service, current.version + 1)
     account, created = await service.create_account(newcomer, "owner", "USD")
     assert created and service.topology.shard_of(newcomer) == elsewhere
@@ -335,10 +335,14 @@ async def test_a_shard_added_at_runtime_has_its_batches_observed(three_shards: t
     two = {name: topology.shards[name] for name in ("shard0", "shard1")}
     metrics = Metrics()
     settings = Settings(home=cluster.home, topology_path=cluster.topology_path)
-    async with WalletService(Topology(1, two, before, {}, topology.ledger), settings) as service:
+    ledgers = {
+        name: LedgerServer(server.dsn, tuple(s for s in server.streams if s in two))
+        for name, server in topology.ledgers.items()
+    }
+    async with WalletService(Topology(1, two, before, {}, ledgers), settings) as service:
         service.observe_batches(metrics.observe_batch)
         pinned = [f"added-{uuid.uuid4().hex[:8]}-{index}" for index in range(2)]
-        grown = Topology(2, topology.shards, slots, {account: "shard2" for account in pinned}, topology.ledger)
+        grown = Topology(2, topology.shards, slots, {account: "shard2" for account in pinned}, topology.ledgers)
         assert await service.switch_topology(grown)
         await open_funded(service, pinned)
         result = await service.transfer(pinned[0], pinned[1], "1.00", "USD", str(uuid.uuid4()))

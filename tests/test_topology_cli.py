@@ -14,7 +14,7 @@ import pytest
 
 from launchers.postgres import LocalCluster
 from shard_router.slots import slot_of
-from shard_router.topology import Topology
+from shard_router.topology import FIRST_LEDGER, Topology
 from tests.helpers import make_home
 
 WALLET = str(Path(sys.executable).parent / "wallet")
@@ -42,7 +42,7 @@ def test_dba_adds_a_shard_and_moves_slots_to_it(
 ) -> None:
     """Protects the documented DBA flow, end to end through the command line."""
     addresses = two_servers.topology.shards
-    first = Topology.even({"shard0": addresses["shard0"]}, ledger=two_servers.topology.ledger)
+    first = Topology.even({"shard0": addresses["shard0"]}, ledger=two_servers.topology.ledgers[FIRST_LEDGER].dsn)
     document = tmp_path / "topology.json"
     document.write_text(json.dumps(first.to_document()))
     environment = {"WALLET_ZK_HOSTS": zookeeper, "WALLET_ZK_ROOT": zk_root, "WALLET_HOME": str(tmp_path)}

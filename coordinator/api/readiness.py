@@ -24,8 +24,8 @@ NO_SYNCHRONOUS_STANDBY = "ok, degraded: no synchronous standby (writes continue 
 async def readiness(service: WalletService, heads: dict[str, str]) -> tuple[int, bytes, str]:
     """(status, body, media type): 200 with each check, or 503 naming what is not ready."""
     databases = [(name, dsn, "shard") for name, dsn in sorted(service.topology.shards.items())]
-    if service.topology.ledger:
-        databases.append(("ledger", service.topology.ledger, "ledger"))
+    # every ledger server: one that is down stops only its streams' relaying, and is named
+    databases += [(name, server.dsn, "ledger") for name, server in sorted(service.topology.ledgers.items())]
 
     async def one(name: str, dsn: str, target: str) -> str:
         try:

@@ -17,14 +17,12 @@ def command_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     if args.all == (args.shard is not None):
         raise ConfigurationError("choose one: --all or --shard NAME")
     topology = load_topology(settings)
-    databases = dict(topology.shards)
-    if topology.ledger:
-        databases["ledger"] = topology.ledger
+    databases = {**dict(topology.shards), **{name: server.dsn for name, server in topology.ledgers.items()}}
     names = sorted(databases) if args.all else [args.shard]
     for name in names:
         if name not in databases:
             raise ConfigurationError(f"no shard {name!r} in the topology; it has {sorted(databases)}")
-        if name == "ledger":
+        if name in topology.ledgers:
             migrate.upgrade(databases[name], args.revision, target="ledger")
         else:
             migrate.upgrade_shard(topology, name, args.revision)
@@ -36,8 +34,7 @@ def command_db_current(args: argparse.Namespace, settings: Settings) -> int:
     topology = load_topology(settings)
     head = migrate.head_revision()
     databases = [(name, dsn, "shard") for name, dsn in sorted(topology.shards.items())]
-    if topology.ledger:
-        databases.append(("ledger", topology.ledger, "ledger"))
+    databases += [(name, server.dsn, "ledger") for name, server in sorted(topology.ledgers.items())]
 
     async def read_all() -> list[migrate.ShardRevision]:
         read = await fan_out(databases, lambda database: migrate.read_revision(*database))
@@ -58,7 +55,7 @@ def command_db_current(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{revision.shard}\t{revision.revision or '-'}\t{state}")
     print(
         f"head: {head}"
-        + (f" (ledger {migrate.head_revision('ledger')})" if topology.ledger else "")
+        + (f" (ledger {migrate.head_revision('ledger')})" if topology.ledgers else "")
         + ("  DRIFT: shards differ from head" if drift else "  all shards at head")
     )
     return 1 if drift else 0

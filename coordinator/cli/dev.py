@@ -24,11 +24,12 @@ def shard_count(text: str) -> int:
     return int(text)
 
 
-def start_local_cluster(settings: Settings, shards: int) -> LocalCluster:
+def start_local_cluster(settings: Settings, shards: int, ledgers: int | None = None) -> LocalCluster:
+    """`ledgers` None: as many ledger servers as the home has (1 for a new one)."""
     from launchers.postgres import LocalCluster
     from shards import migrate
 
-    cluster = LocalCluster(settings.home, shard_count=shards)
+    cluster = LocalCluster(settings.home, shard_count=shards, ledgers=ledgers)
     if cluster.topology_path.resolve() != settings.topology_path.resolve():
         raise ConfigurationError(
             f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} "
@@ -47,13 +48,15 @@ def keep_keys(settings: Settings) -> None:
     load_signing_key(settings.ledger_key_path, create=True)
 
 
-def start_ha_cluster(settings: Settings, shards: int, replicas: int) -> HaCluster:
-    """Every shard and the ledger as a Patroni cluster of 1 + `replicas` servers on ZooKeeper:
-    the one WALLET_ZK_HOSTS names (the topology's ensemble), else one started here."""
+def start_ha_cluster(settings: Settings, shards: int, replicas: int, ledgers: int = 1) -> HaCluster:
+    """Every shard and each ledger server as a Patroni cluster of 1 + `replicas` servers on
+    ZooKeeper: the one WALLET_ZK_HOSTS names (the topology's ensemble), else one started here."""
     from launchers.patroni import HaCluster
     from shards import migrate
 
-    cluster = HaCluster(settings.home, shard_count=shards, members=1 + replicas, zk_hosts=settings.zk_hosts)
+    cluster = HaCluster(
+        settings.home, shard_count=shards, members=1 + replicas, zk_hosts=settings.zk_hosts, ledgers=ledgers
+    )
     if cluster.topology_path.resolve() != settings.topology_path.resolve():
         raise ConfigurationError(
             f"WALLET_TOPOLOGY ({settings.topology_path}) must be {cluster.topology_path} "
@@ -66,7 +69,7 @@ def start_ha_cluster(settings: Settings, shards: int, replicas: int) -> HaCluste
 
 def command_dev_up(args: argparse.Namespace, settings: Settings) -> int:
     if args.replicas:
-        ha = start_ha_cluster(settings, args.shards, args.replicas)
+        ha = start_ha_cluster(settings, args.shards, args.replicas, args.ledgers or 1)
         print(
             f"HA cluster running: {len(ha.names)} Patroni clusters of {ha.members} servers on ZooKeeper "
             f"{ha.zk_hosts}, topology {ha.topology_path}"
@@ -75,8 +78,14 @@ def command_dev_up(args: argparse.Namespace, settings: Settings) -> int:
             leader = ha.leader(name)
             print(f"  {name}: {ha.dsn(name)} (primary now {leader.name if leader else 'none'})")
         return 0
-    cluster = start_local_cluster(settings, args.shards)
-    print(f"local cluster running: {len(cluster.servers)} shards, topology {cluster.topology_path}")
+    cluster = start_local_cluster(settings, args.shards, args.ledgers)
+    from launchers.postgres import is_ledger
+
+    ledgers = sum(1 for server in cluster.servers if is_ledger(server.name))
+    print(
+        f"local cluster running: {len(cluster.servers) - ledgers} shards and {ledgers} ledger "
+        f"server{'s' if ledgers > 1 else ''}, topology {cluster.topology_path}"
+    )
     for server in cluster.servers:
         print(f"  {server.name}: {server.dsn}")
     return 0
@@ -102,6 +111,15 @@ def replica_count(text: str) -> int:
     return int(text)
 
 
+def ledger_count(text: str) -> int:
+    """--ledgers: 1..LEDGERS_MAX ledger servers (partitions)."""
+    from launchers.postgres import LEDGERS_MAX
+
+    if not text.isdigit() or not 1 <= int(text) <= LEDGERS_MAX:
+        raise argparse.ArgumentTypeError(f"must be a whole number in 1..{LEDGERS_MAX}, got {text!r}")
+    return int(text)
+
+
 def add_commands(commands: Any) -> None:
     dev = commands.add_parser("dev", help="a local cluster of PostgreSQL shards for development")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
@@ -113,6 +131,13 @@ def add_commands(commands: Any) -> None:
         default=0,
         help="synchronous standbys per shard and for the ledger, each cluster run by Patroni on "
         "ZooKeeper (default 0: one server each)",
+    )
+    up.add_argument(
+        "--ledgers",
+        type=ledger_count,
+        default=None,
+        help="ledger servers, each holding some shards' event streams (default: as many as the home has, "
+        "1 for a new one)",
     )
     up.set_defaults(handler=command_dev_up)
     down = dev_commands.add_parser("down", help="stop the local shards (data is kept)")

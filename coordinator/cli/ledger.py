@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def command_ledger_replay(args: argparse.Namespace, settings: Settings) -> int:
             return await ledger_of(service).replay(at, args.account, progress=advance)
 
     replay = with_service(settings, replay_at)
-    start = f"snapshot {replay.snapshot_id}" if replay.snapshot_id else "the first event"
+    start = starts_of(replay.snapshots)
     events = f"{replay.events:,} event{'' if replay.events == 1 else 's'}"
     print(f"balances at {at.isoformat()}: {events} replayed from {start}")
     for balance in sorted(replay.balances.values()):
@@ -134,12 +135,22 @@ def command_ledger_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def starts_of(snapshots: Mapping[str, int | None]) -> str:
+    """Where a replay started: one server's snapshot, or each server's."""
+    if len(snapshots) == 1:
+        (only,) = snapshots.values()
+        return f"snapshot {only}" if only else "the first event"
+    return ", ".join(
+        f"{name}: " + (f"snapshot {found}" if found else "the first event") for name, found in sorted(snapshots.items())
+    )
+
+
 def command_ledger_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     if args.export_to is not None:
 
         async def export(service: WalletService) -> Any:
             with progress("export", None, unit="balances") as advance:
-                return await ledger_of(service).export_snapshot(args.id, args.export_to, advance)
+                return await ledger_of(service).export_snapshot(args.id, args.export_to, advance, args.ledger)
 
         snapshot = with_service(settings, export)
         print(
@@ -153,12 +164,17 @@ def command_ledger_snapshot(args: argparse.Namespace, settings: Settings) -> int
         return 0
     at = check_moment(args.at, "--at") if args.at else datetime.now(UTC)
 
-    async def take(service: WalletService) -> int:
+    async def take(service: WalletService) -> dict[str, int]:
         await ledger_of(service).drain()
         with progress("snapshot", None) as advance:
             return await ledger_of(service).snapshot(at, advance)
 
-    print(f"snapshot {with_service(settings, take)} of balances at {at.isoformat()}")
+    taken = with_service(settings, take)
+    where = ", ".join(f"{ledger}: snapshot {found}" for ledger, found in sorted(taken.items()))
+    if len(taken) == 1:
+        print(f"snapshot {next(iter(taken.values()))} of balances at {at.isoformat()}")
+    else:
+        print(f"snapshots of balances at {at.isoformat()}, one per ledger server: {where}")
     return 0
 
 
@@ -259,6 +275,9 @@ def add_commands(commands: Any) -> None:
         help="store an exported snapshot, refused unless its content matches its digest",
     )
     snapshot.add_argument("--id", type=int, help="the snapshot to export (default: the latest)")
+    snapshot.add_argument(
+        "--ledger", metavar="NAME", help="the ledger server to export from (needed when the topology has several)"
+    )
     snapshot.set_defaults(handler=command_ledger_snapshot)
     ledger_commands.add_parser(
         "checkpoint",

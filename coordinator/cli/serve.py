@@ -141,7 +141,7 @@ async def serve(
         try:
             backend = LocalBackend(service, settings, Metrics(), heads())
             engine = EngineServer(backend)
-            children = Children(settings, listener, engine, relay=bool(topology.ledger) and settings.run_relay)
+            children = Children(settings, listener, engine, relay=bool(topology.ledgers) and settings.run_relay)
             try:
                 await children.start(workers)
                 if workers == 0:

@@ -5,6 +5,8 @@ init --from FILE              store a topology document (first install, or file 
 set-shard NAME DSN            add a shard (owning no slots) or give one a new address
 move-slot SLOT|FIRST-LAST SHARD  move slots online (coordinator/cluster/slot_migration.py)
 pin ACCOUNT SHARD             place a not-yet-created account on a shard (the directory)
+set-ledger NAME DSN           add a ledger server (holding no streams yet) or give one a new address
+move-stream STREAM LEDGER     move a shard's event stream to another ledger server online (ledger/streams.py)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from coordinator.cluster.coordination import open_topology_store
 from coordinator.cluster.slot_migration import MigrationError, move_slot, slots_in
 from core.runtime.settings import Settings
+from ledger.streams import MoveReport, move_stream
 from shard_router.stores import TopologyStore
 from shard_router.topology import Topology, TopologyError
 from shards import accounts as account_sql
@@ -66,8 +69,7 @@ def command_init(args: argparse.Namespace, settings: Settings) -> int:
 def command_set_shard(args: argparse.Namespace, settings: Settings) -> int:
     def change(store: TopologyStore) -> Topology:
         current = store.load()
-        shards = {**current.shards, args.name: args.dsn}
-        changed = Topology(current.version + 1, shards, current.slots, current.overrides, current.ledger)
+        changed = current.with_shard(args.name, args.dsn)
         store.save(changed)
         return changed
 
@@ -109,6 +111,46 @@ def command_move_slot(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def command_set_ledger(args: argparse.Namespace, settings: Settings) -> int:
+    def change(store: TopologyStore) -> Topology:
+        changed = store.load().with_ledger_server(args.name, args.dsn)
+        store.save(changed)
+        return changed
+
+    changed = with_store(settings, change)
+    held = changed.ledgers[args.name].streams
+    print(
+        f"topology version {changed.version}: ledger {args.name} at {args.dsn}, holding "
+        + (", ".join(held) if held else "no streams yet")
+    )
+    if not held:
+        print(f"next: wallet db upgrade --all, then wallet topology move-stream STREAM {args.name}")
+    return 0
+
+
+def command_move_stream(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> MoveReport:
+        store = await asyncio.to_thread(open_topology_store, settings)
+        try:
+            return await move_stream(store, args.stream, args.ledger)
+        finally:
+            await asyncio.to_thread(store.close)
+
+    report = asyncio.run(run())
+    if report.outcome in ("moved", "resumed"):
+        print(
+            f"stream {report.stream}: ledger {report.source} -> {report.target}, {report.copied} events copied, "
+            f"topology version {report.version}" + (" (resumed)" if report.outcome == "resumed" else "")
+        )
+    elif report.outcome == "rolled back":
+        print(f"stream {report.stream}: the interrupted move rolled back; it is live on ledger {report.target}")
+    elif report.outcome == "finished":
+        print(f"stream {report.stream}: the interrupted move finished; it is live on ledger {report.target}")
+    else:
+        print(f"stream {report.stream} is already on ledger {report.target}")
+    return 0
+
+
 def command_pin(args: argparse.Namespace, settings: Settings) -> int:
     async def exists_anywhere(topology: Topology) -> list[str]:
         pools = ShardPools(topology.shards, size_max=1)
@@ -134,7 +176,7 @@ def command_pin(args: argparse.Namespace, settings: Settings) -> int:
                 "accounts only (move its slot instead)"
             )
         overrides = {**current.overrides, args.account_id: args.shard}
-        changed = Topology(current.version + 1, current.shards, current.slots, overrides, current.ledger)
+        changed = Topology(current.version + 1, current.shards, current.slots, overrides, current.ledgers)
         store.save(changed)
         return changed
 
@@ -146,7 +188,7 @@ def command_pin(args: argparse.Namespace, settings: Settings) -> int:
 def add_commands(commands: Any) -> None:
     topology = commands.add_parser(
         "topology",
-        help="the shard map: show, init, set-shard, move-slot, pin "
+        help="the shard map: show, init, set-shard, move-slot, pin, set-ledger, move-stream "
         "(ZooKeeper when WALLET_ZK_HOSTS is set, else the topology file)",
     )
     sub = topology.add_subparsers(dest="topology_command", required=True)
@@ -167,3 +209,17 @@ def add_commands(commands: Any) -> None:
     pin.add_argument("account_id")
     pin.add_argument("shard")
     pin.set_defaults(handler=command_pin)
+    set_ledger = sub.add_parser(
+        "set-ledger", help="add a ledger server (holding no streams yet) or change a ledger server's address"
+    )
+    set_ledger.add_argument("name")
+    set_ledger.add_argument("dsn")
+    set_ledger.set_defaults(handler=command_set_ledger)
+    move_stream_parser = sub.add_parser(
+        "move-stream",
+        help="move a shard's event stream to another ledger server online (fence, copy, route); "
+        "rerun to finish an interrupted move, or name the old server to roll it back",
+    )
+    move_stream_parser.add_argument("stream", help="a shard's name: its events")
+    move_stream_parser.add_argument("ledger", help="the ledger server that will hold them")
+    move_stream_parser.set_defaults(handler=command_move_stream)

@@ -201,7 +201,7 @@ async def route(store: TopologyStore, slot: int, target: str) -> int:
             return current.version
         slots = list(current.slots)
         slots[slot] = target
-        moved = Topology(current.version + 1, current.shards, tuple(slots), current.overrides, current.ledger)
+        moved = Topology(current.version + 1, current.shards, tuple(slots), current.overrides, current.ledgers)
         try:
             await asyncio.to_thread(store.save, moved)
             return moved.version

@@ -32,6 +32,8 @@ class Router:
         self.store = store
         # Told of each shard a switch adds, under the switch's lock (starts its appliers).
         self.on_shard_added: list[Callable[[str], None]] = []
+        # Told of each topology switched to, under the switch's lock (the ledger's servers).
+        self.on_switch: list[Callable[[Topology], Awaitable[None]]] = []
         self.switching = asyncio.Lock()
 
     def shard_of(self, account_id: str) -> str:
@@ -53,6 +55,8 @@ class Router:
                 if added:
                     for hook in self.on_shard_added:
                         hook(shard)
+            for follower in self.on_switch:
+                await follower(topology)
             log.info("topology version %s -> %s", self.topology.version, topology.version)
             self.topology = topology
             return True

@@ -78,11 +78,13 @@ class WalletService:
         self.recovery = Recovery(self.pools, self.router.shards, [self.tcc, self.saga])
         self.recovery_worker: Periodic | None = None
         self.ledger = (
-            LedgerService(topology.ledger, self.pools, sorted(topology.shards), self._anchoring(settings, store))
-            if topology.ledger
+            LedgerService(topology.ledgers, self.pools, sorted(topology.shards), self._anchoring(settings, store))
+            if topology.ledgers
             else None
         )
-        self.router.on_shard_added.extend([self.records.add_shard, self._ledger_follows])
+        self.router.on_shard_added.append(self.records.add_shard)
+        if self.ledger is not None:
+            self.router.on_switch.append(self.ledger.follow)
 
     @staticmethod
     def _anchoring(settings: Settings, store: TopologyStore | None) -> Anchoring:
@@ -158,10 +160,6 @@ class WalletService:
 
     async def refresh_topology(self) -> bool:
         return await self.router.refresh()
-
-    def _ledger_follows(self, shard: str) -> None:
-        if self.ledger is not None and shard not in self.ledger.shards:
-            self.ledger.shards[:] = sorted({*self.ledger.shards, shard})
 
     async def recover(self, abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> RecoveryReport:
         """One pass: finish two-phase batches left prepared, then drive unfinished TC/C and

@@ -24,6 +24,9 @@ FAULT_POINTS = frozenset(
         "saga.after_debit",
         "saga.after_credit",
         "relay.after_ledger_commit",
+        "stream_move.after_fence",
+        "stream_move.after_copy",
+        "stream_move.after_route",
     }
 )
 
