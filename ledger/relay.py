@@ -53,10 +53,10 @@ MOMENT = """to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z
 # What the relay reads of a row: its id, account and version, its moment, and every hashed
 # field after stream and position as one text, \x1f between them (ledger/chain.py).
 SELECT_FOR_RELAY = f"""
-SELECT event_id, account_id, version, {MOMENT} AS moment,
+SELECT event_id, account_id, version, moment,
        concat_ws(E'\\x1f', event_id, transaction_id, account_id, version, kind, amount, reserved_delta,
-                 balance_after, reserved_after, currency, {MOMENT}) AS hashed
-FROM outbox ORDER BY event_id LIMIT $1
+                 balance_after, reserved_after, currency, moment) AS hashed
+FROM (SELECT *, {MOMENT} AS moment FROM outbox ORDER BY event_id LIMIT $1) AS waiting
 """
 DELETE_RELAYED = "DELETE FROM outbox WHERE event_id IN (SELECT unnest(($1::text)::bigint[]))"
 CREATE_HEAD = "INSERT INTO ledger_heads (stream, position, hash) VALUES ($1, 0, $2) ON CONFLICT (stream) DO NOTHING"

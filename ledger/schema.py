@@ -45,17 +45,17 @@ ledger_events = Table(
     # Not hashed, derived: the running maximum of the account's created_at in version order
     # (monotonic per account); a replay at T counts the events with visible_at <= T.
     Column("visible_at", DateTime(timezone=True), nullable=False),
-    PrimaryKeyConstraint("stream", "position", name="ledger_events_pkey"),
+    # Where each event sits, carrying what a replay sums: a stream's tail is an index-only
+    # scan of the key itself (one index fewer to write per event than a separate one).
+    PrimaryKeyConstraint(
+        "stream",
+        "position",
+        name="ledger_events_pkey",
+        postgresql_include=["account_id", "currency", "amount", "reserved_delta", "version", "visible_at"],
+    ),
     # Deduplication on arrival: an account's version lands once, however often it is relayed.
     UniqueConstraint("account_id", "version", name="ledger_events_account_version_unique"),
     Index("ledger_events_transaction", "transaction_id"),
-    # What a replay sums, in stream order: a stream's tail is an index-only scan.
-    Index(
-        "ledger_events_replay",
-        "stream",
-        "position",
-        postgresql_include=["account_id", "currency", "amount", "reserved_delta", "version", "visible_at"],
-    ),
 )
 
 # The head of each stream: where the next event goes. Locked by the relay; never trusted by verify.

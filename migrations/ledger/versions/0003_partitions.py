@@ -21,10 +21,15 @@ and a stream can move from one to another (ledger/streams.py).
   the server's (ledger/replay.py).
 - `ledger_snapshot_balances` keyed by (snapshot, stream, account): an account whose slot moved
   has a row per stream.
+- `ledger_events_pkey` (stream, position) carries the replay's columns (INCLUDE), and the
+  separate `ledger_events_replay` index on the same key goes: one index fewer for the relay
+  to write per event, the same index-only scan for a replay.
 """
 
 import sqlalchemy as sa
 from alembic import op
+
+REPLAY_COLUMNS = ["account_id", "currency", "amount", "reserved_delta", "version", "visible_at"]
 
 revision = "L0003"
 down_revision = "L0002"
@@ -47,9 +52,19 @@ def upgrade() -> None:
     op.create_primary_key(
         "ledger_snapshot_balances_pkey", "ledger_snapshot_balances", ["snapshot_id", "stream", "account_id"]
     )
+    # alembic's create_primary_key takes no INCLUDE: the statement itself
+    op.drop_constraint("ledger_events_pkey", "ledger_events", type_="primary")
+    op.execute(
+        "ALTER TABLE ledger_events ADD CONSTRAINT ledger_events_pkey PRIMARY KEY (stream, position) "
+        f"INCLUDE ({', '.join(REPLAY_COLUMNS)})"
+    )
+    op.drop_index("ledger_events_replay", "ledger_events")
 
 
 def downgrade() -> None:
+    op.create_index("ledger_events_replay", "ledger_events", ["stream", "position"], postgresql_include=REPLAY_COLUMNS)
+    op.drop_constraint("ledger_events_pkey", "ledger_events", type_="primary")
+    op.create_primary_key("ledger_events_pkey", "ledger_events", ["stream", "position"])
     op.drop_constraint("ledger_snapshot_balances_pkey", "ledger_snapshot_balances", type_="primary")
     op.create_primary_key("ledger_snapshot_balances_pkey", "ledger_snapshot_balances", ["snapshot_id", "account_id"])
     op.create_index("ledger_snapshot_balances_stream", "ledger_snapshot_balances", ["snapshot_id", "stream"])
