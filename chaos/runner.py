@@ -37,7 +37,7 @@ from chaos.proxy import FaultyProxy
 from coordinator.api.auth import issue_token
 from coordinator.service.wallet import WalletService
 from core.runtime.fan_out import fan_out
-from core.runtime.fault_points import FAULT_POINTS
+from core.runtime.fault_points import SERVING_FAULT_POINTS
 from core.runtime.settings import Settings
 from launchers.patroni import HaCluster, Member
 from launchers.postgres import LocalCluster, free_port, temporary_home
@@ -80,7 +80,7 @@ class ChaosConfig:
     workers: int = 8
     accounts_per_shard: int = 6
     proxied_shard: str = "shard1"
-    fault_points: tuple[str, ...] = tuple(sorted(FAULT_POINTS))
+    fault_points: tuple[str, ...] = tuple(sorted(SERVING_FAULT_POINTS))
     cover_only: bool = False  # one cycle: every fault kind and every fault point once
     hold_scale: float = 1.0
     naive: bool = False  # the broken two-update transfer (naive.py), no coordinator, no faults

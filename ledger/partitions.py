@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import asyncpg
@@ -24,6 +24,7 @@ from shards.pool import SERVER_SETTINGS, carry_uuids_as_text
 # What a server that is down or restarting raises.
 UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError)
 POOL_SIZE_MAX = 4  # per ledger server: its streams' relay rounds and the reads at once
+ACQUIRE_TIMEOUT_S = 10.0  # a pool with every connection busy this long: the round or read fails, named
 Answer = TypeVar("Answer")
 
 
@@ -33,10 +34,15 @@ class Partition:
     dsn: str
     streams: tuple[str, ...]
     pool: asyncpg.Pool | None = None
+    # Relay transactions at once on this server: each holds a connection while it may ask
+    # another server's pool for one (the visible_at of an account's earlier event there), so
+    # one connection of each pool is always left for those asks (no two servers wait on
+    # each other).
+    relaying: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POOL_SIZE_MAX - 1))
 
     def connection(self) -> asyncpg.pool.PoolAcquireContext:
         assert self.pool is not None, f"ledger {self.name} is not open"
-        return self.pool.acquire()
+        return self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
 
 
 async def open_pool(dsn: str) -> asyncpg.Pool:

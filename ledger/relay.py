@@ -36,7 +36,7 @@ from core.runtime import fault_points
 from core.runtime.background import Periodic
 from core.runtime.fan_out import fan_out
 from ledger.chain import GENESIS
-from ledger.partitions import LedgerPartitions, Partition
+from ledger.partitions import UNREACHABLE, LedgerPartitions, Partition
 from shards.arrays import int_array, text_array
 from shards.errors import ShardError
 from shards.pool import Connection, ShardPools
@@ -172,7 +172,7 @@ class Relay:
         if not rows:
             return 0
         partition = self.partitions.holding(stream)
-        async with partition.connection() as ledger, ledger.transaction():
+        async with partition.relaying, partition.connection() as ledger, ledger.transaction():
             await ledger.execute(CREATE_HEAD, stream, GENESIS)
             locked = await ledger.fetchrow(LOCK_HEAD, stream)
             assert locked is not None, "the head was created above"
@@ -181,7 +181,7 @@ class Relay:
                 raise StreamFenced(f"stream {stream} on ledger {partition.name} is {state}: its outbox waits")
             skip = await self._present(ledger, stream, [r for r in rows if r[0] <= source_high])
             self.duplicates_dropped += len(skip)
-            priors = await self._priors(partition, rows, skip)
+            priors = await self._priors(ledger, partition, rows, skip)
             chained = chain_rows(stream, position, bytes(head), rows, skip, priors)
             if chained.lines:
                 await ledger.copy_to_table(
@@ -202,10 +202,12 @@ class Relay:
         return {(row[0], row[1]) for row in found}
 
     async def _priors(
-        self, partition: Partition, rows: Sequence[asyncpg.Record], skip: set[tuple[str, int]]
+        self, ledger: Connection, partition: Partition, rows: Sequence[asyncpg.Record], skip: set[tuple[str, int]]
     ) -> Callable[[str, int], str | None]:
         """visible_at(account, version) of the version before each account's first row in
-        `rows`: remembered, or looked up on this stream's server, then on the others."""
+        `rows`: remembered, or looked up on this stream's server (on `ledger`, the connection
+        that holds the head: a second one from the same pool could wait on itself), then on
+        the others (Partition.relaying leaves each pool a connection for them)."""
         firsts: set[str] = set()
         wanted: dict[str, int] = {}
         for _, account_id, version, _, _ in rows:
@@ -219,10 +221,12 @@ class Relay:
         for name in [partition.name, *(n for n in self.partitions.names() if n != partition.name)]:
             if not wanted:
                 break
-            async with self.partitions[name].connection() as connection:
-                answered = await connection.fetch(
-                    PRIOR_VISIBLE, text_array(list(wanted)), int_array(list(wanted.values()))
-                )
+            arguments = (PRIOR_VISIBLE, text_array(list(wanted)), int_array(list(wanted.values())))
+            if name == partition.name:
+                answered = await ledger.fetch(*arguments)
+            else:
+                async with self.partitions[name].connection() as connection:
+                    answered = await connection.fetch(*arguments)
             for account_id, moment in answered:
                 found[account_id] = moment
                 del wanted[account_id]
@@ -244,7 +248,7 @@ class Relay:
     async def relay_once(self) -> int:
         rounds = await fan_out(self.partitions.streams(), self.relay_stream)
         for stream, error in rounds.errors.items():
-            if not isinstance(error, (ShardError, asyncpg.PostgresError, OSError, StreamFenced)):
+            if not isinstance(error, (ShardError, asyncpg.PostgresError, *UNREACHABLE, StreamFenced)):
                 raise error
             log.warning("relay of stream %s failed: %s; next round retries", stream, error)
         return sum(rounds.results.values())

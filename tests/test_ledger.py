@@ -19,6 +19,7 @@ import pytest
 from coordinator.service.wallet import WalletService
 from core.domain.errors import WalletError
 from launchers.postgres import LocalCluster
+from ledger.partitions import POOL_SIZE_MAX
 from ledger.replay import END_OF_TIME
 from shard_router.topology import FIRST_LEDGER, Topology
 from tests.helpers import accounts_on, bearer, open_accounts
@@ -102,6 +103,26 @@ async def test_relay_is_exactly_once_when_run_twice_at_once(
     async with WalletService(topology, settings) as other:
         assert other.ledger is not None
         await asyncio.gather(service.ledger.drain(), other.ledger.drain())
+    assert await replayed(service, ids) == await live(service, ids)
+    assert await service.ledger.verify() == []
+
+
+async def test_a_new_relay_looks_up_every_stream_at_once_without_waiting_on_itself(
+    service: WalletService, topology: Topology, settings
+) -> None:
+    """A relay that remembers no account (a process just started) relays every stream of a
+    server at once, each looking up its accounts' earlier events while it holds its stream's
+    head: more streams than the server's pool has connections, and nothing waits on itself."""
+    assert service.ledger is not None
+    ids = [a for shard in SHARDS for a in accounts_on(topology, shard, 3)]
+    await open_accounts(service, ids, deposit="10.00")
+    await service.ledger.drain()
+    for account_id in ids:  # every stream has rows whose accounts' earlier versions are relayed
+        await service.deposit(account_id, "1.00", str(uuid.uuid4()))
+    async with WalletService(topology, settings) as other:
+        assert other.ledger is not None
+        assert len(other.ledger.partitions.holding("shard0").streams) >= POOL_SIZE_MAX
+        assert await asyncio.wait_for(other.ledger.drain(), timeout=30) == len(ids)
     assert await replayed(service, ids) == await live(service, ids)
     assert await service.ledger.verify() == []
 

@@ -27,6 +27,7 @@ from coordinator.cluster import slot_migration
 from coordinator.cluster.topology_follower import TopologyFollower
 from coordinator.service.wallet import WalletService
 from core.domain.errors import WalletError
+from core.runtime.fault_points import OPERATOR_FAULT_POINTS
 from core.runtime.settings import Settings
 from launchers.postgres import LocalCluster
 from ledger.partitions import LedgerPartitions
@@ -417,15 +418,21 @@ async def test_a_move_killed_halfway_rolls_back_or_resumes(
     await ledger.drain()
     assert await outbox_rows(topology, stream) == 0
 
-    killed = move_cli(stream, target, {**environment, "WALLET_FAULT_POINT": "stream_move.after_copy"})
-    assert killed.returncode == -9, killed.stderr
-    resumed = move_cli(stream, target, environment)
-    assert resumed.returncode == 0 and "(resumed)" in resumed.stdout, resumed.stdout + resumed.stderr
-    await wait_for_version(service, store.load().version)
-    assert service.topology.ledger_of(stream) == target
-    assert await live_heads(topology, stream) == {source: "moved", target: "live"}
-    await ledger.drain()
-    assert await outbox_rows(topology, stream) == 0
+    # Killed at each step of the move (stream_move.*), then run again: it finishes, and the
+    # stream ends where it was sent, whichever way it goes.
+    for point, (moving_from, moving_to) in zip(
+        sorted(OPERATOR_FAULT_POINTS), [(source, target), (target, source), (source, target)], strict=True
+    ):
+        killed = move_cli(stream, moving_to, {**environment, "WALLET_FAULT_POINT": point})
+        assert killed.returncode == -9, (point, killed.stderr)
+        await service.deposit(accounts[1], "1.00", str(uuid.uuid4()))  # the outbox grows meanwhile
+        resumed = move_cli(stream, moving_to, environment)
+        assert resumed.returncode == 0, (point, resumed.stdout + resumed.stderr)
+        await wait_for_version(service, store.load().version)
+        assert service.topology.ledger_of(stream) == moving_to, point
+        assert await live_heads(topology, stream) == {moving_from: "moved", moving_to: "live"}, point
+        await ledger.drain()
+        assert await outbox_rows(topology, stream) == 0
     assert not await ledger.verify()
     report = await ledger.audit()
     assert report.clean, report.differences[:3]

@@ -22,7 +22,7 @@ import pytest
 
 from chaos.runner import MODES, ChaosConfig, run_chaos
 from chaos.schedule import KINDS
-from core.runtime.fault_points import FAULT_POINTS
+from core.runtime.fault_points import SERVING_FAULT_POINTS
 from launchers.postgres import LocalCluster
 
 SEED = 7
@@ -43,7 +43,7 @@ async def test_bank_invariant_holds_under_faults(cluster: LocalCluster) -> None:
     print(report.table())
     assert report.anomalies == [], report.table()
     assert all(report.faults[kind] >= 1 for kind in KINDS), report.faults
-    assert sorted(set(report.points_reached)) == sorted(FAULT_POINTS), report.points_missed
+    assert sorted(set(report.points_reached)) == sorted(SERVING_FAULT_POINTS), report.points_missed
     assert all(report.succeeded[mode] > 0 and report.failed[mode] > 0 for mode in MODES), report.table()
     assert sum(report.timed_out.values()) > 0, "the faults must leave some client without an answer"
     assert report.check.reads_checked > 0
