@@ -418,8 +418,15 @@ async def test_a_move_killed_halfway_rolls_back_or_resumes(
     await ledger.drain()
     assert await outbox_rows(topology, stream) == 0
 
-    # Killed at each step of the move (stream_move.*), then run again: it finishes, and the
+    # Killed at each step of the move (stream_move.*), then run again: it finishes, saying
+    # how (killed before routing: resumed; after: only the retirement was left), and the
     # stream ends where it was sent, whichever way it goes.
+    said = {
+        "stream_move.after_copy": "(resumed)",
+        "stream_move.after_fence": "(resumed)",
+        "stream_move.after_route": "the interrupted move finished",
+    }
+    assert set(said) == OPERATOR_FAULT_POINTS
     for point, (moving_from, moving_to) in zip(
         sorted(OPERATOR_FAULT_POINTS), [(source, target), (target, source), (source, target)], strict=True
     ):
@@ -427,7 +434,7 @@ async def test_a_move_killed_halfway_rolls_back_or_resumes(
         assert killed.returncode == -9, (point, killed.stderr)
         await service.deposit(accounts[1], "1.00", str(uuid.uuid4()))  # the outbox grows meanwhile
         resumed = move_cli(stream, moving_to, environment)
-        assert resumed.returncode == 0, (point, resumed.stdout + resumed.stderr)
+        assert resumed.returncode == 0 and said[point] in resumed.stdout, (point, resumed.stdout + resumed.stderr)
         await wait_for_version(service, store.load().version)
         assert service.topology.ledger_of(stream) == moving_to, point
         assert await live_heads(topology, stream) == {moving_from: "moved", moving_to: "live"}, point
