@@ -28,12 +28,14 @@ from pathlib import Path
 import asyncpg
 
 from chaos import schedule as faults
-from chaos.checker import LIVE, Anomaly, CheckReport, check_run, leftovers
+from chaos import workload
+from chaos.checker import LIVE, Anomaly, CheckReport, check_run
 from chaos.client import Headers, RestClient
 from chaos.history import Answer, Read, TransferRecord, format_minor
 from chaos.naive import NaiveTransfers
 from chaos.processes import Coordinator, pause_shard, resume_shard
 from chaos.proxy import FaultyProxy
+from chaos.workload import CURRENCY, DEPOSIT_MINOR, MODES, next_transfer
 from coordinator.api.auth import issue_token
 from coordinator.service.wallet import WalletService
 from core.runtime.fan_out import fan_out
@@ -49,17 +51,8 @@ from wallet_client import RetryPolicy
 
 log = logging.getLogger("wallet.chaos")
 
-CURRENCY = "USD"
-MODES = ("2pc", "tcc", "saga", "local")
-DEPOSIT_MINOR = 100_000  # 1,000.00 per account
-TRANSFER_MINOR_MAX = 40_000  # some transfers are refused for funds
 RETRIES_DURING_RUN = 2  # a worker's retries of an unknown outcome before it moves on
 RETRY_PAUSE_S = 0.5
-RESOLVE_ATTEMPTS_MAX = 120  # after the faults: retries of each still-unknown transfer
-RESOLVE_PAUSE_S = 1.0
-RESOLVE_CONCURRENCY = 16
-CONVERGE_TIMEOUT_S = 180.0  # recovery aborts undecided batches after 10 s, resumes TC/C after 10 s
-CONVERGE_POLL_S = 1.0
 READ_INTERVAL_S = 0.5
 READ_TIMEOUT_S = 2.0
 FAULT_POINT_WAIT_S = 30.0  # an armed coordinator must reach its step within this
@@ -313,20 +306,7 @@ class Run:
     async def worker(self, index: int) -> None:
         rng = random.Random(f"{self.config.seed}-{index}")
         while not self.stopping.is_set():
-            mode = rng.choice(MODES)
-            if mode == "local":
-                source, target = rng.sample(self.by_shard[rng.choice(self.shards)], 2)
-            else:
-                debit_shard, credit_shard = rng.sample(self.shards, 2)
-                source, target = rng.choice(self.by_shard[debit_shard]), rng.choice(self.by_shard[credit_shard])
-            record = TransferRecord(
-                str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                source,
-                target,
-                rng.randint(1, TRANSFER_MINOR_MAX),
-                mode,
-                self.now_s(),
-            )
+            record = next_transfer(rng, self.shards, self.by_shard, self.now_s())
             self.history.append(record)
             await self.send(
                 record,
@@ -340,37 +320,11 @@ class Run:
         return await self.transport.send(record, CURRENCY, policy)
 
     async def resolve_unknowns(self) -> None:
-        """After the faults: what a client does with an unknown outcome, retry with the same
-        transaction id until the service says what happened."""
-        pending = [r for r in self.history if r.final is None]
-        self.say(f"resolving {len(pending)} transfers with unknown outcomes")
-        gate = asyncio.Semaphore(RESOLVE_CONCURRENCY)
-
-        async def resolve(record: TransferRecord) -> None:
-            async with gate:
-                await self.send(
-                    record,
-                    RetryPolicy(
-                        attempts_max=RESOLVE_ATTEMPTS_MAX,
-                        wait_s_max=RESOLVE_PAUSE_S,
-                        deadline_s=RESOLVE_ATTEMPTS_MAX * RESOLVE_PAUSE_S * 2,
-                    ),
-                )
-
-        await asyncio.gather(*(resolve(r) for r in pending))
+        assert self.transport is not None
+        await workload.resolve_unknowns(self.transport, self.history, self.say)
 
     async def converge(self) -> None:
-        """Until recovery has finished every prepared branch and unfinished phase and the
-        relay has drained the run's outbox rows (bounded)."""
-        transaction_ids = [uuid.UUID(r.transaction_id) for r in self.history]
-        deadline = time.monotonic() + CONVERGE_TIMEOUT_S
-        while time.monotonic() < deadline:
-            left = await leftovers(self.topology, self.accounts, transaction_ids)
-            if left == (0, 0, 0):
-                self.say("converged: nothing prepared, every phase done, outbox relayed")
-                return
-            await asyncio.sleep(CONVERGE_POLL_S)
-        self.say(f"did not converge within {CONVERGE_TIMEOUT_S:.0f} s (prepared, unfinished, outbox) = {left}")
+        await workload.converge(self.topology, self.accounts, self.history, self.say)
 
     # -- periodic reads -------------------------------------------------------------------------
     async def reader(self) -> None:

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from chaos.runner import MODES, ChaosConfig, run_chaos
+from chaos.runner import ChaosConfig, run_chaos
 from chaos.schedule import KINDS
+from chaos.workload import MODES
 from core.runtime.fault_points import SERVING_FAULT_POINTS
 from launchers.postgres import LocalCluster
 
