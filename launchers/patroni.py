@@ -61,7 +61,10 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 MEMBERS_MIN, MEMBERS_MAX = HA_MEMBERS_MIN, HA_MEMBERS_MAX
 # The leader key lives this long without renewal (ZooKeeper's session); Patroni checks every
 # LOOP_WAIT_S and retries the store for RETRY_TIMEOUT_S (loop_wait + 2 * retry_timeout <= ttl).
-TTL_S = 10
+# 20 s is Patroni's minimum: it raises a smaller ttl to 20 ("ttl=10 can't be smaller than 20,
+# adjusting...", seen in every member's log of `wallet chaos multihost`), so a primary cut off
+# the network is replaced after about 20 s (a crashed one at once: its Patroni releases the key).
+TTL_S = 20
 LOOP_WAIT_S = 1
 RETRY_TIMEOUT_S = 4
 READY_TIMEOUT_S = 120
@@ -69,6 +72,11 @@ REPLICATION_USER = "replicator"
 # What every member of a cluster must share, kept in the cluster's configuration in
 # ZooKeeper; the rest of SERVER_SETTINGS is per member.
 SHARED_SETTINGS = ("max_connections", "max_prepared_transactions", "wal_level")
+# A new standby clones the primary with pg_basebackup, which first asks for a checkpoint. A
+# spread one paces its writes (about 0.1 s a dirty buffer): a clone started right after the
+# database was created (docker/'s post_init) waited 92 s for its 922 buffers in `wallet chaos
+# multihost`. A fast one writes them at once.
+BASEBACKUP = [{"checkpoint": "fast"}]
 MEMBER_SETTINGS = {
     key: value for key, value in SERVER_SETTINGS.items() if key not in SHARED_SETTINGS and key != "listen_addresses"
 }
@@ -468,6 +476,7 @@ class HaCluster:
                     "replication": {"username": REPLICATION_USER, "password": REPLICATION_USER},
                 },
                 "parameters": {**MEMBER_SETTINGS, "unix_socket_directories": str(member.home)},
+                "basebackup": BASEBACKUP,
                 # Loopback only; trust is acceptable for a local development cluster and nothing else.
                 "pg_hba": [
                     "local all all trust",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from launchers.patroni import MEMBER_SETTINGS, NAMESPACE, bootstrap_dcs
+from launchers.patroni import BASEBACKUP, MEMBER_SETTINGS, NAMESPACE, bootstrap_dcs
 from launchers.postgres import SERVER_SETTINGS
 from shard_router.topology import Topology
 
@@ -51,6 +51,7 @@ def test_every_shard_and_the_ledger_is_a_patroni_pair() -> None:
     assert config["bootstrap"]["dcs"]["synchronous_mode"] is True
     assert int(config["bootstrap"]["dcs"]["postgresql"]["parameters"]["max_prepared_transactions"]) > 0
     assert config["postgresql"]["parameters"] == MEMBER_SETTINGS
+    assert config["postgresql"]["basebackup"] == BASEBACKUP
     shared = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
     assert {
         **shared,
