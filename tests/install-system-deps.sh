@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the servers the service or the tests start themselves, where they are missing.
 # Idempotent. `serve`: PostgreSQL's server binaries only (what `make run` starts). `test`:
-# also ZooKeeper with Java (the topology store and Patroni's) and the system Python 3 that
-# Patroni runs under.
+# also ZooKeeper with Java (the topology store and Patroni's), the system Python 3 that
+# Patroni runs under, HAProxy and iproute2 (the multi-host run).
 set -euo pipefail
 role=${1:-test}
 need=()
@@ -21,6 +21,14 @@ if [ "$role" = test ]; then
   fi
   if [ ! -x /usr/bin/python3 ]; then
     need+=(python3)  # Patroni's interpreter: the postgres user cannot reach a Python under /root
+  fi
+  # `wallet chaos multihost` (tests/test_multihost.py): docker/'s balancer, and the network
+  # namespaces its services run in
+  if [ ! -x /usr/sbin/haproxy ] && ! command -v haproxy >/dev/null 2>&1; then
+    need+=(haproxy)
+  fi
+  if ! command -v ip >/dev/null 2>&1 && [ ! -x /usr/sbin/ip ]; then
+    need+=(iproute2)
   fi
 fi
 if ((${#need[@]})); then

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "chaos",
         help="the bank workload under faults (kills, pauses, a faulty proxy) and its "
-        "checker; `wallet chaos --minutes N --seed S`, `wallet chaos --help`",
+        "checker; `wallet chaos --minutes N --seed S`, `wallet chaos --help`; `wallet chaos multihost`: "
+        "docker/compose.yaml run natively, a network namespace per service, with partitions (root)",
         add_help=False,
     )
     ledger.add_commands(commands)
@@ -66,6 +67,7 @@ PROGRAMS = {
     ("bench", "ledger"): "bench.ledger_replay",
     ("bench", "failover"): "bench.failover",
     ("bench",): "bench.run",
+    ("chaos", "multihost"): "chaos.multihost",
     ("chaos",): "chaos.runner",
 }
 
