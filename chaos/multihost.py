@@ -77,6 +77,7 @@ UNKNOWN_CODES_SHOWN = 4
 ERROR_LINE_SHOWN_MAX = 400
 LEADER_ROLE_PATH = "leaders/singletons"  # under WALLET_ZK_ROOT: the recovery worker's election
 EXIT_USAGE = 2  # a setting or an argument that cannot be used, as argparse exits
+EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
 
 
 @dataclass
@@ -239,6 +240,7 @@ class MultihostRun:
             await self.phase("coordinator cut", self.cut_coordinator)
             await self.phase("shard-primary cut", self.cut_primary)
         finally:
+            self.deployment.interrupted.set()  # a wait still running in a thread (cancelled: Ctrl-C) ends
             await self.client.close()
             await asyncio.to_thread(self.zookeeper.stop)
             await asyncio.to_thread(self.zookeeper.close)
@@ -394,17 +396,23 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"wallet chaos multihost: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-
-
-def interrupt(*_: Any) -> NoReturn:
-    raise KeyboardInterrupt
+    except KeyboardInterrupt:  # everything was stopped and torn down on the way out
+        print(f"wallet chaos multihost: interrupted ({'services stopped' if args.inside else 'torn down'})")
+        return EXIT_INTERRUPTED
 
 
 def outside(plan: Plan, network: StarNetwork, argv: list[str], keep: bool) -> int:
     """Build the network, run the rest in the client's namespace, tear it all down."""
     started = time.monotonic()
     home = temporary_home("multihost")
-    signal.signal(signal.SIGTERM, interrupt)  # a SIGTERM tears down as Ctrl-C does
+    inner: subprocess.Popen[bytes] | None = None
+
+    def terminate(*_: Any) -> NoReturn:  # SIGTERM stops the run as Ctrl-C does: the inside first
+        if inner is not None and inner.poll() is None:
+            inner.send_signal(signal.SIGINT)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     code = 1
     try:
         network.create()
@@ -418,12 +426,12 @@ def outside(plan: Plan, network: StarNetwork, argv: list[str], keep: bool) -> in
             inner.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 inner.wait(INNER_STOP_S)
-        except KeyboardInterrupt:  # the inside got it too, and stops its services
+        except KeyboardInterrupt:  # the inside got it too (or from `terminate`), and stops its services
             with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
                 inner.wait(INNER_STOP_S)
             raise
     finally:
-        network.destroy()
+        network.destroy()  # whatever still runs in the namespaces is killed here
         if keep:
             print(f"the run's folder (logs of every service): {home}")
         else:
@@ -434,6 +442,8 @@ def outside(plan: Plan, network: StarNetwork, argv: list[str], keep: bool) -> in
 
 def inside(config: MultihostConfig, plan: Plan, network: StarNetwork, home: Path) -> int:
     """In the client's namespace: the services up, the phases, the table."""
+    # Ctrl-C (or the outside's SIGINT) stops the services, even when started with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     secret = secrets.token_urlsafe(48)
     deployment = Deployment(plan, network, home, secret)
     started = time.monotonic()

@@ -17,6 +17,7 @@ import pwd
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -56,6 +57,7 @@ class Deployment:
         self.home = home
         self.variables = {"WALLET_AUTH_SECRET": secret}  # compose's interpolation of the shell's
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.interrupted = threading.Event()  # set: every wait ends at its next poll (Ctrl-C)
 
     @property
     def topology_path(self) -> Path:
@@ -184,6 +186,8 @@ class Deployment:
     def wait(self, what: str, check: Callable[[], T | None], timeout_s: float = READY_TIMEOUT_S) -> T:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self.interrupted.is_set():
+                raise RuntimeError(f"waiting for {what}: interrupted")
             found = check()
             if found is not None and found is not False:
                 return found
