@@ -24,6 +24,7 @@ from ledger.replay import Replay, replay_balances
 from ledger.snapshots import take_snapshot
 from shard_router.topology import LedgerServer, Topology
 from shards.pool import ShardPools
+from shards.postgres import PostgresShards
 
 # Events of 23:59:59 may still sit in an outbox for a moment after midnight.
 SNAPSHOT_SETTLE_S = 60
@@ -57,7 +58,7 @@ class LedgerService:
         self.shards = shards
         self.anchoring = anchoring
         self.checkpoints: Periodic | None = None
-        self.relay = Relay(self.pools, self.partitions)
+        self.relay = Relay(PostgresShards(self.pools), self.partitions)
         self.worker: Periodic | None = None
         self.snapshots: asyncio.Task[None] | None = None
 

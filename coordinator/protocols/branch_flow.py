@@ -28,9 +28,9 @@ from core.runtime import fault_points
 from core.runtime.fan_out import fan_out_groups, settled
 from core.runtime.logs import log_phase
 from shard_router.topology import Topology
+from shards.contract import Shards
 from shards.errors import AccountsMoved, ShardError
 from shards.phase_state import PhaseRow, SecondState
-from shards.pool import ShardPools
 
 log = logging.getLogger("wallet.branches")
 Item = TypeVar("Item")
@@ -58,9 +58,9 @@ def failure_of(error: Exception) -> Failure:
 class BranchFlow:
     mode = ""
 
-    def __init__(self, pools: ShardPools, topology: Callable[[], Topology]) -> None:
+    def __init__(self, shards: Shards, topology: Callable[[], Topology]) -> None:
         assert self.mode in ("tcc", "saga"), "subclasses set mode"
-        self.pools = pools
+        self.shards = shards
         self.topology = topology
 
     def debit_shard(self, transfer: Transfer) -> str:
@@ -95,7 +95,7 @@ class BranchFlow:
             starts = await self.per_shard(
                 transfers,
                 self.debit_shard,
-                lambda shard, group: branch_steps.try_debits(self.pools, shard, group, elsewhere),
+                lambda shard, group: branch_steps.try_debits(self.shards, shard, group, elsewhere),
             )
         finally:
             await settled(elsewhere)
@@ -130,7 +130,7 @@ class BranchFlow:
             flows,
             lambda f: self.credit_shard(f.transfer),
             lambda shard, group: branch_steps.run_branch_ops(
-                self.pools, shard, [BranchOp(f.transfer, "credit", "try") for f in group]
+                self.shards, shard, [BranchOp(f.transfer, "credit", "try") for f in group]
             ),
         )
 
@@ -140,7 +140,7 @@ class BranchFlow:
         return await self.per_shard(
             decisions,
             lambda d: self.debit_shard(d.transfer),
-            lambda shard, group: branch_steps.second_phase_debits(self.pools, shard, group, final_state),
+            lambda shard, group: branch_steps.second_phase_debits(self.shards, shard, group, final_state),
         )
 
 
