@@ -42,7 +42,6 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from uuid import uuid4
 
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -57,6 +56,7 @@ from core.domain.transfers import ProtocolName, Transfer
 from core.runtime import fault_points
 from core.runtime.fan_out import fan_out, settled
 from core.runtime.gates import let_next_start
+from core.runtime.ids import new_batch_id
 from core.runtime.logs import log_phase
 from shard_router.topology import Topology
 from shards.contract import Shards, ShardSession
@@ -137,7 +137,7 @@ class TwoPhaseCommit:
     async def _attempt(self, transfers: list[Transfer], records: PriorRecords, retry: bool) -> list[Outcome]:
         topology = self.topology()
         batch = Batch(
-            str(uuid4()), [t.transaction_id for t in transfers], topology, accounts_by_shard(transfers, topology)
+            new_batch_id(), [t.transaction_id for t in transfers], topology, accounts_by_shard(transfers, topology)
         )
         reading = asyncio.ensure_future(records.find(batch.transaction_ids, fresh=retry))
         try:
