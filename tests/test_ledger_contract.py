@@ -31,7 +31,7 @@ def backend(request: pytest.FixtureRequest) -> LedgerServer | None:
     if request.param == "simulated":
         return None
     cluster = request.getfixturevalue("cluster")
-    return next(iter(cluster.topology.ledgers.values()))  # type: ignore[no-any-return]
+    return next(iter(cluster.topology.ledgers.values()))
 
 
 @pytest.fixture

@@ -77,7 +77,9 @@ async def harness(backend: str | None) -> AsyncIterator[Harness]:
         await pools.close()
 
 
-def deposit(account_id: str, amount: int, balance_before: int, version_before: int = 0) -> tuple[Any, ...]:
+def deposit(
+    account_id: str, amount: int, balance_before: int, version_before: int = 0
+) -> tuple[dict[str, AccountChange], RecordColumns, list[BalanceEvent]]:
     """A one-account deposit's writes: (changes, records, events)."""
     transaction_id = str(uuid4())
     transfer = Transfer(transaction_id, "deposit", None, account_id, amount, "USD", "local")
@@ -242,7 +244,8 @@ async def test_a_decision_is_recorded_once_and_a_fence_waits_for_an_open_one(har
     async with harness.shards.session(SHARD) as coordinator, harness.shards.session(SHARD) as recovery:
         await coordinator.begin()
         await coordinator.lock_accounts([account])
-        await coordinator.write_batch(*deposit(account, 1, 1000), commit_decision=batch_id)
+        changes, records, events = deposit(account, 1, 1000)
+        await coordinator.write_batch(changes, records, events, commit_decision=batch_id)
         fence = asyncio.ensure_future(recovery.decide_unless_decided(batch_id, "abort"))
         await asyncio.sleep(0.05)
         assert not fence.done()
