@@ -93,7 +93,7 @@ class SimulatedAppend:
 class SimulatedLedgerServer:
     """One ledger server: the streams it holds, their heads and events."""
 
-    def __init__(self, name: str, streams: tuple[str, ...], lost_ack: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, name: str, streams: tuple[str, ...], fault: Callable[[str], str | None] | None = None) -> None:
         self.name = name
         self.streams = streams
         self.heads: dict[str, StreamHead] = {}
@@ -103,7 +103,8 @@ class SimulatedLedgerServer:
         self.head_locks: dict[str, asyncio.Lock] = {}
         self.incarnation = 0
         self.up = True
-        self.lost_ack = lost_ack or (lambda stream: False)
+        # At an append's end: None, "lost" (it does not land) or "lost_ack" (it lands, the answer is lost).
+        self.fault = fault or (lambda stream: None)
 
     def check_up(self) -> None:
         if not self.up:
@@ -124,10 +125,11 @@ class SimulatedLedgerServer:
             self.check_up()
             appending = SimulatedAppend(self, stream, self.heads.get(stream, StreamHead(0, GENESIS, "live", 0)))
             yield appending
-            if incarnation != self.incarnation or not self.up:
-                raise LedgerDown(f"ledger server {self.name} restarted: the append was lost")
+            fault = self.fault(stream)
+            if incarnation != self.incarnation or not self.up or fault == "lost":
+                raise LedgerDown(f"ledger server {self.name}: the connection was lost before COMMIT")
             self._commit(appending)
-        if self.lost_ack(stream):
+        if fault == "lost_ack":
             raise LedgerDown(f"ledger server {self.name}: the append's answer was lost")
 
     def _commit(self, appending: SimulatedAppend) -> None:

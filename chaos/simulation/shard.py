@@ -73,6 +73,7 @@ class Transaction:
     locks: set[Key] = field(default_factory=set)
     writes: list[Callable[[], object]] = field(default_factory=list)
     aborted: bool = False
+    finished: bool = False  # committed or rolled back: it takes no lock any more
     prepared_gid: str | None = None
     prepared_s: float = 0.0
 
@@ -99,6 +100,8 @@ class Locks:
         self.waiting: dict[Key, deque[tuple[Transaction, asyncio.Future[None]]]] = {}
 
     async def acquire(self, transaction: Transaction, key: Key, timeout_s: float) -> None:
+        if transaction.finished:  # its session died while the statement ran
+            raise ShardUnavailable(self.shard, "connection lost")
         holder = self.holders.get(key)
         if holder is None or holder is transaction:
             self.holders[key] = transaction
@@ -113,9 +116,14 @@ class Locks:
             if not granted.done():
                 queue.remove((transaction, granted))
                 granted.cancel()
+            elif not granted.cancelled():
+                granted.exception()  # retrieved, whichever way this wait ends
         if granted.cancelled():
             raise ShardRetryable(self.shard, f"lock timeout on {key} (55P03)")
         granted.result()  # a crash while waiting raises here
+        if transaction.finished:  # it ended while the grant was on its way: the lock goes on
+            self.release(transaction)
+            raise ShardUnavailable(self.shard, "connection lost")
 
     def release(self, transaction: Transaction) -> None:
         for key in sorted(transaction.locks):
@@ -169,6 +177,7 @@ class SimulatedShard:
         return Transaction(self.next_transaction, self.clock(), lock_timeout_s)
 
     def finish(self, transaction: Transaction, commit: bool) -> None:
+        transaction.finished = True
         if commit and not transaction.aborted:
             for write in transaction.writes:
                 write()
@@ -305,6 +314,7 @@ class SimulatedSession:
 
     async def prepare(self, gid: str) -> None:
         assert GID_PATTERN.match(gid), f"not a wallet gid: {gid}"
+        self._check_alive()
         assert self.transaction is not None, "PREPARE outside a transaction"
         async with self.statement("prepare") as transaction:
             if transaction.aborted:

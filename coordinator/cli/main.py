@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         "checker; `wallet chaos --minutes N --seed S`, `wallet chaos --help`",
         add_help=False,
     )
+    commands.add_parser(
+        "simulate",
+        help="the protocols over simulated shards on virtual time, faults at every statement, "
+        "thousands of seeds a minute; `wallet simulate --seeds N`, `wallet simulate --seed S`, "
+        "`wallet simulate --help`",
+        add_help=False,
+    )
     ledger.add_commands(commands)
     topology.add_commands(commands)
     return parser
@@ -67,6 +74,7 @@ PROGRAMS = {
     ("bench", "failover"): "bench.failover",
     ("bench",): "bench.run",
     ("chaos",): "chaos.runner",
+    ("simulate",): "chaos.simulation",
 }
 
 

@@ -86,7 +86,14 @@ class BranchFlow:
             paired.extend((item, failure) for item in members)
         return paired
 
-    async def apply_batch(self, transfers: list[Transfer], records: PriorRecords) -> list[Outcome]:
+    async def apply_batch(self, batch: list[Transfer], records: PriorRecords) -> list[Outcome]:
+        # One id twice in a batch (a retry queued while its first request still waited, that
+        # request given up by its caller): applied once; the second answers as the first, or
+        # is refused if it moves other money. Found by the simulator (docs/simulation.md).
+        first_of: dict[str, Transfer] = {}
+        for transfer in batch:
+            first_of.setdefault(transfer.transaction_id, transfer)
+        transfers = list(first_of.values())
         debit_shards = {self.debit_shard(t) for t in transfers}
         # Records elsewhere (an id reused with another debit account), read beside step one's
         # BEGIN and locks; a shard that does not answer fails the step that needs it.
@@ -117,7 +124,12 @@ class BranchFlow:
                 assert start.phase is not None
                 flows.append(flow_of(start.phase))
         outcomes.update(await self.drive(flows))
-        return [outcomes[t.transaction_id] for t in transfers]
+        return [
+            outcomes[t.transaction_id]
+            if t.movement == first_of[t.transaction_id].movement
+            else conflict(t.transaction_id)
+            for t in batch
+        ]
 
     async def resume(self, phases: list[PhaseRow]) -> dict[str, Outcome]:
         return await self.drive([flow_of(phase) for phase in phases if phase.transfer.mode == self.mode])
