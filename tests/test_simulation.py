@@ -22,10 +22,10 @@ from core.domain.transfers import Transfer, TransferResult
 from shard_router.topology import Topology
 
 SEEDS_FAST = 1000
-MUTANT_SEEDS_MAX = 300
-# A TC/C credit Try moves no money, so a late one after a null compensation changes no
-# balance: this mutant cannot be seen in money (docs/simulation.md says why it is kept).
-HARMLESS_IN_THIS_DESIGN = {"null-compensation-dropped"}
+MUTANT_SEEDS_MAX = 1000
+# Caught after hundreds of seeds (a late Try needs a long delay and a Cancel meanwhile): in
+# make test, not in the fast tier.
+SLOW_TO_CATCH = {"null-compensation-dropped"}
 
 
 def test_a_thousand_seeds_keep_every_invariant() -> None:
@@ -84,10 +84,13 @@ def test_without_faults_every_transfer_gets_its_answer_at_once() -> None:
     assert not [line for line in result.trace if "unknown" in line]
 
 
-@pytest.mark.parametrize("name", sorted(set(MUTANTS) - HARMLESS_IN_THIS_DESIGN))
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_TO_CATCH else name for name in sorted(MUTANTS)]
+)
 def test_each_seeded_mutant_is_caught(name: str) -> None:
-    """Proof that it bites: each mutant of the protocols is caught within a few hundred seeds."""
-    summary = run_seeds(Options(seed=0, mutant=name), 0, MUTANT_SEEDS_MAX, processes=1, stop_at_first=True)
+    """Proof that it bites: each mutant of the protocols is caught (docs/simulation.md's table)."""
+    processes = 2 if name in SLOW_TO_CATCH else 1
+    summary = run_seeds(Options(seed=0, mutant=name), 0, MUTANT_SEEDS_MAX, processes, stop_at_first=True)
     assert summary.failures, f"mutant {name} survived {MUTANT_SEEDS_MAX} seeds"
 
 

@@ -69,7 +69,9 @@ def run_seeds(base: Options, first: int, count: int, processes: int = 0, stop_at
         _collect(summary, parts, stop_at_first)
     else:
         with ProcessPoolExecutor(workers) as pool:
-            _collect(summary, pool.map(_run_chunk, [base] * len(chunks), chunks), stop_at_first)
+            futures = [pool.submit(_run_chunk, base, chunk) for chunk in chunks]
+            _collect(summary, (future.result() for future in futures), stop_at_first)
+            pool.shutdown(cancel_futures=True)  # what has not started, once a failure is enough
     summary.seconds = time.monotonic() - started
     return summary
 

@@ -168,6 +168,9 @@ class SimulatedShard:
         self.incarnation = 0
         self.up = True
         self.sessions: set[SimulatedSession] = set()
+        # Seen, not refused (PostgreSQL has no constraint for it): a branch's Try let in after its
+        # Cancel, the hanging branch the barrier's null-compensation marker exists to prevent.
+        self.late_tries: list[str] = []
 
     def now(self) -> datetime:
         return EPOCH + timedelta(seconds=self.clock())
@@ -483,6 +486,8 @@ class SimulatedSession:
 
             def apply() -> None:
                 for transaction_id, branch, operation, origin in barrier:
+                    if (operation, origin) == ("try", "try") and (transaction_id, branch, "cancel") in shard.barrier:
+                        shard.late_tries.append(f"{transaction_id} {branch}: a Try admitted after its Cancel")
                     shard.barrier[(transaction_id, branch, operation)] = origin
                 for transfer in opened:
                     row = PhaseRow(transfer, "received", "sent", None, "none", None, False)  # type: ignore[arg-type]  # the column's default

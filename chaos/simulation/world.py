@@ -134,7 +134,8 @@ class Faults:
         if kind == "lost_ack":
             return "drop_after", 0.0
         if kind == "delay":
-            return "delay", rng.uniform(0.05, 3.0)
+            # Mostly short; one in four long enough for recovery to act meanwhile (a Cancel can pass its Try).
+            return "delay", rng.uniform(0.05, 3.0) if rng.random() < 0.75 else rng.uniform(3.0, 8.0)
         if kind == "shard_crash":
             world.crash_shard(shard)
             return "drop_before", 0.0
@@ -495,6 +496,9 @@ class World:
                 verifier.feed(event for event, _ in stream_events)
                 for broken in verifier.breaks:
                     report.add("chain_broken", str(broken))
+        for shard in self.shards.values():
+            for late in shard.late_tries:
+                report.add("late_try_admitted", f"{shard.name}: {late}")
         for anomaly in report.anomalies:
             self.note(f"ANOMALY {anomaly.kind}: {anomaly.detail}")
         return RunResult(
