@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.domain.errors import ConfigurationError
 from core.runtime.background import Periodic
-from ledger import anchors, snapshots, store
+from ledger import anchors, health, snapshots, store
 from ledger.anchors import AnchorStore, Rewrite
 from ledger.audit import AuditReport, audit, verify_chain
 from ledger.chain import Break, LedgerEvent
@@ -122,6 +122,22 @@ class LedgerService:
 
     async def verify(self, progress: Callable[[int], None] | None = None) -> list[Break]:
         return await verify_chain(self.partitions, progress)
+
+    async def record_verification(self, breaks: list[Break], rewrites: list[Rewrite]) -> None:
+        """A verification's result, on each ledger server for its streams (ledger/health.py):
+        what `/metrics` says until the next one."""
+
+        async def one(partition: Partition) -> None:
+            held = set(partition.streams)
+            async with partition.connection() as connection:
+                await health.record_verification(
+                    connection,
+                    await store.event_count(connection, partition.streams),
+                    sum(1 for found in breaks if found.stream in held),
+                    sum(1 for found in rewrites if found.stream in held),
+                )
+
+        await self.partitions.each(one)
 
     async def replay(
         self,
