@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ from coordinator.service.wallet import WalletService
 from core.runtime.settings import Settings
 from ledger.chain import Break
 from shard_router.topology import Topology
-from tests.helpers import BACKENDS, accounts_on, app_over, batches_held, bearer, captured_logs, fetch
+from tests.helpers import BACKENDS, accounts_on, app_over, batches_held, bearer, captured_logs, fetch, sample
 
 
 @pytest.fixture(params=BACKENDS)
@@ -48,19 +47,6 @@ async def open_pair(http: httpx.AsyncClient, topology: Topology, shards: tuple[s
     )
     assert deposit.status_code == 200
     return source, target
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """One sample's value from the Prometheus text format (0 when absent)."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
-    pattern = re.compile(
-        rf"^{re.escape(name)}(\{{{re.escape(wanted)}\}})? ([0-9.e+-]+)$"
-        if labels
-        else rf"^{re.escape(name)} ([0-9.e+-]+)$",
-        re.M,
-    )
-    found = pattern.search(text)
-    return float(found.groups()[-1]) if found else 0.0
 
 
 async def test_health_and_readiness(http: httpx.AsyncClient, topology: Topology) -> None:
