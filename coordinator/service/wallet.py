@@ -97,6 +97,7 @@ class WalletService:
             settings.ledger_anchor_path,
             ZooKeeperAnchors(client, settings.zk_root) if client is not None else None,
             settings.ledger_checkpoint_s,
+            settings.ledger_verify_s,
         )
 
     @property
