@@ -10,6 +10,8 @@ from pathlib import Path
 from bench.points import Point, Results
 from bench.rest import AGAIN_POINT, DEFAULTS_POINT, REST_POINT, SOURCE_POINT, SUSTAINED_REST_POINT, TRACED_POINT
 
+TRACING_POINTS = "REST, tracing on"  # the start of every tracing point's name (bench/rest.py)
+
 TARGET_TRANSFERS_PER_S = 1_000_000
 ENGINE_POINT, UNBATCHED_POINT = "engine, one transfer per call", "unbatched, one transfer per call"
 BATCH_POINT = "batch API (in-process)"
@@ -209,16 +211,15 @@ def summarize_comparison(results: Results, rest: Point | None) -> None:
         f"REST, tracing off twice       {rest.per_s:>10,.0f}/s and {again.per_s:,.0f}/s: "
         f"run-to-run noise {(high - low) / high:.1%}{cpu_text(rest)}"
     )
-    for name in (TRACED_POINT, SOURCE_POINT):
-        point = best(results, name)
-        if point is not None:
+    for point in results.points:
+        if point.name.startswith(TRACING_POINTS) or point.name == SOURCE_POINT:
             spans = (
                 f", {point.spans_exported / point.transfers:.1f} spans exported per transfer"
                 if point.spans_exported is not None and point.transfers
                 else ""
             )
             print(
-                f"{name:<44} {point.per_s:>10,.0f}/s = {point.per_s / high:5.2f}x the better tracing-off point, "
+                f"{point.name:<44} {point.per_s:>10,.0f}/s = {point.per_s / high:5.2f}x the better tracing-off point, "
                 f"p99 {point.p99_ms:,.1f} ms{spans}{cpu_text(point)}"
             )
 

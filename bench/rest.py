@@ -33,7 +33,8 @@ REST_POINT = "REST, one transfer per request (wrk)"
 DEFAULTS_POINT = "REST, make run defaults (relay on, info logs)"
 SUSTAINED_REST_POINT = "sustained: REST, make run defaults"
 FLOOR_POINT = "REST floor, bare handler (wrk)"
-TRACED_POINT = "REST, tracing on (OTLP to a local sink)"
+TRACED_POINT = "REST, tracing on (OTLP to a local sink)"  # every request traced
+SAMPLED_POINT = "REST, tracing on, {:.0%} of requests sampled"
 SOURCE_POINT = "REST, the build of --rest-source"
 AGAIN_POINT = "REST, tracing off again (noise)"
 WRK_TIMEOUT_S = 10
@@ -82,7 +83,8 @@ class Server:
     floor: bool = False  # the bare handler (bench/rest_floor.py), not `wallet serve`
     defaults: bool = False  # exactly what `make run` runs: the relay on, logs at INFO
     lag: bool = False  # report the outbox lag at the end (a sustained point)
-    tracing: bool = False  # every request traced, its spans exported to a local OTLP sink
+    tracing: bool = False  # requests traced, their spans exported to a local OTLP sink
+    sample_ratio: float = 1.0  # with tracing: the share of requests traced
     source: Path | None = None  # the code of this checkout, not this one's (another build)
 
 
@@ -90,8 +92,12 @@ TUNED = Server(REST_POINT)
 DEFAULTS = Server(DEFAULTS_POINT, defaults=True)
 SUSTAINED = Server(SUSTAINED_REST_POINT, defaults=True, lag=True)
 FLOOR = Server(FLOOR_POINT, floor=True)
-TRACED = Server(TRACED_POINT, tracing=True)
 AGAIN = Server(AGAIN_POINT)
+
+
+def traced(sample_ratio: float) -> Server:
+    name = TRACED_POINT if sample_ratio == 1.0 else SAMPLED_POINT.format(sample_ratio)
+    return Server(name, tracing=True, sample_ratio=sample_ratio)
 
 
 def other_build(source: Path) -> Server:
@@ -174,12 +180,19 @@ def server_command(server: Server, port: int) -> list[str]:
 
 def server_environment(server: Server, cluster: LocalCluster, port: int, sink: OtlpSink | None) -> dict[str, str]:
     environment = {**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_PORT": str(port)}
-    for name in ("WALLET_AUTH_SECRET", "WALLET_RELAY", "WALLET_LOG_LEVEL", "WALLET_OTLP_ENDPOINT"):
+    for name in (
+        "WALLET_AUTH_SECRET",
+        "WALLET_RELAY",
+        "WALLET_LOG_LEVEL",
+        "WALLET_OTLP_ENDPOINT",
+        "WALLET_TRACE_SAMPLE_RATIO",
+    ):
         environment.pop(name, None)
     if not server.defaults:
         environment.update({"WALLET_LOG_LEVEL": "warning", "WALLET_RELAY": "off"})
     if sink is not None:
         environment["WALLET_OTLP_ENDPOINT"] = sink.endpoint
+        environment["WALLET_TRACE_SAMPLE_RATIO"] = str(server.sample_ratio)
     if server.source is not None:  # its packages before this checkout's (installed editable)
         environment["PYTHONPATH"] = str(server.source)
     return environment

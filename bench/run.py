@@ -279,7 +279,8 @@ class Bench:
     async def comparison_points(self, run: Callable[[int, rest.Server, float], Point | None]) -> None:
         """Tracing on, another build, then the tuned server again, at 128 connections, each from
         an empty outbox (the tuned server runs no relay)."""
-        servers = [rest.TRACED] if self.args.tracing else []
+        ratios = [1.0] if self.args.tracing == [] else self.args.tracing or []  # `--tracing` alone: every request
+        servers = [rest.traced(ratio) for ratio in ratios]
         servers += [rest.other_build(self.args.rest_source)] if self.args.rest_source else []
         for server in [*servers, rest.AGAIN] if servers else []:
             await self.relay(report_it=False)
@@ -287,6 +288,16 @@ class Bench:
             if point is not None:
                 self.results.points.append(point)
                 await self.check(point)
+
+
+def sample_ratio(text: str) -> float:
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share of requests in 0..1, got {text!r}")
+    return ratio
 
 
 def existing_directory(text: str) -> Path:
@@ -322,8 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--tracing",
-        action="store_true",
-        help="also measure REST with tracing on (every request traced, exported over OTLP to a local receiver)",
+        type=sample_ratio,
+        nargs="*",
+        metavar="RATIO",
+        help="also measure REST with tracing on, exported over OTLP to a local receiver: every request "
+        "traced, or a point per share of requests sampled (--tracing 1 0.1)",
     )
     parser.add_argument(
         "--rest-source",

