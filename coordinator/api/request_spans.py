@@ -9,7 +9,6 @@ meets none of it.
 
 from __future__ import annotations
 
-from opentelemetry.trace import StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator.api.money import money_route
@@ -50,7 +49,7 @@ async def traced(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> No
             if message["type"] == "http.response.start":
                 span.set_attribute("http.response.status_code", message["status"])
                 if message["status"] >= 500:
-                    span.set_status(StatusCode.ERROR)
+                    tracing.mark_failed(span)
                 message = {**message, "headers": [*message.get("headers", ()), answered]}
             await send(message)
 

@@ -2,9 +2,10 @@
 
 Off (the default) it costs nothing: `enabled` is False, `phase()` and the other helpers hand
 back one shared no-op context manager without building a span, the HTTP app is built
-without its tracing layer (coordinator/api/request_spans.py), and the SDK is never imported
-(runtime/trace_export.py). Code on a hot path asks `tracing.enabled` through the module: a
-copy taken by `from core.runtime.tracing import enabled` would never change.
+without its tracing layer (coordinator/api/request_spans.py), and no module of
+OpenTelemetry is even imported (runtime/otel.py, the only one that uses it, is imported
+once tracing starts). Code on a hot path asks `tracing.enabled` through the module: a copy
+taken by `from core.runtime.tracing import enabled` would never change.
 
 On, a process exports its spans over OTLP/HTTP in batches, from the SDK's own thread, out of
 a bounded queue (spans past it are dropped, never waited for):
@@ -20,7 +21,7 @@ a bounded queue (spans past it are dropped, never waited for):
   recovery  `recovery.finish`, `recovery.abort`, `recovery.resume` (protocols/recovery.py)
   relay     `relay.round`: one stream's round of the ledger relay (ledger/relay.py)
 
-A round is recorded whenever a request it carries is (trace_export.LinkedOrParent), so a
+A round is recorded whenever a request it carries is (otel.LinkedOrParent), so a
 sampled request's trace always leads to the round that applied it. Every JSON log line
 written while a span is current carries its trace and span ids (runtime/logs.py).
 """
@@ -28,28 +29,21 @@ written while a span is current carries its trace and span ids (runtime/logs.py)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.util.types import AttributeValue
-
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.trace import Span, SpanContext
+    from opentelemetry.util.types import AttributeValue
 
+    from core.runtime.otel import Spans
     from core.runtime.settings import Settings
-
-ATTRIBUTE_PREFIX = "wallet."  # of every attribute phase() and batch() set
 
 enabled = False  # ask it as tracing.enabled: set by start(), cleared by stop()
 NULL: AbstractContextManager[None] = contextlib.nullcontext()  # the one no-op, shared by every caller
-_tracer: Tracer = trace.NoOpTracer()
-_provider: TracerProvider | None = None
-_propagator = TraceContextTextMapPropagator()
+_spans: Spans | None = None  # while enabled
 
 
 def configure(settings: Settings, process: str) -> None:
@@ -57,33 +51,32 @@ def configure(settings: Settings, process: str) -> None:
     in every span's resource: engine, http, relay); nothing otherwise."""
     if settings.otlp_endpoint is None:
         return
-    from core.runtime.trace_export import otlp_export
+    from core.runtime.otel import otlp_export
 
     start(otlp_export(settings.otlp_endpoint), settings.trace_sample_ratio, process)
 
 
 def start(processor: SpanProcessor, sample_ratio: float = 1.0, process: str = "wallet") -> None:
     """Spans on; each ended span goes to `processor` (the OTLP export, or a test's in-memory one)."""
-    global enabled, _tracer, _provider
-    from core.runtime.trace_export import provider_of
+    global enabled, _spans
+    from core.runtime.otel import spans_to
 
-    assert _provider is None, "tracing is already on: tracing.stop() first"
-    _provider = provider_of(processor, sample_ratio, process)
-    _tracer = _provider.get_tracer("wallet")
+    assert _spans is None, "tracing is already on: tracing.stop() first"
+    _spans = spans_to(processor, sample_ratio, process)
     enabled = True
 
 
 def stop() -> None:
     """Spans off; what is queued is exported first."""
-    global enabled, _tracer, _provider
-    provider, _provider = _provider, None
-    enabled, _tracer = False, trace.NoOpTracer()
-    if provider is not None:
-        provider.shutdown()
+    global enabled, _spans
+    spans, _spans, enabled = _spans, None, False
+    if spans is not None:
+        spans.provider.shutdown()
 
 
-def attributes_of(attributes: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
-    return {ATTRIBUTE_PREFIX + key: value for key, value in attributes.items()}
+def _on() -> Spans:
+    assert _spans is not None, "tracing is off: ask tracing.enabled first"
+    return _spans
 
 
 def phase(name: str, **attributes: AttributeValue) -> AbstractContextManager[object]:
@@ -91,7 +84,7 @@ def phase(name: str, **attributes: AttributeValue) -> AbstractContextManager[obj
     the shared no-op when tracing is off. An exception leaving it marks the span failed."""
     if not enabled:
         return NULL
-    return _tracer.start_as_current_span(name, attributes=attributes_of(attributes))
+    return _on().phase(name, attributes)
 
 
 def phase_since(started_ns: int, name: str, **attributes: AttributeValue) -> AbstractContextManager[object]:
@@ -99,88 +92,79 @@ def phase_since(started_ns: int, name: str, **attributes: AttributeValue) -> Abs
     only once it has found work (a relay round that found rows)."""
     if not enabled:
         return NULL
-    return _tracer.start_as_current_span(name, attributes=attributes_of(attributes), start_time=started_ns)
+    return _on().phase(name, attributes, started_ns)
 
 
 def annotate(**attributes: AttributeValue) -> None:
     """Attributes on the current span, learnt inside it (nothing when tracing is off)."""
     if enabled:
-        trace.get_current_span().set_attributes(attributes_of(attributes))
+        from core.runtime import otel
 
-
-def link_here() -> SpanContext | None:
-    """The current span's context, for a batch to link (None: no span is current)."""
-    context = trace.get_current_span().get_span_context()
-    return context if context.is_valid else None
+        otel.annotate(attributes)
 
 
 def batch(name: str, size: int, requests: Sequence[SpanContext | None]) -> AbstractContextManager[object]:
     """A batch's span: a trace of its own (no parent), linked to every request it carries."""
     if not enabled:
         return NULL
-    linked = {(c.trace_id, c.span_id): c for c in requests if c is not None}  # each request once
-    links = [Link(context) for context in linked.values()]
-    return _tracer.start_as_current_span(
-        f"batch {name}",
-        context=otel_context.Context(),
-        links=links,
-        attributes=attributes_of({"batch": name, "items": size, "requests": len(requests)}),
-    )
+    return _on().batch(name, size, requests)
 
 
 def request(method: str, path: str, traceparent: str | None, tracestate: str | None) -> AbstractContextManager[Span]:
     """An HTTP request's span (kind SERVER), the child of the caller's `traceparent` when it
-    sends a valid one."""
-    carrier = {"traceparent": traceparent or "", "tracestate": tracestate or ""}
-    return _tracer.start_as_current_span(
-        method,
-        context=_propagator.extract(carrier) if traceparent else otel_context.Context(),
-        kind=SpanKind.SERVER,
-        attributes={"http.request.method": method, "url.path": path},
-    )
+    sends a valid one. Tracing on only (the app asks for it only then)."""
+    return _on().request(method, path, traceparent, tracestate)
+
+
+# Tracing on only, like request(): each imports the OpenTelemetry side where it is.
+
+
+def link_here() -> SpanContext | None:
+    """The current span's context, for a batch to link (None: no span is current)."""
+    from core.runtime import otel
+
+    return otel.link_here()
 
 
 def traceparent_of(context: SpanContext) -> str:
     """The W3C traceparent header naming a span."""
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    from core.runtime import otel
+
+    return otel.traceparent_of(context)
 
 
 def traceparent_here() -> str | None:
     """The current span as a traceparent (to carry it to another process), or None."""
-    context = link_here()
-    return traceparent_of(context) if context is not None else None
+    from core.runtime import otel
+
+    context = otel.link_here()
+    return otel.traceparent_of(context) if context is not None else None
 
 
 def span_context_of(traceparent: str) -> SpanContext | None:
-    """The span a traceparent of our own making names (traceparent_of), or None. The engine
-    parses one per call: here, in a fifth less time than the propagator's regular expression
-    and tracestate take."""
-    version, trace_hex, span_hex, flags_hex = traceparent.split("-") if traceparent.count("-") == 3 else ("",) * 4
-    if version != "00" or len(trace_hex) != 32 or len(span_hex) != 16 or len(flags_hex) != 2:
-        return None
-    try:
-        context = SpanContext(int(trace_hex, 16), int(span_hex, 16), True, TraceFlags(int(flags_hex, 16)))
-    except ValueError:
-        return None
-    return context if context.is_valid else None
+    """The span a traceparent of our own making names (traceparent_of), or None."""
+    from core.runtime import otel
+
+    return otel.span_context_of(traceparent)
 
 
-@contextlib.contextmanager
-def remote_parent(traceparent: str) -> Iterator[None]:
-    """What runs inside has `traceparent` (another process's span, from traceparent_of) as its
-    current span; nothing changes for one that names no span."""
-    context = span_context_of(traceparent)
-    if context is None:
-        yield
-        return
-    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(context)))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+def remote_parent(traceparent: str) -> AbstractContextManager[None]:
+    """What runs inside has `traceparent` (another process's span) as its current span;
+    nothing changes for one that names no span."""
+    from core.runtime import otel
+
+    return otel.remote_parent(traceparent)
 
 
 def log_ids() -> tuple[str, str] | None:
     """(trace id, span id) in hex of the current span, for a log line; None without one."""
-    context = trace.get_current_span().get_span_context()
-    return (f"{context.trace_id:032x}", f"{context.span_id:016x}") if context.is_valid else None
+    from core.runtime import otel
+
+    return otel.log_ids()
+
+
+def mark_failed(span: Span) -> None:
+    """The span's status: failed (a 5xx answer)."""
+    from core.runtime import otel
+
+    otel.mark_failed(span)
