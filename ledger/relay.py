@@ -21,18 +21,21 @@ that committed late, a relay that died before its delete) are looked up by (acco
 version). visible_at, the running maximum of an account's created_at in version order, is
 carried in memory per account (bounded); an account not remembered is looked up, on every
 ledger server (its earlier versions may be in a stream on another one).
+
+Traced (runtime/tracing.py), a stream's round that found rows is the span `relay.round`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
-from core.runtime import fault_points
+from core.runtime import fault_points, tracing
 from core.runtime.background import Periodic
 from core.runtime.fan_out import fan_out
 from ledger.contract import LedgerPartition, LedgerServers, StreamAppend
@@ -116,17 +119,25 @@ class Relay:
 
     async def relay_stream(self, stream: str) -> int:
         """One round for one stream; the number of outbox rows it consumed."""
+        started_ns = time.time_ns()
         async with self.shards.session(stream) as session:
             rows = await session.select_relay_rows(RELAY_BATCH_MAX)
         if not rows:
             return 0
+        with tracing.phase_since(started_ns, "relay.round", stream=stream, rows=len(rows)):
+            return await self._relay_rows(stream, rows)
+
+    async def _relay_rows(self, stream: str, rows: list[RelayRow]) -> int:
+        """Chain `rows` (the stream's outbox, in order) into its ledger server, then delete them."""
         partition = self.partitions.holding(stream)
+        tracing.annotate(ledger=partition.name)
         async with partition.append(stream) as appending:
             position, head, state, source_high = appending.head
             if state != "live":
                 raise StreamFenced(f"stream {stream} on ledger {partition.name} is {state}: its outbox waits")
             skip = await appending.present([(r[1], r[2]) for r in rows if r[0] <= source_high])
             self.duplicates_dropped += len(skip)
+            tracing.annotate(duplicates=len(skip))
             priors = await self._priors(appending, partition, rows, skip)
             chained = chain_rows(stream, position, head, rows, skip, priors)
             await appending.extend(chained.lines, chained.position, chained.head, chained.source_high)

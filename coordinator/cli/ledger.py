@@ -16,7 +16,7 @@ from coordinator.cli.progress import progress
 from coordinator.service.wallet import WalletService
 from core.domain.money import format_amount
 from core.domain.validation import check_moment
-from core.runtime import event_loop
+from core.runtime import event_loop, tracing
 from core.runtime.logs import configure_logging
 from core.runtime.settings import Settings
 
@@ -40,6 +40,7 @@ def follow_relay(settings: Settings, watch_fd: int | None = None) -> int:
     from coordinator.cluster.topology_follower import TopologyFollower
 
     configure_logging(settings.log_format, settings.log_level)
+    tracing.configure(settings, "relay")
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -66,7 +67,10 @@ def follow_relay(settings: Settings, watch_fd: int | None = None) -> int:
             if watching is not None:
                 watching.cancel()
 
-    event_loop.run(run())
+    try:
+        event_loop.run(run())
+    finally:
+        tracing.stop()  # what is queued is exported
     return 0
 
 

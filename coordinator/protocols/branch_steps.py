@@ -6,7 +6,8 @@ between them. What each operation does to the rows is decided by domain/branch_p
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,7 +15,8 @@ from coordinator.protocols.retries import retry_conflicts
 from core.domain.branch_plan import BranchOp, BranchOutcome, SecondPhase, plan_branch_batch
 from core.domain.errors import RecordedCode
 from core.domain.transfers import Phase, RecordColumns, RequestMode, Transfer, TransferResult
-from shards.contract import Shards
+from core.runtime import tracing
+from shards.contract import Shards, ShardSession
 from shards.phase_state import PhaseRow, PhaseUpdate, SecondState
 
 # The record's phase for each protocol's two endings.
@@ -24,6 +26,16 @@ FINAL_PHASES: dict[tuple[RequestMode, SecondPhase], Phase] = {
     ("saga", "confirm"): "completed",
     ("saga", "cancel"): "compensated",
 }
+
+
+@asynccontextmanager
+async def traced(
+    opening: AbstractAsyncContextManager[ShardSession], name: str, **attributes: str
+) -> AsyncIterator[ShardSession]:
+    """A step's session, inside its span (tracing.phase: nothing when tracing is off)."""
+    with tracing.phase(name, **attributes):
+        async with opening as session:
+            yield session
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,7 @@ async def try_debits(
     ids = [t.transaction_id for t in transfers]
 
     async def step() -> list[DebitStart]:
-        async with shards.atomic(shard) as session:
+        async with traced(shards.atomic(shard), f"{transfers[0].mode}.try_debit", shard=shard) as session:
             read = await session.read_step(
                 [t.from_account for t in transfers if t.from_account], ids, phases=True, records=True
             )
@@ -105,7 +117,9 @@ async def run_branch_ops(shards: Shards, shard: str, ops: list[BranchOp]) -> lis
     """Branch operations that touch no phase state (the credit side), in one local transaction."""
 
     async def step() -> list[BranchOutcome]:
-        async with shards.atomic(shard) as session:
+        async with traced(
+            shards.atomic(shard), f"{ops[0].transfer.mode}.{ops[0].operation}_credit", shard=shard
+        ) as session:
             read = await session.read_step([op.account_id for op in ops], [op.transfer.transaction_id for op in ops])
             plan = plan_branch_batch(ops, read.accounts, read.barrier)
             await session.write_step(
@@ -133,7 +147,7 @@ async def second_phase_debits(
     ids = [d.transfer.transaction_id for d in decisions]
 
     async def step() -> list[TransferResult]:
-        async with shards.atomic(shard) as session:
+        async with traced(shards.atomic(shard), f"{decisions[0].transfer.mode}.decide_debit", shard=shard) as session:
             read = await session.read_step(
                 [d.transfer.from_account for d in decisions if d.transfer.from_account],
                 ids,
@@ -180,7 +194,7 @@ async def mark_done(shards: Shards, shard: str, transfers: list[Transfer]) -> li
     its own transaction (no BEGIN and COMMIT round trips around it)."""
 
     async def step() -> list[Transfer]:
-        async with shards.session(shard) as session:
+        async with traced(shards.session(shard), f"{transfers[0].mode}.mark_done", shard=shard) as session:
             await session.mark_done([t.transaction_id for t in transfers])
         return transfers
 

@@ -10,6 +10,10 @@ and re-read, and finishing an already finished gid is a no-op.
 TC/C and Saga transfers whose phase state is unfinished and untouched for
 `abort_after_ms` are driven on from the step they reached, by the code the coordinator
 runs (branch_flow.resume).
+
+Traced (runtime/tracing.py), each action is a span: `recovery.abort` (an undecided batch
+fenced), `recovery.finish` (a decided batch's branches, each `recovery.commit_prepared` or
+`recovery.rollback_prepared`), `recovery.resume` (a shard's unfinished TC/C or Saga transfers).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 
 from coordinator.protocols.branch_flow import BranchFlow
 from core.domain.outcomes import Refused, Reroute
+from core.runtime import tracing
 from core.runtime.background import Periodic
 from core.runtime.fan_out import fan_out
 from shards.contract import Shards
@@ -96,20 +101,24 @@ async def recover_once(
                     if max(m.age_ms for m in members) < abort_after_ms:
                         report.waiting += len(members)
                         return
-                    outcome = await session.decide_unless_decided(batch_id, "abort")
+                    with tracing.phase("recovery.abort", batch_id=batch_id, decision_shard=decision_shard):
+                        outcome = await session.decide_unless_decided(batch_id, "abort")
         except ShardError as error:
             report.errors.append(f"batch {batch_id}: decision shard {decision_shard} unreachable: {error}")
             return
-        for member in members:
-            try:
-                async with shards.session(member.branch_shard) as session:
-                    if outcome == "commit":
-                        if await session.commit_prepared(member.gid):
-                            report.committed += 1
-                    elif await session.rollback_prepared(member.gid):
-                        report.rolled_back += 1
-            except ShardError as error:
-                report.errors.append(f"{member.gid}: {error}")
+        action = "recovery.commit_prepared" if outcome == "commit" else "recovery.rollback_prepared"
+        with tracing.phase("recovery.finish", batch_id=batch_id, decision=outcome, branches=len(members)):
+            for member in members:
+                try:
+                    with tracing.phase(action, shard=member.branch_shard, gid=member.gid):
+                        async with shards.session(member.branch_shard) as session:
+                            if outcome == "commit":
+                                if await session.commit_prepared(member.gid):
+                                    report.committed += 1
+                            elif await session.rollback_prepared(member.gid):
+                                report.rolled_back += 1
+                except ShardError as error:
+                    report.errors.append(f"{member.gid}: {error}")
 
     await asyncio.gather(*(resolve(batch_id, members) for batch_id, members in by_batch.items()))
     if not listed.errors and len(branches) < BRANCHES_PER_PASS_MAX:
@@ -146,13 +155,15 @@ async def resume_unfinished(
     listed = await fan_out(names, one)
     for shard, error in listed.errors.items():
         report.errors.append(f"{shard}: cannot list unfinished transfers: {error}")
-    for phases in listed.results.values():
-        for flow in flows:
-            for transaction_id, outcome in (await flow.resume(phases)).items():
-                if isinstance(outcome, (Refused, Reroute)):
-                    report.errors.append(f"{transaction_id}: {outcome}")
-                else:
-                    report.resumed += 1
+    for shard, phases in listed.results.items():
+        resuming = tracing.phase("recovery.resume", shard=shard, unfinished=len(phases)) if phases else tracing.NULL
+        with resuming:
+            for flow in flows:
+                for transaction_id, outcome in (await flow.resume(phases)).items():
+                    if isinstance(outcome, (Refused, Reroute)):
+                        report.errors.append(f"{transaction_id}: {outcome}")
+                    else:
+                        report.resumed += 1
 
 
 class Recovery:

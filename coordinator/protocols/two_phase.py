@@ -53,7 +53,7 @@ from core.domain.accounts import Account
 from core.domain.batch_plan import BatchPlan, plan_local_batch
 from core.domain.outcomes import Outcome, Reroute, unavailable
 from core.domain.transfers import ProtocolName, Transfer
-from core.runtime import fault_points
+from core.runtime import fault_points, tracing
 from core.runtime.fan_out import fan_out, settled
 from core.runtime.gates import let_next_start
 from core.runtime.ids import new_batch_id
@@ -145,7 +145,8 @@ class TwoPhaseCommit:
                 for shard in sorted(batch.accounts_on):
                     batch.sessions[shard] = await stack.enter_async_context(self.shards.session(shard))
                 try:
-                    await self._lock(batch, in_order=retry)
+                    with tracing.phase("2pc.lock", batch_id=batch.batch_id, shards=len(batch.sessions), in_order=retry):
+                        await self._lock(batch, in_order=retry)
                     plan = plan_local_batch(
                         transfers, batch.locked, await reading, protocol="2pc", protocols=batch.protocols(transfers)
                     )
@@ -201,18 +202,20 @@ class TwoPhaseCommit:
             if shard not in writers:  # read-only participant: release its locks now
                 await session.rollback()
                 return
-            batch.stamps[shard] = await session.write_batch(
-                changes[shard],
-                plan.records(transfers, recorded_on[shard]),
-                postings.events_on(batch.accounts_on[shard]),
-                commit_decision=batch.batch_id if shard == batch.decision_shard else None,
-            )
+            with tracing.phase("2pc.write", shard=shard, decision=shard == batch.decision_shard):
+                batch.stamps[shard] = await session.write_batch(
+                    changes[shard],
+                    plan.records(transfers, recorded_on[shard]),
+                    postings.events_on(batch.accounts_on[shard]),
+                    commit_decision=batch.batch_id if shard == batch.decision_shard else None,
+                )
 
         # Every write finishes before any failure is acted on: a connection is never rolled
         # back while its statement still runs.
         (await fan_out(involved, write_or_release)).raise_first()
         if len(writers) == 1:  # every change on one shard after all: a local commit
-            await batch.sessions[writers[0]].commit()
+            with tracing.phase("2pc.commit_local", shard=writers[0]):
+                await batch.sessions[writers[0]].commit()
             batch.decided = True
         elif writers:
             fault_points.reach("2pc.after_writes")
@@ -225,7 +228,8 @@ class TwoPhaseCommit:
 
         async def prepare(shard: str) -> None:
             nonlocal prepared
-            await batch.sessions[shard].prepare(batch.gids[shard])
+            with tracing.phase("2pc.prepare", shard=shard, gid=batch.gids[shard]):
+                await batch.sessions[shard].prepare(batch.gids[shard])
             prepared += 1
             if prepared == 1:
                 fault_points.reach("2pc.after_first_prepare")
@@ -250,7 +254,8 @@ class TwoPhaseCommit:
         shard = batch.decision_shard
         assert shard is not None
         try:
-            await batch.sessions[shard].commit()  # <- THE COMMIT POINT
+            with tracing.phase("2pc.decide", shard=shard, batch_id=batch.batch_id):
+                await batch.sessions[shard].commit()  # <- THE COMMIT POINT
         except ShardUnavailable:
             async with self.shards.session(shard) as fresh:
                 outcome = await fresh.decide_unless_decided(batch.batch_id, "abort")
@@ -279,7 +284,8 @@ class TwoPhaseCommit:
         async def finish(shard: str, gid: str) -> None:
             nonlocal committed
             try:
-                await batch.sessions[shard].commit_prepared(gid)
+                with tracing.phase("2pc.commit_prepared", shard=shard, gid=gid):
+                    await batch.sessions[shard].commit_prepared(gid)
             except (ShardError, asyncpg.PostgresError) as error:
                 batch.sessions[shard].forget_if_broken(error)
                 if not await self._commit_prepared_again(shard, gid):
