@@ -101,6 +101,17 @@ def test_a_mutant_is_undone_when_its_run_ends() -> None:
     assert trace_of(0).ok
 
 
+# Seeds that found a bug, kept: each failed before its fix (docs/simulation.md, "What it found").
+REGRESSION_SEEDS = {1: "one transaction id twice in a TC/C batch failed the batch on an assertion"}
+
+
+@pytest.mark.parametrize("seed", sorted(REGRESSION_SEEDS))
+def test_a_seed_that_found_a_bug_stays_clean(seed: int) -> None:
+    """Each seed that once found a bug (REGRESSION_SEEDS) runs clean."""
+    result = trace_of(seed)
+    assert result.ok, [a.detail for a in result.anomalies]
+
+
 async def test_one_transaction_id_twice_in_a_tcc_batch_is_applied_once() -> None:
     """Regression (found by the simulator): a retry queued while its first request still waited
     (that request given up by its caller) put one id twice into one TC/C batch, and the batch
