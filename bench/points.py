@@ -38,6 +38,7 @@ class Point:
     postgres_cpu_us: float | None = None
     conserved: bool | None = None  # balances summed to the deposits after the point
     outbox_lag_s: float | None = None  # the oldest event not yet in the ledger, at the end (with a relay)
+    spans_exported: int | None = None  # with tracing on: spans the server sent to the OTLP sink
 
     def cpu(self, meter: CpuMeter) -> None:
         self.coordinator_cpu_us, self.postgres_cpu_us = meter.per_transfer_us(self.transfers)

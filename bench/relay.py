@@ -21,9 +21,11 @@ from bench.cpu import CpuMeter
 from launchers.postgres import LocalCluster
 from ledger.chain import GENESIS
 from ledger.partitions import LedgerPartitions
-from ledger.relay import SELECT_FOR_RELAY, Relay
+from ledger.relay import Relay
 from shard_router.topology import LedgerServer, Topology
+from shards.outbox import SELECT_FOR_RELAY
 from shards.pool import ShardPools
+from shards.postgres import PostgresShards
 
 ACCOUNTS_PER_SHARD = 10_000
 HASH_SAMPLE = 50_000  # events hashed each way
@@ -80,7 +82,7 @@ async def drain_measured(
     await pools.open()
     partitions = await LedgerPartitions(ledgers).open()
     try:
-        relay = Relay(pools, partitions)
+        relay = Relay(PostgresShards(pools), partitions)
         meter, started = CpuMeter(cluster).start(), time.perf_counter()
         moved = await relay.drain()
         seconds = time.perf_counter() - started

@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 
 from bench.points import Point, Results
-from bench.rest import DEFAULTS_POINT, REST_POINT, SUSTAINED_REST_POINT
+from bench.rest import AGAIN_POINT, DEFAULTS_POINT, REST_POINT, SOURCE_POINT, SUSTAINED_REST_POINT, TRACED_POINT
+
+TRACING_POINTS = "REST, tracing on"  # the start of every tracing point's name (bench/rest.py)
 
 TARGET_TRANSFERS_PER_S = 1_000_000
 ENGINE_POINT, UNBATCHED_POINT = "engine, one transfer per call", "unbatched, one transfer per call"
@@ -66,6 +68,7 @@ def summary_of(results: Results, rest_connections: int = 128) -> dict[str, float
     rest = best(results, REST_POINT, concurrency=rest_connections)
     defaults, sustained = best(results, DEFAULTS_POINT), best(results, SUSTAINED_BATCH_POINT)
     sustained_rest, rest_1024 = best(results, SUSTAINED_REST_POINT), best(results, REST_POINT, concurrency=1024)
+    traced = best(results, TRACED_POINT)
     return {
         "pgbench_tps": round(results.pgbench_tps, 1),
         "floor_tps": rate(results.floor),
@@ -92,6 +95,11 @@ def summary_of(results: Results, rest_connections: int = 128) -> dict[str, float
         "batch_2pc_coordinator_cpu_us": cpu(batch, "coordinator"),
         "batch_2pc_postgres_cpu_us": cpu(batch, "postgres"),
         "relay_events_per_s": rate(results.relay),
+        "rest_tracing_tps": rate(traced),
+        "rest_tracing_p99_ms": p99(traced),
+        "rest_tracing_coordinator_cpu_us": cpu(traced, "coordinator"),
+        "rest_again_tps": rate(best(results, AGAIN_POINT)),
+        "rest_source_tps": rate(best(results, SOURCE_POINT)),
     }
 
 
@@ -182,6 +190,7 @@ def summarize_rest(results: Results, rest_connections: int) -> None:
                 f"REST PostgreSQL CPU per transfer: {rest.postgres_cpu_us / batch.postgres_cpu_us:4.1f}x "
                 "the batch API's"
             )
+    summarize_comparison(results, rest)
     for name in (DEFAULTS_POINT, SUSTAINED_REST_POINT, SUSTAINED_BATCH_POINT):
         point = best(results, name)
         if point is not None:
@@ -189,6 +198,29 @@ def summarize_rest(results: Results, rest_connections: int) -> None:
             print(
                 f"{name:<44} {point.per_s:>10,.0f}/s = {point.per_s / pgbench:5.2f}x pgbench, "
                 f"p99 {point.p99_ms:,.1f} ms{lag}"
+            )
+
+
+def summarize_comparison(results: Results, rest: Point | None) -> None:
+    """Tracing on and another build against the two tracing-off points (128 connections)."""
+    again = best(results, AGAIN_POINT)
+    if rest is None or again is None or rest.concurrency != 128:
+        return
+    low, high = sorted((rest.per_s, again.per_s))
+    print(
+        f"REST, tracing off twice       {rest.per_s:>10,.0f}/s and {again.per_s:,.0f}/s: "
+        f"run-to-run noise {(high - low) / high:.1%}{cpu_text(rest)}"
+    )
+    for point in results.points:
+        if point.name.startswith(TRACING_POINTS) or point.name == SOURCE_POINT:
+            spans = (
+                f", {point.spans_exported / point.transfers:.1f} spans exported per transfer"
+                if point.spans_exported is not None and point.transfers
+                else ""
+            )
+            print(
+                f"{point.name:<44} {point.per_s:>10,.0f}/s = {point.per_s / high:5.2f}x the better tracing-off point, "
+                f"p99 {point.p99_ms:,.1f} ms{spans}{cpu_text(point)}"
             )
 
 

@@ -1,10 +1,18 @@
 """REST points: `wallet serve` as its own processes (the engine, its HTTP processes and, with the
 relay on, the relay process), or the REST floor's bare handler, driven by wrk, one transfer
-per request. Every point's CPU is that of the server's processes together."""
+per request. Every point's CPU is that of the server's processes together.
+
+The comparison points (`--tracing`, `--rest-source`) run the tuned server again beside the
+tuned point at the same connections: with tracing on, every request traced and exported to
+a local OTLP receiver (launchers/otlp_sink.py, in the benchmark's process: its CPU is not
+the server's); the code of another checkout (say `git archive main`), to measure a change
+against the build without it; and the tuned server once more, so the spread of the two
+tracing-off points shows the run-to-run noise the others are read against."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -17,6 +25,7 @@ from pathlib import Path
 from bench.cpu import CpuMeter
 from bench.points import Point, outbox_lag_s
 from bench.workload import Workload
+from launchers.otlp_sink import OtlpSink
 from launchers.postgres import LocalCluster, free_port
 from wallet_client import WalletClient
 
@@ -24,6 +33,10 @@ REST_POINT = "REST, one transfer per request (wrk)"
 DEFAULTS_POINT = "REST, make run defaults (relay on, info logs)"
 SUSTAINED_REST_POINT = "sustained: REST, make run defaults"
 FLOOR_POINT = "REST floor, bare handler (wrk)"
+TRACED_POINT = "REST, tracing on (OTLP to a local sink)"  # every request traced
+SAMPLED_POINT = "REST, tracing on, {:.0%} of requests sampled"
+SOURCE_POINT = "REST, the build of --rest-source"
+AGAIN_POINT = "REST, tracing off again (noise)"
 WRK_TIMEOUT_S = 10
 WRK_THREADS = 2
 
@@ -70,12 +83,25 @@ class Server:
     floor: bool = False  # the bare handler (bench/rest_floor.py), not `wallet serve`
     defaults: bool = False  # exactly what `make run` runs: the relay on, logs at INFO
     lag: bool = False  # report the outbox lag at the end (a sustained point)
+    tracing: bool = False  # requests traced, their spans exported to a local OTLP sink
+    sample_ratio: float = 1.0  # with tracing: the share of requests traced
+    source: Path | None = None  # the code of this checkout, not this one's (another build)
 
 
 TUNED = Server(REST_POINT)
 DEFAULTS = Server(DEFAULTS_POINT, defaults=True)
 SUSTAINED = Server(SUSTAINED_REST_POINT, defaults=True, lag=True)
 FLOOR = Server(FLOOR_POINT, floor=True)
+AGAIN = Server(AGAIN_POINT)
+
+
+def traced(sample_ratio: float) -> Server:
+    name = TRACED_POINT if sample_ratio == 1.0 else SAMPLED_POINT.format(sample_ratio)
+    return Server(name, tracing=True, sample_ratio=sample_ratio)
+
+
+def other_build(source: Path) -> Server:
+    return Server(SOURCE_POINT, source=source.resolve())
 
 
 def rest_point(
@@ -92,6 +118,23 @@ def rest_point(
     logs at WARNING; the defaults are `make run`'s."""
     if shutil.which("wrk") is None:
         return None
+    with OtlpSink(keep=False) if server.tracing else contextlib.nullcontext() as sink:
+        point = serve_and_measure(cluster, workload, mode, connections, seconds, workdir, server, sink)
+        if sink is not None:  # the server has stopped: what it queued is exported
+            point.spans_exported = sink.spans_received
+    return point
+
+
+def serve_and_measure(
+    cluster: LocalCluster,
+    workload: Workload,
+    mode: str,
+    connections: int,
+    seconds: float,
+    workdir: Path,
+    server: Server,
+    sink: OtlpSink | None,
+) -> Point:
     from coordinator.api.auth import issue_token, load_secret
     from core.runtime.settings import Settings
 
@@ -100,7 +143,8 @@ def rest_point(
     token = issue_token(secret or "", "bench", "admin")  # an admin token: its own, higher rate limit
     process = subprocess.Popen(
         server_command(server, port),
-        env=server_environment(server, cluster, port),
+        env=server_environment(server, cluster, port, sink),
+        cwd=server.source,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -134,12 +178,23 @@ def server_command(server: Server, port: int) -> list[str]:
     return [sys.executable, "-m", "coordinator.cli.main", "serve"]
 
 
-def server_environment(server: Server, cluster: LocalCluster, port: int) -> dict[str, str]:
+def server_environment(server: Server, cluster: LocalCluster, port: int, sink: OtlpSink | None) -> dict[str, str]:
     environment = {**os.environ, "WALLET_HOME": str(cluster.home), "WALLET_PORT": str(port)}
-    for name in ("WALLET_AUTH_SECRET", "WALLET_RELAY", "WALLET_LOG_LEVEL"):
+    for name in (
+        "WALLET_AUTH_SECRET",
+        "WALLET_RELAY",
+        "WALLET_LOG_LEVEL",
+        "WALLET_OTLP_ENDPOINT",
+        "WALLET_TRACE_SAMPLE_RATIO",
+    ):
         environment.pop(name, None)
     if not server.defaults:
         environment.update({"WALLET_LOG_LEVEL": "warning", "WALLET_RELAY": "off"})
+    if sink is not None:
+        environment["WALLET_OTLP_ENDPOINT"] = sink.endpoint
+        environment["WALLET_TRACE_SAMPLE_RATIO"] = str(server.sample_ratio)
+    if server.source is not None:  # its packages before this checkout's (installed editable)
+        environment["PYTHONPATH"] = str(server.source)
     return environment
 
 

@@ -19,6 +19,10 @@ in the same run on the same machine.
      request, at several connection counts (tuned: the relay off, logs at WARNING); under
      exactly `make run`'s defaults (the relay on, logs at INFO), also sustained for 30 s; and
      the REST floor (bench/rest_floor.py): the same server and body, no wallet work.
+     With --tracing and --rest-source, at 128 connections beside the tuned point: tracing on
+     (every request traced, exported to a local OTLP receiver), another build's server, and
+     the tuned server again (the spread of the two is the run-to-run noise). --only-rest
+     measures pgbench and these REST points alone, in about a minute.
 Conservation is checked after every point: every balance summed equals every deposit;
 nothing reserved; nothing prepared.
 """
@@ -35,6 +39,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -110,13 +115,14 @@ class Bench:
     async def measure(self) -> None:
         await create_accounts(self.topology, self.ids, INITIAL_BALANCE)
         self.results.statement_cpu_us = await statement_cost_us(self.cluster, self.topology.shards["shard0"])
-        await self.floor()
-        await self.round_trips()
-        await self.engine()
-        await self.relay()
-        await self.sustained()
-        await self.relay(report_it=False)  # what the sustained point left behind, before REST
-        if self.args.rest:
+        if not self.args.only_rest:
+            await self.floor()
+            await self.round_trips()
+            await self.engine()
+            await self.relay()
+            await self.sustained()
+            await self.relay(report_it=False)  # what the sustained point left behind, before REST
+        if self.args.rest or self.args.only_rest:
             await self.rest_points()
         async with WalletService(self.topology, self.settings) as service:
             self.results.conserved = await conserved(service, len(self.ids)) and all(
@@ -255,6 +261,9 @@ class Bench:
                 return
             results.points.append(point)
             await self.check(point)
+        await self.comparison_points(run)
+        if args.only_rest:
+            return
         for server, seconds in ((rest.DEFAULTS, args.seconds), (rest.SUSTAINED, args.sustained_seconds)):
             # the relay of these points starts from an empty outbox, not from the tuned points' backlog
             await self.relay(report_it=False)
@@ -266,6 +275,35 @@ class Bench:
         results.rest_floor = await asyncio.to_thread(run, 128, rest.FLOOR, args.seconds)
         if results.rest_floor is not None:
             report(results.rest_floor, results)
+
+    async def comparison_points(self, run: Callable[[int, rest.Server, float], Point | None]) -> None:
+        """Tracing on, another build, then the tuned server again, at 128 connections, each from
+        an empty outbox (the tuned server runs no relay)."""
+        ratios = [1.0] if self.args.tracing == [] else self.args.tracing or []  # `--tracing` alone: every request
+        servers = [rest.traced(ratio) for ratio in ratios]
+        servers += [rest.other_build(self.args.rest_source)] if self.args.rest_source else []
+        for server in [*servers, rest.AGAIN] if servers else []:
+            await self.relay(report_it=False)
+            point = await asyncio.to_thread(run, 128, server, self.args.seconds)
+            if point is not None:
+                self.results.points.append(point)
+                await self.check(point)
+
+
+def sample_ratio(text: str) -> float:
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share of requests in 0..1, got {text!r}")
+    return ratio
+
+
+def existing_directory(text: str) -> Path:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a directory (a checkout, e.g. from `git archive main`)")
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,6 +330,24 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[16, 128, 1024],
         help="wrk connections of the REST curve (default 16 128 1024)",
+    )
+    parser.add_argument(
+        "--tracing",
+        type=sample_ratio,
+        nargs="*",
+        metavar="RATIO",
+        help="also measure REST with tracing on, exported over OTLP to a local receiver: every request "
+        "traced, or a point per share of requests sampled (--tracing 1 0.1)",
+    )
+    parser.add_argument(
+        "--rest-source",
+        type=existing_directory,
+        help="also measure REST served by the code in this directory (another build, e.g. `git archive main`)",
+    )
+    parser.add_argument(
+        "--only-rest",
+        action="store_true",
+        help="measure pgbench and the REST points only (with --tracing, --rest-source: a change's cost in a minute)",
     )
     parser.add_argument(
         "--sustained-seconds",

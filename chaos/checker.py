@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -123,9 +124,35 @@ async def check_run(
 ) -> CheckReport:
     """`deposits`: transaction id -> (account, minor units), every deposit of the run, all
     definite successes made before the workload started."""
+    live = await read_live(topology, accounts)
+    transfer_ids = [UUID(r.transaction_id) for r in history]
+    left = await leftovers(topology, accounts, transfer_ids)
+    assert topology.ledgers, "the checker needs the ledger databases"
+    parts = await asyncio.gather(
+        *(fetch(server.dsn, LEDGER_EVENTS, accounts, list(server.streams)) for server in topology.ledgers.values())
+    )
+    rows = sorted((row for part in parts for row in part), key=lambda row: (row["account_id"], row["version"]))
+    events = [LedgerEvent(**dict(row)) for row in rows]
+    report = judge(accounts, deposits, history, live, left, events, read_anomalies)
+    await check_replay(report, topology, live)
+    check_reads(report, reads, events, sum(amount for _, amount in deposits.values()))
+    return report
+
+
+def judge(
+    accounts: list[str],
+    deposits: dict[UUID, tuple[str, int]],
+    history: list[TransferRecord],
+    live: dict[str, tuple[int, int, int]],
+    left: tuple[int, int, int],
+    events: list[LedgerEvent],
+    read_anomalies: Sequence[Anomaly] = (),
+) -> CheckReport:
+    """The run judged from what was read: `live` (account -> balance, reserved, version), `left`
+    (prepared branches, unfinished phases, outbox rows: leftovers()) and the run's ledger
+    events, in (account, version) order. The simulator (chaos/simulation/) judges its runs here too."""
     report = CheckReport(anomalies=list(read_anomalies))
     deposited = sum(amount for _, amount in deposits.values())
-    live = await read_live(topology, accounts)
 
     # Money: conserved, never negative, nothing held.
     total = sum(balance for balance, _, _ in live.values())
@@ -139,8 +166,7 @@ async def check_run(
         if reserved != 0:
             report.add("open_hold", f"{account}: {reserved} reserved after recovery")
 
-    transfer_ids = [UUID(r.transaction_id) for r in history]
-    prepared, unfinished, pending = await leftovers(topology, accounts, transfer_ids)
+    prepared, unfinished, pending = left
     if prepared:
         report.add("prepared_left", f"{prepared} prepared transactions remain")
     if unfinished:
@@ -172,15 +198,7 @@ async def check_run(
             )
 
     # Each transaction, from its own ledger events.
-    assert topology.ledgers, "the checker needs the ledger databases"
-    parts = await asyncio.gather(
-        *(fetch(server.dsn, LEDGER_EVENTS, accounts, list(server.streams)) for server in topology.ledgers.values())
-    )
-    rows = sorted((row for part in parts for row in part), key=lambda row: (row["account_id"], row["version"]))
-    events = [LedgerEvent(**dict(row)) for row in rows]
     check_transactions(report, history, deposits, events)
-    await check_replay(report, topology, live)
-    check_reads(report, reads, events, deposited)
     return report
 
 
@@ -228,16 +246,26 @@ def check_transactions(
 async def check_replay(report: CheckReport, topology: Topology, live: dict[str, tuple[int, int, int]]) -> None:
     partitions = await LedgerPartitions(topology.ledgers).open()
     try:
-        for account, state in sorted(live.items()):
-            replayed = (await replay_balances(partitions, END_OF_TIME, account)).balances.get(account)
-            again = (replayed.balance, replayed.reserved, replayed.version) if replayed else (0, 0, 0)
-            if again != state:
-                report.add(
-                    "ledger_replay_differs",
-                    f"{account}: live {state}, ledger replay {again} (balance, reserved, version)",
-                )
+        replayed = {}
+        for account in sorted(live):
+            state = (await replay_balances(partitions, END_OF_TIME, account)).balances.get(account)
+            if state is not None:
+                replayed[account] = (state.balance, state.reserved, state.version)
+        compare_replay(report, live, replayed)
     finally:
         await partitions.close()
+
+
+def compare_replay(
+    report: CheckReport, live: dict[str, tuple[int, int, int]], replayed: dict[str, tuple[int, int, int]]
+) -> None:
+    """Each account's (balance, reserved, version), live against the ledger's replay."""
+    for account, state in sorted(live.items()):
+        again = replayed.get(account, (0, 0, 0))
+        if again != state:
+            report.add(
+                "ledger_replay_differs", f"{account}: live {state}, ledger replay {again} (balance, reserved, version)"
+            )
 
 
 def check_reads(report: CheckReport, reads: list[Read], events: list[LedgerEvent], deposited: int) -> None:

@@ -10,7 +10,8 @@ moved away (ledger/streams.py), which nothing reads.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -18,6 +19,9 @@ import asyncpg
 
 from core.domain.errors import ConfigurationError, WalletError
 from core.runtime.fan_out import fan_out
+from ledger import appends, store
+from ledger.appends import PostgresAppend
+from ledger.chain import LedgerEvent
 from shard_router.topology import LedgerServer
 from shards.pool import SERVER_SETTINGS, carry_uuids_as_text
 
@@ -43,6 +47,21 @@ class Partition:
     def connection(self) -> asyncpg.pool.PoolAcquireContext:
         assert self.pool is not None, f"ledger {self.name} is not open"
         return self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+
+    # -- the relay's contract (ledger/contract.py) ------------------------------------------------
+    @asynccontextmanager
+    async def append(self, stream: str) -> AsyncIterator[PostgresAppend]:
+        async with self.relaying, self.connection() as connection, connection.transaction():
+            yield await PostgresAppend.lock_head(connection, stream)
+
+    async def prior_visible(self, wanted: dict[str, int]) -> dict[str, str]:
+        async with self.connection() as connection:
+            return await appends.prior_visible(connection, wanted)
+
+    async def stream_events(self, stream: str) -> AsyncIterator[list[LedgerEvent]]:
+        async with self.connection() as connection:
+            async for page in store.stream_events(connection, stream):
+                yield page
 
 
 async def open_pool(dsn: str) -> asyncpg.Pool:

@@ -21,25 +21,27 @@ that committed late, a relay that died before its delete) are looked up by (acco
 version). visible_at, the running maximum of an account's created_at in version order, is
 carried in memory per account (bounded); an account not remembered is looked up, on every
 ledger server (its earlier versions may be in a stream on another one).
+
+Traced (runtime/tracing.py), a stream's round that found rows is the span `relay.round`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
-from core.runtime import fault_points
+from core.runtime import fault_points, tracing
 from core.runtime.background import Periodic
 from core.runtime.fan_out import fan_out
-from ledger.chain import GENESIS
-from ledger.partitions import UNREACHABLE, LedgerPartitions, Partition
-from shards.arrays import int_array, text_array
+from ledger.contract import LedgerPartition, LedgerServers, StreamAppend
+from ledger.partitions import UNREACHABLE
+from shards.contract import RelayRow, Shards
 from shards.errors import ShardError
-from shards.pool import Connection, ShardPools
 
 log = logging.getLogger("wallet.relay")
 
@@ -48,51 +50,6 @@ DRAIN_ROUNDS_MAX = 10_000
 INTERVAL_S_DEFAULT = 0.2
 # Accounts whose latest (version, visible_at) is remembered; past it the memory starts over.
 VISIBLE_REMEMBERED_MAX = 1_000_000
-# An outbox moment as the chain writes it (UTC, microseconds): text of that form sorts as time.
-MOMENT = """to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-# What the relay reads of a row: its id, account and version, its moment, and every hashed
-# field after stream and position as one text, \x1f between them (ledger/chain.py).
-SELECT_FOR_RELAY = f"""
-SELECT event_id, account_id, version, moment,
-       concat_ws(E'\\x1f', event_id, transaction_id, account_id, version, kind, amount, reserved_delta,
-                 balance_after, reserved_after, currency, moment) AS hashed
-FROM (SELECT *, {MOMENT} AS moment FROM outbox ORDER BY event_id LIMIT $1) AS waiting
-"""
-DELETE_RELAYED = "DELETE FROM outbox WHERE event_id IN (SELECT unnest(($1::text)::bigint[]))"
-CREATE_HEAD = "INSERT INTO ledger_heads (stream, position, hash) VALUES ($1, 0, $2) ON CONFLICT (stream) DO NOTHING"
-LOCK_HEAD = "SELECT position, hash, state, source_high FROM ledger_heads WHERE stream = $1 FOR UPDATE"
-SET_HEAD = "UPDATE ledger_heads SET position = $2, hash = $3, source_high = greatest(source_high, $4) WHERE stream = $1"
-PRESENT = """
-SELECT e.account_id, e.version FROM ledger_events e
-JOIN unnest(($2::text)::text[], ($3::text)::bigint[]) AS k(account_id, version)
-  ON e.account_id = k.account_id AND e.version = k.version
-WHERE e.stream = $1
-"""
-# The visible_at of each account's version before its first one here (wherever it lies).
-PRIOR_VISIBLE = """
-SELECT e.account_id, to_char(e.visible_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-FROM ledger_events e
-JOIN unnest(($1::text)::text[], ($2::text)::bigint[]) AS k(account_id, version)
-  ON e.account_id = k.account_id AND e.version = k.version
-"""
-COPY_COLUMNS = [
-    "stream",
-    "position",
-    "source_event_id",
-    "transaction_id",
-    "account_id",
-    "version",
-    "kind",
-    "amount",
-    "reserved_delta",
-    "balance_after",
-    "reserved_after",
-    "currency",
-    "created_at",
-    "prev_hash",
-    "hash",
-    "visible_at",
-]
 
 
 class StreamFenced(Exception):
@@ -114,7 +71,7 @@ def chain_rows(
     stream: str,
     position: int,
     head: bytes,
-    rows: Sequence[asyncpg.Record],
+    rows: Sequence[RelayRow],
     skip: set[tuple[str, int]],
     visible: Callable[[str, int], str | None],
 ) -> Chained:
@@ -153,61 +110,54 @@ def chain_rows(
     return Chained("".join(lines).encode(), position, head, high, seen)
 
 
-async def once(data: bytes) -> AsyncIterator[bytes]:
-    """COPY's source as one chunk (asyncpg reads bytes given as such as a file's path)."""
-    yield data
-
-
 class Relay:
-    def __init__(self, pools: ShardPools, partitions: LedgerPartitions) -> None:
-        self.pools = pools
+    def __init__(self, shards: Shards, partitions: LedgerServers) -> None:
+        self.shards = shards
         self.partitions = partitions
         self.duplicates_dropped = 0
         self.visible: dict[str, tuple[int, str]] = {}  # account -> (version, visible_at) last relayed
 
     async def relay_stream(self, stream: str) -> int:
         """One round for one stream; the number of outbox rows it consumed."""
-        async with self.pools.connection(stream) as connection:
-            rows = await connection.fetch(SELECT_FOR_RELAY, RELAY_BATCH_MAX)
+        started_ns = time.time_ns()
+        async with self.shards.session(stream) as session:
+            rows = await session.select_relay_rows(RELAY_BATCH_MAX)
         if not rows:
             return 0
+        with tracing.phase_since(started_ns, "relay.round", stream=stream, rows=len(rows)):
+            return await self._relay_rows(stream, rows)
+
+    async def _relay_rows(self, stream: str, rows: list[RelayRow]) -> int:
+        """Chain `rows` (the stream's outbox, in order) into its ledger server, then delete them."""
         partition = self.partitions.holding(stream)
-        async with partition.relaying, partition.connection() as ledger, ledger.transaction():
-            await ledger.execute(CREATE_HEAD, stream, GENESIS)
-            locked = await ledger.fetchrow(LOCK_HEAD, stream)
-            assert locked is not None, "the head was created above"
-            position, head, state, source_high = locked
+        tracing.annotate(ledger=partition.name)
+        async with partition.append(stream) as appending:
+            position, head, state, source_high = appending.head
             if state != "live":
                 raise StreamFenced(f"stream {stream} on ledger {partition.name} is {state}: its outbox waits")
-            skip = await self._present(ledger, stream, [r for r in rows if r[0] <= source_high])
+            skip = await appending.present([(r[1], r[2]) for r in rows if r[0] <= source_high])
             self.duplicates_dropped += len(skip)
-            priors = await self._priors(ledger, partition, rows, skip)
-            chained = chain_rows(stream, position, bytes(head), rows, skip, priors)
-            if chained.lines:
-                await ledger.copy_to_table(
-                    "ledger_events", source=once(chained.lines), columns=COPY_COLUMNS, format="text"
-                )
-            await ledger.execute(SET_HEAD, stream, chained.position, chained.head, chained.source_high)
+            tracing.annotate(duplicates=len(skip))
+            priors = await self._priors(appending, partition, rows, skip)
+            chained = chain_rows(stream, position, head, rows, skip, priors)
+            await appending.extend(chained.lines, chained.position, chained.head, chained.source_high)
         self._remember(chained.visible)
         fault_points.reach("relay.after_ledger_commit")
-        async with self.pools.connection(stream) as connection:
-            await connection.execute(DELETE_RELAYED, int_array([row[0] for row in rows]))
+        async with self.shards.session(stream) as session:
+            await session.delete_relayed([row[0] for row in rows])
         return len(rows)
 
-    async def _present(self, ledger: Connection, stream: str, rows: list[asyncpg.Record]) -> set[tuple[str, int]]:
-        """Those of `rows` (at or below the head's watermark) the stream already holds."""
-        if not rows:
-            return set()
-        found = await ledger.fetch(PRESENT, stream, text_array([r[1] for r in rows]), int_array([r[2] for r in rows]))
-        return {(row[0], row[1]) for row in found}
-
     async def _priors(
-        self, ledger: Connection, partition: Partition, rows: Sequence[asyncpg.Record], skip: set[tuple[str, int]]
+        self,
+        appending: StreamAppend,
+        partition: LedgerPartition,
+        rows: Sequence[RelayRow],
+        skip: set[tuple[str, int]],
     ) -> Callable[[str, int], str | None]:
         """visible_at(account, version) of the version before each account's first row in
-        `rows`: remembered, or looked up on this stream's server (on `ledger`, the connection
-        that holds the head: a second one from the same pool could wait on itself), then on
-        the others (Partition.relaying leaves each pool a connection for them)."""
+        `rows`: remembered, or looked up on this stream's server (in the append, on the
+        connection that holds the head: a second one from the same pool could wait on
+        itself), then on the others (Partition.relaying leaves each pool a connection for them)."""
         firsts: set[str] = set()
         wanted: dict[str, int] = {}
         for _, account_id, version, _, _ in rows:
@@ -221,13 +171,11 @@ class Relay:
         for name in [partition.name, *(n for n in self.partitions.names() if n != partition.name)]:
             if not wanted:
                 break
-            arguments = (PRIOR_VISIBLE, text_array(list(wanted)), int_array(list(wanted.values())))
             if name == partition.name:
-                answered = await ledger.fetch(*arguments)
+                answered = await appending.prior_visible(wanted)
             else:
-                async with self.partitions[name].connection() as connection:
-                    answered = await connection.fetch(*arguments)
-            for account_id, moment in answered:
+                answered = await self.partitions[name].prior_visible(wanted)
+            for account_id, moment in answered.items():
                 found[account_id] = moment
                 del wanted[account_id]
         remembered_now = self.visible

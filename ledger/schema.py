@@ -115,3 +115,14 @@ ledger_snapshot_balances = Table(
     Column("stream", Text, nullable=False),
     PrimaryKeyConstraint("snapshot_id", "stream", "account_id", name="ledger_snapshot_balances_pkey"),
 )
+
+# Each verification's result on this server (its streams): the latest is what /metrics says.
+ledger_verifications = Table(
+    "ledger_verifications",
+    metadata,
+    Column("verification_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("finished_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("events", BigInteger, nullable=False),  # events of its streams checked
+    Column("breaks", BigInteger, nullable=False),  # events that do not chain
+    Column("rewrites", BigInteger, nullable=False),  # streams whose signed anchor disagrees
+)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.domain.errors import ConfigurationError
 from core.runtime.background import Periodic
-from ledger import anchors, snapshots, store
+from ledger import anchors, health, snapshots, store
 from ledger.anchors import AnchorStore, Rewrite
 from ledger.audit import AuditReport, audit, verify_chain
 from ledger.chain import Break, LedgerEvent
@@ -24,6 +24,7 @@ from ledger.replay import Replay, replay_balances
 from ledger.snapshots import take_snapshot
 from shard_router.topology import LedgerServer, Topology
 from shards.pool import ShardPools
+from shards.postgres import PostgresShards
 
 # Events of 23:59:59 may still sit in an outbox for a moment after midnight.
 SNAPSHOT_SETTLE_S = 60
@@ -39,6 +40,7 @@ class Anchoring:
     anchor_file: Path
     store: AnchorStore | None = None  # ZooKeeper, when configured
     every_s: int = 60  # the serving leader's periodic checkpoint (0: none)
+    verify_every_s: int = 0  # the relay leader's periodic verification, recorded (0: none)
 
 
 class LedgerService:
@@ -57,9 +59,10 @@ class LedgerService:
         self.shards = shards
         self.anchoring = anchoring
         self.checkpoints: Periodic | None = None
-        self.relay = Relay(self.pools, self.partitions)
+        self.relay = Relay(PostgresShards(self.pools), self.partitions)
         self.worker: Periodic | None = None
         self.snapshots: asyncio.Task[None] | None = None
+        self.verifications: asyncio.Task[None] | None = None
 
     async def open(self, run_relay: bool = False, gate: Callable[[], bool] | None = None) -> LedgerService:
         await self.partitions.open()
@@ -76,7 +79,23 @@ class LedgerService:
 
                 self.checkpoints = Periodic("ledger-checkpoint", one_checkpoint, anchoring.every_s, gate)
                 self.checkpoints.start()
+            if anchoring is not None and anchoring.verify_every_s:
+                self.verifications = asyncio.create_task(
+                    self._periodic_verifications(anchoring.verify_every_s, gate), name="ledger-verify"
+                )
         return self
+
+    async def _periodic_verifications(self, every_s: int, gate: Callable[[], bool] | None) -> None:
+        """The whole ledger verified and the result recorded every `every_s`, first after one
+        interval (a relay that restarts does not verify at once each time)."""
+        while True:
+            await asyncio.sleep(every_s)
+            if gate is not None and not gate():
+                continue  # the leader verifies
+            try:
+                await self.verify_and_record()
+            except Exception:
+                log.exception("periodic ledger verification failed to finish")
 
     async def follow(self, topology: Topology) -> None:
         """A new topology: its shards, and its ledger servers and their streams."""
@@ -98,6 +117,10 @@ class LedgerService:
                 log.exception("daily snapshot of %s failed", midnight)
 
     async def close(self) -> None:
+        if self.verifications is not None:
+            self.verifications.cancel()
+            await asyncio.gather(self.verifications, return_exceptions=True)
+            self.verifications = None
         if self.checkpoints is not None:
             await self.checkpoints.stop()
             self.checkpoints = None
@@ -122,6 +145,32 @@ class LedgerService:
 
     async def verify(self, progress: Callable[[int], None] | None = None) -> list[Break]:
         return await verify_chain(self.partitions, progress)
+
+    async def verify_and_record(self) -> tuple[list[Break], int, list[Rewrite]]:
+        """The chain, the chain against every anchor, the result recorded: (breaks, anchors
+        checked, rewrites)."""
+        breaks = await self.verify()
+        checked, rewrites = await self.verify_anchors()
+        await self.record_verification(breaks, rewrites)
+        if breaks or rewrites:
+            log.error("ledger verification: %d events do not chain, %d streams rewritten", len(breaks), len(rewrites))
+        return breaks, checked, rewrites
+
+    async def record_verification(self, breaks: list[Break], rewrites: list[Rewrite]) -> None:
+        """A verification's result, on each ledger server for its streams (ledger/health.py):
+        what `/metrics` says until the next one."""
+
+        async def one(partition: Partition) -> None:
+            held = set(partition.streams)
+            async with partition.connection() as connection:
+                await health.record_verification(
+                    connection,
+                    await store.event_count(connection, partition.streams),
+                    sum(1 for found in breaks if found.stream in held),
+                    sum(1 for found in rewrites if found.stream in held),
+                )
+
+        await self.partitions.each(one)
 
     async def replay(
         self,

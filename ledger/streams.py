@@ -32,8 +32,8 @@ import asyncpg
 
 from core.domain.errors import ConfigurationError
 from core.runtime import fault_points
+from ledger.appends import COPY_COLUMNS, CREATE_HEAD
 from ledger.chain import GENESIS
-from ledger.relay import COPY_COLUMNS, CREATE_HEAD
 from shard_router.stores import TopologyStore
 from shard_router.topology import Topology
 

@@ -29,6 +29,14 @@ WHERE second_state <> 'done' AND updated_at < now() - make_interval(secs => $1::
 ORDER BY updated_at
 LIMIT $2
 """
+# Per mode, how many unfinished transfers and how old (ms, since created) the oldest is; over
+# at most $1 of them, the least recently moved first (the partial index's order), so a
+# scrape stays cheap however many there are.
+UNFINISHED_AGES = """
+SELECT mode, count(*) AS transfers, (extract(epoch FROM now() - min(created_at)) * 1000)::bigint AS oldest_ms
+FROM (SELECT mode, created_at FROM phase_state WHERE second_state <> 'done' ORDER BY updated_at LIMIT $1) AS unfinished
+GROUP BY mode
+"""
 SELECT_PHASES = f"""
 SELECT {PHASE_COLUMNS} FROM phase_state
 WHERE transaction_id IN (SELECT id FROM unnest(($1::text)::uuid[]) AS wanted(id))
@@ -95,6 +103,12 @@ async def select_phases(connection: Connection, transaction_ids: list[str]) -> d
 async def select_unfinished(connection: Connection, older_than_ms: int, limit: int) -> list[PhaseRow]:
     rows = await connection.fetch(SELECT_UNFINISHED, older_than_ms, limit)
     return [phase_from_row(row) for row in rows]
+
+
+async def unfinished_ages(connection: Connection, limit: int) -> dict[str, tuple[int, int]]:
+    """mode -> (unfinished transfers, age of the oldest in ms); a mode with none is absent."""
+    rows = await connection.fetch(UNFINISHED_AGES, limit)
+    return {row["mode"]: (row["transfers"], row["oldest_ms"]) for row in rows}
 
 
 async def mark_done(connection: Connection, transaction_ids: list[str]) -> None:

@@ -191,6 +191,19 @@ def expected_after_all_once(start: dict[str, int], transfers: list[dict[str, str
     return expected
 
 
+def sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value from the Prometheus text format (0 when absent)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    pattern = re.compile(
+        rf"^{re.escape(name)}(\{{{re.escape(wanted)}\}})? ([0-9.e+-]+)$"
+        if labels
+        else rf"^{re.escape(name)} ([0-9.e+-]+)$",
+        re.M,
+    )
+    found = pattern.search(text)
+    return float(found.groups()[-1]) if found else 0.0
+
+
 def assert_problem(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")

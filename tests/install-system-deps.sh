@@ -2,7 +2,8 @@
 # Installs the servers the service or the tests start themselves, where they are missing.
 # Idempotent. `serve`: PostgreSQL's server binaries only (what `make run` starts). `test`:
 # also ZooKeeper with Java (the topology store and Patroni's), the system Python 3 that
-# Patroni runs under, HAProxy and iproute2 (the multi-host run).
+# Patroni runs under, Prometheus (promtool and the server the alert tests run), and HAProxy
+# and iproute2 (the multi-host run).
 set -euo pipefail
 role=${1:-test}
 need=()
@@ -18,6 +19,9 @@ if [ "$role" = test ]; then
   fi
   if ! command -v java >/dev/null 2>&1; then
     need+=(default-jre-headless)
+  fi
+  if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    need+=(prometheus)  # the alert rules' checks and unit tests, and a real Prometheus (tests/test_alerts.py)
   fi
   if [ ! -x /usr/bin/python3 ]; then
     need+=(python3)  # Patroni's interpreter: the postgres user cannot reach a Python under /root

@@ -101,6 +101,48 @@ def test_layout_zookeeper_replicas_relay_balancer() -> None:
     assert "server-template coordinator 2 coordinator:8000" in haproxy and "GET /readyz" in haproxy
 
 
+def test_prometheus_scrapes_every_replica_with_a_token_and_grafana_shows_the_dashboard() -> None:
+    """The monitoring is wired: `metrics-token` writes an admin token into the volume that
+    Prometheus reads its bearer credentials from; Prometheus runs docker/prometheus/'s config
+    and rules and scrapes every coordinator replica on the port it serves; Grafana provisions
+    the Prometheus service as its datasource and the dashboards from the folder mounted where
+    its provider looks; both answer on loopback only."""
+    services = compose()["services"]
+    token, prometheus, grafana = services["metrics-token"], services["prometheus"], services["grafana"]
+    (volume,) = token["volumes"]
+    token_volume, token_dir = volume.split(":")
+    token_file = re.search(rf"wallet token issue --owner \w+ --admin .*> {token_dir}/(\w+)", token["command"][-1])
+    assert token_file is not None, "metrics-token writes an admin token into its volume"
+    mounts = dict(reversed(mount.rsplit(":", 2)[:2]) for mount in prometheus["volumes"])  # target -> source
+    assert prometheus["depends_on"]["metrics-token"]["condition"] == "service_completed_successfully"
+    config = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus/prometheus.yml"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    for rules in config["rule_files"]:
+        assert mounts[f"/etc/prometheus/{rules}"] == f"./prometheus/{rules}"
+        assert (DOCKER / "prometheus" / rules).is_file()
+    (job,) = config["scrape_configs"]
+    credentials = Path(job["authorization"]["credentials_file"])
+    assert job["authorization"]["type"] == "Bearer" and job["metrics_path"] == "/metrics"
+    assert mounts[str(credentials.parent)] == token_volume and credentials.name == token_file.group(1)
+    (discovery,) = job["dns_sd_configs"]
+    coordinator = services["coordinator"]
+    assert discovery["names"] == ["coordinator"] and coordinator["deploy"]["replicas"] == 2
+    assert ["--port", str(discovery["port"])] == coordinator["command"][-2:]
+
+    datasource = yaml.safe_load((DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    (source,) = datasource["datasources"]
+    assert source["url"] == "http://prometheus:9090" and source["type"] == "prometheus"
+    provider = yaml.safe_load((DOCKER / "grafana" / "provisioning" / "dashboards" / "wallet.yml").read_text())
+    grafana_mounts = dict(reversed(mount.rsplit(":", 2)[:2]) for mount in grafana["volumes"])
+    assert grafana_mounts["/etc/grafana/provisioning"] == "./grafana/provisioning"
+    (dashboards,) = provider["providers"]
+    assert grafana_mounts[dashboards["options"]["path"]] == "./grafana/dashboards"
+    assert list((DOCKER / "grafana" / "dashboards").glob("*.json"))
+    assert "GRAFANA_ADMIN_PASSWORD:?" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert prometheus["ports"] == ["127.0.0.1:9090:9090"] and grafana["ports"] == ["127.0.0.1:3000:3000"]
+
+
 def test_every_wallet_setting_is_read_by_the_code() -> None:
     """A WALLET_* name in docker/ that nothing reads would be a silent misconfiguration; the
     settings object is the one place that reads them."""

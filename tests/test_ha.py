@@ -25,6 +25,7 @@ import pytest
 
 from bench import failover
 from coordinator.api.app import build_app
+from coordinator.api.metrics import Metrics
 from coordinator.service.wallet import WalletService
 from core.domain.errors import WalletError
 from core.runtime.settings import Settings
@@ -44,6 +45,7 @@ from tests.helpers import (
     prepared_count,
     reserved_of,
     retry_until_known,
+    sample,
     unfinished_phases,
 )
 
@@ -166,17 +168,29 @@ def test_cli_and_readiness_on_ha_shards(ha: HaCluster, ha_settings: Settings) ->
     shown = wallet("topology", "show")
     assert shown.returncode == 0 and "target_session_attrs=read-write" in shown.stdout
 
-    async def readyz() -> httpx.Response:
+    async def readyz() -> tuple[httpx.Response, str]:
+        """/readyz, and what /metrics says of replication right after it."""
         async with WalletService(ha.topology, ha_settings) as service:
             app = build_app(ha_settings, service=service)
             async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://wallet.test", headers=bearer()
             ) as http:
-                return await http.get("/readyz")
+                ready = await http.get("/readyz")
+            metrics = Metrics()
+            await metrics.refresh(service)
+            return ready, metrics.render().decode()
 
-    ready = asyncio.run(readyz())
+    ready, scraped = asyncio.run(readyz())
     assert ready.status_code == 200, ready.text
     assert all(ready.json()["checks"][name] == "ok" for name in SHARDS)
+    # what the alerts read: every shard and ledger server a pair whose primary has its standby
+    for shard in SHARDS:
+        assert sample(scraped, "wallet_shard_servers", shard=shard) == 2
+        assert sample(scraped, "wallet_shard_synchronous_standbys", shard=shard) == 1
+    for ledger in ha.topology.ledgers:
+        assert sample(scraped, "wallet_ledger_up", ledger=ledger) == 1
+        assert sample(scraped, "wallet_ledger_servers", ledger=ledger) == 2
+        assert sample(scraped, "wallet_ledger_synchronous_standbys", ledger=ledger) == 1
 
     standby = ha.sync_standby("shard1")
     assert standby is not None
@@ -184,12 +198,16 @@ def test_cli_and_readiness_on_ha_shards(ha: HaCluster, ha_settings: Settings) ->
     try:
         deadline = time.monotonic() + 30
         while True:  # the primary notices its standby is gone within a few seconds
-            degraded = asyncio.run(readyz())
+            degraded, scraped = asyncio.run(readyz())
             if degraded.json().get("checks", {}).get("shard1", "ok") != "ok" or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert degraded.status_code == 200
         assert "no synchronous standby" in degraded.json()["checks"]["shard1"]
+        assert (
+            sample(scraped, "wallet_shard_synchronous_standbys", shard="shard1") == 0
+        )  # WalletShardNoSynchronousStandby
+        assert sample(scraped, "wallet_shard_up", shard="shard1") == 1
     finally:
         ha.start_member(standby)
         ha.wait_healthy("shard1")

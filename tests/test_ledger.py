@@ -4,11 +4,13 @@ tamper detection, and the audit naming what explains each difference."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +20,9 @@ import pytest
 
 from coordinator.service.wallet import WalletService
 from core.domain.errors import WalletError
+from core.runtime.settings import Settings
 from launchers.postgres import LocalCluster
+from ledger import health
 from ledger.partitions import POOL_SIZE_MAX
 from ledger.replay import END_OF_TIME
 from shard_router.topology import FIRST_LEDGER, Topology
@@ -340,3 +344,27 @@ def test_ledger_cli(cluster: LocalCluster) -> None:
     assert bad.returncode != 0 and "RFC 3339" in bad.stderr
     audit = wallet("ledger", "audit")
     assert "audited" in audit.stdout
+
+
+async def test_the_relay_verifies_the_ledger_by_itself_and_records_it(topology: Topology, settings: Settings) -> None:
+    """Protects what WalletLedgerVerificationStale watches: a relay process verifies the whole
+    ledger every WALLET_LEDGER_VERIFY_S and records the result on each ledger server, where
+    /metrics reads it."""
+    started = time.time()
+    relay = await WalletService(topology, dataclasses.replace(settings, ledger_verify_s=1)).open(run_relay=True)
+    try:
+        assert relay.ledger is not None
+        partitions = relay.ledger.partitions
+        deadline = time.monotonic() + 30
+        while True:
+            found = {}
+            for name in partitions.names():
+                async with partitions[name].connection() as connection:
+                    found[name] = await health.latest_verification(connection)
+            if all(v is not None and v.finished_at_s >= started for v in found.values()):
+                break
+            assert time.monotonic() < deadline, f"no verification recorded by the relay: {found}"
+            await asyncio.sleep(0.2)
+        assert all(v is not None and v.events >= 0 for v in found.values())
+    finally:
+        await relay.close()

@@ -6,19 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 from starlette.routing import Route
 
 from coordinator.api.app import build_app
+from coordinator.api.metrics import Metrics
 from coordinator.service.wallet import WalletService
 from core.runtime.settings import Settings
+from ledger.chain import Break
 from shard_router.topology import Topology
-from tests.helpers import BACKENDS, accounts_on, app_over, batches_held, bearer, captured_logs
+from tests.helpers import BACKENDS, accounts_on, app_over, batches_held, bearer, captured_logs, fetch, sample
 
 
 @pytest.fixture(params=BACKENDS)
@@ -44,19 +47,6 @@ async def open_pair(http: httpx.AsyncClient, topology: Topology, shards: tuple[s
     )
     assert deposit.status_code == 200
     return source, target
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """One sample's value from the Prometheus text format (0 when absent)."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
-    pattern = re.compile(
-        rf"^{re.escape(name)}(\{{{re.escape(wanted)}\}})? ([0-9.e+-]+)$"
-        if labels
-        else rf"^{re.escape(name)} ([0-9.e+-]+)$",
-        re.M,
-    )
-    found = pattern.search(text)
-    return float(found.groups()[-1]) if found else 0.0
 
 
 async def test_health_and_readiness(http: httpx.AsyncClient, topology: Topology) -> None:
@@ -221,3 +211,66 @@ async def test_openapi_document_is_served(http: httpx.AsyncClient, service: Wall
     }
     described = {(path, method) for path, operations in document["paths"].items() for method in operations}
     assert served - {("/openapi.json", "get")} == described
+
+
+async def test_metrics_say_how_old_stuck_work_is_and_who_leads(service: WalletService, topology: Topology) -> None:
+    """Protects what the alerts read (docker/prometheus/rules.yml): the age of the oldest
+    prepared branch and of the oldest unfinished TC/C transfer per shard, whether this process
+    leads, each shard's and ledger server's replication, when each stream last grew, and the
+    latest ledger verification's result and time."""
+    metrics = Metrics()
+    batch_id = str(uuid.uuid4())
+    gid = f"wallet:2pc:{batch_id}:shard1:shard1"
+    held = str(uuid.uuid4())
+    (account,) = accounts_on(topology, "shard3", 1)
+    await service.create_account(account, "o", "USD")
+    await service.deposit(account, "3.00", str(uuid.uuid4()))
+    assert service.ledger is not None
+    await service.ledger.drain()
+    prepared = await asyncpg.connect(topology.shards["shard1"])
+    try:
+        # a branch left prepared, as by a coordinator killed between PREPARE and its decision
+        await prepared.execute("BEGIN")
+        await prepared.execute(f"PREPARE TRANSACTION '{gid}'")
+        # a TC/C transfer started 90 s ago and never finished
+        await fetch(
+            topology,
+            "shard2",
+            "INSERT INTO phase_state (transaction_id, mode, from_account, to_account, amount, currency, request_hash,"
+            " debit_try, credit_try, second_state, created_at, updated_at)"
+            " VALUES ($1, 'tcc', 'a', 'b', 1, 'USD', '\\x00', 'received', 'sent', 'none',"
+            " now() - interval '90 seconds', now() - interval '90 seconds')",
+            uuid.UUID(held),
+        )
+        await asyncio.sleep(1.1)
+        await metrics.refresh(service)
+        text = metrics.render().decode()
+    finally:
+        await prepared.execute(f"ROLLBACK PREPARED '{gid}'")
+        await prepared.close()
+        await fetch(topology, "shard2", "DELETE FROM phase_state WHERE transaction_id = $1", uuid.UUID(held))
+    assert sample(text, "wallet_in_doubt_branches", shard="shard1") >= 1
+    assert sample(text, "wallet_in_doubt_oldest_seconds", shard="shard1") >= 1.0
+    assert sample(text, "wallet_unfinished_oldest_seconds", mode="tcc", shard="shard2") >= 90
+    assert sample(text, "wallet_open_holds", shard="shard2") >= 1
+    assert sample(text, "wallet_leader", role="singletons") == 1
+    for shard in topology.shards:
+        assert sample(text, "wallet_shard_up", shard=shard) == 1
+        assert sample(text, "wallet_shard_servers", shard=shard) == 1  # the local cluster: one server a shard
+        assert sample(text, "wallet_shard_synchronous_standbys", shard=shard) == 0
+    (ledger,) = topology.ledgers
+    assert sample(text, "wallet_ledger_up", ledger=ledger) == 1
+    assert sample(text, "wallet_ledger_servers", ledger=ledger) == 1
+    appended = sample(text, "wallet_ledger_last_append_timestamp_seconds", ledger=ledger, stream="shard3")
+    assert 0 < time.time() - appended < 60, appended
+
+    # the latest verification: a failed one says 0, a passing one after it 1, each with its time
+    broken = Break("shard3", 1, None, "hash mismatch")
+    await service.ledger.record_verification([broken], [])
+    await metrics.refresh(service)
+    assert sample(metrics.render().decode(), "wallet_ledger_verification_ok", ledger=ledger) == 0
+    await service.ledger.record_verification(await service.ledger.verify(), [])
+    await metrics.refresh(service)
+    text = metrics.render().decode()
+    assert sample(text, "wallet_ledger_verification_ok", ledger=ledger) == 1
+    assert abs(time.time() - sample(text, "wallet_ledger_verification_timestamp_seconds", ledger=ledger)) < 60

@@ -65,6 +65,7 @@ REFUSALS = [
     (["serve"], {"WALLET_RELAY": "maybe"}, "WALLET_RELAY must be one of on, off, got 'maybe'"),
     (["serve"], {"WALLET_FAULT_POINT": "2pc.nowhere"}, "WALLET_FAULT_POINT must be one of 2pc.after_all_prepares"),
     (["serve"], {"WALLET_LEDGER_CHECKPOINT_S": "-1"}, "WALLET_LEDGER_CHECKPOINT_S must be in 0..86400"),
+    (["serve"], {"WALLET_LEDGER_VERIFY_S": "90000"}, "WALLET_LEDGER_VERIFY_S must be in 0..86400"),
     (
         ["serve"],
         {"WALLET_AUTH_PUBLIC_KEY_FILE": "/nonexistent/key.pem"},

@@ -97,7 +97,7 @@ async def test_old_commit_decisions_are_pruned_unless_a_branch_needs_them(
         await two_phase_sql.prepare(branch_shard, gid)  # a branch of `needed`, still in doubt
 
         report = await recover_once(
-            service.pools, sorted(topology.shards), decision_retention_s=DECISION_RETENTION_S_MIN
+            service.shards, sorted(topology.shards), decision_retention_s=DECISION_RETENTION_S_MIN
         )
         assert report.decisions_pruned == 1 and report.waiting == 1
         left = await two_phase_sql.select_decisions(decision_shard, [gone, needed, recent])

@@ -289,7 +289,7 @@ async def test_flip_waits_for_an_open_hold(
     target = ids_on(topology, "shard0", 1, slot)[0]
     await open_funded(service, [source, target])
     transfer = Transfer(str(uuid.uuid4()), "transfer", source, target, 500, "USD", "tcc")
-    [start] = await branches.try_debits(service.pools, "shard1", [transfer], settled_value({}))
+    [start] = await branches.try_debits(service.shards, "shard1", [transfer], settled_value({}))
     assert start.kind == "held"
     monkeypatch.setattr(slot_migration, "FLIP_ATTEMPTS_MAX", 2)
     with pytest.raises(slot_migration.MigrationError, match="busy"):

@@ -98,7 +98,7 @@ async def test_insufficient_funds_and_idempotency(service: WalletService, topolo
 
 
 async def branch_op(service: WalletService, shard: str, transfer: Transfer, branch: Branch, operation: Operation):
-    (outcome,) = await branches.run_branch_ops(service.pools, shard, [BranchOp(transfer, branch, operation)])
+    (outcome,) = await branches.run_branch_ops(service.shards, shard, [BranchOp(transfer, branch, operation)])
     return outcome
 
 
@@ -178,7 +178,7 @@ async def test_unfinished_transfer_shows_its_phase(service: WalletService, topol
     (alice,), (bob,) = accounts_on(topology, "shard0", 1), accounts_on(topology, "shard2", 1)
     await open_accounts(service, [alice, bob], deposit="5.00")
     transfer = Transfer(str(uuid.uuid4()), "transfer", alice, bob, 100, "USD", "tcc")
-    (start,) = await branches.try_debits(service.pools, "shard0", [transfer], settled_value({}))
+    (start,) = await branches.try_debits(service.shards, "shard0", [transfer], settled_value({}))
     assert start.kind == "held"
     app = build_app(settings, service=service)
     async with httpx.AsyncClient(

@@ -9,14 +9,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
-from coordinator.api import accounts, money, openapi, probes, transfers
+from coordinator.api import accounts, money, openapi, probes, request_spans, transfers
 from coordinator.api.access import guarded
 from coordinator.api.auth import OwnerCache, TokenVerifier
 from coordinator.api.backend import Backend, LocalBackend
 from coordinator.api.metrics import Metrics
 from coordinator.api.problems import on_http_error, on_unexpected
 from coordinator.service.wallet import WalletService
+from core.runtime import tracing
 from core.runtime.settings import Settings
 from shards import migrate
 
@@ -48,6 +50,14 @@ class WalletApp(money.MoneyRoutes):
     @property
     def routes(self) -> list[BaseRoute]:
         return self.starlette.routes
+
+
+class TracedWalletApp(WalletApp):
+    """The app with a span per request (api/request_spans.py): what build_app makes when
+    tracing is on, so that with it off no request pays for it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await request_spans.traced(super().__call__, scope, receive, send)
 
 
 def route_of(operation: openapi.Operation) -> Route:
@@ -87,4 +97,4 @@ def build_app(settings: Settings, backend: Backend | None = None, service: Walle
     app.state.owners = OwnerCache()
     app.state.openapi = openapi.document()
     app.state.backend = backend
-    return WalletApp(app)
+    return TracedWalletApp(app) if tracing.enabled else WalletApp(app)

@@ -8,7 +8,9 @@ engine made for each of them.
                  of one turn of the loop in one write
 
 A frame is a 4-byte length and a MessagePack list of messages (msgspec). A call is
-[id, method, charge, arguments]; an answer [id, true, value] or [id, false, failure]. An HTTP process's
+[id, method, charge, arguments, traceparent]; an answer [id, true, value] or [id, false,
+failure]. The traceparent (tracing on: runtime/tracing.py) is the HTTP request's span, which
+the call runs under in the engine, so the round that applies a transfer links its request. An HTTP process's
 metric observations ride along as the call `observe`, which is not answered. Every bound is
 a named constant: frame size, calls outstanding, observations held.
 
@@ -34,6 +36,7 @@ from coordinator.api.rate_limits import RateLimited
 from core.domain.accounts import Account
 from core.domain.errors import ERROR_STATUS, ErrorCode, HttpCode, WalletError
 from core.domain.transfers import Mode, Transfer, TransferResult
+from core.runtime import tracing
 from shards.errors import ShardError
 
 log = logging.getLogger("wallet.engine_link")
@@ -59,7 +62,7 @@ class Failure(msgspec.Struct, tag=True):
 # ("transfer", kind, mode, outcome, seconds) of a transfer answered, or ("request", route,
 # status, "", seconds) of a request
 Observation = tuple[str, str, str, str, float]
-Call = tuple[int, str, Charge | None, msgspec.Raw]
+Call = tuple[int, str, Charge | None, msgspec.Raw, str | None]  # the last: the caller's traceparent
 Answer = tuple[int, bool, msgspec.Raw]
 Item = TransferResult | Failure  # one transfer's answer in a batch call
 
@@ -209,11 +212,11 @@ class EngineServer:
         running: set[asyncio.Task[None]] = set()
         try:
             while (payload := await link.receive()) is not None:
-                for call_id, method, charge, arguments in _CALLS.decode(payload):
+                for call_id, method, charge, arguments, traceparent in _CALLS.decode(payload):
                     if method == "observe":
                         self._observe(_ARGUMENTS[method].decode(arguments)[0])
                         continue
-                    task = asyncio.create_task(self._answer(link, call_id, method, charge, arguments))
+                    task = asyncio.create_task(self._answer(link, call_id, method, charge, arguments, traceparent))
                     running.add(task)
                     task.add_done_callback(running.discard)
         finally:
@@ -222,12 +225,19 @@ class EngineServer:
             link.writer.close()
 
     async def _answer(
-        self, link: Framed, call_id: int, method: str, charge: Charge | None, arguments: msgspec.Raw
+        self,
+        link: Framed,
+        call_id: int,
+        method: str,
+        charge: Charge | None,
+        arguments: msgspec.Raw,
+        traceparent: str | None,
     ) -> None:
         try:
             if charge is not None:
                 self.backend.charge(charge)
-            value = await self.handlers[method](*_ARGUMENTS[method].decode(arguments))
+            with tracing.remote_parent(traceparent) if traceparent and tracing.enabled else tracing.NULL:
+                value = await self.handlers[method](*_ARGUMENTS[method].decode(arguments))
         except Exception as error:  # every failure is the caller's answer
             if not isinstance(error, (WalletError, ShardError)):
                 log.exception("engine call %s failed", method)
@@ -288,7 +298,8 @@ class RemoteBackend:
         call_id = self.last_id
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.calls[call_id] = (method, future)
-        link.send((call_id, method, charge, msgspec.Raw(msgspec.msgpack.encode(arguments))))
+        traceparent = tracing.traceparent_here() if tracing.enabled else None
+        link.send((call_id, method, charge, msgspec.Raw(msgspec.msgpack.encode(arguments)), traceparent))
         value = await future
         if isinstance(value, Failure):
             raise error_of(value)
@@ -322,7 +333,7 @@ class RemoteBackend:
     def _flush_observations(self) -> None:
         if self.observations and self.link is not None:
             observations, self.observations = self.observations, []
-            self.link.send((0, "observe", None, msgspec.Raw(msgspec.msgpack.encode((observations,)))))
+            self.link.send((0, "observe", None, msgspec.Raw(msgspec.msgpack.encode((observations,))), None))
 
     def _observed(self, observation: Observation) -> None:
         if len(self.observations) < OBSERVATIONS_HELD_MAX:  # bounded: past it, observations are dropped

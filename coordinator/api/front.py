@@ -24,7 +24,7 @@ from starlette.types import ASGIApp
 
 from coordinator.api.app import build_app
 from coordinator.api.engine_link import RemoteBackend
-from core.runtime import event_loop
+from core.runtime import event_loop, tracing
 from core.runtime.logs import configure_logging
 from core.runtime.settings import Settings
 
@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_environment()
     configure_logging(settings.log_format, settings.log_level)
-    event_loop.run(serve_http(settings, args.listen_fd, args.engine_fd))
+    tracing.configure(settings, "http")
+    try:
+        event_loop.run(serve_http(settings, args.listen_fd, args.engine_fd))
+    finally:
+        tracing.stop()  # what is queued is exported
     return 0
 
 

@@ -164,12 +164,22 @@ class MoneyRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            path: str = scope["path"]
-            if path == TRANSFER_PATH:
-                return await serve(self.state, scope, receive, send, TRANSFER_PATH, transfer)
-            if path.startswith(_DEPOSIT_PREFIX) and path.endswith(_DEPOSIT_SUFFIX) and path.count("/") == 4:
-                return await serve(self.state, scope, receive, send, DEPOSIT_PATH, deposit)
+            route = money_route(scope["path"])
+            if route is not None:
+                return await serve(self.state, scope, receive, send, route, HANDLERS_BY_ROUTE[route])
         await self.app(scope, receive, send)
+
+
+HANDLERS_BY_ROUTE: dict[str, Handler] = {TRANSFER_PATH: transfer, DEPOSIT_PATH: deposit}
+
+
+def money_route(path: str) -> str | None:
+    """The money route that serves `path` (TRANSFER_PATH or DEPOSIT_PATH), or None."""
+    if path == TRANSFER_PATH:
+        return TRANSFER_PATH
+    if path.startswith(_DEPOSIT_PREFIX) and path.endswith(_DEPOSIT_SUFFIX) and path.count("/") == 4:
+        return DEPOSIT_PATH
+    return None
 
 
 def as_endpoint(route: str, handler: Handler) -> ASGIApp:

@@ -16,7 +16,7 @@ from coordinator.cli.progress import progress
 from coordinator.service.wallet import WalletService
 from core.domain.money import format_amount
 from core.domain.validation import check_moment
-from core.runtime import event_loop
+from core.runtime import event_loop, tracing
 from core.runtime.logs import configure_logging
 from core.runtime.settings import Settings
 
@@ -40,6 +40,7 @@ def follow_relay(settings: Settings, watch_fd: int | None = None) -> int:
     from coordinator.cluster.topology_follower import TopologyFollower
 
     configure_logging(settings.log_format, settings.log_level)
+    tracing.configure(settings, "relay")
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -66,7 +67,10 @@ def follow_relay(settings: Settings, watch_fd: int | None = None) -> int:
             if watching is not None:
                 watching.cancel()
 
-    event_loop.run(run())
+    try:
+        event_loop.run(run())
+    finally:
+        tracing.stop()  # what is queued is exported
     return 0
 
 
@@ -99,6 +103,7 @@ def command_ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
             )
         else:
             print(f"no anchors yet (none at {settings.ledger_anchor_path}): `wallet ledger checkpoint` makes one")
+        await ledger.record_verification(breaks, rewrites)  # what /metrics says until the next one
         return 0 if not breaks and not rewrites else 1
 
     status: int = with_service(settings, verify)

@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         "docker/compose.yaml run natively, a network namespace per service, with partitions (root)",
         add_help=False,
     )
+    commands.add_parser(
+        "simulate",
+        help="the protocols over simulated shards on virtual time, faults at every statement, "
+        "thousands of seeds a minute; `wallet simulate --seeds N`, `wallet simulate --seed S`, "
+        "`wallet simulate --help`",
+        add_help=False,
+    )
     ledger.add_commands(commands)
     topology.add_commands(commands)
     return parser
@@ -69,6 +76,7 @@ PROGRAMS = {
     ("bench",): "bench.run",
     ("chaos", "multihost"): "chaos.multihost",
     ("chaos",): "chaos.runner",
+    ("simulate",): "chaos.simulation",
 }
 
 

@@ -28,7 +28,7 @@ from coordinator.api.auth import TOKEN_TTL_S_DEFAULT, TokenVerifier, issue_token
 from coordinator.cli.children import Children
 from coordinator.cli.dev import DEFAULT_SHARD_COUNT, shard_count, start_local_cluster
 from core.domain.errors import ConfigurationError
-from core.runtime import event_loop
+from core.runtime import event_loop, tracing
 from core.runtime.logs import configure_logging
 from core.runtime.settings import WORKERS_MAX, Settings
 
@@ -77,6 +77,7 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> int:
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stopping.set())
     configure_logging(settings.log_format, settings.log_level)
+    tracing.configure(settings, "engine")
     host, port = args.host or settings.host, args.port or settings.port
     workers = settings.workers if args.workers is None else args.workers
     listener = bind(host, port)  # before any server starts: a busy port leaves nothing running
@@ -92,6 +93,7 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         event_loop.run(serve(settings, listener, workers, announce, stopping))
     finally:
+        tracing.stop()  # what is queued is exported
         listener.close()
         if cluster is not None:
             cluster.stop()

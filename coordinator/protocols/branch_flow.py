@@ -28,9 +28,9 @@ from core.runtime import fault_points
 from core.runtime.fan_out import fan_out_groups, settled
 from core.runtime.logs import log_phase
 from shard_router.topology import Topology
+from shards.contract import Shards
 from shards.errors import AccountsMoved, ShardError
 from shards.phase_state import PhaseRow, SecondState
-from shards.pool import ShardPools
 
 log = logging.getLogger("wallet.branches")
 Item = TypeVar("Item")
@@ -58,9 +58,9 @@ def failure_of(error: Exception) -> Failure:
 class BranchFlow:
     mode = ""
 
-    def __init__(self, pools: ShardPools, topology: Callable[[], Topology]) -> None:
+    def __init__(self, shards: Shards, topology: Callable[[], Topology]) -> None:
         assert self.mode in ("tcc", "saga"), "subclasses set mode"
-        self.pools = pools
+        self.shards = shards
         self.topology = topology
 
     def debit_shard(self, transfer: Transfer) -> str:
@@ -86,7 +86,14 @@ class BranchFlow:
             paired.extend((item, failure) for item in members)
         return paired
 
-    async def apply_batch(self, transfers: list[Transfer], records: PriorRecords) -> list[Outcome]:
+    async def apply_batch(self, batch: list[Transfer], records: PriorRecords) -> list[Outcome]:
+        # One id twice in a batch (a retry queued while its first request still waited, that
+        # request given up by its caller): applied once; the second answers as the first, or
+        # is refused if it moves other money. Found by the simulator (docs/simulation.md).
+        first_of: dict[str, Transfer] = {}
+        for transfer in batch:
+            first_of.setdefault(transfer.transaction_id, transfer)
+        transfers = list(first_of.values())
         debit_shards = {self.debit_shard(t) for t in transfers}
         # Records elsewhere (an id reused with another debit account), read beside step one's
         # BEGIN and locks; a shard that does not answer fails the step that needs it.
@@ -95,7 +102,7 @@ class BranchFlow:
             starts = await self.per_shard(
                 transfers,
                 self.debit_shard,
-                lambda shard, group: branch_steps.try_debits(self.pools, shard, group, elsewhere),
+                lambda shard, group: branch_steps.try_debits(self.shards, shard, group, elsewhere),
             )
         finally:
             await settled(elsewhere)
@@ -117,7 +124,12 @@ class BranchFlow:
                 assert start.phase is not None
                 flows.append(flow_of(start.phase))
         outcomes.update(await self.drive(flows))
-        return [outcomes[t.transaction_id] for t in transfers]
+        return [
+            outcomes[t.transaction_id]
+            if t.movement == first_of[t.transaction_id].movement
+            else conflict(t.transaction_id)
+            for t in batch
+        ]
 
     async def resume(self, phases: list[PhaseRow]) -> dict[str, Outcome]:
         return await self.drive([flow_of(phase) for phase in phases if phase.transfer.mode == self.mode])
@@ -130,7 +142,7 @@ class BranchFlow:
             flows,
             lambda f: self.credit_shard(f.transfer),
             lambda shard, group: branch_steps.run_branch_ops(
-                self.pools, shard, [BranchOp(f.transfer, "credit", "try") for f in group]
+                self.shards, shard, [BranchOp(f.transfer, "credit", "try") for f in group]
             ),
         )
 
@@ -140,7 +152,7 @@ class BranchFlow:
         return await self.per_shard(
             decisions,
             lambda d: self.debit_shard(d.transfer),
-            lambda shard, group: branch_steps.second_phase_debits(self.pools, shard, group, final_state),
+            lambda shard, group: branch_steps.second_phase_debits(self.shards, shard, group, final_state),
         )
 
 

@@ -6,7 +6,8 @@ between them. What each operation does to the rows is decided by domain/branch_p
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,10 +15,9 @@ from coordinator.protocols.retries import retry_conflicts
 from core.domain.branch_plan import BranchOp, BranchOutcome, SecondPhase, plan_branch_batch
 from core.domain.errors import RecordedCode
 from core.domain.transfers import Phase, RecordColumns, RequestMode, Transfer, TransferResult
-from shards import phase_state as phase_sql
-from shards import steps as step_sql
+from core.runtime import tracing
+from shards.contract import Shards, ShardSession
 from shards.phase_state import PhaseRow, PhaseUpdate, SecondState
-from shards.pool import ShardPools
 
 # The record's phase for each protocol's two endings.
 FINAL_PHASES: dict[tuple[RequestMode, SecondPhase], Phase] = {
@@ -26,6 +26,16 @@ FINAL_PHASES: dict[tuple[RequestMode, SecondPhase], Phase] = {
     ("saga", "confirm"): "completed",
     ("saga", "cancel"): "compensated",
 }
+
+
+@asynccontextmanager
+async def traced(
+    opening: AbstractAsyncContextManager[ShardSession], name: str, **attributes: str
+) -> AsyncIterator[ShardSession]:
+    """A step's session, inside its span (tracing.phase: nothing when tracing is off)."""
+    with tracing.phase(name, **attributes):
+        async with opening as session:
+            yield session
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,7 @@ def record(transfer: Transfer, second_phase: SecondPhase, error_code: RecordedCo
 
 
 async def try_debits(
-    pools: ShardPools, shard: str, transfers: list[Transfer], elsewhere: Awaitable[dict[str, TransferResult]]
+    shards: Shards, shard: str, transfers: list[Transfer], elsewhere: Awaitable[dict[str, TransferResult]]
 ) -> list[DebitStart]:
     """Step one on the debit shard: Try (hold for TC/C, debit for Saga) and the phase-state row,
     or the replay of what is already recorded. `elsewhere`: the ids' records on other shards
@@ -59,9 +69,9 @@ async def try_debits(
     ids = [t.transaction_id for t in transfers]
 
     async def step() -> list[DebitStart]:
-        async with pools.transaction(shard) as connection:
-            read = await step_sql.read_step(
-                connection, [t.from_account for t in transfers if t.from_account], ids, phases=True, records=True
+        async with traced(shards.atomic(shard), f"{transfers[0].mode}.try_debit", shard=shard) as session:
+            read = await session.read_step(
+                [t.from_account for t in transfers if t.from_account], ids, phases=True, records=True
             )
             stored = {**await elsewhere, **read.records}
             starts: list[DebitStart | None] = []
@@ -81,8 +91,7 @@ async def try_debits(
             plan = plan_branch_batch([BranchOp(t, "debit", "try") for t in fresh], read.accounts, read.barrier)
             held = [t for t, o in zip(fresh, plan.outcomes, strict=True) if o.ok]
             refused = [record(t, "cancel", o.error_code) for t, o in zip(fresh, plan.outcomes, strict=True) if not o.ok]
-            created_at = await step_sql.write_step(
-                connection,
+            created_at = await session.write_step(
                 plan.postings.changes,
                 RecordColumns.of(refused),
                 plan.postings.events,
@@ -104,17 +113,17 @@ async def try_debits(
     return await retry_conflicts(step)
 
 
-async def run_branch_ops(pools: ShardPools, shard: str, ops: list[BranchOp]) -> list[BranchOutcome]:
+async def run_branch_ops(shards: Shards, shard: str, ops: list[BranchOp]) -> list[BranchOutcome]:
     """Branch operations that touch no phase state (the credit side), in one local transaction."""
 
     async def step() -> list[BranchOutcome]:
-        async with pools.transaction(shard) as connection:
-            read = await step_sql.read_step(
-                connection, [op.account_id for op in ops], [op.transfer.transaction_id for op in ops]
-            )
+        async with traced(
+            shards.atomic(shard), f"{ops[0].transfer.mode}.{ops[0].operation}_credit", shard=shard
+        ) as session:
+            read = await session.read_step([op.account_id for op in ops], [op.transfer.transaction_id for op in ops])
             plan = plan_branch_batch(ops, read.accounts, read.barrier)
-            await step_sql.write_step(
-                connection, plan.postings.changes, RecordColumns.of([]), plan.postings.events, plan.barrier_inserts
+            await session.write_step(
+                plan.postings.changes, RecordColumns.of([]), plan.postings.events, plan.barrier_inserts
             )
         return plan.outcomes
 
@@ -130,7 +139,7 @@ class Decision:
 
 
 async def second_phase_debits(
-    pools: ShardPools, shard: str, decisions: list[Decision], final_state: SecondState
+    shards: Shards, shard: str, decisions: list[Decision], final_state: SecondState
 ) -> list[TransferResult]:
     """On the debit shard, under the phase-state row lock: the first writer of second_phase
     decides (coordinator or recovery); then Confirm or Cancel of the debit branch, the
@@ -138,9 +147,8 @@ async def second_phase_debits(
     ids = [d.transfer.transaction_id for d in decisions]
 
     async def step() -> list[TransferResult]:
-        async with pools.transaction(shard) as connection:
-            read = await step_sql.read_step(
-                connection,
+        async with traced(shards.atomic(shard), f"{decisions[0].transfer.mode}.decide_debit", shard=shard) as session:
+            read = await session.read_step(
                 [d.transfer.from_account for d in decisions if d.transfer.from_account],
                 ids,
                 phases=True,
@@ -168,8 +176,7 @@ async def second_phase_debits(
                 if phase.transfer.transaction_id not in read.records:
                     new_records.append(record(phase.transfer, actual, code))
             plan = plan_branch_batch(ops, read.accounts, read.barrier)
-            created_at = await step_sql.write_step(
-                connection,
+            created_at = await session.write_step(
                 plan.postings.changes,
                 RecordColumns.of(new_records),
                 plan.postings.events,
@@ -182,18 +189,18 @@ async def second_phase_debits(
     return await retry_conflicts(step)
 
 
-async def mark_done(pools: ShardPools, shard: str, transfers: list[Transfer]) -> list[Transfer]:
+async def mark_done(shards: Shards, shard: str, transfers: list[Transfer]) -> list[Transfer]:
     """Phase state done for these transfers (their every branch has finished): one statement,
     its own transaction (no BEGIN and COMMIT round trips around it)."""
 
     async def step() -> list[Transfer]:
-        async with pools.connection(shard) as connection:
-            await phase_sql.mark_done(connection, [t.transaction_id for t in transfers])
+        async with traced(shards.session(shard), f"{transfers[0].mode}.mark_done", shard=shard) as session:
+            await session.mark_done([t.transaction_id for t in transfers])
         return transfers
 
     return await retry_conflicts(step)
 
 
-async def unfinished(pools: ShardPools, shard: str, older_than_ms: int, limit: int) -> list[PhaseRow]:
-    async with pools.connection(shard) as connection:
-        return await phase_sql.select_unfinished(connection, older_than_ms, limit)
+async def unfinished(shards: Shards, shard: str, older_than_ms: int, limit: int) -> list[PhaseRow]:
+    async with shards.session(shard) as session:
+        return await session.select_unfinished(older_than_ms, limit)

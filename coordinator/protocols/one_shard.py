@@ -20,12 +20,11 @@ from coordinator.protocols.retries import retry_conflicts
 from core.domain.batch_plan import BatchPlan, plan_local_batch
 from core.domain.outcomes import Outcome, Reroute, conflict, unavailable
 from core.domain.transfers import Transfer
+from core.runtime import tracing
 from core.runtime.fan_out import settled
 from core.runtime.logs import log_phase
-from shards import accounts as account_sql
-from shards import transfers as transfer_sql
+from shards.contract import Shards
 from shards.errors import AccountsMoved, ShardError
-from shards.pool import ShardPools
 
 log = logging.getLogger("wallet.local")
 
@@ -33,8 +32,8 @@ log = logging.getLogger("wallet.local")
 class OneShard:
     """Applies batches of transfers whose accounts all live on one shard."""
 
-    def __init__(self, pools: ShardPools) -> None:
-        self.pools = pools
+    def __init__(self, shards: Shards) -> None:
+        self.shards = shards
 
     async def apply_batch(self, shard: str, transfers: list[Transfer], records: PriorRecords) -> list[Outcome]:
         """One outcome per transfer: its result (new or replayed), a refusal, or a reroute."""
@@ -46,17 +45,19 @@ class OneShard:
             ids = [t.transaction_id for t in transfers]
             reading = asyncio.ensure_future(records.find(ids, fresh=attempts > 1))  # beside BEGIN and the lock
             try:
-                async with self.pools.transaction(shard) as connection:
-                    account_ids = [t.to_account for t in transfers] + [
-                        t.from_account for t in transfers if t.from_account
-                    ]
-                    accounts = await account_sql.lock_accounts(connection, account_ids)
-                    plan = plan_local_batch(transfers, accounts, await reading)
-                    created_at = None
-                    if plan.new:
-                        created_at = await transfer_sql.write_batch(
-                            connection, plan.postings.changes, plan.records(transfers), plan.postings.events
-                        )
+                with tracing.phase("local.transaction", shard=shard, transfers=len(transfers), attempt=attempts):
+                    async with self.shards.atomic(shard) as session:
+                        account_ids = [t.to_account for t in transfers] + [
+                            t.from_account for t in transfers if t.from_account
+                        ]
+                        accounts = await session.lock_accounts(account_ids)
+                        plan = plan_local_batch(transfers, accounts, await reading)
+                        created_at = None
+                        if plan.new:
+                            with tracing.phase("local.write", shard=shard, transfers=len(plan.new)):
+                                created_at = await session.write_batch(
+                                    plan.postings.changes, plan.records(transfers), plan.postings.events
+                                )
             finally:
                 await settled(reading)
             return plan, created_at

@@ -10,6 +10,10 @@ and re-read, and finishing an already finished gid is a no-op.
 TC/C and Saga transfers whose phase state is unfinished and untouched for
 `abort_after_ms` are driven on from the step they reached, by the code the coordinator
 runs (branch_flow.resume).
+
+Traced (runtime/tracing.py), each action is a span: `recovery.abort` (an undecided batch
+fenced), `recovery.finish` (a decided batch's branches, each `recovery.commit_prepared` or
+`recovery.rollback_prepared`), `recovery.resume` (a shard's unfinished TC/C or Saga transfers).
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ from dataclasses import dataclass, field
 
 from coordinator.protocols.branch_flow import BranchFlow
 from core.domain.outcomes import Refused, Reroute
+from core.runtime import tracing
 from core.runtime.background import Periodic
 from core.runtime.fan_out import fan_out
-from shards import phase_state as phase_sql
-from shards import two_phase as two_phase_sql
+from shards.contract import Shards
 from shards.errors import ShardError
 from shards.phase_state import PhaseRow
-from shards.pool import ShardPools
+from shards.two_phase import PreparedBranch
 
 log = logging.getLogger("wallet.recovery")
 
@@ -64,8 +68,8 @@ class RecoveryReport:
 
 
 async def recover_once(
-    pools: ShardPools,
-    shards: list[str],
+    shards: Shards,
+    names: list[str],
     abort_after_ms: int = ABORT_AFTER_MS_DEFAULT,
     decision_retention_s: int = DECISION_RETENTION_S_DEFAULT,
 ) -> RecoveryReport:
@@ -73,23 +77,23 @@ async def recover_once(
     assert decision_retention_s >= DECISION_RETENTION_S_MIN, f"keep decisions at least {DECISION_RETENTION_S_MIN} s"
     report = RecoveryReport()
 
-    async def list_prepared(shard: str) -> list[two_phase_sql.PreparedBranch]:
-        async with pools.connection(shard) as connection:
-            return await two_phase_sql.select_prepared(connection)
+    async def list_prepared(shard: str) -> list[PreparedBranch]:
+        async with shards.session(shard) as session:
+            return await session.select_prepared()
 
-    listed = await fan_out(shards, list_prepared)
+    listed = await fan_out(names, list_prepared)
     for shard, error in listed.errors.items():
         report.errors.append(f"{shard}: cannot list prepared transactions: {error}")
     branches = [branch for part in listed.results.values() for branch in part][:BRANCHES_PER_PASS_MAX]
-    by_batch: dict[str, list[two_phase_sql.PreparedBranch]] = {}
+    by_batch: dict[str, list[PreparedBranch]] = {}
     for branch in branches:
         by_batch.setdefault(branch.batch_id, []).append(branch)
 
-    async def resolve(batch_id: str, members: list[two_phase_sql.PreparedBranch]) -> None:
+    async def resolve(batch_id: str, members: list[PreparedBranch]) -> None:
         decision_shard = members[0].decision_shard
         try:
-            async with pools.connection(decision_shard) as connection:
-                outcome = (await two_phase_sql.select_decisions(connection, [batch_id])).get(batch_id)
+            async with shards.session(decision_shard) as session:
+                outcome = (await session.select_decisions([batch_id])).get(batch_id)
                 if outcome is not None and max(m.age_ms for m in members) < min(FINISH_AFTER_MS, abort_after_ms):
                     report.waiting += len(members)
                     return
@@ -97,77 +101,83 @@ async def recover_once(
                     if max(m.age_ms for m in members) < abort_after_ms:
                         report.waiting += len(members)
                         return
-                    outcome = await two_phase_sql.decide_unless_decided(connection, batch_id, "abort")
+                    with tracing.phase("recovery.abort", batch_id=batch_id, decision_shard=decision_shard):
+                        outcome = await session.decide_unless_decided(batch_id, "abort")
         except ShardError as error:
             report.errors.append(f"batch {batch_id}: decision shard {decision_shard} unreachable: {error}")
             return
-        for member in members:
-            try:
-                async with pools.connection(member.branch_shard) as connection:
-                    if outcome == "commit":
-                        if await two_phase_sql.commit_prepared(connection, member.gid):
-                            report.committed += 1
-                    elif await two_phase_sql.rollback_prepared(connection, member.gid):
-                        report.rolled_back += 1
-            except ShardError as error:
-                report.errors.append(f"{member.gid}: {error}")
+        action = "recovery.commit_prepared" if outcome == "commit" else "recovery.rollback_prepared"
+        with tracing.phase("recovery.finish", batch_id=batch_id, decision=outcome, branches=len(members)):
+            for member in members:
+                try:
+                    with tracing.phase(action, shard=member.branch_shard, gid=member.gid):
+                        async with shards.session(member.branch_shard) as session:
+                            if outcome == "commit":
+                                if await session.commit_prepared(member.gid):
+                                    report.committed += 1
+                            elif await session.rollback_prepared(member.gid):
+                                report.rolled_back += 1
+                except ShardError as error:
+                    report.errors.append(f"{member.gid}: {error}")
 
     await asyncio.gather(*(resolve(batch_id, members) for batch_id, members in by_batch.items()))
     if not listed.errors and len(branches) < BRANCHES_PER_PASS_MAX:
         # Every batch with a branch still prepared was listed above (a batch decided earlier
         # cannot prepare a new branch), so the other old decisions are no longer needed.
-        report.decisions_pruned = await prune_decisions(pools, shards, sorted(by_batch), decision_retention_s, report)
+        report.decisions_pruned = await prune_decisions(shards, names, sorted(by_batch), decision_retention_s, report)
     if report.committed or report.rolled_back or report.errors or report.decisions_pruned:
         log.info("recovery: %s", report)
     return report
 
 
 async def prune_decisions(
-    pools: ShardPools, shards: list[str], keep: list[str], retention_s: int, report: RecoveryReport
+    shards: Shards, names: list[str], keep: list[str], retention_s: int, report: RecoveryReport
 ) -> int:
     async def one(shard: str) -> int:
-        async with pools.connection(shard) as connection:
-            return await two_phase_sql.prune_decisions(connection, retention_s, keep, DECISIONS_PRUNED_PER_PASS_MAX)
+        async with shards.session(shard) as session:
+            return await session.prune_decisions(retention_s, keep, DECISIONS_PRUNED_PER_PASS_MAX)
 
-    pruned = await fan_out(shards, one)
+    pruned = await fan_out(names, one)
     for shard, error in pruned.errors.items():
         report.errors.append(f"{shard}: cannot prune commit decisions: {error}")
     return sum(pruned.results.values())
 
 
 async def resume_unfinished(
-    pools: ShardPools, shards: list[str], flows: list[BranchFlow], abort_after_ms: int, report: RecoveryReport
+    shards: Shards, names: list[str], flows: list[BranchFlow], abort_after_ms: int, report: RecoveryReport
 ) -> None:
     """Drive every TC/C and Saga transfer left unfinished (untouched for `abort_after_ms`)."""
 
     async def one(shard: str) -> list[PhaseRow]:
-        async with pools.connection(shard) as connection:
-            return await phase_sql.select_unfinished(connection, abort_after_ms, RESUME_PER_PASS_MAX)
+        async with shards.session(shard) as session:
+            return await session.select_unfinished(abort_after_ms, RESUME_PER_PASS_MAX)
 
-    listed = await fan_out(shards, one)
+    listed = await fan_out(names, one)
     for shard, error in listed.errors.items():
         report.errors.append(f"{shard}: cannot list unfinished transfers: {error}")
-    for phases in listed.results.values():
-        for flow in flows:
-            for transaction_id, outcome in (await flow.resume(phases)).items():
-                if isinstance(outcome, (Refused, Reroute)):
-                    report.errors.append(f"{transaction_id}: {outcome}")
-                else:
-                    report.resumed += 1
+    for shard, phases in listed.results.items():
+        resuming = tracing.phase("recovery.resume", shard=shard, unfinished=len(phases)) if phases else tracing.NULL
+        with resuming:
+            for flow in flows:
+                for transaction_id, outcome in (await flow.resume(phases)).items():
+                    if isinstance(outcome, (Refused, Reroute)):
+                        report.errors.append(f"{transaction_id}: {outcome}")
+                    else:
+                        report.resumed += 1
 
 
 class Recovery:
     """One pass over every shard: two-phase batches first, then TC/C and Saga transfers."""
 
-    def __init__(self, pools: ShardPools, shards: Callable[[], list[str]], flows: list[BranchFlow]) -> None:
-        self.pools = pools
+    def __init__(self, shards: Shards, names: Callable[[], list[str]], flows: list[BranchFlow]) -> None:
         self.shards = shards
+        self.names = names
         self.flows = flows
 
     async def run_once(self, abort_after_ms: int = ABORT_AFTER_MS_DEFAULT) -> RecoveryReport:
-        shards = self.shards()
-        report = await recover_once(self.pools, shards, abort_after_ms)
-        await resume_unfinished(self.pools, shards, self.flows, abort_after_ms, report)
+        names = self.names()
+        report = await recover_once(self.shards, names, abort_after_ms)
+        await resume_unfinished(self.shards, names, self.flows, abort_after_ms, report)
         return report
 
 

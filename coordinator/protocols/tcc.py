@@ -65,7 +65,7 @@ class TccCoordinator(BranchFlow):
             decided,
             lambda item: self.credit_shard(item[0].transfer),
             lambda shard, group: branch_steps.run_branch_ops(
-                self.pools, shard, [BranchOp(d.transfer, "credit", phase) for d, phase in group]
+                self.shards, shard, [BranchOp(d.transfer, "credit", phase) for d, phase in group]
             ),
         )
         log_phase(log, "tcc.finished_credit", [item[0].transfer.transaction_id for item, _ in finished])
@@ -76,4 +76,4 @@ class TccCoordinator(BranchFlow):
         return outcomes
 
     async def _mark_done(self, shard: str, transfers: list[Transfer]) -> list[Transfer]:
-        return await branch_steps.mark_done(self.pools, shard, transfers)
+        return await branch_steps.mark_done(self.shards, shard, transfers)

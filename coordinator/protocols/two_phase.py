@@ -42,7 +42,6 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from uuid import uuid4
 
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -54,16 +53,15 @@ from core.domain.accounts import Account
 from core.domain.batch_plan import BatchPlan, plan_local_batch
 from core.domain.outcomes import Outcome, Reroute, unavailable
 from core.domain.transfers import ProtocolName, Transfer
-from core.runtime import fault_points
+from core.runtime import fault_points, tracing
 from core.runtime.fan_out import fan_out, settled
 from core.runtime.gates import let_next_start
+from core.runtime.ids import new_batch_id
 from core.runtime.logs import log_phase
 from shard_router.topology import Topology
-from shards import accounts as account_sql
-from shards import transfers as transfer_sql
-from shards import two_phase as two_phase_sql
+from shards.contract import Shards, ShardSession
 from shards.errors import AccountsMoved, ShardError, ShardRetryable, ShardUnavailable
-from shards.pool import Connection, ShardPools, errors_of, forget_if_broken
+from shards.two_phase import make_gid
 
 log = logging.getLogger("wallet.two_phase")
 
@@ -82,7 +80,7 @@ class Batch:
     transaction_ids: list[str]
     topology: Topology
     accounts_on: dict[str, set[str]]  # shard -> the batch's accounts there
-    connections: dict[str, Connection] = field(default_factory=dict)
+    sessions: dict[str, ShardSession] = field(default_factory=dict)
     locked: dict[str, Account] = field(default_factory=dict)
     stamps: dict[str, datetime] = field(default_factory=dict)  # writing shard -> its records' created_at
     gids: dict[str, str] = field(default_factory=dict)  # prepared shard -> its gid
@@ -116,8 +114,8 @@ def accounts_by_shard(transfers: list[Transfer], topology: Topology) -> dict[str
 
 
 class TwoPhaseCommit:
-    def __init__(self, pools: ShardPools, topology: Callable[[], Topology]) -> None:
-        self.pools = pools
+    def __init__(self, shards: Shards, topology: Callable[[], Topology]) -> None:
+        self.shards = shards
         self.topology = topology
 
     async def apply_batch(self, transfers: list[Transfer], records: PriorRecords) -> list[Outcome]:
@@ -139,15 +137,16 @@ class TwoPhaseCommit:
     async def _attempt(self, transfers: list[Transfer], records: PriorRecords, retry: bool) -> list[Outcome]:
         topology = self.topology()
         batch = Batch(
-            str(uuid4()), [t.transaction_id for t in transfers], topology, accounts_by_shard(transfers, topology)
+            new_batch_id(), [t.transaction_id for t in transfers], topology, accounts_by_shard(transfers, topology)
         )
         reading = asyncio.ensure_future(records.find(batch.transaction_ids, fresh=retry))
         try:
             async with AsyncExitStack() as stack:
                 for shard in sorted(batch.accounts_on):
-                    batch.connections[shard] = await stack.enter_async_context(self.pools.connection(shard))
+                    batch.sessions[shard] = await stack.enter_async_context(self.shards.session(shard))
                 try:
-                    await self._lock(batch, in_order=retry)
+                    with tracing.phase("2pc.lock", batch_id=batch.batch_id, shards=len(batch.sessions), in_order=retry):
+                        await self._lock(batch, in_order=retry)
                     plan = plan_local_batch(
                         transfers, batch.locked, await reading, protocol="2pc", protocols=batch.protocols(transfers)
                     )
@@ -169,18 +168,12 @@ class TwoPhaseCommit:
         """BEGIN everywhere at once, then the locks: every shard at once, or in the global order."""
 
         async def begin(shard: str) -> None:
-            with errors_of(shard):
-                await two_phase_sql.begin(
-                    batch.connections[shard], lock_timeout_ms=None if in_order else PARALLEL_LOCK_TIMEOUT_MS
-                )
+            await batch.sessions[shard].begin(lock_timeout_ms=None if in_order else PARALLEL_LOCK_TIMEOUT_MS)
 
         async def lock(shard: str) -> None:
-            with errors_of(shard):
-                batch.locked.update(
-                    await account_sql.lock_accounts(batch.connections[shard], sorted(batch.accounts_on[shard]))
-                )
+            batch.locked.update(await batch.sessions[shard].lock_accounts(sorted(batch.accounts_on[shard])))
 
-        (await fan_out(batch.connections, begin)).raise_first()
+        (await fan_out(batch.sessions, begin)).raise_first()
         if in_order:
             for shard in sorted(batch.accounts_on):
                 await lock(shard)
@@ -199,19 +192,18 @@ class TwoPhaseCommit:
         if len(writers) > 1:
             batch.decision_shard = min(shard for shard in writers if recorded_on[shard])
             batch.gids = {
-                shard: two_phase_sql.make_gid(batch.batch_id, batch.decision_shard, shard)
+                shard: make_gid(batch.batch_id, batch.decision_shard, shard)
                 for shard in writers
                 if shard != batch.decision_shard
             }
 
         async def write_or_release(shard: str) -> None:
-            connection = batch.connections[shard]
-            with errors_of(shard):
-                if shard not in writers:  # read-only participant: release its locks now
-                    await two_phase_sql.rollback(connection)
-                    return
-                batch.stamps[shard] = await transfer_sql.write_batch(
-                    connection,
+            session = batch.sessions[shard]
+            if shard not in writers:  # read-only participant: release its locks now
+                await session.rollback()
+                return
+            with tracing.phase("2pc.write", shard=shard, decision=shard == batch.decision_shard):
+                batch.stamps[shard] = await session.write_batch(
                     changes[shard],
                     plan.records(transfers, recorded_on[shard]),
                     postings.events_on(batch.accounts_on[shard]),
@@ -222,8 +214,8 @@ class TwoPhaseCommit:
         # back while its statement still runs.
         (await fan_out(involved, write_or_release)).raise_first()
         if len(writers) == 1:  # every change on one shard after all: a local commit
-            with errors_of(writers[0]):
-                await two_phase_sql.commit(batch.connections[writers[0]])
+            with tracing.phase("2pc.commit_local", shard=writers[0]):
+                await batch.sessions[writers[0]].commit()
             batch.decided = True
         elif writers:
             fault_points.reach("2pc.after_writes")
@@ -236,8 +228,8 @@ class TwoPhaseCommit:
 
         async def prepare(shard: str) -> None:
             nonlocal prepared
-            with errors_of(shard):
-                await two_phase_sql.prepare(batch.connections[shard], batch.gids[shard])
+            with tracing.phase("2pc.prepare", shard=shard, gid=batch.gids[shard]):
+                await batch.sessions[shard].prepare(batch.gids[shard])
             prepared += 1
             if prepared == 1:
                 fault_points.reach("2pc.after_first_prepare")
@@ -251,7 +243,7 @@ class TwoPhaseCommit:
             # replicated shard, be on the promoted standby): fence the batch with 'abort' now,
             # so recovery rolls such a branch back as soon as it finds it instead of after
             # abort_after_ms (its locks would hold every later transfer of those accounts).
-            await self._roll_back(batch.decision_shard, batch.connections[batch.decision_shard])
+            await self._roll_back(batch.sessions[batch.decision_shard])
             await self._roll_back_prepared({shard: batch.gids[shard] for shard in prepared_all.results})
             await self._fence_abort(batch.batch_id, batch.decision_shard)
             prepared_all.raise_first()
@@ -262,11 +254,11 @@ class TwoPhaseCommit:
         shard = batch.decision_shard
         assert shard is not None
         try:
-            with errors_of(shard):
-                await two_phase_sql.commit(batch.connections[shard])  # <- THE COMMIT POINT
+            with tracing.phase("2pc.decide", shard=shard, batch_id=batch.batch_id):
+                await batch.sessions[shard].commit()  # <- THE COMMIT POINT
         except ShardUnavailable:
-            async with self.pools.connection(shard) as fresh:
-                outcome = await two_phase_sql.decide_unless_decided(fresh, batch.batch_id, "abort")
+            async with self.shards.session(shard) as fresh:
+                outcome = await fresh.decide_unless_decided(batch.batch_id, "abort")
             if outcome != "commit":
                 await self._roll_back_prepared(batch.gids)
                 raise ShardRetryable(shard, f"batch {batch.batch_id}: its commit did not land; retrying") from None
@@ -277,8 +269,8 @@ class TwoPhaseCommit:
 
     async def _fence_abort(self, batch_id: str, decision_shard: str) -> None:
         try:
-            async with self.pools.connection(decision_shard) as fresh:
-                await two_phase_sql.decide_unless_decided(fresh, batch_id, "abort")
+            async with self.shards.session(decision_shard) as fresh:
+                await fresh.decide_unless_decided(batch_id, "abort")
         except ShardError as error:  # recovery fences it later, by age
             log.warning(
                 "batch %s: abort decision not recorded on %s (%s); left to recovery", batch_id, decision_shard, error
@@ -292,10 +284,10 @@ class TwoPhaseCommit:
         async def finish(shard: str, gid: str) -> None:
             nonlocal committed
             try:
-                with errors_of(shard):
-                    await two_phase_sql.commit_prepared(batch.connections[shard], gid)
+                with tracing.phase("2pc.commit_prepared", shard=shard, gid=gid):
+                    await batch.sessions[shard].commit_prepared(gid)
             except (ShardError, asyncpg.PostgresError) as error:
-                forget_if_broken(batch.connections[shard], error)
+                batch.sessions[shard].forget_if_broken(error)
                 if not await self._commit_prepared_again(shard, gid):
                     return
             committed += 1
@@ -313,29 +305,28 @@ class TwoPhaseCommit:
                 reraise=True,
             ):
                 with attempt:
-                    async with self.pools.connection(shard) as connection:
-                        await two_phase_sql.commit_prepared(connection, gid)
+                    async with self.shards.session(shard) as session:
+                        await session.commit_prepared(gid)
         except Exception as error:  # after the decision nothing may fail the batch
             log.warning("COMMIT PREPARED %s failed (%r); left to recovery", gid, error)
             return False
         return True
 
     async def _roll_back_open(self, batch: Batch) -> None:
-        await asyncio.gather(*(self._roll_back(shard, connection) for shard, connection in batch.connections.items()))
+        await asyncio.gather(*(self._roll_back(session) for session in batch.sessions.values()))
 
     @staticmethod
-    async def _roll_back(shard: str, connection: Connection) -> None:
+    async def _roll_back(session: ShardSession) -> None:
         try:
-            with errors_of(shard):
-                await two_phase_sql.rollback(connection)
+            await session.rollback()
         except (ShardError, asyncpg.PostgresError, asyncpg.InterfaceError):
             pass  # a dead connection's transaction dies with it
 
     async def _roll_back_prepared(self, gids: dict[str, str]) -> None:
         async def undo(shard: str, gid: str) -> None:
             try:
-                async with self.pools.connection(shard) as connection:
-                    await two_phase_sql.rollback_prepared(connection, gid)
+                async with self.shards.session(shard) as session:
+                    await session.rollback_prepared(gid)
             except ShardError as error:
                 log.warning("ROLLBACK PREPARED %s failed (%s); left to recovery", gid, error)
 

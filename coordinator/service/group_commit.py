@@ -4,6 +4,9 @@ It carries the rounds of transfers (rounds.py) and the shared record reads of ea
 (record_lookup.py). No waiting is added under low load (a lone request goes at once); under
 load the requests that arrive while a batch is in flight form the next one. Every limit is
 a named, bounded setting.
+
+With tracing on, each call's ticket carries the span context it was queued under (the
+request's), and a batch's span links every request it carries (runtime/tracing.py).
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Generic, TypeVar
 
+from core.runtime import tracing
 from core.runtime.gates import next_start_gate
 from core.runtime.settings import BatchLimits
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
 
 log = logging.getLogger("wallet.group_commit")
 
@@ -43,12 +51,13 @@ class Ticket(Generic[Outcome]):
     One future per call rather than per item: a call of a thousand transfers costs the event
     loop one wake-up, not a thousand (docs/figures.md)."""
 
-    __slots__ = ("outcomes", "left", "future")
+    __slots__ = ("outcomes", "left", "future", "link")
 
     def __init__(self, size: int, future: asyncio.Future[list[Outcome | BaseException]]) -> None:
         self.outcomes: list[Outcome | BaseException | None] = [None] * size
         self.left = size
         self.future = future
+        self.link: SpanContext | None = None  # the caller's span (tracing on): its batch links it
 
     def settle(self, start: int, outcomes: Sequence[Outcome | BaseException]) -> None:
         self.outcomes[start : start + len(outcomes)] = outcomes
@@ -141,7 +150,10 @@ class BatchApplier(Generic[Item, Outcome]):
         self.gap_s += GAP_SMOOTHING * (min(now - self.last_arrival_s, 1.0) - self.gap_s)
         self.last_arrival_s = now
         if items:
-            self.pending.append(Segment(Ticket(len(items), future), items))
+            ticket: Ticket[Outcome] = Ticket(len(items), future)
+            if tracing.enabled:
+                ticket.link = tracing.link_here()
+            self.pending.append(Segment(ticket, items))
             self.pending_items += len(items)
             self.arrived.set()
         else:
@@ -186,6 +198,12 @@ class BatchApplier(Generic[Item, Outcome]):
         self.room.set()
         return batch, shares
 
+    def _span(self, size: int, shares: list[Share[Outcome]]) -> AbstractContextManager[object]:
+        """The batch's span, linked to each call it carries (the shared no-op with tracing off)."""
+        if not tracing.enabled:
+            return tracing.NULL
+        return tracing.batch(self.name, size, [ticket.link for ticket, _, _ in shares])
+
     async def _gather(self, budget_s: float, quiet_s: float) -> None:
         """Wait for more items, at most `budget_s` in all and `quiet_s` since the last arrival."""
         loop = asyncio.get_running_loop()
@@ -218,7 +236,8 @@ class BatchApplier(Generic[Item, Outcome]):
 
             next_start_gate(release)
             try:
-                outcomes = await self.apply_batch(items)
+                with self._span(len(items), shares):
+                    outcomes = await self.apply_batch(items)
                 assert len(outcomes) == len(items), "apply_batch must return one outcome per item"
             except asyncio.CancelledError:
                 for ticket, start, count in shares:

@@ -24,8 +24,7 @@ from coordinator.service.group_commit import BatchApplier
 from core.domain.transfers import TransferResult
 from core.runtime.fan_out import fan_out
 from core.runtime.settings import BatchLimits
-from shards import transfers as transfer_sql
-from shards.pool import ShardPools
+from shards.contract import Shards
 
 # Requests folded into one SELECT; each asks for at most one batch's ids, so one statement
 # reads at most this many batches' worth.
@@ -35,14 +34,14 @@ LOOKUP_LIMITS = BatchLimits(batch_size_max=REQUESTS_PER_LOOKUP_MAX, queue_size_m
 RecordLookup = BatchApplier[list[str], dict[str, TransferResult]]
 
 
-def record_lookup(pools: ShardPools, shard: str) -> RecordLookup:
+def record_lookup(shards: Shards, shard: str) -> RecordLookup:
     """An applier answering 'which of these ids have records on `shard`', one SELECT for the
     requests that are waiting together."""
 
     async def lookup(requests: list[list[str]]) -> list[dict[str, TransferResult]]:
         wanted = requests[0] if len(requests) == 1 else list({i for ids in requests for i in ids})
-        async with pools.connection(shard) as connection:
-            found = await transfer_sql.select_transfers(connection, wanted)
+        async with shards.session(shard) as session:
+            found = await session.select_transfers(wanted)
         if len(requests) == 1:
             return [found]
         return [{i: found[i] for i in ids if i in found} for ids in requests]
@@ -53,14 +52,14 @@ def record_lookup(pools: ShardPools, shard: str) -> RecordLookup:
 class RecordLookups:
     """One coalescing lookup per shard of the topology, started with the service."""
 
-    def __init__(self, pools: ShardPools, shards: Callable[[], Collection[str]]) -> None:
-        self.pools = pools
+    def __init__(self, shards: Shards, names: Callable[[], Collection[str]]) -> None:
         self.shards = shards
+        self.names = names
         self.lookups: dict[str, RecordLookup] = {}
 
     def add_shard(self, shard: str) -> None:
         if shard not in self.lookups:
-            lookup = record_lookup(self.pools, shard)
+            lookup = record_lookup(self.shards, shard)
             lookup.start()
             self.lookups[shard] = lookup
 
@@ -75,7 +74,7 @@ class RecordLookups:
         shared with the other batches asking that shard now (always made after this call,
         so `fresh` changes nothing). Raises ShardUnavailable (or whatever else a shard
         raised) if a shard did not answer."""
-        shards = sorted(shard for shard in self.shards() if shard not in skip)
+        shards = sorted(shard for shard in self.names() if shard not in skip)
         return await self.find_on(shards, transaction_ids)
 
     async def find_on(self, shards: list[str], transaction_ids: list[str]) -> dict[str, TransferResult]:
@@ -93,8 +92,8 @@ class RecordLookups:
 
     async def read_now(self, shard: str, transaction_ids: list[str]) -> dict[str, TransferResult]:
         """One SELECT on `shard` for these ids, now, on a connection of its own."""
-        async with self.pools.connection(shard) as connection:
-            return await transfer_sql.select_transfers(connection, transaction_ids)
+        async with self.shards.session(shard) as session:
+            return await session.select_transfers(transaction_ids)
 
     def shared_read(self, shards: list[str], transaction_ids: list[str]) -> SharedRead:
         return SharedRead(self, shards, transaction_ids)

@@ -18,6 +18,10 @@ large as what waited for it (docs/figures.md). Rounds overlap (limits.workers):
 a round never waits for the previous one's last round trip: the next round starts once every
 group of this one has passed its commit point (runtime/gates.py), so only one round at a time
 is taking locks across shards.
+
+Traced (runtime/tracing.py), a round is the span `batch round`, linked to the requests it
+carries, and each group the span `group <shard or mode>` inside it: the protocols' phases
+nest under their group.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from coordinator.service.group_commit import BatchApplier, BatchObserver
 from coordinator.service.record_lookup import RecordLookups
 from core.domain.outcomes import Outcome
 from core.domain.transfers import Transfer
+from core.runtime import tracing
 from core.runtime.gates import current_gate, next_start_gate
 from core.runtime.settings import BatchLimits
 from shard_router.topology import Topology
@@ -173,10 +178,11 @@ class Rounds:
         for hook in self.hooks:
             await hook(name, len(transfers))
         try:
-            if within_shard:
-                outcomes = await self.one_shard(name, transfers, read)
-            else:
-                outcomes = await self.cross_shard[name](transfers, read)
+            with tracing.phase(f"group {name}", group=name, transfers=len(transfers)):
+                if within_shard:
+                    outcomes = await self.one_shard(name, transfers, read)
+                else:
+                    outcomes = await self.cross_shard[name](transfers, read)
         finally:
             locked()
         assert len(outcomes) == len(transfers), "a group answers once per transfer"

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from core.domain.errors import WalletError
 from shard_router.stores import TopologyStore
 from shard_router.topology import Topology
 from shards.errors import AccountsMoved
-from shards.pool import ShardPools
 
 log = logging.getLogger("wallet.service")
 Result = TypeVar("Result")
@@ -24,8 +23,14 @@ REROUTE_ATTEMPTS_MAX = 12
 REROUTE_WAIT_MS = 100
 
 
+class ShardAddresses(Protocol):
+    """Where the router's switch sends a shard's new address (shards/pool.py's ShardPools)."""
+
+    async def set_address(self, name: str, dsn: str) -> None: ...
+
+
 class Router:
-    def __init__(self, topology: Topology, pools: ShardPools, store: TopologyStore | None = None) -> None:
+    def __init__(self, topology: Topology, pools: ShardAddresses, store: TopologyStore | None = None) -> None:
         self.topology = topology
         self.pools = pools
         # Where a newer topology is read when a shard refuses a stale route (None: never).

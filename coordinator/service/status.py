@@ -10,17 +10,15 @@ from coordinator.service.routing import Router
 from core.domain.errors import WalletError
 from core.domain.transfers import TransferResult
 from core.runtime.fan_out import fan_out
-from shards import phase_state as phase_sql
-from shards import transfers as transfer_sql
+from shards.contract import Shards
 from shards.errors import ShardUnavailable
 from shards.phase_state import PhaseRow
-from shards.pool import ShardPools
 
 
 class TransferStatus:
-    def __init__(self, router: Router, pools: ShardPools, records: RecordLookups, inflight: InFlight) -> None:
+    def __init__(self, router: Router, shards: Shards, records: RecordLookups, inflight: InFlight) -> None:
         self.router = router
-        self.pools = pools
+        self.shards = shards
         self.records = records
         self.inflight = inflight
 
@@ -37,8 +35,8 @@ class TransferStatus:
         """The phase of a TC/C or Saga transfer that has started but has no record yet."""
 
         async def one(shard: str) -> dict[str, PhaseRow]:
-            async with self.pools.connection(shard) as connection:
-                return await phase_sql.select_phases(connection, [transaction_id])
+            async with self.shards.session(shard) as session:
+                return await session.select_phases([transaction_id])
 
         found = await fan_out(self.router.shards(), one)
         found.raise_first()
@@ -55,8 +53,8 @@ class TransferStatus:
         its coordinator is between PREPARE and COMMIT PREPARED, or died there."""
 
         async def one(shard: str) -> bool:
-            async with self.pools.connection(shard) as connection:
-                return await transfer_sql.record_is_held(connection, transaction_id)
+            async with self.shards.session(shard) as session:
+                return await session.record_is_held(transaction_id)
 
         held = await fan_out(self.router.shards(), one)
         held.raise_first()

@@ -42,6 +42,7 @@ from shard_router.topology import Topology
 from shard_router.zookeeper_store import ZooKeeperTopologyStore
 from shards import replication
 from shards.pool import ShardPools, StatementObserver
+from shards.postgres import PostgresShards
 
 
 class WalletService:
@@ -58,12 +59,13 @@ class WalletService:
         self.is_leader = is_leader
         self.pools = ShardPools(topology.shards, size_max=settings.pool_size_max, statement_observer=statement_observer)
         self.router = Router(topology, self.pools, store)
-        self.records = RecordLookups(self.pools, lambda: self.router.topology.shards)
+        self.shards = PostgresShards(self.pools)  # the shard contract the protocols call (shards/contract.py)
+        self.records = RecordLookups(self.shards, lambda: self.router.topology.shards)
         current = lambda: self.router.topology  # noqa: E731 (the protocols route by the newest)
-        self.one_shard = OneShard(self.pools)
-        self.two_phase = TwoPhaseCommit(self.pools, current)
-        self.tcc = TccCoordinator(self.pools, current)
-        self.saga = SagaCoordinator(self.pools, current)
+        self.one_shard = OneShard(self.shards)
+        self.two_phase = TwoPhaseCommit(self.shards, current)
+        self.tcc = TccCoordinator(self.shards, current)
+        self.saga = SagaCoordinator(self.shards, current)
         self.rounds = Rounds(
             settings.limits,
             self.records,
@@ -74,8 +76,8 @@ class WalletService:
         self.inflight = InFlight()
         self.submission = Submission(self.router, self.rounds, self.inflight)
         self.accounts = Accounts(self.router, self.pools)
-        self.status = TransferStatus(self.router, self.pools, self.records, self.inflight)
-        self.recovery = Recovery(self.pools, self.router.shards, [self.tcc, self.saga])
+        self.status = TransferStatus(self.router, self.shards, self.records, self.inflight)
+        self.recovery = Recovery(self.shards, self.router.shards, [self.tcc, self.saga])
         self.recovery_worker: Periodic | None = None
         self.ledger = (
             LedgerService(topology.ledgers, self.pools, sorted(topology.shards), self._anchoring(settings, store))
@@ -95,6 +97,7 @@ class WalletService:
             settings.ledger_anchor_path,
             ZooKeeperAnchors(client, settings.zk_root) if client is not None else None,
             settings.ledger_checkpoint_s,
+            settings.ledger_verify_s,
         )
 
     @property

@@ -1,5 +1,6 @@
 """Structured logs: one JSON object a line, carrying the transaction id of the request
-being served (a context variable, so every line logged while serving it has it)."""
+being served (a context variable, so every line logged while serving it has it) and, with
+tracing on, the trace and span ids of the span current where the line was written."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from core.runtime import tracing
 
 transaction_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("transaction_id", default=None)
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -37,6 +40,8 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id is not None:
             entry["request_id"] = request_id
+        if tracing.enabled and (ids := tracing.log_ids()) is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

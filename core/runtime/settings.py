@@ -94,6 +94,14 @@ class Settings:
     ledger_key_file: Path | None = None
     ledger_anchor_file: Path | None = None
     ledger_checkpoint_s: int = 60
+    # How often the relay leader verifies the whole ledger and records the result (what
+    # /metrics and the alert WalletLedgerVerificationStale read; 0: never, run it yourself).
+    ledger_verify_s: int = 86_400
+    # Tracing (runtime/tracing.py): off unless a collector's OTLP/HTTP endpoint is named
+    # (http://collector:4318); then a request is traced at this ratio unless its caller's
+    # traceparent already decided (a round carrying a traced request is always traced).
+    otlp_endpoint: str | None = None
+    trace_sample_ratio: float = 1.0
 
     @property
     def ledger_key_path(self) -> Path:
@@ -140,6 +148,19 @@ class Settings:
             f"got {self.ledger_checkpoint_s}",
         )
         require(
+            0 <= self.ledger_verify_s <= 86_400,
+            f"WALLET_LEDGER_VERIFY_S must be in 0..86400 (0: no periodic verification), got {self.ledger_verify_s}",
+        )
+        require(
+            self.otlp_endpoint is None or self.otlp_endpoint.startswith(("http://", "https://")),
+            f"WALLET_OTLP_ENDPOINT must be an http:// or https:// URL such as http://collector:4318, "
+            f"got {self.otlp_endpoint!r}",
+        )
+        require(
+            0.0 <= self.trace_sample_ratio <= 1.0,
+            f"WALLET_TRACE_SAMPLE_RATIO must be in 0..1 (1: every request), got {self.trace_sample_ratio}",
+        )
+        require(
             self.fault_point is None or self.fault_point in FAULT_POINTS,
             f"WALLET_FAULT_POINT must be one of {', '.join(sorted(FAULT_POINTS))}, got {self.fault_point!r}",
         )
@@ -176,6 +197,9 @@ class Settings:
             if env.text("WALLET_LEDGER_ANCHOR_FILE", "")
             else None,
             ledger_checkpoint_s=env.integer("WALLET_LEDGER_CHECKPOINT_S", 60),
+            ledger_verify_s=env.integer("WALLET_LEDGER_VERIFY_S", 86_400),
+            otlp_endpoint=env.text("WALLET_OTLP_ENDPOINT", "") or None,
+            trace_sample_ratio=env.number("WALLET_TRACE_SAMPLE_RATIO", 1.0),
             limits=BatchLimits(
                 batch_size_max=env.integer("WALLET_BATCH_SIZE_MAX", 1000),
                 batch_wait_ms=env.number("WALLET_BATCH_WAIT_MS", 0),

@@ -1,0 +1,3 @@
+from chaos.simulation.cli import main
+
+raise SystemExit(main())
