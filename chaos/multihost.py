@@ -3,7 +3,8 @@ and the bank workload across it while a coordinator and then a shard's primary a
 the network.
 
 Each compose service (every ZooKeeper node, every Patroni member, `migrate`, the coordinator
-replicas, the relay, HAProxy) runs natively in a network namespace of its compose hostname,
+replicas, the relay, `metrics-token`, Prometheus, HAProxy; not Grafana, which nothing here
+can install) runs natively in a network namespace of its compose hostname,
 with the compose file's ports and environment (launchers/compose.py translates the rest,
 launchers/multihost.py starts it); the namespaces are hosts of one private star network
 (launchers/netns.py), torn down at the end. The workload and the checker run in one more
@@ -18,9 +19,11 @@ everything so far:
   2. the coordinator that leads recovery cut off (its veth down), past its ZooKeeper
      session, so the other takes over; then restored;
   3. a shard's primary cut off: its standby is promoted; restored, it rejoins as standby.
+At the end, what the compose file's Prometheus saw: its scrape targets, and every alert of
+docker/prometheus/rules.yml that went pending or fired.
 
 The whole compose file (3 ZooKeeper JVMs, 12 Patroni members, 2 coordinators, the relay,
-HAProxy) fits the 2-core development machine and is the default; `--scale reduced` keeps one
+Prometheus, HAProxy) fits the 2-core development machine and is the default; `--scale reduced` keeps one
 ZooKeeper and the shard0, shard1 and ledger pairs (launchers/compose.py), for a smaller machine.
 """
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import secrets
@@ -37,6 +41,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -76,6 +82,8 @@ INNER_STOP_S = 120.0  # after Ctrl-C: the inside stops its services, then the ne
 UNKNOWN_CODES_SHOWN = 4
 ERROR_LINE_SHOWN_MAX = 400
 LEADER_ROLE_PATH = "leaders/singletons"  # under WALLET_ZK_ROOT: the recovery worker's election
+ALERTS_SEEN = "max by (alertname, alertstate) (ALERTS)"
+PROMETHEUS_TIMEOUT_S = 10.0
 EXIT_USAGE = 2  # a setting or an argument that cannot be used, as argparse exits
 EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
 
@@ -125,6 +133,7 @@ class MultihostReport:
     startup_s: float = 0.0
     phases: list[PhaseReport] = field(default_factory=list)
     errors_logged: dict[str, list[str]] = field(default_factory=dict)  # service -> its error lines
+    monitoring: str | None = None  # what the compose file's Prometheus saw, when it runs
 
     @property
     def clean(self) -> bool:
@@ -138,7 +147,8 @@ class MultihostReport:
             "",
             *self.service_rows(plan, network),
             "",
-            f"startup (ZooKeeper, Patroni clusters, migrate, coordinators, relay, balancer): {self.startup_s:.0f} s",
+            f"startup, every service in compose's order: {self.startup_s:.0f} s"
+            + (f"; left out: {'; '.join(f'{n} ({why})' for n, why in plan.left_out.items())}" if plan.left_out else ""),
             "",
             *self.phase_rows(),
             "",
@@ -198,8 +208,15 @@ class MultihostReport:
             + (", ".join(f"{name} {len(found)}" for name, found in self.errors_logged.items()) or "none"),
         ]
         lines += [f"    {name}: {found[0][:ERROR_LINE_SHOWN_MAX]}" for name, found in self.errors_logged.items()]
+        if self.monitoring is not None:
+            lines.append(self.monitoring)
         lines += [f"    {anomaly.kind}: {anomaly.detail}" for anomaly in last.examples()]
         return lines
+
+
+def prometheus_get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=PROMETHEUS_TIMEOUT_S) as answer:
+        return json.loads(answer.read())["data"]
 
 
 def shards_of(plan: Plan, record: TransferRecord) -> set[str]:
@@ -233,12 +250,15 @@ class MultihostRun:
         self.config.say(f"[{time.monotonic() - self.started:6.1f}s] {text}")
 
     async def execute(self) -> MultihostReport:
+        started_at = time.time()
         self.zookeeper = await asyncio.to_thread(connect_zookeeper, self.plan.zookeeper_hosts)
         try:
             await self.open_accounts()
             await self.phase("healthy load", None)
             await self.phase("coordinator cut", self.cut_coordinator)
             await self.phase("shard-primary cut", self.cut_primary)
+            if self.plan.of_kind("prometheus"):
+                self.report.monitoring = await asyncio.to_thread(self.prometheus_saw, started_at)
         finally:
             self.deployment.interrupted.set()  # a wait still running in a thread (cancelled: Ctrl-C) ends
             await self.client.close()
@@ -350,6 +370,23 @@ class MultihostRun:
             f"{primary} ({shard}'s primary) cut {held:.0f} s; {new} promoted after {promoted:.0f} s; "
             f"{primary} back as synchronous standby at {rejoined:.0f} s",
             shard,
+        )
+
+    def prometheus_saw(self, since: float) -> str:
+        """Prometheus (the compose file's, scraping the coordinators with the metrics token):
+        which targets are up now, and every alert pending or firing since `since`."""
+        service = self.plan.of_kind("prometheus")[0]
+        base = f"http://{service.name}:{service.ports[0]}/api/v1"
+        targets = prometheus_get(f"{base}/targets")["activeTargets"]
+        up = sorted(target["labels"]["instance"] for target in targets if target["health"] == "up")
+        window = {"query": ALERTS_SEEN, "start": f"{since:.3f}", "end": f"{time.time():.3f}", "step": "5"}
+        seen: dict[str, set[str]] = {}
+        for series in prometheus_get(f"{base}/query_range?{urllib.parse.urlencode(window)}")["result"]:
+            seen.setdefault(series["metric"]["alertname"], set()).add(series["metric"]["alertstate"])
+        alerts = ", ".join(f"{name} ({', '.join(sorted(states))})" for name, states in sorted(seen.items()))
+        return (
+            f"Prometheus: {len(up)} of {len(targets)} scrape targets up at the end ({', '.join(up)}); "
+            f"alerts pending or firing during the run: {alerts or 'none'}"
         )
 
     def recovery_leader(self) -> str | None:

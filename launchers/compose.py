@@ -15,9 +15,11 @@ What the translation changes, and why (everything else is the files' own):
   (launchers/patroni.py), PostgreSQL's bin folder, Debian's ZooKeeper and HAProxy, the
   virtualenv's `wallet`. The ZooKeeper image writes zoo.cfg from its ZOO_* environment at
   start; `zookeeper_config` writes the same file from the same variables and its defaults.
-- HAProxy: Docker's DNS (`resolvers docker`, 127.0.0.11) does not exist natively. The
-  replicas compose names `coordinator-1`, `coordinator-2` become one `server` line each,
-  resolved from the hosts file when HAProxy starts.
+- Docker's DNS (HAProxy's `resolvers docker` at 127.0.0.11, Prometheus's `dns_sd_configs`)
+  does not exist natively. The replicas compose names `coordinator-1`, `coordinator-2`
+  become one HAProxy `server` line and one Prometheus target each, resolved from the hosts
+  file.
+- Grafana is left out (NOT_NATIVE): nothing on this machine's registries installs it.
 - The reduced scale (for a machine smaller than the 2-core one the full scale runs on): one
   ZooKeeper, the shard0, shard1 and ledger pairs, every other service; the ZooKeeper host
   lists and ZOO_SERVERS keep what remains, and the topology is docker/topology.json's even
@@ -43,14 +45,38 @@ from launchers.zookeeper import ZOOKEEPER_CLASSPATH
 from shard_router.topology import Topology
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
-Kind = Literal["zookeeper", "member", "migrate", "coordinator", "relay", "balancer"]
+Kind = Literal["zookeeper", "member", "migrate", "coordinator", "relay", "token", "prometheus", "balancer"]
 Scale = Literal["full", "reduced"]
 SCALES: tuple[Scale, ...] = ("full", "reduced")
 # A service's kind, by its image (the wallet image's by the service's name).
-IMAGE_KINDS: dict[str, Kind] = {"zookeeper": "zookeeper", "wallet-patroni": "member", "haproxy": "balancer"}
+IMAGE_KINDS: dict[str, Kind] = {
+    "zookeeper": "zookeeper",
+    "wallet-patroni": "member",
+    "haproxy": "balancer",
+    "prom/prometheus": "prometheus",
+}
 WALLET_IMAGE = "wallet"
-WALLET_KINDS: dict[str, Kind] = {"migrate": "migrate", "coordinator": "coordinator", "relay": "relay"}
-START_ORDER: tuple[Kind, ...] = ("zookeeper", "member", "migrate", "coordinator", "relay", "balancer")
+WALLET_KINDS: dict[str, Kind] = {
+    "migrate": "migrate",
+    "coordinator": "coordinator",
+    "relay": "relay",
+    "metrics-token": "token",
+}
+START_ORDER: tuple[Kind, ...] = (
+    "zookeeper",
+    "member",
+    "migrate",
+    "coordinator",
+    "relay",
+    "token",
+    "prometheus",
+    "balancer",
+)
+ONE_SHOT_KINDS: tuple[Kind, ...] = ("migrate", "token")  # compose waits for them to complete
+# Images with nothing to run them from on this machine's registries: left out, and said so.
+NOT_NATIVE = {"grafana/grafana": "Grafana: no package in Debian (nor PyPI or npm) to run it natively"}
+# The user an image runs as (root otherwise): PostgreSQL refuses root; Prometheus's image is nobody's.
+IMAGE_USERS: dict[Kind, str] = {"member": "postgres", "prometheus": "nobody"}
 REDUCED_ZOOKEEPERS = ("zk1",)
 REDUCED_CLUSTERS = ("shard0", "shard1", "ledger")
 # Settings naming the ZooKeeper ensemble as host:port lists (reduced to the nodes kept).
@@ -77,6 +103,7 @@ IMAGE_COMMANDS: dict[Kind, tuple[str, ...]] = {
     "member": ("patroni", MEMBER_CONFIG),
     "balancer": ("haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"),
 }
+IMAGE_ENTRYPOINTS: dict[Kind, tuple[str, ...]] = {"prometheus": ("prometheus",)}  # compose's command: its arguments
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # the images' PATH
 
 
@@ -104,6 +131,7 @@ class Plan:
     scale: Scale
     services: tuple[Service, ...]  # in start order
     topology: Topology
+    left_out: Mapping[str, str]  # compose services not run natively -> why
 
     @property
     def names(self) -> list[str]:
@@ -135,13 +163,23 @@ class Plan:
 def read_plan(scale: Scale, docker: Path = DOCKER) -> Plan:
     assert scale in SCALES, f"scale must be one of {SCALES}, not {scale!r}"
     compose = yaml.safe_load((docker / "compose.yaml").read_text())
-    services = [service for name, body in compose["services"].items() for service in services_of(name, body, docker)]
+    left_out = {
+        name: NOT_NATIVE[str(body["image"]).split(":")[0]]
+        for name, body in compose["services"].items()
+        if str(body.get("image", "")).split(":")[0] in NOT_NATIVE
+    }
+    services = [
+        service
+        for name, body in compose["services"].items()
+        if name not in left_out
+        for service in services_of(name, body, docker)
+    ]
     topology = Topology.from_document(json.loads((docker / "topology.json").read_text()))
     if scale == "reduced":
         services, topology = reduce(services), reduce_topology(topology)
     services = expand_replicas(services)
     services.sort(key=lambda service: START_ORDER.index(service.kind))
-    return Plan(scale, tuple(services), topology)
+    return Plan(scale, tuple(services), topology, left_out)
 
 
 def services_of(name: str, body: Mapping[str, Any], docker: Path) -> list[Service]:
@@ -201,7 +239,7 @@ def ports_of(
         return (int(client), *(int(port) for port in quorum.split(":")[1:]), *admin)
     if kind == "coordinator":
         return (int(command[command.index("--port") + 1]),)
-    if kind == "balancer":
+    if kind in ("balancer", "prometheus"):
         return tuple(int(str(mapping).split(":")[-1]) for mapping in body["ports"])
     return ()
 
@@ -273,7 +311,7 @@ def image_copies(dockerfile: Path) -> dict[str, Path]:
 
 
 def container_paths(service: Service, home: Path, docker: Path = DOCKER) -> dict[str, str]:
-    """Container path -> native path, longest first (so a prefix never shadows a longer one)."""
+    """Container path -> native path."""
     folder = folder_of(service, home)
     paths: dict[str, str] = {}
     for volume in service.volumes:
@@ -284,14 +322,20 @@ def container_paths(service: Service, home: Path, docker: Path = DOCKER) -> dict
         paths[MEMBER_CONFIG] = str(folder / "patroni.yml")  # docker/patroni.yml translated (`patroni_config`)
         paths[MEMBER_PGPASS] = str(folder / "pgpass")
     if service.kind in WALLET_KINDS.values():
-        paths[image_environment(docker / "Dockerfile")["WALLET_HOME"]] = str(folder / "wallet")
-    return dict(sorted(paths.items(), key=lambda item: -len(item[0])))
+        image = image_environment(docker / "Dockerfile")
+        paths[image["WALLET_HOME"]] = str(folder / "wallet")
+        paths.setdefault(image["WALLET_TOPOLOGY"], str(home / "topology.json"))  # where the others mount it
+    return paths
 
 
 def translate(text: str, paths: Mapping[str, str]) -> str:
-    for container, native in paths.items():
-        text = re.sub(rf"{re.escape(container)}(?=$|[/\s\"';&])", native, text)
-    return text
+    """Each container path (a whole path, or a folder of a longer one) replaced, in one pass:
+    what was replaced is never read again."""
+    if not paths:
+        return text
+    longest_first = sorted(paths, key=len, reverse=True)
+    pattern = "|".join(re.escape(path) for path in longest_first)
+    return re.sub(rf"(?<![\w./-])({pattern})(?=$|[/\s\"';&])", lambda match: paths[match.group(1)], text)
 
 
 def interpolate(text: str, variables: Mapping[str, str]) -> str:
@@ -377,13 +421,55 @@ def haproxy_config(plan: Plan, docker: Path = DOCKER) -> str:
     return "\n".join(out) + "\n"
 
 
+def prometheus_config(plan: Plan, docker: Path = DOCKER) -> dict[str, Any]:
+    """docker/prometheus/prometheus.yml without Docker's DNS: a DNS discovery of a replicated
+    service becomes the list of its replicas (resolved from the hosts file at each scrape);
+    its container paths are the run's."""
+    config = cast(dict[str, Any], yaml.safe_load((docker / "prometheus" / "prometheus.yml").read_text()))
+    for job in config.get("scrape_configs", []):
+        targets = [
+            f"{replica}:{lookup['port']}"
+            for lookup in job.pop("dns_sd_configs", [])
+            for name in lookup["names"]
+            for replica in plan.names
+            if replica.startswith(f"{name}-")
+        ]
+        if targets:
+            job["static_configs"] = [{"targets": targets}]
+    return config
+
+
+def bound_files(plan: Plan, home: Path, docker: Path = DOCKER) -> dict[Path, str]:
+    """The run's copy of each docker/ file a service mounts (`./x:/in/the/container`): the
+    topology as planned, the HAProxy and Prometheus configurations without Docker's DNS and
+    with native paths, the rest as they are."""
+    files: dict[Path, str] = {}
+    for service in plan.services:
+        for volume in service.volumes:
+            source = volume.split(":")[0]
+            if not source.startswith("./"):
+                continue
+            native = home / Path(source).name
+            if native.name == "topology.json":
+                files[native] = json.dumps(plan.topology.to_document(), indent=2) + "\n"
+            elif native.name == "haproxy.cfg":
+                files[native] = haproxy_config(plan, docker)
+            elif native.name == "prometheus.yml":
+                paths = container_paths(service, home, docker)
+                files[native] = translate(yaml.safe_dump(prometheus_config(plan, docker), sort_keys=False), paths)
+            else:
+                files[native] = (docker / source).read_text()
+    return files
+
+
 def command_of(service: Service, home: Path, docker: Path = DOCKER) -> list[str]:
     """The native command: the compose command or the image's, its paths translated."""
     if service.kind == "zookeeper":  # the image's entrypoint writes zoo.cfg, then runs the server
         java = ["java", f"-Xmx{ZOOKEEPER_HEAP}", "-cp", ZOOKEEPER_CLASSPATH]
         return [*java, "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(folder_of(service, home) / "zoo.cfg")]
     paths = container_paths(service, home, docker)
-    command = [translate(word, paths) for word in service.command or IMAGE_COMMANDS[service.kind]]
+    given = IMAGE_ENTRYPOINTS.get(service.kind, ()) + (service.command or IMAGE_COMMANDS[service.kind])
+    command = [translate(word, paths) for word in given]
     if service.kind == "member":
         patroni, _ = patroni_command()
         command = [*patroni, *command[1:]]

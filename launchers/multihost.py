@@ -2,8 +2,10 @@
 the network namespace of its compose hostname (launchers/netns.py), with the compose file's
 ports and environment: started in compose's order, each kind once what it depends on is as
 compose's conditions ask (ZooKeeper answering `ruok`; every Patroni cluster with a leader
-and a streaming synchronous standby; `migrate` completed, retried as `restart: on-failure`
-retries it; the coordinators' /readyz), stopped at the end.
+and a streaming synchronous standby; the one-shots, `migrate` and `metrics-token`, completed,
+retried as `restart: on-failure` retries them; the coordinators' /readyz; Prometheus's
+/-/ready), stopped at the end. Each runs as the user its image runs as (IMAGE_USERS), its
+volumes that user's.
 
 Its health checks speak to the services by name, so the process that calls them runs in a
 namespace of the same network (the run's client): this module only ever runs there.
@@ -27,25 +29,27 @@ from pathlib import Path
 from typing import TypeVar
 
 from launchers.compose import (
+    IMAGE_USERS,
+    ONE_SHOT_KINDS,
+    Kind,
     Plan,
+    bound_files,
     command_of,
     environment_of,
     folder_of,
-    haproxy_config,
     patroni_config,
     zookeeper_config,
 )
 from launchers.netns import StarNetwork
-from shard_router.file_store import FileTopologyStore
 
 READY_TIMEOUT_S = 240.0  # a cluster's first leader and synchronous standby, on a busy machine
 POLL_S = 0.5
 PROBE_TIMEOUT_S = 2.0
-MIGRATE_ATTEMPTS_MAX = 20  # compose restarts `migrate` on failure until every cluster has a primary
-MIGRATE_PAUSE_S = 3.0
-MIGRATE_TIMEOUT_S = 300.0
+ONE_SHOT_ATTEMPTS_MAX = 20  # compose restarts `migrate` on failure until every cluster has a primary
+ONE_SHOT_PAUSE_S = 3.0
+ONE_SHOT_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 30.0
-MEMBER_USER = "postgres"  # PostgreSQL refuses root; the image runs Patroni as postgres too
+READY_PATHS: dict[Kind, str] = {"coordinator": "/readyz", "balancer": "/readyz", "prometheus": "/-/ready"}
 
 T = TypeVar("T")
 
@@ -59,44 +63,45 @@ class Deployment:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.interrupted = threading.Event()  # set: every wait ends at its next poll (Ctrl-C)
 
-    @property
-    def topology_path(self) -> Path:
-        return self.home / "topology.json"
-
     def log_path(self, name: str) -> Path:
         return self.home / "logs" / f"{name}.log"
 
     # -- files -----------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Every service's folder and files: volumes, configurations, the topology."""
+        """Every service's folder and files: volumes (owned by the user the service runs as),
+        configurations, the docker/ files services mount."""
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
-        (self.home / "volumes").mkdir(exist_ok=True)
-        FileTopologyStore(self.topology_path).save(self.plan.topology)
-        (self.home / "haproxy.cfg").write_text(haproxy_config(self.plan))
-        postgres = pwd.getpwnam(MEMBER_USER)
+        for path, text in bound_files(self.plan, self.home).items():
+            path.write_text(text)
         for service in self.plan.services:
             folder = folder_of(service, self.home)
             folder.mkdir(parents=True, exist_ok=True)
+            user = pwd.getpwnam(IMAGE_USERS[service.kind]) if service.kind in IMAGE_USERS else None
+            for volume in service.volumes:
+                source = volume.split(":")[0]
+                if not source.startswith("./"):
+                    (self.home / "volumes" / source).mkdir(parents=True, exist_ok=True)
+                    if user is not None:
+                        os.chown(self.home / "volumes" / source, user.pw_uid, user.pw_gid)
+                        os.chmod(self.home / "volumes" / source, 0o700)
             if service.kind == "zookeeper":
                 (folder / "data").mkdir(exist_ok=True)
                 (folder / "data" / "myid").write_text(f"{service.environment['ZOO_MY_ID']}\n")
                 (folder / "zoo.cfg").write_text(zookeeper_config(service, self.home))
             if service.kind == "member":
-                volume = self.home / "volumes" / service.volumes[0].split(":")[0]
-                volume.mkdir(exist_ok=True)
+                assert user is not None
                 (folder / "patroni.yml").write_text(json.dumps(patroni_config(service, self.home), indent=2) + "\n")
-                for path in (folder, volume, folder / "patroni.yml"):
-                    os.chown(path, postgres.pw_uid, postgres.pw_gid)
+                for path in (folder, folder / "patroni.yml"):
+                    os.chown(path, user.pw_uid, user.pw_gid)
                 os.chmod(folder, 0o700)
-                os.chmod(volume, 0o700)
-        os.chmod(self.home, 0o755)  # postgres reaches its member's folder through the run's
+        os.chmod(self.home, 0o755)  # postgres and nobody reach their folders through the run's
 
     # -- processes -------------------------------------------------------------------------
     def start(self, name: str) -> None:
         service = self.plan.service(name)
         assert not self.alive(name), f"{name} is already running"
         environment = environment_of(service, self.home, self.variables)
-        user = ["runuser", "-u", MEMBER_USER, "--"] if service.kind == "member" else []
+        user = ["runuser", "-u", IMAGE_USERS[service.kind], "--"] if service.kind in IMAGE_USERS else []
         pairs = [f"{key}={value}" for key, value in environment.items()]
         command = self.network.exec_command(name, [*user, "env", "-i", *pairs, *command_of(service, self.home)])
         with open(self.log_path(name), "ab") as log:
@@ -122,7 +127,11 @@ class Deployment:
 
     def stop_all(self) -> None:
         """The wallet services, then the members (all at once), then ZooKeeper."""
-        for kinds in (("balancer", "relay", "coordinator", "migrate"), ("member",), ("zookeeper",)):
+        for kinds in (
+            ("balancer", "prometheus", "token", "relay", "coordinator", "migrate"),
+            ("member",),
+            ("zookeeper",),
+        ):
             group = [s.name for s in self.plan.services if s.kind in kinds and self.alive(s.name)]
             for name in group:
                 signal_group(self.processes[name].pid, signal.SIGTERM)
@@ -175,10 +184,12 @@ class Deployment:
         return leader if standby else None
 
     def ready(self, name: str) -> bool:
-        """/readyz of a coordinator (or of the balancer in front of them) answers 200."""
-        port = self.plan.service(name).ports[0]
+        """The service's readiness answers 200 (a coordinator's /readyz, or the balancer's in
+        front of them; Prometheus's /-/ready)."""
+        service = self.plan.service(name)
+        url = f"http://{name}:{service.ports[0]}{READY_PATHS[service.kind]}"
         try:
-            with urllib.request.urlopen(f"http://{name}:{port}/readyz", timeout=PROBE_TIMEOUT_S) as answer:
+            with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as answer:
                 return bool(answer.status == 200)
         except (OSError, urllib.error.URLError):
             return False
@@ -191,7 +202,11 @@ class Deployment:
             found = check()
             if found is not None and found is not False:
                 return found
-            dead = [name for name in self.processes if not self.alive(name) and name != "migrate"]
+            dead = [
+                name
+                for name in self.processes
+                if not self.alive(name) and self.plan.service(name).kind not in ONE_SHOT_KINDS
+            ]
             if dead:
                 raise RuntimeError(f"waiting for {what}: {', '.join(dead)} exited; see {self.home / 'logs'}")
             time.sleep(POLL_S)
@@ -211,31 +226,34 @@ class Deployment:
         for cluster in self.plan.clusters:
             leader = self.wait(f"{cluster}: a leader and a synchronous standby", partial(self.healthy, cluster))
             say(f"{cluster}: {leader} leads, {self.roles(cluster)}")
-        self.migrate(say)
-        for kind in ("coordinator", "relay"):
-            for service in self.plan.of_kind(kind):
-                self.start(service.name)
+        for service in self.plan.of_kind("migrate"):
+            self.run_once(service.name, say)
+        for service in [*self.plan.of_kind("coordinator"), *self.plan.of_kind("relay")]:
+            self.start(service.name)
         for service in self.plan.of_kind("coordinator"):
             self.wait(f"{service.name} ready", partial(self.ready, service.name))
-        for service in self.plan.of_kind("balancer"):
+        for service in self.plan.of_kind("token"):
+            self.run_once(service.name, say)
+        for service in [*self.plan.of_kind("prometheus"), *self.plan.of_kind("balancer")]:
             self.start(service.name)
             self.wait(f"{service.name} ready", partial(self.ready, service.name))
-        say("coordinators, relay and balancer up")
+        say("coordinators, relay, " + ("Prometheus, " if self.plan.of_kind("prometheus") else "") + "balancer up")
 
-    def migrate(self, say: Callable[[str], None]) -> None:
-        """compose's one-shot `migrate`, restarted on failure (bounded) as compose would."""
-        for attempt in range(1, MIGRATE_ATTEMPTS_MAX + 1):
-            self.start("migrate")
+    def run_once(self, name: str, say: Callable[[str], None]) -> None:
+        """A one-shot service (`migrate`, `metrics-token`), restarted on failure (bounded) as
+        compose's `restart: on-failure` would, until it completes."""
+        for attempt in range(1, ONE_SHOT_ATTEMPTS_MAX + 1):
+            self.start(name)
             try:
-                code = self.processes["migrate"].wait(MIGRATE_TIMEOUT_S)
+                code = self.processes[name].wait(ONE_SHOT_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                self.stop("migrate")
+                self.stop(name)
                 code = -1
             if code == 0:
-                say(f"migrate completed (attempt {attempt})")
+                say(f"{name} completed (attempt {attempt})")
                 return
-            time.sleep(MIGRATE_PAUSE_S)
-        raise RuntimeError(f"migrate failed {MIGRATE_ATTEMPTS_MAX} times; see {self.log_path('migrate')}")
+            time.sleep(ONE_SHOT_PAUSE_S)
+        raise RuntimeError(f"{name} failed {ONE_SHOT_ATTEMPTS_MAX} times; see {self.log_path(name)}")
 
 
 def signal_group(pid: int, number: int) -> None:

@@ -23,10 +23,12 @@ from launchers.compose import (
     START_ORDER,
     Plan,
     Scale,
+    bound_files,
     command_of,
     environment_of,
     haproxy_config,
     patroni_config,
+    prometheus_config,
     read_plan,
     zookeeper_config,
 )
@@ -36,8 +38,19 @@ from shard_router.topology import Topology
 HOME = Path("/srv/run")  # never made: the plan is pure
 SECRET = {"WALLET_AUTH_SECRET": "s" * 48}
 WALLET = str(Path(sys.executable).parent / "wallet")
-# What a container had as its own and must not leak into a native command or file.
-CONTAINER_PATHS = ("/var/lib/postgresql", "/etc/patroni", "/tmp/pgpass", "/etc/wallet", "/tmp/wallet", "/usr/local/etc")
+# What a container had as its own and must not leak into a native command or file (a whole
+# path, or a folder of a longer one: "/prometheus" is the data volume's mount point).
+CONTAINER_PATHS = (
+    "/var/lib/postgresql",
+    "/etc/patroni",
+    "/tmp/pgpass",
+    "/etc/wallet",
+    "/tmp/wallet",
+    "/usr/local/etc",
+    "/etc/prometheus",
+    "/prometheus",
+    "/tokens",
+)
 RUN_TIMEOUT_S = 900
 
 
@@ -55,7 +68,7 @@ def every_text(plan: Plan) -> dict[str, str]:
         if service.kind == "zookeeper":
             parts.append(zookeeper_config(service, HOME))
         texts[service.name] = "\n".join(parts)
-    texts["haproxy.cfg"] = haproxy_config(plan)
+    texts.update({str(path): text for path, text in bound_files(plan, HOME).items() if path.name != "rules.yml"})
     return texts
 
 
@@ -65,7 +78,7 @@ def test_every_compose_service_runs_under_its_hostname_with_its_ports_and_enviro
     plan = read_plan("full")
     compose = compose_services()
     expected = {name for name in compose if name != "coordinator"} | {"coordinator-1", "coordinator-2"}
-    assert set(plan.names) == expected
+    assert set(plan.names) == expected - {"grafana"} and set(plan.left_out) == {"grafana"}
     for service in plan.services:
         given = compose[service.name.rsplit("-", 1)[0] if service.kind == "coordinator" else service.name]
         native = environment_of(service, HOME, SECRET)
@@ -76,7 +89,7 @@ def test_every_compose_service_runs_under_its_hostname_with_its_ports_and_enviro
                 assert native[key] == str(value), (service.name, key)
     ports = {service.kind: service.ports for service in plan.services}
     assert ports["member"] == (5432, 8008) and ports["coordinator"] == (8000,) and ports["balancer"] == (8000,)
-    assert ports["zookeeper"][:3] == (2181, 2888, 3888)
+    assert ports["zookeeper"][:3] == (2181, 2888, 3888) and ports["prometheus"] == (9090,)
     assert Topology.from_document(yaml.safe_load((DOCKER / "topology.json").read_text())) == plan.topology
 
 
@@ -84,7 +97,9 @@ def test_every_compose_service_runs_under_its_hostname_with_its_ports_and_enviro
 def test_no_container_path_is_left(scale: Scale) -> None:
     """Every path a container had to itself is a folder of the run's (or a file of docker/)."""
     for name, text in every_text(read_plan(scale)).items():
-        leaked = [path for path in CONTAINER_PATHS if path in text]
+        leaked = [
+            path for path in CONTAINER_PATHS if re.search(rf"(?<![\w./-]){re.escape(path)}(?=$|[/\s\"';&])", text)
+        ]
         assert not leaked, f"{name} still names {leaked}"
     member = read_plan(scale).of_kind("member")[0]
     config = patroni_config(member, HOME)
@@ -131,6 +146,26 @@ def test_the_balancer_names_each_replica_without_dockers_dns() -> None:
     assert "option httpchk GET /readyz" in config
 
 
+def test_prometheus_scrapes_each_replica_with_the_token_metrics_token_writes() -> None:
+    """Docker's DNS discovery of `coordinator` becomes its replicas; the bearer credentials
+    file is the one `metrics-token` writes into their shared volume; the rules sit beside."""
+    plan = read_plan("full")
+    config = prometheus_config(plan)
+    (job,) = config["scrape_configs"]
+    assert "dns_sd_configs" not in job
+    assert job["static_configs"] == [{"targets": ["coordinator-1:8000", "coordinator-2:8000"]}]
+    files = bound_files(plan, HOME)
+    native = yaml.safe_load(files[HOME / "prometheus.yml"])
+    token = HOME / "volumes" / "prometheus-token" / "prometheus"
+    assert native["scrape_configs"][0]["authorization"]["credentials_file"] == str(token)
+    assert f"> {token} " in " ".join(command_of(plan.service("metrics-token"), HOME))
+    assert files[HOME / "rules.yml"] == (DOCKER / "prometheus" / "rules.yml").read_text()
+    assert command_of(plan.service("prometheus"), HOME)[:2] == [
+        "prometheus",
+        f"--config.file={HOME / 'prometheus.yml'}",
+    ]
+
+
 def test_the_network_is_a_star_that_touches_nothing_outside() -> None:
     """Every link and address is made inside the run's namespaces (`ip -n`), on its subnet;
     no namespace gets a default route; a cut is the switch's end of the host's veth."""
@@ -172,6 +207,7 @@ def test_the_compose_layout_runs_across_namespaces() -> None:
         assert acknowledged > 0, row
     assert "the other led recovery after" in rows["coordinator cut"]
     assert "promoted after" in rows["shard-primary cut"] and "back as synchronous standby" in rows["shard-primary cut"]
+    assert "Prometheus: 2 of 2 scrape targets up" in completed.stdout
     for name in read_plan("full").names:
         assert f"| {name} |" in completed.stdout
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
