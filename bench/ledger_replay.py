@@ -26,6 +26,7 @@ import asyncpg
 
 from bench.relay import measure_relay
 from launchers.postgres import LocalCluster, temporary_home
+from ledger.appends import COPY_COLUMNS
 from ledger.chain import GENESIS, LedgerEvent, chain_hash
 from ledger.partitions import LedgerPartitions
 from ledger.replay import replay_balances
@@ -37,24 +38,7 @@ COPY_CHUNK = 200_000
 # The relay appends a stream's events in batches of up to RELAY_BATCH_MAX: the bench writes
 # each stream's events of this many generated ones together, as the relays would.
 RELAY_ROUND = 20_000
-COLUMNS = [
-    "stream",
-    "position",
-    "source_event_id",
-    "transaction_id",
-    "account_id",
-    "version",
-    "kind",
-    "amount",
-    "reserved_delta",
-    "balance_after",
-    "reserved_after",
-    "currency",
-    "created_at",
-    "prev_hash",
-    "hash",
-    "visible_at",
-]
+COLUMNS = COPY_COLUMNS  # the ledger's own, as the relay writes them
 ACCOUNT_AT_SAMPLES = 50
 STREAMS = 4  # as `wallet dev up`'s 4 shards
 
