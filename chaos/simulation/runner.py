@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -76,8 +77,8 @@ def run_seeds(base: Options, first: int, count: int, processes: int = 0, stop_at
     return summary
 
 
-def _collect(summary: Summary, parts: object, stop_at_first: bool) -> None:
-    for part in parts:  # type: ignore[attr-defined]
+def _collect(summary: Summary, parts: Iterable[list[tuple[int, list[str], int, int]]], stop_at_first: bool) -> None:
+    for part in parts:
         for seed, kinds, statements, faults in part:
             summary.seeds += 1
             summary.statements += statements

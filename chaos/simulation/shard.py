@@ -244,13 +244,7 @@ class SimulatedSession:
         """One statement: in the open transaction, or in one of its own (autocommit). A failure
         aborts the transaction; the faults the world asks for happen around it."""
         self._check_alive()
-        fault, delay_s = self.server.faults.before(self.shard, operation)
-        if fault == "delay":
-            await asyncio.sleep(delay_s)
-            self._check_alive()
-        if fault == "drop_before":
-            self.lose()
-            raise ShardUnavailable(self.shard, f"connection lost before {operation}")
+        fault = await self._arrive(operation)
         own = self.transaction is None
         transaction = self.transaction or self.server.start_transaction(SESSION_LOCK_TIMEOUT_S)
         if transaction.aborted:
@@ -280,14 +274,22 @@ class SimulatedSession:
             self.lose()
 
     # -- transactions -------------------------------------------------------------------------
-    async def begin(self, lock_timeout_ms: int | None = None) -> None:
-        self._check_alive()
-        assert self.transaction is None, "BEGIN inside a transaction"
-        fault, delay_s = self.server.faults.before(self.shard, "begin")
+    async def _arrive(self, operation: str) -> Fault:
+        """The world's fault for this statement, as it reaches the server: a delay is slept, a
+        connection lost before it raises; a fault after it is the caller's to act on."""
+        fault, delay_s = self.server.faults.before(self.shard, operation)
         if fault == "delay":
             await asyncio.sleep(delay_s)
             self._check_alive()
-        if fault is not None and fault != "delay":
+        if fault == "drop_before":
+            self.lose()
+            raise ShardUnavailable(self.shard, f"connection lost before {operation}")
+        return fault
+
+    async def begin(self, lock_timeout_ms: int | None = None) -> None:
+        self._check_alive()
+        assert self.transaction is None, "BEGIN inside a transaction"
+        if await self._arrive("begin") == "drop_after":
             self.lose()
             raise ShardUnavailable(self.shard, "connection lost at BEGIN")
         timeout_s = SESSION_LOCK_TIMEOUT_S if lock_timeout_ms is None else lock_timeout_ms / 1000
@@ -296,13 +298,7 @@ class SimulatedSession:
     async def commit(self) -> None:
         self._check_alive()
         assert self.transaction is not None, "COMMIT outside a transaction"
-        fault, delay_s = self.server.faults.before(self.shard, "commit")
-        if fault == "delay":
-            await asyncio.sleep(delay_s)
-            self._check_alive()
-        if fault == "drop_before":
-            self.lose()
-            raise ShardUnavailable(self.shard, "connection lost before COMMIT")
+        fault = await self._arrive("commit")
         transaction, self.transaction = self.transaction, None
         self.server.finish(transaction, commit=True)  # an aborted one rolls back
         if fault == "drop_after":

@@ -445,9 +445,8 @@ class World:
         for _ in range(SETTLE_PASSES_MAX):
             report = await leader.recovery.run_once(0)
             await leader.relay.drain()
-            if report.clean and not self._leftovers()[0] and not self._leftovers()[1]:
-                if not self._leftovers()[2]:
-                    return
+            if report.clean and self._leftovers() == (0, 0, 0):
+                return
             await asyncio.sleep(ABORT_AFTER_MS / 1000)
 
     def _leftovers(self) -> tuple[int, int, int]:
